@@ -1,0 +1,337 @@
+//! Building an [`ObjectKvStore`] from a URL, from the environment, or around an object store made
+//! in code.
+//!
+//! | URL | backend | credentials and settings from |
+//! |---|---|---|
+//! | `s3://bucket/prefix` | Amazon S3 or any S3-compatible server | `AWS_*` variables (`AWS_ENDPOINT` for MinIO, LocalStack, SeaweedFS) |
+//! | `gs://bucket/prefix` | Google Cloud Storage | `GOOGLE_*` variables |
+//! | `az://container/prefix` | Azure Blob Storage | `AZURE_*` variables |
+//! | `file:///path/to/dir` | a local directory | — |
+//! | `memory://` | in-memory, lost on exit (tests, demos) | — |
+//!
+//! Options given with [`StoreBuilder::with_option`] use `object_store`'s configuration keys
+//! (`aws_endpoint`, `aws_allow_http`, `google_service_account`, `azure_storage_account_name`, …)
+//! and take precedence over the environment.
+
+use std::fmt;
+use std::sync::Arc;
+
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::ObjectStore;
+use url::Url;
+
+use crate::error::ConfigError;
+use crate::retry::RetryPolicy;
+use crate::store::{ObjectKvStore, StoreParams};
+
+/// Default bound on requests in flight at once, across all keys.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 64;
+/// Default number of worker threads of the store's runtime.
+pub const DEFAULT_WORKER_THREADS: usize = 2;
+
+/// The environment variable [`StoreBuilder::from_env`] reads the store URL from.
+pub const ENV_URL: &str = "LDK_OBJECT_STORE_URL";
+/// Optional: a root prefix below the URL's path.
+pub const ENV_PREFIX: &str = "LDK_OBJECT_STORE_PREFIX";
+/// Optional: the bound on requests in flight.
+pub const ENV_MAX_IN_FLIGHT: &str = "LDK_OBJECT_STORE_MAX_IN_FLIGHT";
+/// Optional: the number of attempts per operation (1 disables retries).
+pub const ENV_MAX_ATTEMPTS: &str = "LDK_OBJECT_STORE_MAX_ATTEMPTS";
+/// Optional: the number of worker threads of the store's runtime.
+pub const ENV_WORKER_THREADS: &str = "LDK_OBJECT_STORE_WORKER_THREADS";
+
+enum Source {
+	Url(String),
+	Store(Arc<dyn ObjectStore>),
+}
+
+/// Configures and builds an [`ObjectKvStore`].
+///
+/// ```
+/// use ldk_object_store::StoreBuilder;
+///
+/// let store = StoreBuilder::from_url("memory://").with_prefix("node-1").build()?;
+/// # Ok::<(), ldk_object_store::ConfigError>(())
+/// ```
+pub struct StoreBuilder {
+	source: Source,
+	prefix: Option<String>,
+	options: Vec<(String, String)>,
+	max_in_flight: usize,
+	retry: RetryPolicy,
+	worker_threads: usize,
+}
+
+impl fmt::Debug for StoreBuilder {
+	fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+		// Option values may be secrets (keys, tokens): show their names only.
+		let source = match &self.source {
+			Source::Url(url) => url.clone(),
+			Source::Store(store) => store.to_string(),
+		};
+		let option_keys: Vec<&str> = self.options.iter().map(|(k, _)| k.as_str()).collect();
+		f.debug_struct("StoreBuilder")
+			.field("source", &source)
+			.field("prefix", &self.prefix)
+			.field("option_keys", &option_keys)
+			.field("max_in_flight", &self.max_in_flight)
+			.field("retry", &self.retry)
+			.field("worker_threads", &self.worker_threads)
+			.finish()
+	}
+}
+
+impl StoreBuilder {
+	fn new(source: Source) -> Self {
+		StoreBuilder {
+			source,
+			prefix: None,
+			options: Vec::new(),
+			max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+			retry: RetryPolicy::default(),
+			worker_threads: DEFAULT_WORKER_THREADS,
+		}
+	}
+
+	/// A store at `url` (see the module docs for the schemes); the URL's path becomes the root
+	/// prefix. Cloud credentials come from the standard environment variables.
+	pub fn from_url(url: impl Into<String>) -> Self {
+		StoreBuilder::new(Source::Url(url.into()))
+	}
+
+	/// A store over an object store built in code. Its own settings (retries, timeouts,
+	/// credentials) stay as they are.
+	pub fn from_store(store: Arc<dyn ObjectStore>) -> Self {
+		StoreBuilder::new(Source::Store(store))
+	}
+
+	/// A store configured by environment variables: [`ENV_URL`] (required), and optionally
+	/// [`ENV_PREFIX`], [`ENV_MAX_IN_FLIGHT`], [`ENV_MAX_ATTEMPTS`] and [`ENV_WORKER_THREADS`].
+	pub fn from_env() -> Result<Self, ConfigError> {
+		let url = std::env::var(ENV_URL)
+			.map_err(|_| ConfigError::InvalidEnv { var: ENV_URL, reason: "not set".into() })?;
+		let mut builder = StoreBuilder::from_url(url);
+		if let Ok(prefix) = std::env::var(ENV_PREFIX) {
+			builder = builder.with_prefix(prefix);
+		}
+		if let Some(n) = env_number(ENV_MAX_IN_FLIGHT)? {
+			builder = builder.with_max_in_flight(n);
+		}
+		if let Some(n) = env_number(ENV_MAX_ATTEMPTS)? {
+			builder.retry.max_attempts = n as u32;
+		}
+		if let Some(n) = env_number(ENV_WORKER_THREADS)? {
+			builder = builder.with_worker_threads(n);
+		}
+		Ok(builder)
+	}
+
+	/// A root prefix below the URL's path, for example one per node sharing a bucket.
+	pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
+		self.prefix = Some(prefix.into());
+		self
+	}
+
+	/// A backend option by `object_store`'s configuration key, such as `aws_endpoint` or
+	/// `aws_allow_http`. Only for stores built from a URL.
+	pub fn with_option(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+		self.options.push((key.into(), value.into()));
+		self
+	}
+
+	/// The most requests in flight at once, across all keys (default [`DEFAULT_MAX_IN_FLIGHT`]).
+	pub fn with_max_in_flight(mut self, max_in_flight: usize) -> Self {
+		self.max_in_flight = max_in_flight.max(1);
+		self
+	}
+
+	/// How transient failures are retried (default: [`RetryPolicy::default`]).
+	pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+		self.retry = retry;
+		self
+	}
+
+	/// Worker threads of the runtime the store's I/O runs on (default
+	/// [`DEFAULT_WORKER_THREADS`]).
+	pub fn with_worker_threads(mut self, worker_threads: usize) -> Self {
+		self.worker_threads = worker_threads.max(1);
+		self
+	}
+
+	/// Builds the store. Nothing is sent to the backend yet.
+	pub fn build(self) -> Result<ObjectKvStore, ConfigError> {
+		let (backend, url_root) = match &self.source {
+			Source::Url(url) => backend_from_url(url, &self.options)?,
+			Source::Store(store) => {
+				if let Some((key, _)) = self.options.first() {
+					return Err(ConfigError::UnknownOption {
+						scheme: "a store built in code".into(),
+						key: key.clone(),
+					});
+				}
+				(Arc::clone(store), String::new())
+			},
+		};
+		let root = join_prefix(&url_root, self.prefix.as_deref().unwrap_or(""))?;
+		let params = StoreParams {
+			root,
+			max_in_flight: self.max_in_flight,
+			retry: self.retry,
+			worker_threads: self.worker_threads,
+		};
+		ObjectKvStore::with_params(backend, params).map_err(|source| ConfigError::Io {
+			what: "starting the store's runtime".into(),
+			source,
+		})
+	}
+}
+
+fn env_number(var: &'static str) -> Result<Option<usize>, ConfigError> {
+	match std::env::var(var) {
+		Err(_) => Ok(None),
+		Ok(value) => value.trim().parse::<usize>().map(Some).map_err(|_| ConfigError::InvalidEnv {
+			var,
+			reason: format!("{value:?} is not a whole number"),
+		}),
+	}
+}
+
+fn join_prefix(a: &str, b: &str) -> Result<Path, ConfigError> {
+	let joined: Vec<&str> =
+		[a, b].iter().flat_map(|s| s.split('/')).filter(|part| !part.is_empty()).collect();
+	let joined = joined.join("/");
+	Path::parse(&joined).map_err(|source| ConfigError::InvalidPrefix { prefix: joined, source })
+}
+
+/// Makes the backend for a URL and returns it with the root prefix the URL's path gives.
+fn backend_from_url(
+	url: &str, options: &[(String, String)],
+) -> Result<(Arc<dyn ObjectStore>, String), ConfigError> {
+	let parsed = Url::parse(url).map_err(|e| ConfigError::InvalidUrl(e.to_string()))?;
+	if !parsed.username().is_empty() || parsed.password().is_some() {
+		// Never echo the URL here: it holds a secret.
+		return Err(ConfigError::InvalidUrl(
+			"credentials in the URL are not accepted; use the environment".into(),
+		));
+	}
+	let scheme = parsed.scheme().to_owned();
+	let bucket = parsed.host_str().unwrap_or("").to_owned();
+	let path = parsed.path().trim_matches('/').to_owned();
+	let no_options = || match options.first() {
+		Some((key, _)) => {
+			Err(ConfigError::UnknownOption { scheme: scheme.clone(), key: key.clone() })
+		},
+		None => Ok(()),
+	};
+	let needs_bucket = || {
+		if bucket.is_empty() {
+			Err(ConfigError::MissingBucket(scheme.clone()))
+		} else {
+			Ok(())
+		}
+	};
+	let backend: Arc<dyn ObjectStore> = match scheme.as_str() {
+		"memory" => {
+			no_options()?;
+			let root = [bucket.as_str(), path.as_str()].join("/");
+			return Ok((Arc::new(InMemory::new()), root));
+		},
+		"file" => {
+			no_options()?;
+			let dir = parsed.to_file_path().map_err(|_| {
+				ConfigError::InvalidUrl("a file:// URL needs an absolute local path".into())
+			})?;
+			let io_err = |what: &str, source| ConfigError::Io {
+				what: format!("{what} {}", dir.display()),
+				source,
+			};
+			std::fs::create_dir_all(&dir).map_err(|e| io_err("creating directory", e))?;
+			let fs = LocalFileSystem::new_with_prefix(&dir).map_err(ConfigError::Backend)?;
+			return Ok((Arc::new(fs), String::new()));
+		},
+		#[cfg(feature = "aws")]
+		"s3" | "s3a" => {
+			use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+			needs_bucket()?;
+			let mut builder = AmazonS3Builder::from_env().with_bucket_name(&bucket);
+			for (key, value) in options {
+				let config_key: AmazonS3ConfigKey = parse_option(&scheme, key)?;
+				builder = builder.with_config(config_key, value);
+			}
+			Arc::new(builder.build().map_err(ConfigError::Backend)?)
+		},
+		#[cfg(feature = "gcp")]
+		"gs" => {
+			use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
+			needs_bucket()?;
+			let mut builder = GoogleCloudStorageBuilder::from_env().with_bucket_name(&bucket);
+			for (key, value) in options {
+				let config_key: GoogleConfigKey = parse_option(&scheme, key)?;
+				builder = builder.with_config(config_key, value);
+			}
+			Arc::new(builder.build().map_err(ConfigError::Backend)?)
+		},
+		#[cfg(feature = "azure")]
+		"az" | "azure" => {
+			use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
+			needs_bucket()?;
+			let mut builder = MicrosoftAzureBuilder::from_env().with_container_name(&bucket);
+			for (key, value) in options {
+				let config_key: AzureConfigKey = parse_option(&scheme, key)?;
+				builder = builder.with_config(config_key, value);
+			}
+			Arc::new(builder.build().map_err(ConfigError::Backend)?)
+		},
+		_ => return Err(ConfigError::UnsupportedScheme(scheme)),
+	};
+	Ok((backend, path))
+}
+
+#[cfg(any(feature = "aws", feature = "gcp", feature = "azure"))]
+fn parse_option<K: std::str::FromStr>(scheme: &str, key: &str) -> Result<K, ConfigError> {
+	key.parse()
+		.map_err(|_| ConfigError::UnknownOption { scheme: scheme.to_owned(), key: key.to_owned() })
+}
+
+#[cfg(test)]
+mod tests {
+	use super::*;
+
+	fn err(builder: StoreBuilder) -> String {
+		builder.build().unwrap_err().to_string()
+	}
+
+	#[test]
+	fn urls_map_to_backends_and_roots() {
+		let store = StoreBuilder::from_url("memory:///a/b").with_prefix("/c/").build().unwrap();
+		assert_eq!(store.key_mapper().root().as_ref(), "a/b/c");
+		let dir = tempfile::tempdir().unwrap();
+		let url = format!("file://{}/sub", dir.path().display());
+		let store = StoreBuilder::from_url(url).build().unwrap();
+		assert_eq!(store.key_mapper().root().as_ref(), "");
+		assert!(dir.path().join("sub").is_dir());
+	}
+
+	#[test]
+	fn bad_urls_are_refused_clearly() {
+		assert!(err(StoreBuilder::from_url("ftp://x")).contains("unsupported store URL scheme"));
+		assert!(err(StoreBuilder::from_url("not a url")).contains("invalid store URL"));
+		let secret = err(StoreBuilder::from_url("s3://AKIA:hunter2@bucket/p"));
+		assert!(!secret.contains("hunter2") && secret.contains("credentials"), "{secret}");
+		assert!(err(StoreBuilder::from_url("s3:///p")).contains("no bucket"));
+		let option = err(StoreBuilder::from_url("s3://b").with_option("aws_no_such", "v"));
+		assert!(option.contains("aws_no_such"), "{option}");
+		let option = err(StoreBuilder::from_url("memory://").with_option("aws_endpoint", "v"));
+		assert!(option.contains("aws_endpoint"), "{option}");
+	}
+
+	#[test]
+	fn debug_output_hides_option_values() {
+		let builder =
+			StoreBuilder::from_url("s3://b").with_option("aws_secret_access_key", "hunter2");
+		let shown = format!("{builder:?}");
+		assert!(shown.contains("aws_secret_access_key") && !shown.contains("hunter2"), "{shown}");
+	}
+}

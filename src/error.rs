@@ -1,0 +1,346 @@
+//! Every error this crate returns, and the one place where storage failures are classified and
+//! turned into the `io::Error`s that LDK sees.
+//!
+//! The rule that matters most: only an object that is really absent becomes
+//! [`io::ErrorKind::NotFound`]. LDK reads "not found" as "start from nothing", so a 403, a 5xx, a
+//! timeout or a refused connection must never look like one.
+
+use std::fmt;
+
+use lightning::io;
+
+use crate::keys::NamePart;
+
+/// The store operation that failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+	/// `read`
+	Read,
+	/// `write`
+	Write,
+	/// `remove`
+	Remove,
+	/// `list` of one namespace
+	List,
+	/// `list_all_keys`
+	ListAll,
+}
+
+impl fmt::Display for Operation {
+	fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+		f.write_str(match self {
+			Operation::Read => "read",
+			Operation::Write => "write",
+			Operation::Remove => "remove",
+			Operation::List => "list",
+			Operation::ListAll => "list_all_keys",
+		})
+	}
+}
+
+/// What kind of storage failure happened, independent of the backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FailureKind {
+	/// The object does not exist.
+	NotFound,
+	/// The credentials lack a permission (HTTP 403). On S3 this is also the answer for a missing
+	/// object when the caller lacks `s3:ListBucket`, which is why it never counts as absent.
+	PermissionDenied,
+	/// The credentials were missing, wrong or expired (HTTP 401).
+	Unauthenticated,
+	/// A create-only write found an object already there.
+	AlreadyExists,
+	/// A conditional request's precondition failed (HTTP 412).
+	Precondition,
+	/// The request timed out.
+	TimedOut,
+	/// No connection could be made.
+	ConnectFailed,
+	/// The backend cannot do what was asked.
+	Unsupported,
+	/// Anything else the backend reported: server errors, throttling, dropped connections.
+	Backend,
+}
+
+impl FailureKind {
+	/// Classifies a backend error.
+	pub fn of(err: &object_store::Error) -> Self {
+		use object_store::Error as E;
+		match err {
+			E::NotFound { .. } => FailureKind::NotFound,
+			E::PermissionDenied { .. } => FailureKind::PermissionDenied,
+			E::Unauthenticated { .. } => FailureKind::Unauthenticated,
+			E::AlreadyExists { .. } => FailureKind::AlreadyExists,
+			E::Precondition { .. } => FailureKind::Precondition,
+			E::NotSupported { .. } | E::NotImplemented { .. } => FailureKind::Unsupported,
+			_ => transport_kind(err).unwrap_or(FailureKind::Backend),
+		}
+	}
+
+	/// Whether repeating the same request may succeed: server errors, throttling, timeouts and
+	/// dropped connections. Answers that state a fact about the object or the credentials do not
+	/// change on a retry.
+	pub fn is_transient(self) -> bool {
+		matches!(self, FailureKind::TimedOut | FailureKind::ConnectFailed | FailureKind::Backend)
+	}
+
+	fn io_kind(self) -> io::ErrorKind {
+		match self {
+			FailureKind::NotFound => io::ErrorKind::NotFound,
+			FailureKind::PermissionDenied | FailureKind::Unauthenticated => {
+				io::ErrorKind::PermissionDenied
+			},
+			FailureKind::AlreadyExists => io::ErrorKind::AlreadyExists,
+			FailureKind::TimedOut => io::ErrorKind::TimedOut,
+			FailureKind::ConnectFailed => io::ErrorKind::NotConnected,
+			FailureKind::Precondition | FailureKind::Unsupported | FailureKind::Backend => {
+				io::ErrorKind::Other
+			},
+		}
+	}
+}
+
+impl fmt::Display for FailureKind {
+	fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+		f.write_str(match self {
+			FailureKind::NotFound => "not found",
+			FailureKind::PermissionDenied => "permission denied",
+			FailureKind::Unauthenticated => "not authenticated",
+			FailureKind::AlreadyExists => "already exists",
+			FailureKind::Precondition => "precondition failed",
+			FailureKind::TimedOut => "timed out",
+			FailureKind::ConnectFailed => "connection failed",
+			FailureKind::Unsupported => "not supported by the backend",
+			FailureKind::Backend => "backend error",
+		})
+	}
+}
+
+/// Finds a transport failure (timeout, connection) in the error's source chain.
+fn transport_kind(err: &object_store::Error) -> Option<FailureKind> {
+	let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
+	while let Some(e) = current {
+		#[cfg(feature = "cloud")]
+		if let Some(http) = e.downcast_ref::<object_store::client::HttpError>() {
+			use object_store::client::HttpErrorKind as K;
+			return match http.kind() {
+				K::Timeout => Some(FailureKind::TimedOut),
+				K::Connect => Some(FailureKind::ConnectFailed),
+				_ => None,
+			};
+		}
+		if let Some(io) = e.downcast_ref::<std::io::Error>() {
+			return match io.kind() {
+				std::io::ErrorKind::TimedOut => Some(FailureKind::TimedOut),
+				std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotConnected => {
+					Some(FailureKind::ConnectFailed)
+				},
+				std::io::ErrorKind::PermissionDenied => Some(FailureKind::PermissionDenied),
+				_ => None,
+			};
+		}
+		current = e.source();
+	}
+	None
+}
+
+/// The error type of this crate.
+///
+/// LDK receives it inside a `lightning::io::Error`, whose `Display` prints the inner error's
+/// `Debug`; so `Debug` prints the same readable message as `Display`. The original stays
+/// reachable with `io_error.get_ref().and_then(|e| e.downcast_ref::<Error>())`.
+#[derive(thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+	/// A namespace or key broke LDK's naming rules; nothing was sent to the store.
+	#[error("invalid {part} {name:?}: it {reason}")]
+	InvalidName {
+		/// Which part was invalid.
+		part: NamePart,
+		/// The offending name (cut to a sane length).
+		name: String,
+		/// Why it is invalid.
+		reason: &'static str,
+	},
+	/// An object below the root prefix that this crate's key mapping cannot have written.
+	#[error("object {path} is not an LDK key of this store: {reason}")]
+	ForeignObject {
+		/// The object's path.
+		path: String,
+		/// Why it does not map back to a key.
+		reason: &'static str,
+	},
+	/// The backend failed, after any retries.
+	#[error("{operation} of {target} failed after {attempts} attempt(s): {kind}: {source}")]
+	Storage {
+		/// What was being done.
+		operation: Operation,
+		/// The key (`primary/secondary/key`) or namespace concerned.
+		target: String,
+		/// The classified failure.
+		kind: FailureKind,
+		/// How many attempts were made.
+		attempts: u32,
+		/// The backend's own error.
+		#[source]
+		source: object_store::Error,
+	},
+	/// The store was dropped or its runtime stopped while the operation was running.
+	#[error("{operation} of {target} was cancelled: the store's runtime has shut down")]
+	Cancelled {
+		/// What was being done.
+		operation: Operation,
+		/// The key or namespace concerned.
+		target: String,
+	},
+}
+
+/// Why a store could not be configured.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+	/// The URL did not parse, or has parts this crate does not accept.
+	#[error("invalid store URL: {0}")]
+	InvalidUrl(String),
+	/// The URL's scheme is not one this crate knows, or its backend was compiled out.
+	#[error(
+		"unsupported store URL scheme {0:?}: use s3://, gs://, az://, file:// or memory:// \
+		 (cloud schemes need the crate's aws, gcp or azure feature)"
+	)]
+	UnsupportedScheme(String),
+	/// A bucket or container name is missing from the URL.
+	#[error("the {0}:// URL names no bucket or container")]
+	MissingBucket(String),
+	/// A backend option that the backend does not know.
+	#[error("unknown option {key:?} for {scheme}:// stores")]
+	UnknownOption {
+		/// The URL scheme.
+		scheme: String,
+		/// The option's name (its value is never shown: it may be a secret).
+		key: String,
+	},
+	/// The root prefix is not a valid object path.
+	#[error("invalid root prefix {prefix:?}: {source}")]
+	InvalidPrefix {
+		/// The prefix as given.
+		prefix: String,
+		/// Why it is invalid.
+		source: object_store::path::Error,
+	},
+	/// An environment variable held a value that does not parse.
+	#[error("environment variable {var} is invalid: {reason}")]
+	InvalidEnv {
+		/// The variable's name.
+		var: &'static str,
+		/// Why its value was refused.
+		reason: String,
+	},
+	/// The backend's own builder refused the configuration.
+	#[error("the backend refused the configuration: {0}")]
+	Backend(#[source] object_store::Error),
+	/// A local directory could not be created, or the store's runtime could not start.
+	#[error("{what}: {source}")]
+	Io {
+		/// What was being done.
+		what: String,
+		/// The cause.
+		source: std::io::Error,
+	},
+}
+
+impl fmt::Debug for Error {
+	fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+		fmt::Display::fmt(self, f)
+	}
+}
+
+impl Error {
+	/// The classified storage failure, if this is one.
+	pub fn failure_kind(&self) -> Option<FailureKind> {
+		match self {
+			Error::Storage { kind, .. } => Some(*kind),
+			_ => None,
+		}
+	}
+
+	fn io_kind(&self) -> io::ErrorKind {
+		match self {
+			Error::InvalidName { .. } => io::ErrorKind::InvalidInput,
+			Error::ForeignObject { .. } => io::ErrorKind::InvalidData,
+			Error::Storage { kind, .. } => kind.io_kind(),
+			Error::Cancelled { .. } => io::ErrorKind::Other,
+		}
+	}
+}
+
+impl From<Error> for io::Error {
+	fn from(err: Error) -> Self {
+		io::Error::new(err.io_kind(), err)
+	}
+}
+
+#[cfg(test)]
+mod tests {
+	use super::*;
+
+	fn boxed(msg: &str) -> Box<dyn std::error::Error + Send + Sync> {
+		msg.to_string().into()
+	}
+
+	fn storage(source: object_store::Error) -> io::Error {
+		let kind = FailureKind::of(&source);
+		Error::Storage {
+			operation: Operation::Read,
+			target: "p//k".into(),
+			kind,
+			attempts: 1,
+			source,
+		}
+		.into()
+	}
+
+	#[test]
+	fn only_absence_is_not_found() {
+		let not_found = object_store::Error::NotFound { path: "k".into(), source: boxed("gone") };
+		assert_eq!(storage(not_found).kind(), io::ErrorKind::NotFound);
+
+		let denied =
+			object_store::Error::PermissionDenied { path: "k".into(), source: boxed("403") };
+		assert_eq!(storage(denied).kind(), io::ErrorKind::PermissionDenied);
+
+		let server = object_store::Error::Generic { store: "S3", source: boxed("500") };
+		assert_eq!(storage(server).kind(), io::ErrorKind::Other);
+
+		// A NotFound from deep inside a generic failure (a missing directory, a missing bucket) is
+		// not the object's absence.
+		let nested = object_store::Error::Generic {
+			store: "LocalFileSystem",
+			source: Box::new(std::io::Error::from(std::io::ErrorKind::NotFound)),
+		};
+		assert_eq!(storage(nested).kind(), io::ErrorKind::Other);
+
+		let timeout = object_store::Error::Generic {
+			store: "S3",
+			source: Box::new(std::io::Error::from(std::io::ErrorKind::TimedOut)),
+		};
+		assert_eq!(storage(timeout).kind(), io::ErrorKind::TimedOut);
+	}
+
+	#[test]
+	fn messages_name_operation_and_key() {
+		let source = object_store::Error::Generic { store: "S3", source: boxed("503 SlowDown") };
+		let err = storage(source).to_string();
+		assert!(err.contains("read of p//k"), "{err}");
+		assert!(err.contains("503 SlowDown"), "{err}");
+	}
+
+	#[test]
+	fn transient_failures() {
+		assert!(FailureKind::Backend.is_transient());
+		assert!(FailureKind::TimedOut.is_transient());
+		assert!(!FailureKind::NotFound.is_transient());
+		assert!(!FailureKind::PermissionDenied.is_transient());
+		assert!(!FailureKind::Precondition.is_transient());
+	}
+}

@@ -1,0 +1,89 @@
+//! Keep the state of an [LDK](https://lightningdevkit.org) Lightning node in object storage: Amazon
+//! S3, Google Cloud Storage, Azure Blob Storage, any S3-compatible server (MinIO, LocalStack,
+//! SeaweedFS), a local directory, or memory, through the [`object_store`] crate.
+//!
+//! [`ObjectKvStore`] implements LDK's [`KVStore`] (async), [`KVStoreSync`] and
+//! [`MigratableKVStore`], so it can be handed to everything in LDK and ldk-node that persists:
+//! the `ChannelManager`, the `ChainMonitor`'s persister, the background processor, the output
+//! sweeper, the network graph and the scorer.
+//!
+//! ```
+//! use lightning::util::persist::KVStoreSync;
+//! use ldk_object_store::StoreBuilder;
+//!
+//! // `s3://bucket/node-1`, `gs://…`, `az://…` and `file:///…` work the same way.
+//! let store = StoreBuilder::from_url("memory:///node-1").build()?;
+//! KVStoreSync::write(&store, "monitors", "", "deadbeef_0", vec![1, 2, 3])?;
+//! assert_eq!(KVStoreSync::read(&store, "monitors", "", "deadbeef_0")?, vec![1, 2, 3]);
+//! assert_eq!(KVStoreSync::list(&store, "monitors", "")?, vec!["deadbeef_0".to_string()]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Object layout
+//!
+//! Every key is one object. Empty namespaces are left out of the path, exactly as LDK's
+//! `FilesystemStore` lays out its directory, so a copy of such a directory is readable as is. For a
+//! node at `s3://my-bucket/node-1`:
+//!
+//! ```text
+//! s3://my-bucket/node-1/manager                                    ("", "", "manager")
+//! s3://my-bucket/node-1/network_graph                              ("", "", "network_graph")
+//! s3://my-bucket/node-1/scorer                                     ("", "", "scorer")
+//! s3://my-bucket/node-1/output_sweeper                             ("", "", "output_sweeper")
+//! s3://my-bucket/node-1/monitors/<funding txid>_<vout>             ("monitors", "", <monitor>)
+//! s3://my-bucket/node-1/monitor_updates/<monitor>/<update id>      ("monitor_updates", <monitor>, "17")
+//! s3://my-bucket/node-1/archived_monitors/<monitor>                ("archived_monitors", "", <monitor>)
+//! ```
+//!
+//! Names use LDK's alphabet `[A-Za-z0-9_-]`, at most 120 characters each, so they need no escaping.
+//! Anything else below the root prefix is not a key of this store: `list` and `list_all_keys`
+//! fail on it with an error that names the object rather than skip it.
+//!
+//! # Guarantees
+//!
+//! - **Order per key as called.** Each `read`, `write` and `remove` takes its place in its key's
+//!   queue inside the synchronous call and runs only after the calls before it on that key have
+//!   finished, however the returned futures are awaited (or not). A stale write is never sent after
+//!   a newer one, and at most one request per key is in flight. Different keys run concurrently,
+//!   up to [`StoreBuilder::with_max_in_flight`] requests at once.
+//! - **Strict "not found".** Only an object that is really absent yields
+//!   [`ErrorKind::NotFound`](lightning::io::ErrorKind::NotFound). Permission errors (including the
+//!   403 that S3 answers for a missing key when `s3:ListBucket` is not granted), server errors,
+//!   timeouts and connection failures keep kinds of their own, and their messages name the
+//!   operation and the key.
+//! - **`list` of one namespace only**: the keys directly in it, never deeper namespaces, across
+//!   every page of the listing.
+//! - **Idempotent `remove`** on every backend. Lazy removes are carried out like eager ones.
+//! - **Invalid names** get [`ErrorKind::InvalidInput`](lightning::io::ErrorKind::InvalidInput)
+//!   naming the part and the value; nothing is sent to the backend.
+//! - **Retries** of transient failures with exponential backoff and jitter ([`RetryPolicy`]).
+//! - **Works from any thread.** The store runs its I/O on a small runtime of its own. The sync
+//!   trait blocks only the calling thread, so it can be called from plain threads and from inside
+//!   multi-thread or current-thread tokio runtimes (as ldk-node does); the async trait's futures
+//!   can be awaited on any executor.
+//! - **Observability** through `tracing`: one span per operation (`ldk_object_store`, with the
+//!   operation, namespaces, key, size, outcome, attempts and duration). Object contents and
+//!   credentials are never logged.
+//!
+//! [`KVStore`]: lightning::util::persist::KVStore
+//! [`KVStoreSync`]: lightning::util::persist::KVStoreSync
+//! [`MigratableKVStore`]: lightning::util::persist::MigratableKVStore
+
+#![deny(rustdoc::broken_intra_doc_links)]
+#![warn(missing_docs, unreachable_pub, missing_debug_implementations, clippy::clone_on_ref_ptr)]
+#![deny(clippy::unwrap_used)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod config;
+mod error;
+pub mod keys;
+mod ordering;
+mod retry;
+mod runtime;
+mod store;
+mod traits;
+
+pub use config::StoreBuilder;
+pub use error::{ConfigError, Error, FailureKind, Operation};
+pub use retry::RetryPolicy;
+pub use store::ObjectKvStore;

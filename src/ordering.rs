@@ -1,0 +1,117 @@
+//! Per-key ordering: operations on one key run one at a time, in the order they were called.
+//!
+//! LDK fixes the order of writes and removes to a key by the order of the synchronous calls, while
+//! the futures may be awaited in any order, or not at all until much later. Each call therefore
+//! takes its place in the key's queue before it returns (a [`Turn`]), and its work waits until the
+//! call before it on the same key has finished. This is stronger than LDK's own version counters:
+//! a stale write is never sent at all after a newer one, only one request per key is ever in
+//! flight (a PUT that timed out on our side cannot race its successor from us), and a read sees
+//! every write that was called before it. Different keys do not wait for each other.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use object_store::path::Path;
+use tokio::sync::oneshot;
+
+/// The tail of every key's queue that has work pending.
+#[derive(Debug, Default)]
+pub(crate) struct KeyQueues {
+	next_id: AtomicU64,
+	tails: Mutex<HashMap<Path, Tail>>,
+}
+
+#[derive(Debug)]
+struct Tail {
+	id: u64,
+	done: oneshot::Receiver<()>,
+}
+
+impl KeyQueues {
+	/// Takes the next place in `path`'s queue. Call this synchronously, in the call that fixes the
+	/// order.
+	pub(crate) fn enqueue(self: &Arc<Self>, path: &Path) -> Turn {
+		let (done, done_rx) = oneshot::channel();
+		let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+		let previous = self.lock().insert(path.clone(), Tail { id, done: done_rx });
+		Turn {
+			queues: Arc::clone(self),
+			path: path.clone(),
+			id,
+			previous: previous.map(|tail| tail.done),
+			_done: done,
+		}
+	}
+
+	/// The number of keys with work pending.
+	#[cfg(test)]
+	pub(crate) fn pending_keys(&self) -> usize {
+		self.lock().len()
+	}
+
+	fn lock(&self) -> MutexGuard<'_, HashMap<Path, Tail>> {
+		// The map stays consistent even if a holder panicked: every update is a single call.
+		self.tails.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+	}
+}
+
+/// One operation's place in its key's queue. Dropping it (when the operation is over, whatever its
+/// outcome) lets the next operation on the key start.
+#[derive(Debug)]
+pub(crate) struct Turn {
+	queues: Arc<KeyQueues>,
+	path: Path,
+	id: u64,
+	previous: Option<oneshot::Receiver<()>>,
+	// Never sent on: dropping it is the signal.
+	_done: oneshot::Sender<()>,
+}
+
+impl Turn {
+	/// Waits until every earlier operation on the key has finished.
+	pub(crate) async fn wait(&mut self) {
+		if let Some(previous) = self.previous.as_mut() {
+			// An error only means the predecessor finished (its sender was dropped). The receiver
+			// stays in place until then, so a cancelled wait can be resumed.
+			let _ = previous.await;
+			self.previous = None;
+		}
+	}
+}
+
+impl Drop for Turn {
+	fn drop(&mut self) {
+		let mut tails = self.queues.lock();
+		if tails.get(&self.path).is_some_and(|tail| tail.id == self.id) {
+			tails.remove(&self.path);
+		}
+	}
+}
+
+#[cfg(test)]
+mod tests {
+	use super::*;
+	use std::time::Duration;
+
+	#[tokio::test]
+	async fn later_turns_wait_for_earlier_ones_and_entries_are_dropped() {
+		let queues = Arc::new(KeyQueues::default());
+		let key = Path::from("k");
+		let mut first = queues.enqueue(&key);
+		let mut second = queues.enqueue(&key);
+		let mut other = queues.enqueue(&Path::from("other"));
+		assert_eq!(queues.pending_keys(), 2);
+
+		other.wait().await;
+		first.wait().await;
+		let blocked = tokio::time::timeout(Duration::from_millis(50), second.wait()).await;
+		assert!(blocked.is_err(), "the second turn ran before the first finished");
+
+		drop(first);
+		tokio::time::timeout(Duration::from_secs(5), second.wait()).await.unwrap();
+		drop(second);
+		drop(other);
+		assert_eq!(queues.pending_keys(), 0);
+	}
+}

@@ -1,0 +1,342 @@
+//! [`ObjectKvStore`]: the store itself. Every operation is validated and queued behind earlier
+//! operations on the same key in the synchronous call, then runs on the store's runtime under the
+//! global bound on requests in flight, with retries, inside a `tracing` span.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use tokio::sync::Semaphore;
+use tracing::{field, Instrument, Span};
+
+use crate::error::{Error, FailureKind, Operation};
+use crate::keys::{validate_namespace, KeyMapper, KvKey};
+use crate::ordering::{KeyQueues, Turn};
+use crate::retry::RetryPolicy;
+use crate::runtime::StoreRuntime;
+
+/// An LDK key-value store over any [`ObjectStore`].
+///
+/// It implements [`KVStore`], [`KVStoreSync`] and [`MigratableKVStore`]; see the crate docs for the
+/// object layout and the guarantees. Clones share the same runtime, queues and bound, so clone it
+/// freely (or wrap it in an `Arc`) to hand it to several LDK components.
+///
+/// [`KVStore`]: lightning::util::persist::KVStore
+/// [`KVStoreSync`]: lightning::util::persist::KVStoreSync
+/// [`MigratableKVStore`]: lightning::util::persist::MigratableKVStore
+#[derive(Debug, Clone)]
+pub struct ObjectKvStore {
+	core: Arc<Core>,
+	runtime: Arc<StoreRuntime>,
+}
+
+/// What the running operations share. It deliberately holds no runtime: the runtime must be
+/// dropped by the store's owner, never by one of its own tasks.
+#[derive(Debug)]
+struct Core {
+	backend: Arc<dyn ObjectStore>,
+	keys: KeyMapper,
+	queues: Arc<KeyQueues>,
+	in_flight: Semaphore,
+	retry: RetryPolicy,
+}
+
+/// The part of the configuration that the store itself needs.
+#[derive(Debug, Clone)]
+pub(crate) struct StoreParams {
+	pub(crate) root: Path,
+	pub(crate) max_in_flight: usize,
+	pub(crate) retry: RetryPolicy,
+	pub(crate) worker_threads: usize,
+}
+
+impl ObjectKvStore {
+	pub(crate) fn with_params(
+		backend: Arc<dyn ObjectStore>, params: StoreParams,
+	) -> std::io::Result<Self> {
+		let core = Core {
+			backend,
+			keys: KeyMapper::new(params.root),
+			queues: Arc::new(KeyQueues::default()),
+			in_flight: Semaphore::new(params.max_in_flight.max(1)),
+			retry: params.retry,
+		};
+		let runtime = StoreRuntime::new(params.worker_threads)?;
+		Ok(ObjectKvStore { core: Arc::new(core), runtime: Arc::new(runtime) })
+	}
+
+	/// The object store below this store.
+	pub fn backend(&self) -> &Arc<dyn ObjectStore> {
+		&self.core.backend
+	}
+
+	/// The key mapping, which also knows the root prefix.
+	pub fn key_mapper(&self) -> &KeyMapper {
+		&self.core.keys
+	}
+
+	/// Starts a read. The returned future may be awaited on any executor.
+	pub(crate) fn start_read(
+		&self, primary_namespace: &str, secondary_namespace: &str, key: &str,
+	) -> impl Future<Output = Result<Vec<u8>, Error>> + Send + 'static {
+		self.start_keyed(
+			Operation::Read,
+			primary_namespace,
+			secondary_namespace,
+			key,
+			0,
+			|core, op| core.read(op),
+		)
+	}
+
+	/// Starts a write; its place in the key's order is fixed by this call.
+	pub(crate) fn start_write(
+		&self, primary_namespace: &str, secondary_namespace: &str, key: &str, buf: Vec<u8>,
+	) -> impl Future<Output = Result<(), Error>> + Send + 'static {
+		let payload = PutPayload::from(Bytes::from(buf));
+		let bytes = payload.content_length() as u64;
+		self.start_keyed(Operation::Write, primary_namespace, secondary_namespace, key, bytes, {
+			move |core, op| core.write(op, payload)
+		})
+	}
+
+	/// Starts a remove; its place in the key's order is fixed by this call. Lazy removes are
+	/// carried out like eager ones (LDK allows either), so they are never lost on a crash.
+	pub(crate) fn start_remove(
+		&self, primary_namespace: &str, secondary_namespace: &str, key: &str,
+	) -> impl Future<Output = Result<(), Error>> + Send + 'static {
+		self.start_keyed(
+			Operation::Remove,
+			primary_namespace,
+			secondary_namespace,
+			key,
+			0,
+			|core, op| core.remove(op),
+		)
+	}
+
+	/// Starts listing the keys directly in one namespace.
+	pub(crate) fn start_list(
+		&self, primary_namespace: &str, secondary_namespace: &str,
+	) -> impl Future<Output = Result<Vec<String>, Error>> + Send + 'static {
+		let validated = validate_namespace(primary_namespace, secondary_namespace);
+		let core = Arc::clone(&self.core);
+		let (primary, secondary) = (primary_namespace.to_owned(), secondary_namespace.to_owned());
+		let target = namespace_target(&primary, &secondary);
+		self.start(Operation::List, target, async move {
+			validated?;
+			let span = op_span(Operation::List, &primary, &secondary, "", 0);
+			core.list(primary, secondary, span.clone()).instrument(span).await
+		})
+	}
+
+	/// Starts listing every key below the root.
+	pub(crate) fn start_list_all(
+		&self,
+	) -> impl Future<Output = Result<Vec<KvKey>, Error>> + Send + 'static {
+		let core = Arc::clone(&self.core);
+		self.start(Operation::ListAll, ALL_KEYS.to_owned(), async move {
+			let span = op_span(Operation::ListAll, "", "", "", 0);
+			core.list_all(span.clone()).instrument(span).await
+		})
+	}
+
+	/// Validates the key and queues the operation in the calling thread, then runs `work` on the
+	/// store's runtime.
+	fn start_keyed<T, W, Fut>(
+		&self, operation: Operation, primary_namespace: &str, secondary_namespace: &str, key: &str,
+		bytes: u64, work: W,
+	) -> impl Future<Output = Result<T, Error>> + Send + 'static
+	where
+		T: Send + 'static,
+		W: FnOnce(Arc<Core>, KeyedOp) -> Fut + Send + 'static,
+		Fut: Future<Output = Result<T, Error>> + Send + 'static,
+	{
+		let queued = KvKey::new(primary_namespace, secondary_namespace, key).map(|key| {
+			let path = self.core.keys.object_path(&key);
+			let turn = self.core.queues.enqueue(&path);
+			let span =
+				op_span(operation, primary_namespace, secondary_namespace, key.key.as_str(), bytes);
+			KeyedOp { operation, key, path, turn, span }
+		});
+		let core = Arc::clone(&self.core);
+		let target = format!("{primary_namespace}/{secondary_namespace}/{key}");
+		self.start(operation, target, async move {
+			let op = queued?;
+			let span = op.span.clone();
+			work(core, op).instrument(span).await
+		})
+	}
+
+	/// Starts `work` on the store's runtime at once, so that it runs even if the caller never
+	/// polls the returned future; the queue position taken in the calling thread depends on it.
+	fn start<T: Send + 'static>(
+		&self, operation: Operation, target: String,
+		work: impl Future<Output = Result<T, Error>> + Send + 'static,
+	) -> impl Future<Output = Result<T, Error>> + Send + 'static {
+		let task = self.runtime.spawn(work);
+		async move { task.await.unwrap_or(Err(Error::Cancelled { operation, target })) }
+	}
+}
+
+const ALL_KEYS: &str = "all keys";
+
+fn namespace_target(primary: &str, secondary: &str) -> String {
+	format!("namespace {primary}/{secondary}")
+}
+
+/// One queued operation on one key.
+struct KeyedOp {
+	operation: Operation,
+	key: KvKey,
+	path: Path,
+	turn: Turn,
+	span: Span,
+}
+
+fn op_span(
+	operation: Operation, primary_namespace: &str, secondary_namespace: &str, key: &str, bytes: u64,
+) -> Span {
+	tracing::debug_span!(
+		"ldk_object_store",
+		op = %operation,
+		primary_namespace,
+		secondary_namespace,
+		key,
+		bytes,
+		outcome = field::Empty,
+		attempts = field::Empty,
+		elapsed_ms = field::Empty,
+	)
+}
+
+impl Core {
+	async fn read(self: Arc<Self>, mut op: KeyedOp) -> Result<Vec<u8>, Error> {
+		op.turn.wait().await;
+		let started = Instant::now();
+		let (result, attempts) = self
+			.retry
+			.run(|| self.bounded(async { self.backend.get(&op.path).await?.bytes().await }))
+			.await;
+		if let Ok(data) = &result {
+			op.span.record("bytes", data.len());
+		}
+		let data = finish(&op.span, op.operation, &op.key.to_string(), started, attempts, result)?;
+		Ok(data.to_vec())
+	}
+
+	async fn write(self: Arc<Self>, mut op: KeyedOp, payload: PutPayload) -> Result<(), Error> {
+		op.turn.wait().await;
+		let started = Instant::now();
+		let (result, attempts) =
+			self.retry.run(|| self.bounded(self.backend.put(&op.path, payload.clone()))).await;
+		finish(&op.span, op.operation, &op.key.to_string(), started, attempts, result.map(drop))
+	}
+
+	async fn remove(self: Arc<Self>, mut op: KeyedOp) -> Result<(), Error> {
+		op.turn.wait().await;
+		let started = Instant::now();
+		let (result, attempts) = self
+			.retry
+			.run(|| {
+				self.bounded(async {
+					match self.backend.delete(&op.path).await {
+						// Local files, Azure and GCS report a missing object; the remove still
+						// achieved what it promises: nothing is stored under the key.
+						Err(object_store::Error::NotFound { .. }) => Ok(()),
+						other => other,
+					}
+				})
+			})
+			.await;
+		finish(&op.span, op.operation, &op.key.to_string(), started, attempts, result)
+	}
+
+	async fn list(
+		self: Arc<Self>, primary: String, secondary: String, span: Span,
+	) -> Result<Vec<String>, Error> {
+		let prefix = self.keys.namespace_path(&primary, &secondary);
+		let started = Instant::now();
+		let (result, attempts) = self
+			.retry
+			.run(|| {
+				self.bounded(self.backend.list_with_delimiter(non_root(&prefix).then_some(&prefix)))
+			})
+			.await;
+		let target = namespace_target(&primary, &secondary);
+		let listing = finish(&span, Operation::List, &target, started, attempts, result)?;
+		listing
+			.objects
+			.iter()
+			.map(|meta| {
+				let key = self.keys.kv_key(&meta.location)?;
+				if key.primary_namespace != primary || key.secondary_namespace != secondary {
+					return Err(Error::ForeignObject {
+						path: meta.location.to_string(),
+						reason: "the backend listed it in the wrong namespace",
+					});
+				}
+				Ok(key.key)
+			})
+			.collect()
+	}
+
+	async fn list_all(self: Arc<Self>, span: Span) -> Result<Vec<KvKey>, Error> {
+		let root = self.keys.root().clone();
+		let started = Instant::now();
+		let (result, attempts) = self
+			.retry
+			.run(|| {
+				self.bounded(
+					self.backend.list(non_root(&root).then_some(&root)).try_collect::<Vec<_>>(),
+				)
+			})
+			.await;
+		let objects = finish(&span, Operation::ListAll, ALL_KEYS, started, attempts, result)?;
+		objects.iter().map(|meta| self.keys.kv_key(&meta.location)).collect()
+	}
+
+	/// Runs one request under the global bound on requests in flight.
+	async fn bounded<T>(&self, request: impl Future<Output = T>) -> T {
+		// The semaphore is never closed, so acquiring cannot fail.
+		let _permit = self.in_flight.acquire().await.ok();
+		request.await
+	}
+}
+
+fn non_root(prefix: &Path) -> bool {
+	!prefix.as_ref().is_empty()
+}
+
+/// Records the outcome on the operation's span, logs it, and maps a backend error to ours.
+fn finish<T>(
+	span: &Span, operation: Operation, target: &str, started: Instant, attempts: u32,
+	result: Result<T, object_store::Error>,
+) -> Result<T, Error> {
+	let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+	span.record("attempts", attempts);
+	span.record("elapsed_ms", elapsed_ms);
+	match result {
+		Ok(value) => {
+			span.record("outcome", "ok");
+			tracing::debug!("done");
+			Ok(value)
+		},
+		Err(source) => {
+			let kind = FailureKind::of(&source);
+			span.record("outcome", field::display(kind));
+			let err =
+				Error::Storage { operation, target: target.to_owned(), kind, attempts, source };
+			if kind == FailureKind::NotFound {
+				tracing::debug!("not found");
+			} else {
+				tracing::warn!(error = %err, "failed");
+			}
+			Err(err)
+		},
+	}
+}
