@@ -1,13 +1,15 @@
 """Smoke check of the local S3 servers with a real, signed S3 client (boto3).
 
 Run through `./localstack/servers.sh check` (it uses the LocalStack venv, which ships boto3).
-Checks what the store relies on: signed PUT/GET/HEAD/LIST/DELETE with the test/test keys, and
-that a create-only put (`If-None-Match: *`) is refused the second time. Exits non-zero on the
-first failure, so it also tells whether a server was set up right (e.g. SeaweedFS credentials).
+Checks what the store relies on: signed PUT/GET/HEAD/LIST/DELETE with the test/test keys; a
+create-only put (`If-None-Match: *`) refused the second time, and exactly one winner among 16
+racing create-only writers; a put with a stale `If-Match` ETag refused. Exits non-zero if a check
+fails, so it also tells whether a server was set up right (e.g. SeaweedFS credentials).
 """
 
 import sys
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import boto3
 from botocore.config import Config
@@ -27,7 +29,9 @@ def client(endpoint, key="test", secret="test"):
         aws_access_key_id=key,
         aws_secret_access_key=secret,
         region_name="us-east-1",
-        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
+        config=Config(
+            s3={"addressing_style": "path"}, retries={"max_attempts": 1}, max_pool_connections=32
+        ),
     )
 
 
@@ -62,6 +66,22 @@ def check(name, endpoint):
         print(f"  {name}: second If-None-Match put refused with {code[1]} {code[0]}")
     assert s3.get_object(Bucket=BUCKET, Key=once)["Body"].read() == b"first", "create-only overwrote"
 
+    # 16 racing create-only writers: exactly one may win, and its body must be what is stored.
+    raced = prefix + "raced"
+
+    def racer(i):
+        try:
+            s3.put_object(Bucket=BUCKET, Key=raced, Body=b"racer %d" % i, IfNoneMatch="*")
+            return i
+        except ClientError:
+            return None
+
+    with ThreadPoolExecutor(16) as pool:
+        winners = [i for i in pool.map(racer, range(16)) if i is not None]
+    assert len(winners) == 1, f"racing create-only puts, winners: {winners}"
+    body = s3.get_object(Bucket=BUCKET, Key=raced)["Body"].read()
+    assert body == b"racer %d" % winners[0], f"racing create-only puts stored {body!r}"
+
     # Update with a stale ETag must be refused too (If-Match).
     etag = s3.head_object(Bucket=BUCKET, Key=once)["ETag"]
     s3.put_object(Bucket=BUCKET, Key=once, Body=b"third", IfMatch=etag)
@@ -72,7 +92,7 @@ def check(name, endpoint):
         code = error_code(err)
         assert code[1] == 412, f"stale If-Match put: {code}"
 
-    for k in (key, once):
+    for k in (key, once, raced):
         s3.delete_object(Bucket=BUCKET, Key=k)
     try:
         s3.head_object(Bucket=BUCKET, Key=key)

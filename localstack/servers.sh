@@ -225,7 +225,8 @@ start_seaweedfs() {
 		rm -rf "$SERVERS/seaweedfs-data"
 		mkdir -p "$SERVERS/seaweedfs-data"
 		# -ip/-ip.bind keep every listener on loopback; small volumes (64 MB, at most 20) keep
-		# the data dir small; the Iceberg and Lance side servers are not needed (port 0 = off).
+		# the data dir small. Not needed, so off: the embedded IAM/STS API (-s3.iam=false; it
+		# logs an error without an STS signing key) and the Iceberg and Lance servers (port 0).
 		spawn seaweedfs "$SERVERS/venv-seaweedfs/bin/weed" server \
 			-dir="$SERVERS/seaweedfs-data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
 			-master.port="$SEAWEEDFS_MASTER_PORT" -volume.port="$SEAWEEDFS_VOLUME_PORT" \
@@ -310,6 +311,10 @@ cmd_test() {
 	# Stop on every exit path, but only the servers this run started: servers a developer
 	# started by hand with `start` stay up for the next run.
 	trap 'for s in "${STARTED[@]}"; do "stop_$s"; done' EXIT
+	# Bash skips the EXIT trap when an untrapped signal kills it; turn INT/TERM (Ctrl-C, a CI
+	# timeout) into a normal exit so the servers are still stopped.
+	trap 'exit 130' INT
+	trap 'exit 143' TERM
 	cmd_start
 	eval "$(cmd_env)"
 	local status=0

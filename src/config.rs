@@ -255,7 +255,8 @@ fn backend_from_url(
 		"s3" | "s3a" => {
 			use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 			needs_bucket()?;
-			let mut builder = AmazonS3Builder::from_env().with_bucket_name(&bucket);
+			let mut builder =
+				AmazonS3Builder::from_env().with_bucket_name(&bucket).with_retry(request_retry());
 			for (key, value) in options {
 				let config_key: AmazonS3ConfigKey = parse_option(&scheme, key)?;
 				builder = builder.with_config(config_key, value);
@@ -266,7 +267,9 @@ fn backend_from_url(
 		"gs" => {
 			use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
 			needs_bucket()?;
-			let mut builder = GoogleCloudStorageBuilder::from_env().with_bucket_name(&bucket);
+			let mut builder = GoogleCloudStorageBuilder::from_env()
+				.with_bucket_name(&bucket)
+				.with_retry(request_retry());
 			for (key, value) in options {
 				let config_key: GoogleConfigKey = parse_option(&scheme, key)?;
 				builder = builder.with_config(config_key, value);
@@ -277,7 +280,9 @@ fn backend_from_url(
 		"az" | "azure" => {
 			use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
 			needs_bucket()?;
-			let mut builder = MicrosoftAzureBuilder::from_env().with_container_name(&bucket);
+			let mut builder = MicrosoftAzureBuilder::from_env()
+				.with_container_name(&bucket)
+				.with_retry(request_retry());
 			for (key, value) in options {
 				let config_key: AzureConfigKey = parse_option(&scheme, key)?;
 				builder = builder.with_config(config_key, value);
@@ -289,7 +294,18 @@ fn backend_from_url(
 	Ok((backend, path))
 }
 
-#[cfg(any(feature = "aws", feature = "gcp", feature = "azure"))]
+/// How the HTTP client retries one request before the store's [`RetryPolicy`] repeats the whole
+/// operation: briefly, so that the two layers together stay within the policy's time budget.
+#[cfg(feature = "cloud")]
+fn request_retry() -> object_store::RetryConfig {
+	object_store::RetryConfig {
+		max_retries: 3,
+		retry_timeout: std::time::Duration::from_secs(15),
+		..Default::default()
+	}
+}
+
+#[cfg(feature = "cloud")]
 fn parse_option<K: std::str::FromStr>(scheme: &str, key: &str) -> Result<K, ConfigError> {
 	key.parse()
 		.map_err(|_| ConfigError::UnknownOption { scheme: scheme.to_owned(), key: key.to_owned() })

@@ -59,6 +59,9 @@ pub enum FailureKind {
 	ConnectFailed,
 	/// The backend cannot do what was asked.
 	Unsupported,
+	/// The server refused the request with a 4xx status that says nothing about the object
+	/// (a missing bucket, a malformed request); repeating it will not help.
+	Rejected,
 	/// Anything else the backend reported: server errors, throttling, dropped connections.
 	Backend,
 }
@@ -94,9 +97,10 @@ impl FailureKind {
 			FailureKind::AlreadyExists => io::ErrorKind::AlreadyExists,
 			FailureKind::TimedOut => io::ErrorKind::TimedOut,
 			FailureKind::ConnectFailed => io::ErrorKind::NotConnected,
-			FailureKind::Precondition | FailureKind::Unsupported | FailureKind::Backend => {
-				io::ErrorKind::Other
-			},
+			FailureKind::Precondition
+			| FailureKind::Unsupported
+			| FailureKind::Rejected
+			| FailureKind::Backend => io::ErrorKind::Other,
 		}
 	}
 }
@@ -112,15 +116,20 @@ impl fmt::Display for FailureKind {
 			FailureKind::TimedOut => "timed out",
 			FailureKind::ConnectFailed => "connection failed",
 			FailureKind::Unsupported => "not supported by the backend",
+			FailureKind::Rejected => "rejected by the server",
 			FailureKind::Backend => "backend error",
 		})
 	}
 }
 
-/// Finds a transport failure (timeout, connection) in the error's source chain.
+/// Finds an HTTP status or a transport failure (timeout, connection) in the source chain of an
+/// error that `object_store` left generic. Its listing requests, for one, report a 403 that way.
 fn transport_kind(err: &object_store::Error) -> Option<FailureKind> {
 	let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
 	while let Some(e) = current {
+		if let Some(kind) = http_status(e).map(kind_of_status) {
+			return Some(kind);
+		}
 		#[cfg(feature = "cloud")]
 		if let Some(http) = e.downcast_ref::<object_store::client::HttpError>() {
 			use object_store::client::HttpErrorKind as K;
@@ -143,6 +152,29 @@ fn transport_kind(err: &object_store::Error) -> Option<FailureKind> {
 		current = e.source();
 	}
 	None
+}
+
+/// The status of a failed HTTP response. `object_store` does not export its request error type,
+/// so this reads the status from that error's fixed message, "Server returned non-2xx status
+/// code: 403 Forbidden: …". Only a refinement: without it the failure stays `Backend`.
+fn http_status(e: &(dyn std::error::Error + 'static)) -> Option<u16> {
+	const PREFIX: &str = "Server returned non-2xx status code: ";
+	let message = e.to_string();
+	let rest = message.strip_prefix(PREFIX)?;
+	rest.get(..3)?.parse().ok()
+}
+
+fn kind_of_status(status: u16) -> FailureKind {
+	match status {
+		401 => FailureKind::Unauthenticated,
+		403 => FailureKind::PermissionDenied,
+		408 => FailureKind::TimedOut,
+		412 => FailureKind::Precondition,
+		// A 404 that object_store did not turn into `NotFound` is about something else than the
+		// object (a missing bucket, say): never report it as the object's absence.
+		400..=499 if status != 429 => FailureKind::Rejected,
+		_ => FailureKind::Backend,
+	}
 }
 
 /// The error type of this crate.
@@ -333,6 +365,39 @@ mod tests {
 		let err = storage(source).to_string();
 		assert!(err.contains("read of p//k"), "{err}");
 		assert!(err.contains("503 SlowDown"), "{err}");
+	}
+
+	#[test]
+	fn statuses_in_generic_errors_are_read() {
+		#[derive(Debug)]
+		struct Status(&'static str);
+		impl fmt::Display for Status {
+			fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+				f.write_str(self.0)
+			}
+		}
+		impl std::error::Error for Status {}
+		let generic =
+			|text| object_store::Error::Generic { store: "S3", source: Box::new(Status(text)) };
+		let kind = |text| FailureKind::of(&generic(text));
+		assert_eq!(
+			kind("Server returned non-2xx status code: 403 Forbidden: <Error/>"),
+			FailureKind::PermissionDenied
+		);
+		assert_eq!(
+			kind("Server returned non-2xx status code: 404 Not Found: NoSuchBucket"),
+			FailureKind::Rejected
+		);
+		assert_eq!(
+			kind("Server returned non-2xx status code: 503 Service Unavailable"),
+			FailureKind::Backend
+		);
+		assert_eq!(
+			kind("Server returned non-2xx status code: 429 Too Many Requests"),
+			FailureKind::Backend
+		);
+		assert_eq!(kind("something else: 403"), FailureKind::Backend);
+		assert!(!FailureKind::Rejected.is_transient());
 	}
 
 	#[test]

@@ -272,6 +272,9 @@ impl Core {
 		listing
 			.objects
 			.iter()
+			// Directory markers ("<prefix>/", left by SeaweedFS's filer and by consoles that
+			// "create folders") list as an object at the prefix itself; no key can live there.
+			.filter(|meta| meta.location != prefix)
 			.map(|meta| {
 				let key = self.keys.kv_key(&meta.location)?;
 				if key.primary_namespace != primary || key.secondary_namespace != secondary {

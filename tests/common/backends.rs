@@ -1,0 +1,125 @@
+//! The backends every shared test runs against: in-memory and a local directory always, and each
+//! S3 server that the environment names (`./localstack/servers.sh env` prints the variables).
+//!
+//! A server test skips with a printed reason when its variables are absent, so a plain
+//! `cargo test` passes offline; with `LDK_OS_TEST_REQUIRE_SERVERS=1` (as `.ci/run` sets) a missing
+//! server fails the test instead.
+
+use std::sync::Arc;
+
+use ldk_object_store::{ObjectKvStore, StoreBuilder};
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::ObjectStore;
+
+/// The S3 servers the tests know, by the infix of their environment variables.
+pub const S3_SERVERS: [&str; 3] = ["LOCALSTACK", "SEAWEEDFS", "MINIO"];
+
+/// One backend for one test: the raw object store, the prefix the test owns in it, and what the
+/// backend can represent.
+pub struct Backend {
+	pub name: String,
+	pub object_store: Arc<dyn ObjectStore>,
+	pub prefix: String,
+	/// False where a key and a namespace of the same name cannot coexist (a local directory
+	/// cannot hold a file and a directory of one name). LDK asks callers to avoid that anyway.
+	pub key_and_namespace_may_share_a_name: bool,
+	_dir: Option<tempfile::TempDir>,
+}
+
+impl Backend {
+	/// A store over this backend (a new instance each call, sharing the objects).
+	pub fn store(&self) -> ObjectKvStore {
+		self.builder().build().expect("store builds")
+	}
+
+	/// A builder over this backend, for tests that tune the store.
+	pub fn builder(&self) -> StoreBuilder {
+		StoreBuilder::from_store(Arc::clone(&self.object_store)).with_prefix(self.prefix.clone())
+	}
+
+	/// The same backend under a prefix of its own, for a check that needs an empty store.
+	pub fn fresh(&self, label: &str) -> Self {
+		let mut fresh = self.wrapped(|s| s);
+		fresh.prefix = format!("{}/{label}", self.prefix);
+		fresh
+	}
+
+	/// The same backend seen through a wrapper (faults, latency, counting).
+	pub fn wrapped(&self, wrap: impl FnOnce(Arc<dyn ObjectStore>) -> Arc<dyn ObjectStore>) -> Self {
+		Backend {
+			name: self.name.clone(),
+			object_store: wrap(Arc::clone(&self.object_store)),
+			prefix: self.prefix.clone(),
+			key_and_namespace_may_share_a_name: self.key_and_namespace_may_share_a_name,
+			_dir: None,
+		}
+	}
+}
+
+fn unique_prefix(test: &str) -> String {
+	format!("test-{test}-{:016x}", fastrand::u64(..))
+}
+
+pub fn memory(test: &str) -> Backend {
+	Backend {
+		name: "memory".into(),
+		object_store: Arc::new(InMemory::new()),
+		prefix: unique_prefix(test),
+		key_and_namespace_may_share_a_name: true,
+		_dir: None,
+	}
+}
+
+pub fn local_dir(test: &str) -> Backend {
+	let dir = tempfile::tempdir().expect("temp dir");
+	let fs = LocalFileSystem::new_with_prefix(dir.path()).expect("local fs");
+	Backend {
+		name: "local directory".into(),
+		object_store: Arc::new(fs),
+		prefix: unique_prefix(test),
+		key_and_namespace_may_share_a_name: false,
+		_dir: Some(dir),
+	}
+}
+
+fn require_servers() -> bool {
+	std::env::var("LDK_OS_TEST_REQUIRE_SERVERS").is_ok_and(|v| v == "1")
+}
+
+/// The S3 server `server` (one of [`S3_SERVERS`]) if the environment configures it. Otherwise
+/// prints why the test skips and returns `None`, or panics when servers are required.
+pub fn s3(server: &str, test: &str) -> Option<Backend> {
+	let url_var = format!("LDK_OS_TEST_{server}_URL");
+	let endpoint_var = format!("LDK_OS_TEST_{server}_ENDPOINT");
+	let (Ok(url), Ok(endpoint)) = (std::env::var(&url_var), std::env::var(&endpoint_var)) else {
+		if require_servers() && server != "MINIO" {
+			panic!("{url_var} / {endpoint_var} not set but LDK_OS_TEST_REQUIRE_SERVERS=1");
+		}
+		println!("skipping {test} on {server}: {url_var} and {endpoint_var} are not set");
+		return None;
+	};
+	let bucket = url.trim_start_matches("s3://").trim_end_matches('/');
+	let store = AmazonS3Builder::from_env()
+		.with_bucket_name(bucket)
+		.with_endpoint(endpoint)
+		.with_allow_http(true)
+		.with_virtual_hosted_style_request(false)
+		.build()
+		.expect("S3 client builds");
+	Some(Backend {
+		name: server.to_lowercase(),
+		object_store: Arc::new(store),
+		prefix: unique_prefix(test),
+		key_and_namespace_may_share_a_name: true,
+		_dir: None,
+	})
+}
+
+/// Every backend the environment offers for `test`.
+pub fn all(test: &str) -> Vec<Backend> {
+	let mut backends = vec![memory(test), local_dir(test)];
+	backends.extend(S3_SERVERS.iter().filter_map(|server| s3(server, test)));
+	backends
+}

@@ -1,0 +1,7 @@
+//! Shared test code: the backends, the conformance suite, and the wrappers for faults, latency and
+//! counting. Each test binary uses a different part of it.
+#![allow(dead_code)]
+
+pub mod backends;
+pub mod conformance;
+pub mod wrappers;

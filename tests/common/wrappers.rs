@@ -1,0 +1,285 @@
+//! `ObjectStore` wrappers around a real store, for what no real server shows on demand: injected
+//! faults, latency, and counting of requests in flight. One generic wrapper ([`Hooked`]) carries a
+//! [`Hook`] that sees every request before it is made and every error after.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::{self, BoxStream, StreamExt};
+use object_store::path::Path;
+use object_store::{
+	CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+	ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, Result,
+};
+
+/// The kind of request a hook sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+	Put,
+	Get,
+	Delete,
+	List,
+	Copy,
+}
+
+/// Dropped when the request it was returned for has finished.
+pub type Guard = Box<dyn Send>;
+
+#[async_trait]
+pub trait Hook: Send + Sync + fmt::Debug + 'static {
+	/// Before each request: an error is returned instead of making it.
+	async fn enter(&self, _request: Request, _path: &Path) -> Result<Guard> {
+		Ok(Box::new(()))
+	}
+	/// After each failed request: may replace the error.
+	fn map_err(
+		&self, _request: Request, _path: &Path, err: object_store::Error,
+	) -> object_store::Error {
+		err
+	}
+}
+
+/// A real store seen through a [`Hook`].
+#[derive(Debug)]
+#[deny(clippy::missing_trait_methods)]
+pub struct Hooked<H> {
+	inner: Arc<dyn ObjectStore>,
+	hook: Arc<H>,
+}
+
+impl<H: Hook> Hooked<H> {
+	pub fn new(inner: Arc<dyn ObjectStore>, hook: Arc<H>) -> Arc<dyn ObjectStore> {
+		Arc::new(Hooked { inner, hook })
+	}
+
+	async fn call<T>(
+		&self, request: Request, path: &Path, work: impl std::future::Future<Output = Result<T>>,
+	) -> Result<T> {
+		let _guard = self.hook.enter(request, path).await?;
+		work.await.map_err(|e| self.hook.map_err(request, path, e))
+	}
+}
+
+impl<H> fmt::Display for Hooked<H> {
+	fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+		write!(f, "Hooked({})", self.inner)
+	}
+}
+
+#[async_trait]
+#[deny(clippy::missing_trait_methods)]
+impl<H: Hook> ObjectStore for Hooked<H> {
+	async fn put_opts(
+		&self, location: &Path, payload: PutPayload, opts: PutOptions,
+	) -> Result<PutResult> {
+		self.call(Request::Put, location, self.inner.put_opts(location, payload, opts)).await
+	}
+
+	async fn put_multipart_opts(
+		&self, location: &Path, opts: PutMultipartOptions,
+	) -> Result<Box<dyn MultipartUpload>> {
+		self.call(Request::Put, location, self.inner.put_multipart_opts(location, opts)).await
+	}
+
+	async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+		self.call(Request::Get, location, self.inner.get_opts(location, options)).await
+	}
+
+	async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
+		self.call(Request::Get, location, self.inner.get_ranges(location, ranges)).await
+	}
+
+	fn delete_stream(
+		&self, locations: BoxStream<'static, Result<Path>>,
+	) -> BoxStream<'static, Result<Path>> {
+		let (inner, hook) = (Arc::clone(&self.inner), Arc::clone(&self.hook));
+		locations
+			.then(move |location| {
+				let (inner, hook) = (Arc::clone(&inner), Arc::clone(&hook));
+				async move {
+					let location = location?;
+					let this = Hooked { inner, hook };
+					this.call(Request::Delete, &location, this.inner.delete(&location)).await?;
+					Ok(location)
+				}
+			})
+			.boxed()
+	}
+
+	fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+		let (inner, hook) = (Arc::clone(&self.inner), Arc::clone(&self.hook));
+		let prefix = prefix.cloned();
+		stream::once(async move {
+			let path = prefix.clone().unwrap_or_default();
+			match hook.enter(Request::List, &path).await {
+				Ok(_guard) => inner.list(prefix.as_ref()),
+				Err(e) => stream::once(async { Err(e) }).boxed(),
+			}
+		})
+		.flatten()
+		.boxed()
+	}
+
+	fn list_with_offset(
+		&self, prefix: Option<&Path>, offset: &Path,
+	) -> BoxStream<'static, Result<ObjectMeta>> {
+		// Not used by the crate; listed so a new use cannot slip past the hook unnoticed.
+		self.inner.list_with_offset(prefix, offset)
+	}
+
+	async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
+		let path = prefix.cloned().unwrap_or_default();
+		self.call(Request::List, &path, self.inner.list_with_delimiter(prefix)).await
+	}
+
+	async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
+		self.call(Request::Copy, to, self.inner.copy_opts(from, to, options)).await
+	}
+
+	async fn rename_opts(&self, from: &Path, to: &Path, options: RenameOptions) -> Result<()> {
+		self.call(Request::Copy, to, self.inner.rename_opts(from, to, options)).await
+	}
+}
+
+/// Adds a random delay of up to `max` before every request, so that requests overtake each other.
+#[derive(Debug)]
+pub struct RandomLatency {
+	pub max: Duration,
+}
+
+#[async_trait]
+impl Hook for RandomLatency {
+	async fn enter(&self, _request: Request, _path: &Path) -> Result<Guard> {
+		let nanos = fastrand::u64(..=self.max.as_nanos() as u64);
+		tokio::time::sleep(Duration::from_nanos(nanos)).await;
+		Ok(Box::new(()))
+	}
+}
+
+/// Answers a read of a missing object as a server would without `s3:ListBucket` (403), or as a
+/// failing server would (500), instead of "not found".
+#[derive(Debug)]
+pub enum MissingAnswers {
+	Forbidden,
+	ServerError,
+}
+
+impl Hook for MissingAnswers {
+	fn map_err(
+		&self, _request: Request, path: &Path, err: object_store::Error,
+	) -> object_store::Error {
+		match err {
+			object_store::Error::NotFound { .. } => match self {
+				MissingAnswers::Forbidden => object_store::Error::PermissionDenied {
+					path: path.to_string(),
+					source: "injected: 403 Forbidden (AccessDenied)".into(),
+				},
+				MissingAnswers::ServerError => object_store::Error::Generic {
+					store: "S3",
+					source: "injected: 500 Internal Server Error".into(),
+				},
+			},
+			other => other,
+		}
+	}
+}
+
+/// Fails the first `failures` requests with a transient 503 SlowDown, then lets requests through.
+#[derive(Debug)]
+pub struct FailFirst {
+	pub failures: AtomicUsize,
+	pub requests: AtomicUsize,
+}
+
+impl FailFirst {
+	pub fn new(failures: usize) -> Arc<Self> {
+		Arc::new(FailFirst { failures: AtomicUsize::new(failures), requests: AtomicUsize::new(0) })
+	}
+}
+
+#[async_trait]
+impl Hook for FailFirst {
+	async fn enter(&self, _request: Request, _path: &Path) -> Result<Guard> {
+		self.requests.fetch_add(1, Ordering::SeqCst);
+		let fail =
+			self.failures.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+		match fail {
+			Ok(_) => Err(object_store::Error::Generic {
+				store: "S3",
+				source: "injected: 503 Service Unavailable (SlowDown)".into(),
+			}),
+			Err(_) => Ok(Box::new(())),
+		}
+	}
+}
+
+/// Counts requests in flight, overall and per object, and remembers the highest counts seen.
+#[derive(Debug, Default)]
+pub struct InFlight {
+	state: Mutex<InFlightState>,
+}
+
+#[derive(Debug, Default)]
+struct InFlightState {
+	total: usize,
+	per_path: HashMap<Path, usize>,
+	max_total: usize,
+	max_per_path: usize,
+	requests: usize,
+}
+
+impl InFlight {
+	/// The most requests seen in flight at once, overall and for one object.
+	pub fn maxima(&self) -> (usize, usize) {
+		let state = self.state.lock().unwrap();
+		(state.max_total, state.max_per_path)
+	}
+
+	pub fn requests(&self) -> usize {
+		self.state.lock().unwrap().requests
+	}
+}
+
+struct InFlightGuard {
+	counter: Arc<InFlight>,
+	path: Path,
+}
+
+impl Drop for InFlightGuard {
+	fn drop(&mut self) {
+		let mut state = self.counter.state.lock().unwrap();
+		state.total -= 1;
+		if let Some(n) = state.per_path.get_mut(&self.path) {
+			*n -= 1;
+		}
+	}
+}
+
+/// Counts through an `Arc` so each guard can reach the counter.
+#[derive(Debug, Default)]
+pub struct CountInFlight(pub Arc<InFlight>);
+
+#[async_trait]
+impl Hook for CountInFlight {
+	async fn enter(&self, _request: Request, path: &Path) -> Result<Guard> {
+		{
+			let mut state = self.0.state.lock().unwrap();
+			state.requests += 1;
+			state.total += 1;
+			state.max_total = state.max_total.max(state.total);
+			let n = state.per_path.entry(path.clone()).or_default();
+			*n += 1;
+			let n = *n;
+			state.max_per_path = state.max_per_path.max(n);
+		}
+		// Hold the request open a little so that overlaps, if any were allowed, show up.
+		tokio::time::sleep(Duration::from_millis(fastrand::u64(0..3))).await;
+		Ok(Box::new(InFlightGuard { counter: Arc::clone(&self.0), path: path.clone() }))
+	}
+}
