@@ -88,7 +88,7 @@ impl ObjectKvStore {
 			primary_namespace,
 			secondary_namespace,
 			key,
-			0,
+			None,
 			|core, op| core.read(op),
 		)
 	}
@@ -99,9 +99,14 @@ impl ObjectKvStore {
 	) -> impl Future<Output = Result<(), Error>> + Send + 'static {
 		let payload = PutPayload::from(Bytes::from(buf));
 		let bytes = payload.content_length() as u64;
-		self.start_keyed(Operation::Write, primary_namespace, secondary_namespace, key, bytes, {
-			move |core, op| core.write(op, payload)
-		})
+		self.start_keyed(
+			Operation::Write,
+			primary_namespace,
+			secondary_namespace,
+			key,
+			Some(bytes),
+			move |core, op| core.write(op, payload),
+		)
 	}
 
 	/// Starts a remove; its place in the key's order is fixed by this call. Lazy removes are
@@ -114,7 +119,7 @@ impl ObjectKvStore {
 			primary_namespace,
 			secondary_namespace,
 			key,
-			0,
+			None,
 			|core, op| core.remove(op),
 		)
 	}
@@ -129,7 +134,7 @@ impl ObjectKvStore {
 		let target = namespace_target(&primary, &secondary);
 		self.start(Operation::List, target, async move {
 			validated?;
-			let span = op_span(Operation::List, &primary, &secondary, "", 0);
+			let span = op_span(Operation::List, &primary, &secondary, "", None);
 			core.list(primary, secondary, span.clone()).instrument(span).await
 		})
 	}
@@ -140,7 +145,7 @@ impl ObjectKvStore {
 	) -> impl Future<Output = Result<Vec<KvKey>, Error>> + Send + 'static {
 		let core = Arc::clone(&self.core);
 		self.start(Operation::ListAll, ALL_KEYS.to_owned(), async move {
-			let span = op_span(Operation::ListAll, "", "", "", 0);
+			let span = op_span(Operation::ListAll, "", "", "", None);
 			core.list_all(span.clone()).instrument(span).await
 		})
 	}
@@ -149,7 +154,7 @@ impl ObjectKvStore {
 	/// store's runtime.
 	fn start_keyed<T, W, Fut>(
 		&self, operation: Operation, primary_namespace: &str, secondary_namespace: &str, key: &str,
-		bytes: u64, work: W,
+		bytes: Option<u64>, work: W,
 	) -> impl Future<Output = Result<T, Error>> + Send + 'static
 	where
 		T: Send + 'static,
@@ -199,19 +204,24 @@ struct KeyedOp {
 }
 
 fn op_span(
-	operation: Operation, primary_namespace: &str, secondary_namespace: &str, key: &str, bytes: u64,
+	operation: Operation, primary_namespace: &str, secondary_namespace: &str, key: &str,
+	bytes: Option<u64>,
 ) -> Span {
-	tracing::debug_span!(
+	let span = tracing::debug_span!(
 		"ldk_object_store",
 		op = %operation,
 		primary_namespace,
 		secondary_namespace,
 		key,
-		bytes,
+		bytes = field::Empty,
 		outcome = field::Empty,
 		attempts = field::Empty,
-		elapsed_ms = field::Empty,
-	)
+		elapsed_us = field::Empty,
+	);
+	if let Some(bytes) = bytes {
+		span.record("bytes", bytes);
+	}
+	span
 }
 
 impl Core {
@@ -320,9 +330,8 @@ fn finish<T>(
 	span: &Span, operation: Operation, target: &str, started: Instant, attempts: u32,
 	result: Result<T, object_store::Error>,
 ) -> Result<T, Error> {
-	let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
 	span.record("attempts", attempts);
-	span.record("elapsed_ms", elapsed_ms);
+	span.record("elapsed_us", started.elapsed().as_micros() as u64);
 	match result {
 		Ok(value) => {
 			span.record("outcome", "ok");

@@ -1,0 +1,66 @@
+//! Every operation leaves a `tracing` record with the operation, namespace, key, size, outcome and
+//! duration, and never the object's contents or a credential.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use ldk_object_store::StoreBuilder;
+use lightning::util::persist::KVStoreSync;
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+	fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+		self.0.lock().unwrap().extend_from_slice(buf);
+		Ok(buf.len())
+	}
+	fn flush(&mut self) -> std::io::Result<()> {
+		Ok(())
+	}
+}
+
+#[test]
+fn operations_are_traced_without_contents_or_secrets() {
+	let captured = Captured::default();
+	let writer = captured.clone();
+	// Global, because the store's operations run on its own runtime's threads.
+	tracing_subscriber::fmt()
+		.with_max_level(tracing::Level::DEBUG)
+		.with_ansi(false)
+		.with_writer(move || writer.clone())
+		.init();
+
+	let dir = tempfile::tempdir().unwrap();
+	let store = StoreBuilder::from_url(format!("file://{}", dir.path().display())).build().unwrap();
+	let secret_value = b"SECRET-CONTENT-0123456789".to_vec();
+	KVStoreSync::write(&store, "monitors", "", "abcd_1", secret_value.clone()).unwrap();
+	assert_eq!(KVStoreSync::read(&store, "monitors", "", "abcd_1").unwrap(), secret_value);
+	assert!(KVStoreSync::read(&store, "monitors", "", "missing").is_err());
+
+	// A configuration error names the option but not its value.
+	let err = StoreBuilder::from_url("s3://bucket")
+		.with_option("aws_secret_access_key_typo", "hunter2-secret")
+		.build()
+		.unwrap_err();
+	tracing::error!(%err, "configuration refused");
+
+	let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+	println!("{log}");
+	for expected in [
+		"op=write",
+		"op=read",
+		"primary_namespace=\"monitors\"",
+		"key=\"abcd_1\"",
+		"bytes=25",
+		"outcome=\"ok\"",
+		"outcome=not found",
+		"elapsed_us=",
+		"attempts=1",
+		"aws_secret_access_key_typo",
+	] {
+		assert!(log.contains(expected), "missing {expected:?} in the log");
+	}
+	assert!(!log.contains("SECRET-CONTENT"), "object contents reached the log");
+	assert!(!log.contains("hunter2"), "a secret reached the log");
+}
