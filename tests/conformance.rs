@@ -26,7 +26,7 @@ async fn run_suite(backend: Backend) {
 	// The ordering checks again with random latency on every request, so that later requests
 	// would overtake earlier ones if the store let them.
 	let latency = Arc::new(RandomLatency { max: Duration::from_millis(5) });
-	let slow = backend.fresh("slow").wrapped(|s| Hooked::new(s, latency));
+	let slow = backend.fresh("slow").wrapped(|s| Hooked::wrap(s, latency));
 	suite::order_of_calls_decides(&slow.store()).await;
 	suite::last_call_wins_under_concurrency(&slow.store(), 300).await;
 }

@@ -37,7 +37,7 @@ fn missing_answered_with_errors_is_never_not_found(backend: &Backend) {
 		(MissingAnswers::Forbidden, ErrorKind::PermissionDenied),
 		(MissingAnswers::ServerError, ErrorKind::Other),
 	] {
-		let faulty = backend.wrapped(|s| Hooked::new(s, Arc::new(answer)));
+		let faulty = backend.wrapped(|s| Hooked::wrap(s, Arc::new(answer)));
 		let store = faulty.builder().with_retry(quick_retries(3)).build().unwrap();
 		let err = KVStoreSync::read(&store, "monitors", "", "absent").unwrap_err();
 		assert_eq!(err.kind(), kind, "{err}");
@@ -98,14 +98,14 @@ fn wrong_credentials_on_a_real_server_are_not_not_found() {
 /// are not `NotFound`.
 fn transient_failures_are_retried(backend: &Backend) {
 	let faults = FailFirst::new(3);
-	let flaky = backend.wrapped(|s| Hooked::new(s, Arc::clone(&faults)));
+	let flaky = backend.wrapped(|s| Hooked::wrap(s, Arc::clone(&faults)));
 	let store = flaky.builder().with_retry(quick_retries(5)).build().unwrap();
 	KVStoreSync::write(&store, "p", "", "k", vec![1]).unwrap();
 	assert_eq!(faults.requests.load(Ordering::SeqCst), 4, "3 failures, then the write");
 	assert_eq!(KVStoreSync::read(&store, "p", "", "k").unwrap(), vec![1]);
 
 	let faults = FailFirst::new(1);
-	let flaky = backend.wrapped(|s| Hooked::new(s, Arc::clone(&faults)));
+	let flaky = backend.wrapped(|s| Hooked::wrap(s, Arc::clone(&faults)));
 	let store = flaky.builder().with_retry(RetryPolicy::none()).build().unwrap();
 	let err = KVStoreSync::read(&store, "p", "", "absent").unwrap_err();
 	assert_eq!(err.kind(), ErrorKind::Other, "{err}");
@@ -130,7 +130,7 @@ fn retries_localstack() {
 async fn bounds_hold(backend: &Backend) {
 	let counter = Arc::new(InFlight::default());
 	let counted =
-		backend.wrapped(|s| Hooked::new(s, Arc::new(CountInFlight(Arc::clone(&counter)))));
+		backend.wrapped(|s| Hooked::wrap(s, Arc::new(CountInFlight(Arc::clone(&counter)))));
 	let store = counted.builder().with_max_in_flight(4).build().unwrap();
 	let mut futures = Vec::new();
 	for i in 0..300 {

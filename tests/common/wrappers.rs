@@ -54,7 +54,7 @@ pub struct Hooked<H> {
 }
 
 impl<H: Hook> Hooked<H> {
-	pub fn new(inner: Arc<dyn ObjectStore>, hook: Arc<H>) -> Arc<dyn ObjectStore> {
+	pub fn wrap(inner: Arc<dyn ObjectStore>, hook: Arc<H>) -> Arc<dyn ObjectStore> {
 		Arc::new(Hooked { inner, hook })
 	}
 
