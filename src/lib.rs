@@ -78,6 +78,7 @@ pub mod config;
 mod error;
 pub mod keys;
 mod ordering;
+pub mod persister;
 mod retry;
 mod runtime;
 mod store;
@@ -85,5 +86,6 @@ mod traits;
 
 pub use config::StoreBuilder;
 pub use error::{ConfigError, Error, FailureKind, Operation};
+pub use persister::{LoadMode, MonitorPersister, PersistMode, PersisterConfig};
 pub use retry::RetryPolicy;
 pub use store::ObjectKvStore;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use tokio::sync::Semaphore;
@@ -36,12 +36,12 @@ pub struct ObjectKvStore {
 
 /// What the running operations share. It deliberately holds no runtime: the runtime must be
 /// dropped by the store's owner, never by one of its own tasks.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Core {
 	backend: Arc<dyn ObjectStore>,
 	keys: KeyMapper,
 	queues: Arc<KeyQueues>,
-	in_flight: Semaphore,
+	in_flight: Arc<Semaphore>,
 	retry: RetryPolicy,
 }
 
@@ -62,11 +62,20 @@ impl ObjectKvStore {
 			backend,
 			keys: KeyMapper::new(params.root),
 			queues: Arc::new(KeyQueues::default()),
-			in_flight: Semaphore::new(params.max_in_flight.max(1)),
+			in_flight: Arc::new(Semaphore::new(params.max_in_flight.max(1))),
 			retry: params.retry,
 		};
 		let runtime = StoreRuntime::new(params.worker_threads)?;
 		Ok(ObjectKvStore { core: Arc::new(core), runtime: Arc::new(runtime) })
+	}
+
+	/// A view of the same store with a bound of its own on requests in flight. It shares
+	/// everything else, the per-key order included, so a component (such as the monitor persister)
+	/// can get a budget of requests that other traffic cannot starve.
+	pub fn with_max_in_flight(&self, max_in_flight: usize) -> Self {
+		let mut core = Core::clone(&self.core);
+		core.in_flight = Arc::new(Semaphore::new(max_in_flight.max(1)));
+		ObjectKvStore { core: Arc::new(core), runtime: Arc::clone(&self.runtime) }
 	}
 
 	/// The object store below this store.
@@ -124,6 +133,43 @@ impl ObjectKvStore {
 		)
 	}
 
+	/// Starts removing several keys of one namespace with as few requests as the backend allows
+	/// (S3 deletes up to 1000 objects per request). Each key keeps its place in its own order: the
+	/// batch waits for the operations called before it on any of its keys. Absent keys are fine.
+	pub fn start_remove_many(
+		&self, primary_namespace: &str, secondary_namespace: &str, keys: &[String],
+	) -> impl Future<Output = Result<(), Error>> + Send + 'static {
+		let target = format!(
+			"{} keys of {}",
+			keys.len(),
+			namespace_target(primary_namespace, secondary_namespace)
+		);
+		let queued: Result<Vec<(Path, Turn)>, Error> = keys
+			.iter()
+			.map(|key| {
+				let key = KvKey::new(primary_namespace, secondary_namespace, key)?;
+				let path = self.core.keys.object_path(&key);
+				let turn = self.core.queues.enqueue(&path);
+				Ok((path, turn))
+			})
+			.collect();
+		let span = op_span(Operation::Remove, primary_namespace, secondary_namespace, "", None);
+		span.record("keys", keys.len());
+		let core = Arc::clone(&self.core);
+		self.start(Operation::Remove, target.clone(), async move {
+			let queued = queued?;
+			core.remove_many(queued, target, span.clone()).instrument(span).await
+		})
+	}
+
+	/// Runs `work` on the store's runtime (for components built on the store, whose follow-up work
+	/// must not depend on the caller polling anything).
+	pub(crate) fn spawn<T: Send + 'static>(
+		&self, work: impl Future<Output = T> + Send + 'static,
+	) -> impl Future<Output = Option<T>> + Send + 'static {
+		self.runtime.spawn(work)
+	}
+
 	/// Starts listing the keys directly in one namespace.
 	pub(crate) fn start_list(
 		&self, primary_namespace: &str, secondary_namespace: &str,
@@ -136,6 +182,22 @@ impl ObjectKvStore {
 			validated?;
 			let span = op_span(Operation::List, &primary, &secondary, "", None);
 			core.list(primary, secondary, span.clone()).instrument(span).await
+		})
+	}
+
+	/// Starts listing the secondary namespaces that hold keys below `primary_namespace` (LDK's
+	/// trait has no call for this; maintenance needs it to find orphaned update namespaces).
+	pub fn start_list_secondary_namespaces(
+		&self, primary_namespace: &str,
+	) -> impl Future<Output = Result<Vec<String>, Error>> + Send + 'static {
+		let validated = validate_namespace(primary_namespace, "");
+		let core = Arc::clone(&self.core);
+		let primary = primary_namespace.to_owned();
+		let target = namespace_target(&primary, "*");
+		self.start(Operation::List, target.clone(), async move {
+			validated?;
+			let span = op_span(Operation::List, &primary, "*", "", None);
+			core.list_namespaces(primary, target, span.clone()).instrument(span).await
 		})
 	}
 
@@ -214,6 +276,7 @@ fn op_span(
 		secondary_namespace,
 		key,
 		bytes = field::Empty,
+		keys = field::Empty,
 		outcome = field::Empty,
 		attempts = field::Empty,
 		elapsed_us = field::Empty,
@@ -298,6 +361,32 @@ impl Core {
 			.collect()
 	}
 
+	async fn list_namespaces(
+		self: Arc<Self>, primary: String, target: String, span: Span,
+	) -> Result<Vec<String>, Error> {
+		let prefix = self.keys.namespace_path(&primary, "");
+		let started = Instant::now();
+		let (result, attempts) = self
+			.retry
+			.run(|| {
+				self.bounded(self.backend.list_with_delimiter(non_root(&prefix).then_some(&prefix)))
+			})
+			.await;
+		let listing = finish(&span, Operation::List, &target, started, attempts, result)?;
+		listing
+			.common_prefixes
+			.iter()
+			.map(|namespace| {
+				let name = namespace.filename().unwrap_or_default();
+				validate_namespace(&primary, name).map_err(|_| Error::ForeignObject {
+					path: namespace.to_string(),
+					reason: "its name is outside LDK's alphabet or length",
+				})?;
+				Ok(name.to_owned())
+			})
+			.collect()
+	}
+
 	async fn list_all(self: Arc<Self>, span: Span) -> Result<Vec<KvKey>, Error> {
 		let root = self.keys.root().clone();
 		let started = Instant::now();
@@ -311,6 +400,35 @@ impl Core {
 			.await;
 		let objects = finish(&span, Operation::ListAll, ALL_KEYS, started, attempts, result)?;
 		objects.iter().map(|meta| self.keys.kv_key(&meta.location)).collect()
+	}
+
+	async fn remove_many(
+		self: Arc<Self>, mut queued: Vec<(Path, Turn)>, target: String, span: Span,
+	) -> Result<(), Error> {
+		for (_, turn) in queued.iter_mut() {
+			turn.wait().await;
+		}
+		let paths: Vec<Path> = queued.iter().map(|(path, _)| path.clone()).collect();
+		let started = Instant::now();
+		let (result, attempts) = self
+			.retry
+			.run(|| {
+				let locations = futures::stream::iter(paths.clone().into_iter().map(Ok)).boxed();
+				self.bounded(async {
+					let mut deleted = self.backend.delete_stream(locations);
+					while let Some(outcome) = deleted.next().await {
+						match outcome {
+							Ok(_) | Err(object_store::Error::NotFound { .. }) => {},
+							Err(err) => return Err(err),
+						}
+					}
+					Ok(())
+				})
+			})
+			.await;
+		// The turns are held until here, so later operations on these keys wait for the batch.
+		drop(queued);
+		finish(&span, Operation::Remove, &target, started, attempts, result)
 	}
 
 	/// Runs one request under the global bound on requests in flight.
