@@ -59,8 +59,9 @@ pub enum FailureKind {
 	ConnectFailed,
 	/// The backend cannot do what was asked.
 	Unsupported,
-	/// The server refused the request with a 4xx status that says nothing about the object
-	/// (a missing bucket, a malformed request); repeating it will not help.
+	/// The server refused the request with a 4xx status that says nothing about the object (a
+	/// missing bucket, a malformed request), or the local file system did (a path that runs
+	/// through a file, a full disk); repeating it will not help.
 	Rejected,
 	/// Anything else the backend reported: server errors, throttling, dropped connections.
 	Backend,
@@ -116,7 +117,7 @@ impl fmt::Display for FailureKind {
 			FailureKind::TimedOut => "timed out",
 			FailureKind::ConnectFailed => "connection failed",
 			FailureKind::Unsupported => "not supported by the backend",
-			FailureKind::Rejected => "rejected by the server",
+			FailureKind::Rejected => "rejected",
 			FailureKind::Backend => "backend error",
 		})
 	}
@@ -140,12 +141,20 @@ fn transport_kind(err: &object_store::Error) -> Option<FailureKind> {
 			};
 		}
 		if let Some(io) = e.downcast_ref::<std::io::Error>() {
+			use std::io::ErrorKind as K;
 			return match io.kind() {
-				std::io::ErrorKind::TimedOut => Some(FailureKind::TimedOut),
-				std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotConnected => {
-					Some(FailureKind::ConnectFailed)
-				},
-				std::io::ErrorKind::PermissionDenied => Some(FailureKind::PermissionDenied),
+				K::TimedOut => Some(FailureKind::TimedOut),
+				K::ConnectionRefused | K::NotConnected => Some(FailureKind::ConnectFailed),
+				K::PermissionDenied => Some(FailureKind::PermissionDenied),
+				// Facts about a local file system that no retry changes.
+				K::NotADirectory
+				| K::IsADirectory
+				| K::ReadOnlyFilesystem
+				| K::StorageFull
+				| K::FileTooLarge
+				| K::InvalidFilename
+				| K::AlreadyExists
+				| K::InvalidInput => Some(FailureKind::Rejected),
 				_ => None,
 			};
 		}
@@ -357,6 +366,13 @@ mod tests {
 			source: Box::new(std::io::Error::from(std::io::ErrorKind::TimedOut)),
 		};
 		assert_eq!(storage(timeout).kind(), io::ErrorKind::TimedOut);
+
+		let not_a_dir = object_store::Error::Generic {
+			store: "LocalFileSystem",
+			source: Box::new(std::io::Error::from(std::io::ErrorKind::NotADirectory)),
+		};
+		assert_eq!(FailureKind::of(&not_a_dir), FailureKind::Rejected);
+		assert!(!FailureKind::of(&not_a_dir).is_transient());
 	}
 
 	#[test]

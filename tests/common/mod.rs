@@ -4,4 +4,5 @@
 
 pub mod backends;
 pub mod conformance;
+pub mod ldk_flow;
 pub mod wrappers;

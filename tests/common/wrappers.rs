@@ -15,7 +15,7 @@ use futures::stream::{self, BoxStream, StreamExt};
 use object_store::path::Path;
 use object_store::{
 	CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-	ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, Result,
+	PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, Result,
 };
 
 /// The kind of request a hook sees.
@@ -23,7 +23,8 @@ use object_store::{
 pub enum Request {
 	Put,
 	Get,
-	Delete,
+	/// One call of `delete_stream`, however many objects it deletes.
+	BulkDelete,
 	List,
 	Copy,
 }
@@ -98,18 +99,22 @@ impl<H: Hook> ObjectStore for Hooked<H> {
 	fn delete_stream(
 		&self, locations: BoxStream<'static, Result<Path>>,
 	) -> BoxStream<'static, Result<Path>> {
+		// One hook call for the whole stream, then the inner store's own (batched) deletion.
 		let (inner, hook) = (Arc::clone(&self.inner), Arc::clone(&self.hook));
-		locations
-			.then(move |location| {
-				let (inner, hook) = (Arc::clone(&inner), Arc::clone(&hook));
-				async move {
-					let location = location?;
-					let this = Hooked { inner, hook };
-					this.call(Request::Delete, &location, this.inner.delete(&location)).await?;
-					Ok(location)
-				}
-			})
-			.boxed()
+		stream::once(async move {
+			match hook.enter(Request::BulkDelete, &Path::default()).await {
+				Ok(guard) => inner
+					.delete_stream(locations)
+					.map(move |outcome| {
+						let _in_flight = &guard;
+						outcome.map_err(|e| hook.map_err(Request::BulkDelete, &Path::default(), e))
+					})
+					.boxed(),
+				Err(e) => stream::once(async { Err(e) }).boxed(),
+			}
+		})
+		.flatten()
+		.boxed()
 	}
 
 	fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
@@ -281,5 +286,39 @@ impl Hook for CountInFlight {
 		// Hold the request open a little so that overlaps, if any were allowed, show up.
 		tokio::time::sleep(Duration::from_millis(fastrand::u64(0..3))).await;
 		Ok(Box::new(InFlightGuard { counter: Arc::clone(&self.0), path: path.clone() }))
+	}
+}
+
+/// Counts requests by kind.
+#[derive(Debug, Default)]
+pub struct CountRequests {
+	counts: Mutex<HashMap<&'static str, usize>>,
+}
+
+impl CountRequests {
+	pub fn count(&self, request: Request) -> usize {
+		self.counts.lock().unwrap().get(Self::name(request)).copied().unwrap_or(0)
+	}
+
+	pub fn reset(&self) {
+		self.counts.lock().unwrap().clear();
+	}
+
+	fn name(request: Request) -> &'static str {
+		match request {
+			Request::Put => "put",
+			Request::Get => "get",
+			Request::BulkDelete => "bulk delete",
+			Request::List => "list",
+			Request::Copy => "copy",
+		}
+	}
+}
+
+#[async_trait]
+impl Hook for CountRequests {
+	async fn enter(&self, request: Request, _path: &Path) -> Result<Guard> {
+		*self.counts.lock().unwrap().entry(Self::name(request)).or_default() += 1;
+		Ok(Box::new(()))
 	}
 }

@@ -1,0 +1,656 @@
+//! The monitor persister with real LDK flows: two nodes, a channel, payments both ways and a
+//! force-close, persisted at the same time through LDK's own `MonitorUpdatingPersister` (into one
+//! store) and this crate's `MonitorPersister` (into another), so that every stored object can be
+//! compared byte for byte, and each store loaded with the other's reader. The flow stops to reload
+//! from the bucket in the middle and at the end; the reloaded monitors must equal the live ones.
+//!
+//! The async mode cannot drive LDK's functional-test harness (its helpers expect each monitor
+//! update to complete inside the call), so it replays the recorded `Persist` calls of a real flow,
+//! with real monitor bytes, against a store with random latency.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bitcoin::{BlockHash, Network};
+use common::backends::{self, Backend};
+use common::ldk_flow::{compare_monitors, open_channel, pay, MonitorMatch};
+use common::wrappers::{CountInFlight, CountRequests, Hooked, InFlight, RandomLatency, Request};
+use ldk_object_store::persister::MonitorUpdateSink;
+use ldk_object_store::{LoadMode, MonitorPersister, ObjectKvStore, PersistMode, PersisterConfig};
+use lightning::chain::chainmonitor::Persist;
+use lightning::chain::channelmonitor::{ChannelMonitor, ChannelMonitorUpdate};
+use lightning::chain::ChannelMonitorUpdateStatus;
+use lightning::events::ClosureReason;
+use lightning::ln::functional_test_utils::*;
+use lightning::ln::types::ChannelId;
+use lightning::util::persist::{
+	KVStoreSync, MigratableKVStore, MonitorName, MonitorUpdatingPersister,
+};
+use lightning::util::ser::{ReadableArgs, Writeable};
+use lightning::util::test_channel_signer::TestChannelSigner;
+use lightning::util::test_utils::{
+	TestBroadcaster, TestChainMonitor, TestFeeEstimator, TestKeysInterface, TestLogger,
+};
+
+type Monitor = ChannelMonitor<TestChannelSigner>;
+type Ours<'a> = MonitorPersister<
+	&'a TestLogger,
+	&'a TestKeysInterface,
+	&'a TestKeysInterface,
+	&'a TestBroadcaster,
+	&'a TestFeeEstimator,
+>;
+type Ldk<'a> = MonitorUpdatingPersister<
+	&'a ObjectKvStore,
+	&'a TestLogger,
+	&'a TestKeysInterface,
+	&'a TestKeysInterface,
+	&'a TestBroadcaster,
+	&'a TestFeeEstimator,
+>;
+
+const MODES: [LoadMode; 3] = [LoadMode::Probe, LoadMode::Pipelined { window: 8 }, LoadMode::List];
+
+fn config(max_pending: u64, mode: PersistMode, load_mode: LoadMode) -> PersisterConfig {
+	PersisterConfig {
+		maximum_pending_updates: max_pending,
+		mode,
+		load_mode,
+		..PersisterConfig::default()
+	}
+}
+
+fn ours<'a>(store: &ObjectKvStore, cfg: &'a TestChanMonCfg, config: PersisterConfig) -> Ours<'a> {
+	MonitorPersister::new(
+		store,
+		config,
+		&cfg.logger,
+		&cfg.keys_manager,
+		&cfg.keys_manager,
+		&cfg.tx_broadcaster,
+		&cfg.fee_estimator,
+	)
+}
+
+fn ldk<'a>(store: &'a ObjectKvStore, cfg: &'a TestChanMonCfg, max_pending: u64) -> Ldk<'a> {
+	MonitorUpdatingPersister::new(
+		store,
+		&cfg.logger,
+		max_pending,
+		&cfg.keys_manager,
+		&cfg.keys_manager,
+		&cfg.tx_broadcaster,
+		&cfg.fee_estimator,
+	)
+}
+
+/// One `Persist` call as LDK made it, with the monitor's bytes at that moment.
+#[derive(Clone)]
+enum Call {
+	New { name: MonitorName, monitor: Vec<u8> },
+	Update { name: MonitorName, update: Option<ChannelMonitorUpdate>, monitor: Vec<u8> },
+}
+
+/// Hands every call to LDK's persister and to ours, and records it.
+struct Dual<'a> {
+	ldk: Ldk<'a>,
+	ours: Ours<'a>,
+	calls: Mutex<Vec<Call>>,
+}
+
+impl Persist<TestChannelSigner> for Dual<'_> {
+	fn persist_new_channel(
+		&self, name: MonitorName, monitor: &Monitor,
+	) -> ChannelMonitorUpdateStatus {
+		self.calls.lock().unwrap().push(Call::New { name, monitor: monitor.encode() });
+		let theirs = self.ldk.persist_new_channel(name, monitor);
+		let mine = self.ours.persist_new_channel(name, monitor);
+		assert_eq!(
+			(theirs, mine),
+			(ChannelMonitorUpdateStatus::Completed, ChannelMonitorUpdateStatus::Completed)
+		);
+		mine
+	}
+
+	fn update_persisted_channel(
+		&self, name: MonitorName, update: Option<&ChannelMonitorUpdate>, monitor: &Monitor,
+	) -> ChannelMonitorUpdateStatus {
+		let call = Call::Update { name, update: update.cloned(), monitor: monitor.encode() };
+		self.calls.lock().unwrap().push(call);
+		let theirs = self.ldk.update_persisted_channel(name, update, monitor);
+		let mine = self.ours.update_persisted_channel(name, update, monitor);
+		assert_eq!(
+			(theirs, mine),
+			(ChannelMonitorUpdateStatus::Completed, ChannelMonitorUpdateStatus::Completed)
+		);
+		mine
+	}
+
+	fn archive_persisted_channel(&self, name: MonitorName) {
+		Persist::<TestChannelSigner>::archive_persisted_channel(&self.ldk, name);
+		Persist::<TestChannelSigner>::archive_persisted_channel(&self.ours, name);
+	}
+}
+
+/// Every object of a store, by `primary/secondary/key`.
+fn objects(store: &ObjectKvStore) -> BTreeMap<String, Vec<u8>> {
+	store
+		.list_all_keys()
+		.unwrap()
+		.into_iter()
+		.map(|(p, s, k)| (format!("{p}/{s}/{k}"), KVStoreSync::read(store, &p, &s, &k).unwrap()))
+		.collect()
+}
+
+/// Loads `backend` as a node restarting from the bucket would (a new store instance), in every
+/// mode, and checks: the loaded monitors are those LDK's own persister loads from the same objects,
+/// at the live update ids, equal to the live monitors wherever LDK's own load is, all modes agree,
+/// and loading sent no write or delete.
+///
+/// (LDK does not write a monitor again for every block it processes, so after blocks the stored
+/// state can lag the live one by design; LDK's own load shows the same lag.)
+fn reload_and_compare(
+	backend: &Backend, node: &Node<'_, '_, '_>, cfg: &TestChanMonCfg, max_pending: u64, label: &str,
+) {
+	let reference_store = backend.store();
+	let reference =
+		ldk(&reference_store, cfg, max_pending).read_all_channel_monitors_with_updates().unwrap();
+	let live_ids = node.chain_monitor.chain_monitor.list_monitors();
+	assert_eq!(reference.len(), live_ids.len(), "{label}: LDK's load");
+	let mut by_mode = Vec::new();
+	for mode in MODES {
+		let counter = Arc::new(CountRequests::default());
+		let counted = backend.wrapped(|s| Hooked::wrap(s, Arc::clone(&counter)));
+		let persister = ours(&counted.store(), cfg, config(max_pending, PersistMode::Sync, mode));
+		let loaded = persister.read_all_channel_monitors_with_updates_blocking().unwrap();
+		assert_eq!(loaded.len(), live_ids.len(), "{label} {mode:?}: monitors loaded");
+		for (_, monitor) in &loaded {
+			let live = node.chain_monitor.chain_monitor.get_monitor(monitor.channel_id()).unwrap();
+			assert_eq!(
+				monitor.get_latest_update_id(),
+				live.get_latest_update_id(),
+				"{label} {mode:?}"
+			);
+			let (_, theirs) =
+				reference.iter().find(|(_, m)| m.channel_id() == monitor.channel_id()).unwrap();
+			let keys = &cfg.keys_manager;
+			assert_eq!(
+				compare_monitors(monitor, theirs, keys),
+				MonitorMatch::Equal,
+				"{label} {mode:?}: not LDK's load"
+			);
+			if compare_monitors(theirs, &live, keys) != MonitorMatch::Different {
+				assert_ne!(
+					compare_monitors(monitor, &live, keys),
+					MonitorMatch::Different,
+					"{label} {mode:?}"
+				);
+			}
+		}
+		assert_eq!(counter.count(Request::Put), 0, "{label} {mode:?}: loading wrote");
+		assert_eq!(counter.count(Request::BulkDelete), 0, "{label} {mode:?}: loading deleted");
+		by_mode.push(loaded.into_iter().map(|(_, m)| m).collect::<Vec<_>>());
+	}
+	assert!(by_mode.windows(2).all(|w| w[0] == w[1]), "{label}: load modes disagree");
+}
+
+/// What a dual flow leaves behind for further checks.
+struct FlowRecord {
+	calls: Vec<Call>,
+	channel_id: ChannelId,
+}
+
+/// Runs the dual flow: `ldk_backends[i]` receives node i's monitors through LDK's persister,
+/// `our_backends[i]` through ours; both with `max_pending`. Checks byte identity and reloads along
+/// the way. Returns node 0's recorded calls.
+fn dual_flow(
+	ldk_backends: &[Backend; 2], our_backends: &[Backend; 2], max_pending: u64, payments: u64,
+) -> FlowRecord {
+	let chanmon_cfgs = create_chanmon_cfgs(2);
+	let ldk_stores = [ldk_backends[0].store(), ldk_backends[1].store()];
+	let our_stores = [our_backends[0].store(), our_backends[1].store()];
+	let duals: Vec<Dual> = (0..2)
+		.map(|i| Dual {
+			ldk: ldk(&ldk_stores[i], &chanmon_cfgs[i], max_pending),
+			ours: ours(
+				&our_stores[i],
+				&chanmon_cfgs[i],
+				config(max_pending, PersistMode::Sync, LoadMode::Probe),
+			),
+			calls: Mutex::default(),
+		})
+		.collect();
+	let mut node_cfgs = create_node_cfgs(2, &chanmon_cfgs);
+	for (i, cfg) in node_cfgs.iter_mut().enumerate() {
+		cfg.chain_monitor = TestChainMonitor::new(
+			Some(&chanmon_cfgs[i].chain_source),
+			&chanmon_cfgs[i].tx_broadcaster,
+			&chanmon_cfgs[i].logger,
+			&chanmon_cfgs[i].fee_estimator,
+			&duals[i],
+			&chanmon_cfgs[i].keys_manager,
+		);
+	}
+	let chanmgrs = create_node_chanmgrs(2, &node_cfgs, &[None, None]);
+	let nodes = create_network(2, &node_cfgs, &chanmgrs);
+	for node in &nodes {
+		*node.connect_style.borrow_mut() = ConnectStyle::FullBlockViaListen;
+	}
+
+	let check = |label: &str| {
+		for i in 0..2 {
+			let (theirs, mine) = (objects(&ldk_stores[i]), objects(&our_stores[i]));
+			assert_eq!(
+				theirs.keys().collect::<Vec<_>>(),
+				mine.keys().collect::<Vec<_>>(),
+				"{label}: node {i} stores different keys"
+			);
+			for (key, bytes) in &theirs {
+				assert!(mine[key] == *bytes, "{label}: node {i}: {key} differs from LDK's bytes");
+			}
+			let updates = mine.keys().filter(|k| k.starts_with("monitor_updates/")).count();
+			assert!(updates as u64 <= max_pending.max(1), "{label}: {updates} update objects kept");
+			// Each store loads with either reader, to the same monitors.
+			let label = format!("{label}, node {i}");
+			reload_and_compare(&ldk_backends[i], &nodes[i], &chanmon_cfgs[i], max_pending, &label);
+			reload_and_compare(&our_backends[i], &nodes[i], &chanmon_cfgs[i], max_pending, &label);
+		}
+	};
+
+	let channel_id = open_channel(&nodes, 1_000_000);
+	check("after opening");
+	for n in 0..payments {
+		let (from, to) = if n % 2 == 0 { (0, 1) } else { (1, 0) };
+		pay(&nodes[from], &nodes[to], 1_000_000 + n * 1_000, n, None);
+		if n % 7 == 3 {
+			check(&format!("after payment {n}"));
+		}
+	}
+
+	let (id0, id1) = (nodes[0].node.get_our_node_id(), nodes[1].node.get_our_node_id());
+	let message = "persister test".to_owned();
+	nodes[0].node.force_close_broadcasting_latest_txn(&channel_id, &id1, message.clone()).unwrap();
+	let reason = ClosureReason::HolderForceClosed { broadcasted_latest_txn: Some(true), message };
+	check_closed_event(&nodes[0], 1, reason, false, &[id1], 1_000_000);
+	check_closed_broadcast(&nodes[0], 1, true);
+	check_added_monitors(&nodes[0], 1);
+	let txn = nodes[0].tx_broadcaster.txn_broadcast();
+	let block = create_dummy_block(nodes[1].best_block_hash(), 42, vec![txn[0].clone()]);
+	connect_block(&nodes[1], &block);
+	check_closed_broadcast(&nodes[1], 1, true);
+	check_closed_event(
+		&nodes[1],
+		1,
+		ClosureReason::CommitmentTxConfirmed,
+		false,
+		&[id0],
+		1_000_000,
+	);
+	check_added_monitors(&nodes[1], 1);
+	check("after the force-close");
+
+	let calls = duals[0].calls.lock().unwrap().clone();
+	FlowRecord { calls, channel_id }
+}
+
+fn run_dual_flow(make: impl Fn(&str) -> Backend) -> FlowRecord {
+	let ldk_backends = [make("ldk-0"), make("ldk-1")];
+	let our_backends = [make("ours-0"), make("ours-1")];
+	dual_flow(&ldk_backends, &our_backends, 5, 16)
+}
+
+#[test]
+fn dual_flow_memory() {
+	run_dual_flow(backends::memory);
+}
+
+#[test]
+fn dual_flow_localstack() {
+	if backends::s3("LOCALSTACK", "persister").is_some() {
+		run_dual_flow(|name| backends::s3("LOCALSTACK", name).unwrap());
+	}
+}
+
+#[test]
+fn full_monitors_only_when_maximum_pending_updates_is_zero() {
+	let make = backends::memory;
+	let flow = dual_flow(&[make("a"), make("b")], &[make("c"), make("d")], 0, 4);
+	assert!(!flow.calls.is_empty());
+}
+
+/// Records every completion it is told about.
+#[derive(Default)]
+struct RecordingSink(Mutex<Vec<(ChannelId, u64)>>);
+
+impl MonitorUpdateSink for RecordingSink {
+	fn monitor_update_completed(&self, channel_id: ChannelId, update_id: u64) {
+		self.0.lock().unwrap().push((channel_id, update_id));
+	}
+}
+
+/// Keys that decode monitors of node 0 in any order (the test signer otherwise refuses to go back
+/// to an older commitment state).
+fn replay_keys() -> TestKeysInterface {
+	let mut keys = TestKeysInterface::new(&[0; 32], Network::Testnet);
+	keys.disable_all_state_policy_checks = true;
+	keys
+}
+
+fn decode(bytes: &[u8], keys: &TestKeysInterface) -> Monitor {
+	<(BlockHash, Monitor)>::read(&mut &bytes[..], (keys, keys)).unwrap().1
+}
+
+/// The completions LDK waits for: every new monitor and every update that came with one.
+fn expected_completions(calls: &[Call], channel_id: ChannelId) -> Vec<(ChannelId, u64)> {
+	let keys = replay_keys();
+	calls
+		.iter()
+		.filter_map(|call| match call {
+			Call::New { monitor, .. } => {
+				Some((channel_id, decode(monitor, &keys).get_latest_update_id()))
+			},
+			Call::Update { update: Some(update), .. } => Some((channel_id, update.update_id)),
+			Call::Update { update: None, .. } => None,
+		})
+		.collect()
+}
+
+/// Replays node 0's recorded calls into an async-mode persister over `backend` with random latency
+/// and a bound of 3 writes in flight. Each completion arrives exactly once; the bounds hold; the
+/// stored state loads (all modes) to the final monitor.
+fn async_replay(backend: &Backend, calls: &[Call], channel_id: ChannelId, bind: bool) {
+	let mut cfgs = create_chanmon_cfgs(1);
+	cfgs[0].keys_manager = replay_keys();
+	let keys = &cfgs[0].keys_manager;
+	let counter = Arc::new(InFlight::default());
+	let slow = backend
+		.wrapped(|s| Hooked::wrap(s, Arc::new(RandomLatency { max: Duration::from_millis(4) })))
+		.wrapped(|s| Hooked::wrap(s, Arc::new(CountInFlight(Arc::clone(&counter)))));
+	let mut async_config = config(5, PersistMode::Async, LoadMode::Probe);
+	async_config.max_concurrent_writes = 3;
+	let persister = ours(&slow.store(), &cfgs[0], async_config);
+	let sink = Arc::new(RecordingSink::default());
+	if bind {
+		let weak = Arc::downgrade(&sink);
+		persister.bind_chain_monitor(weak);
+	}
+
+	for call in calls {
+		let status = match call {
+			Call::New { name, monitor } => {
+				persister.persist_new_channel(*name, &decode(monitor, keys))
+			},
+			Call::Update { name, update, monitor } => {
+				persister.update_persisted_channel(*name, update.as_ref(), &decode(monitor, keys))
+			},
+		};
+		assert_eq!(status, ChannelMonitorUpdateStatus::InProgress);
+	}
+
+	let mut expected = expected_completions(calls, channel_id);
+	let deadline = Instant::now() + Duration::from_secs(120);
+	let mut pulled = Vec::new();
+	loop {
+		if !bind {
+			pulled
+				.extend(Persist::<TestChannelSigner>::get_and_clear_completed_updates(&persister));
+		}
+		let got = if bind { sink.0.lock().unwrap().len() } else { pulled.len() };
+		if got >= expected.len() || Instant::now() > deadline {
+			break;
+		}
+		std::thread::sleep(Duration::from_millis(20));
+	}
+	// Let any duplicate show up before comparing.
+	std::thread::sleep(Duration::from_millis(200));
+	if !bind {
+		pulled.extend(Persist::<TestChannelSigner>::get_and_clear_completed_updates(&persister));
+	}
+	let mut got = if bind { sink.0.lock().unwrap().clone() } else { pulled };
+	got.sort();
+	expected.sort();
+	assert_eq!(got, expected, "each completion exactly once");
+
+	let (max_total, max_per_key) = counter.maxima();
+	assert!(max_total <= 3, "{max_total} writes in flight with a bound of 3");
+	assert_eq!(max_per_key, 1, "two requests for one object were in flight");
+
+	let Some(Call::Update { monitor: last, .. }) = calls.last() else {
+		panic!("no updates recorded")
+	};
+	let live = decode(last, keys);
+	for mode in MODES {
+		let reader = ours(&backend.store(), &cfgs[0], config(5, PersistMode::Sync, mode));
+		let loaded = reader.read_all_channel_monitors_with_updates_blocking().unwrap();
+		assert_eq!(loaded.len(), 1);
+		assert_eq!(loaded[0].1.get_latest_update_id(), live.get_latest_update_id(), "{mode:?}");
+		assert_ne!(
+			compare_monitors(&loaded[0].1, &live, keys),
+			MonitorMatch::Different,
+			"{mode:?}"
+		);
+	}
+}
+
+#[test]
+fn async_mode_reports_each_durable_update_once() {
+	let flow = run_dual_flow(backends::memory);
+	async_replay(&backends::memory("async-push"), &flow.calls, flow.channel_id, true);
+	async_replay(&backends::memory("async-pull"), &flow.calls, flow.channel_id, false);
+	if let Some(localstack) = backends::s3("LOCALSTACK", "async") {
+		async_replay(&localstack, &flow.calls, flow.channel_id, true);
+	}
+}
+
+/// The first monitor key of a store, the update id of the stored monitor object itself, and the
+/// ids of the update objects above it.
+fn stored_layout(store: &ObjectKvStore) -> (String, u64, Vec<u64>) {
+	let key = KVStoreSync::list(store, "monitors", "").unwrap().into_iter().min().unwrap();
+	let bytes = KVStoreSync::read(store, "monitors", "", &key).unwrap();
+	let body = bytes.strip_prefix(&[0xff, 0xff][..]).expect("sentinel");
+	let stored_id = decode(body, &replay_keys()).get_latest_update_id();
+	let mut pending: Vec<u64> = KVStoreSync::list(store, "monitor_updates", &key)
+		.unwrap()
+		.iter()
+		.map(|k| k.parse().unwrap())
+		.filter(|id| *id > stored_id)
+		.collect();
+	pending.sort();
+	(key, stored_id, pending)
+}
+
+fn load_counted(
+	backend: &Backend, mode: LoadMode,
+) -> (Result<Vec<(BlockHash, Monitor)>, lightning::io::Error>, Arc<CountRequests>) {
+	let mut cfgs = create_chanmon_cfgs(1);
+	cfgs[0].keys_manager = replay_keys();
+	let counter = Arc::new(CountRequests::default());
+	let counted = backend.wrapped(|s| Hooked::wrap(s, Arc::clone(&counter)));
+	let persister = ours(&counted.store(), &cfgs[0], config(1000, PersistMode::Sync, mode));
+	(persister.read_all_channel_monitors_with_updates_blocking(), counter)
+}
+
+/// Probing stops at the first absent update, whether that is the end or a gap, with exactly one
+/// failed read; the list mode finds the same run with one listing; errors other than "not found"
+/// fail the load.
+#[test]
+fn probing_stops_at_not_found_and_at_a_gap() {
+	let make = backends::memory;
+	let ours_backends = [make("o0"), make("o1")];
+	dual_flow(&[make("l0"), make("l1")], &ours_backends, 1000, 6);
+	let backend = &ours_backends[0];
+	let store = backend.store();
+	let (key, stored_id, pending) = stored_layout(&store);
+	assert!(pending.len() >= 6, "the flow left {} pending updates", pending.len());
+	let last = *pending.last().unwrap();
+	assert_eq!(pending, (stored_id + 1..=last).collect::<Vec<_>>());
+
+	for (mode, gets) in
+		[(LoadMode::Probe, 1 + pending.len() + 1), (LoadMode::List, 1 + pending.len())]
+	{
+		let (loaded, counter) = load_counted(backend, mode);
+		assert_eq!(loaded.unwrap()[0].1.get_latest_update_id(), last, "{mode:?}");
+		assert_eq!(counter.count(Request::Get), gets, "{mode:?}: reads");
+	}
+
+	let gap = pending[pending.len() / 2];
+	KVStoreSync::remove(&store, "monitor_updates", &key, &gap.to_string(), false).unwrap();
+	let applied = (gap - 1 - stored_id) as usize;
+	for mode in MODES {
+		let (loaded, counter) = load_counted(backend, mode);
+		assert_eq!(
+			loaded.unwrap()[0].1.get_latest_update_id(),
+			gap - 1,
+			"{mode:?}: applied past the gap"
+		);
+		match mode {
+			LoadMode::Probe => assert_eq!(counter.count(Request::Get), 1 + applied + 1),
+			LoadMode::List => {
+				assert_eq!(counter.count(Request::Get), 1 + applied);
+				assert_eq!(
+					counter.count(Request::List),
+					2,
+					"one listing of monitors, one of updates"
+				);
+			},
+			LoadMode::Pipelined { window } => {
+				assert!(counter.count(Request::Get) <= 1 + applied + window)
+			},
+		}
+	}
+
+	// A 403 for the missing update is not the end of the updates: a probing load fails, naming
+	// the key. (The list mode never reads an id that the listing does not show.)
+	let forbidding =
+		backend.wrapped(|s| Hooked::wrap(s, Arc::new(common::wrappers::MissingAnswers::Forbidden)));
+	for mode in [LoadMode::Probe, LoadMode::Pipelined { window: 8 }] {
+		let Err(err) = load_counted(&forbidding, mode).0 else {
+			panic!("{mode:?}: loaded despite a 403")
+		};
+		assert_eq!(err.kind(), lightning::io::ErrorKind::PermissionDenied, "{mode:?}: {err}");
+		assert!(err.to_string().contains(&key), "{err}");
+	}
+}
+
+/// Pruning after a consolidation is one bulk request, where LDK's persister sends one delete per
+/// update object.
+#[test]
+fn stale_updates_are_deleted_in_batches() {
+	let (ours_count, ldk_count) =
+		(Arc::new(CountRequests::default()), Arc::new(CountRequests::default()));
+	let counted = |name: &str, counter: &Arc<CountRequests>| {
+		backends::memory(name).wrapped(|s| Hooked::wrap(s, Arc::clone(counter)))
+	};
+	dual_flow(
+		&[counted("l0", &ldk_count), counted("l1", &ldk_count)],
+		&[counted("o0", &ours_count), counted("o1", &ours_count)],
+		5,
+		8,
+	);
+	let (ours, theirs) =
+		(ours_count.count(Request::BulkDelete), ldk_count.count(Request::BulkDelete));
+	println!("delete requests: ours {ours}, LDK's {theirs}");
+	assert!(ours > 0, "no consolidation happened");
+	assert_eq!(theirs, 6 * ours, "LDK deletes 6 objects one by one per consolidation");
+}
+
+/// Archiving writes the monitor with its updates applied, removes it and its update objects,
+/// and can be repeated; the cleanup removes stale and orphaned update objects only.
+#[test]
+fn archive_and_cleanup() {
+	let make = backends::memory;
+	let ours_backends = [make("o0"), make("o1")];
+	dual_flow(&[make("l0"), make("l1")], &ours_backends, 1000, 4);
+	let backend = &ours_backends[0];
+	let store = backend.store();
+	let (key, stored_id, pending) = stored_layout(&store);
+	let mut cfgs = create_chanmon_cfgs(1);
+	cfgs[0].keys_manager = replay_keys();
+	let persister = ours(&store, &cfgs[0], config(1000, PersistMode::Sync, LoadMode::Probe));
+
+	let orphan = "ab".repeat(32);
+	KVStoreSync::write(&store, "monitor_updates", &orphan, "7", vec![1]).unwrap();
+	KVStoreSync::write(&store, "monitor_updates", &key, &stored_id.to_string(), vec![2]).unwrap();
+	let deleted = futures::executor::block_on(persister.cleanup_stale_updates()).unwrap();
+	assert!(deleted >= 2, "deleted {deleted}");
+	assert!(KVStoreSync::list(&store, "monitor_updates", &orphan).unwrap().is_empty());
+	assert_eq!(stored_layout(&store).2, pending, "pending updates must survive the cleanup");
+
+	let before = persister.read_all_channel_monitors_with_updates_blocking().unwrap();
+	let name = before[0].1.persistence_key();
+	for _ in 0..2 {
+		Persist::<TestChannelSigner>::archive_persisted_channel(&persister, name);
+		assert!(KVStoreSync::list(&store, "monitors", "").unwrap().is_empty());
+		assert!(KVStoreSync::list(&store, "monitor_updates", &key).unwrap().is_empty());
+		let archived = KVStoreSync::read(&store, "archived_monitors", "", &key).unwrap();
+		let archived = decode(&archived, &cfgs[0].keys_manager);
+		assert_eq!(archived.get_latest_update_id(), before[0].1.get_latest_update_id());
+	}
+}
+
+/// The async mode wired to a real `ChainMonitor`, as a node would: the recorded channel of a real
+/// flow is registered and updated through the `ChainMonitor`, every call returns `InProgress`, and
+/// the persister's reports through `bind_chain_monitor` clear every pending update.
+#[test]
+fn async_mode_completes_updates_in_a_real_chain_monitor() {
+	use lightning::chain::chainmonitor::ChainMonitor;
+	use lightning::chain::Watch;
+	use lightning::sign::NodeSigner;
+	use lightning::util::test_utils::TestChainSource;
+
+	let flow = run_dual_flow(backends::memory);
+	// 'static parts, as a node's `Arc`s would be, so the persister can hold a weak reference.
+	let cfg: &'static TestChanMonCfg = Box::leak(Box::new({
+		let mut cfgs = create_chanmon_cfgs(1);
+		cfgs[0].keys_manager = replay_keys();
+		cfgs.remove(0)
+	}));
+	let backend = backends::memory("chain-monitor");
+	let persister: &'static Ours<'static> = Box::leak(Box::new(ours(
+		&backend.store(),
+		cfg,
+		config(5, PersistMode::Async, LoadMode::Probe),
+	)));
+	let chain_monitor = Arc::new(ChainMonitor::new(
+		None::<&TestChainSource>,
+		&cfg.tx_broadcaster,
+		&cfg.logger,
+		&cfg.fee_estimator,
+		persister,
+		&cfg.keys_manager,
+		cfg.keys_manager.get_peer_storage_key(),
+	));
+	let sink: Arc<dyn MonitorUpdateSink + Send + Sync> = chain_monitor.clone();
+	persister.bind_chain_monitor(Arc::downgrade(&sink));
+
+	let Some(Call::New { monitor, .. }) = flow.calls.first() else { panic!("no new channel") };
+	let status = chain_monitor.watch_channel(flow.channel_id, decode(monitor, &cfg.keys_manager));
+	assert_eq!(status, Ok(ChannelMonitorUpdateStatus::InProgress));
+	let mut updates = 0;
+	for call in &flow.calls[1..] {
+		if let Call::Update { update: Some(update), .. } = call {
+			let status = chain_monitor.update_channel(flow.channel_id, update);
+			assert_eq!(status, ChannelMonitorUpdateStatus::InProgress);
+			updates += 1;
+		}
+	}
+	assert!(updates > 20, "{updates} updates replayed");
+
+	let deadline = Instant::now() + Duration::from_secs(60);
+	while chain_monitor.list_pending_monitor_updates().values().any(|ids| !ids.is_empty()) {
+		assert!(
+			Instant::now() < deadline,
+			"updates still pending: {:?}",
+			chain_monitor.list_pending_monitor_updates()
+		);
+		std::thread::sleep(Duration::from_millis(10));
+	}
+	let loaded = ours(&backend.store(), cfg, config(5, PersistMode::Sync, LoadMode::Probe))
+		.read_all_channel_monitors_with_updates_blocking()
+		.unwrap();
+	let live = chain_monitor.get_monitor(flow.channel_id).unwrap();
+	assert_eq!(loaded[0].1.get_latest_update_id(), live.get_latest_update_id());
+}
