@@ -19,6 +19,10 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! [`MonitorPersister`] persists `ChannelMonitor`s in LDK's differential format, byte for byte
+//! what LDK's `MonitorUpdatingPersister` writes, with concurrent (optionally asynchronous) writes
+//! and a parallel, read-only startup load; see [`persister`].
+//!
 //! # Object layout
 //!
 //! Every key is one object. Empty namespaces are left out of the path, exactly as LDK's

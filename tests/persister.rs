@@ -462,9 +462,9 @@ fn stored_layout(store: &ObjectKvStore) -> (String, u64, Vec<u64>) {
 	(key, stored_id, pending)
 }
 
-fn load_counted(
-	backend: &Backend, mode: LoadMode,
-) -> (Result<Vec<(BlockHash, Monitor)>, lightning::io::Error>, Arc<CountRequests>) {
+type LoadResult = Result<Vec<(BlockHash, Monitor)>, lightning::io::Error>;
+
+fn load_counted(backend: &Backend, mode: LoadMode) -> (LoadResult, Arc<CountRequests>) {
 	let mut cfgs = create_chanmon_cfgs(1);
 	cfgs[0].keys_manager = replay_keys();
 	let counter = Arc::new(CountRequests::default());
