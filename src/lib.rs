@@ -80,6 +80,7 @@
 
 pub mod config;
 mod error;
+pub mod inspect;
 pub mod keys;
 mod ordering;
 pub mod persister;

@@ -10,297 +10,22 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bitcoin::{BlockHash, Network};
+use bitcoin::BlockHash;
 use common::backends::{self, Backend};
-use common::ldk_flow::{compare_monitors, open_channel, pay, MonitorMatch};
+use common::dual_flow::*;
+use common::ldk_flow::{compare_monitors, MonitorMatch};
 use common::wrappers::{CountInFlight, CountRequests, Hooked, InFlight, RandomLatency, Request};
 use ldk_object_store::persister::MonitorUpdateSink;
-use ldk_object_store::{LoadMode, MonitorPersister, ObjectKvStore, PersistMode, PersisterConfig};
+use ldk_object_store::{LoadMode, PersistMode};
 use lightning::chain::chainmonitor::Persist;
-use lightning::chain::channelmonitor::{ChannelMonitor, ChannelMonitorUpdate};
 use lightning::chain::ChannelMonitorUpdateStatus;
-use lightning::events::ClosureReason;
 use lightning::ln::functional_test_utils::*;
 use lightning::ln::types::ChannelId;
-use lightning::util::persist::{
-	KVStoreSync, MigratableKVStore, MonitorName, MonitorUpdatingPersister,
-};
-use lightning::util::ser::{ReadableArgs, Writeable};
+use lightning::util::persist::KVStoreSync;
 use lightning::util::test_channel_signer::TestChannelSigner;
-use lightning::util::test_utils::{
-	TestBroadcaster, TestChainMonitor, TestFeeEstimator, TestKeysInterface, TestLogger,
-};
-
-type Monitor = ChannelMonitor<TestChannelSigner>;
-type Ours<'a> = MonitorPersister<
-	&'a TestLogger,
-	&'a TestKeysInterface,
-	&'a TestKeysInterface,
-	&'a TestBroadcaster,
-	&'a TestFeeEstimator,
->;
-type Ldk<'a> = MonitorUpdatingPersister<
-	&'a ObjectKvStore,
-	&'a TestLogger,
-	&'a TestKeysInterface,
-	&'a TestKeysInterface,
-	&'a TestBroadcaster,
-	&'a TestFeeEstimator,
->;
-
-const MODES: [LoadMode; 3] = [LoadMode::Probe, LoadMode::Pipelined { window: 8 }, LoadMode::List];
-
-fn config(max_pending: u64, mode: PersistMode, load_mode: LoadMode) -> PersisterConfig {
-	PersisterConfig {
-		maximum_pending_updates: max_pending,
-		mode,
-		load_mode,
-		..PersisterConfig::default()
-	}
-}
-
-fn ours<'a>(store: &ObjectKvStore, cfg: &'a TestChanMonCfg, config: PersisterConfig) -> Ours<'a> {
-	MonitorPersister::new(
-		store,
-		config,
-		&cfg.logger,
-		&cfg.keys_manager,
-		&cfg.keys_manager,
-		&cfg.tx_broadcaster,
-		&cfg.fee_estimator,
-	)
-}
-
-fn ldk<'a>(store: &'a ObjectKvStore, cfg: &'a TestChanMonCfg, max_pending: u64) -> Ldk<'a> {
-	MonitorUpdatingPersister::new(
-		store,
-		&cfg.logger,
-		max_pending,
-		&cfg.keys_manager,
-		&cfg.keys_manager,
-		&cfg.tx_broadcaster,
-		&cfg.fee_estimator,
-	)
-}
-
-/// One `Persist` call as LDK made it, with the monitor's bytes at that moment.
-#[derive(Clone)]
-enum Call {
-	New { name: MonitorName, monitor: Vec<u8> },
-	Update { name: MonitorName, update: Option<ChannelMonitorUpdate>, monitor: Vec<u8> },
-}
-
-/// Hands every call to LDK's persister and to ours, and records it.
-struct Dual<'a> {
-	ldk: Ldk<'a>,
-	ours: Ours<'a>,
-	calls: Mutex<Vec<Call>>,
-}
-
-impl Persist<TestChannelSigner> for Dual<'_> {
-	fn persist_new_channel(
-		&self, name: MonitorName, monitor: &Monitor,
-	) -> ChannelMonitorUpdateStatus {
-		self.calls.lock().unwrap().push(Call::New { name, monitor: monitor.encode() });
-		let theirs = self.ldk.persist_new_channel(name, monitor);
-		let mine = self.ours.persist_new_channel(name, monitor);
-		assert_eq!(
-			(theirs, mine),
-			(ChannelMonitorUpdateStatus::Completed, ChannelMonitorUpdateStatus::Completed)
-		);
-		mine
-	}
-
-	fn update_persisted_channel(
-		&self, name: MonitorName, update: Option<&ChannelMonitorUpdate>, monitor: &Monitor,
-	) -> ChannelMonitorUpdateStatus {
-		let call = Call::Update { name, update: update.cloned(), monitor: monitor.encode() };
-		self.calls.lock().unwrap().push(call);
-		let theirs = self.ldk.update_persisted_channel(name, update, monitor);
-		let mine = self.ours.update_persisted_channel(name, update, monitor);
-		assert_eq!(
-			(theirs, mine),
-			(ChannelMonitorUpdateStatus::Completed, ChannelMonitorUpdateStatus::Completed)
-		);
-		mine
-	}
-
-	fn archive_persisted_channel(&self, name: MonitorName) {
-		Persist::<TestChannelSigner>::archive_persisted_channel(&self.ldk, name);
-		Persist::<TestChannelSigner>::archive_persisted_channel(&self.ours, name);
-	}
-}
-
-/// Every object of a store, by `primary/secondary/key`.
-fn objects(store: &ObjectKvStore) -> BTreeMap<String, Vec<u8>> {
-	store
-		.list_all_keys()
-		.unwrap()
-		.into_iter()
-		.map(|(p, s, k)| (format!("{p}/{s}/{k}"), KVStoreSync::read(store, &p, &s, &k).unwrap()))
-		.collect()
-}
-
-/// Loads `backend` as a node restarting from the bucket would (a new store instance), in every
-/// mode, and checks: the loaded monitors are those LDK's own persister loads from the same objects,
-/// at the live update ids, equal to the live monitors wherever LDK's own load is, all modes agree,
-/// and loading sent no write or delete.
-///
-/// (LDK does not write a monitor again for every block it processes, so after blocks the stored
-/// state can lag the live one by design; LDK's own load shows the same lag.)
-fn reload_and_compare(
-	backend: &Backend, node: &Node<'_, '_, '_>, cfg: &TestChanMonCfg, max_pending: u64, label: &str,
-) {
-	let reference_store = backend.store();
-	let reference =
-		ldk(&reference_store, cfg, max_pending).read_all_channel_monitors_with_updates().unwrap();
-	let live_ids = node.chain_monitor.chain_monitor.list_monitors();
-	assert_eq!(reference.len(), live_ids.len(), "{label}: LDK's load");
-	let mut by_mode = Vec::new();
-	for mode in MODES {
-		let counter = Arc::new(CountRequests::default());
-		let counted = backend.wrapped(|s| Hooked::wrap(s, Arc::clone(&counter)));
-		let persister = ours(&counted.store(), cfg, config(max_pending, PersistMode::Sync, mode));
-		let loaded = persister.read_all_channel_monitors_with_updates_blocking().unwrap();
-		assert_eq!(loaded.len(), live_ids.len(), "{label} {mode:?}: monitors loaded");
-		for (_, monitor) in &loaded {
-			let live = node.chain_monitor.chain_monitor.get_monitor(monitor.channel_id()).unwrap();
-			assert_eq!(
-				monitor.get_latest_update_id(),
-				live.get_latest_update_id(),
-				"{label} {mode:?}"
-			);
-			let (_, theirs) =
-				reference.iter().find(|(_, m)| m.channel_id() == monitor.channel_id()).unwrap();
-			let keys = &cfg.keys_manager;
-			assert_eq!(
-				compare_monitors(monitor, theirs, keys),
-				MonitorMatch::Equal,
-				"{label} {mode:?}: not LDK's load"
-			);
-			if compare_monitors(theirs, &live, keys) != MonitorMatch::Different {
-				assert_ne!(
-					compare_monitors(monitor, &live, keys),
-					MonitorMatch::Different,
-					"{label} {mode:?}"
-				);
-			}
-		}
-		assert_eq!(counter.count(Request::Put), 0, "{label} {mode:?}: loading wrote");
-		assert_eq!(counter.count(Request::BulkDelete), 0, "{label} {mode:?}: loading deleted");
-		by_mode.push(loaded.into_iter().map(|(_, m)| m).collect::<Vec<_>>());
-	}
-	assert!(by_mode.windows(2).all(|w| w[0] == w[1]), "{label}: load modes disagree");
-}
-
-/// What a dual flow leaves behind for further checks.
-struct FlowRecord {
-	calls: Vec<Call>,
-	channel_id: ChannelId,
-}
-
-/// Runs the dual flow: `ldk_backends[i]` receives node i's monitors through LDK's persister,
-/// `our_backends[i]` through ours; both with `max_pending`. Checks byte identity and reloads along
-/// the way. Returns node 0's recorded calls.
-fn dual_flow(
-	ldk_backends: &[Backend; 2], our_backends: &[Backend; 2], max_pending: u64, payments: u64,
-) -> FlowRecord {
-	let chanmon_cfgs = create_chanmon_cfgs(2);
-	let ldk_stores = [ldk_backends[0].store(), ldk_backends[1].store()];
-	let our_stores = [our_backends[0].store(), our_backends[1].store()];
-	let duals: Vec<Dual> = (0..2)
-		.map(|i| Dual {
-			ldk: ldk(&ldk_stores[i], &chanmon_cfgs[i], max_pending),
-			ours: ours(
-				&our_stores[i],
-				&chanmon_cfgs[i],
-				config(max_pending, PersistMode::Sync, LoadMode::Probe),
-			),
-			calls: Mutex::default(),
-		})
-		.collect();
-	let mut node_cfgs = create_node_cfgs(2, &chanmon_cfgs);
-	for (i, cfg) in node_cfgs.iter_mut().enumerate() {
-		cfg.chain_monitor = TestChainMonitor::new(
-			Some(&chanmon_cfgs[i].chain_source),
-			&chanmon_cfgs[i].tx_broadcaster,
-			&chanmon_cfgs[i].logger,
-			&chanmon_cfgs[i].fee_estimator,
-			&duals[i],
-			&chanmon_cfgs[i].keys_manager,
-		);
-	}
-	let chanmgrs = create_node_chanmgrs(2, &node_cfgs, &[None, None]);
-	let nodes = create_network(2, &node_cfgs, &chanmgrs);
-	for node in &nodes {
-		*node.connect_style.borrow_mut() = ConnectStyle::FullBlockViaListen;
-	}
-
-	let check = |label: &str| {
-		for i in 0..2 {
-			let (theirs, mine) = (objects(&ldk_stores[i]), objects(&our_stores[i]));
-			assert_eq!(
-				theirs.keys().collect::<Vec<_>>(),
-				mine.keys().collect::<Vec<_>>(),
-				"{label}: node {i} stores different keys"
-			);
-			for (key, bytes) in &theirs {
-				assert!(mine[key] == *bytes, "{label}: node {i}: {key} differs from LDK's bytes");
-			}
-			let updates = mine.keys().filter(|k| k.starts_with("monitor_updates/")).count();
-			assert!(updates as u64 <= max_pending.max(1), "{label}: {updates} update objects kept");
-			// Each store loads with either reader, to the same monitors.
-			let label = format!("{label}, node {i}");
-			reload_and_compare(&ldk_backends[i], &nodes[i], &chanmon_cfgs[i], max_pending, &label);
-			reload_and_compare(&our_backends[i], &nodes[i], &chanmon_cfgs[i], max_pending, &label);
-		}
-	};
-
-	let channel_id = open_channel(&nodes, 1_000_000);
-	check("after opening");
-	for n in 0..payments {
-		let (from, to) = if n % 2 == 0 { (0, 1) } else { (1, 0) };
-		pay(&nodes[from], &nodes[to], 1_000_000 + n * 1_000, n, None);
-		if n % 7 == 3 {
-			check(&format!("after payment {n}"));
-		}
-	}
-
-	let (id0, id1) = (nodes[0].node.get_our_node_id(), nodes[1].node.get_our_node_id());
-	let message = "persister test".to_owned();
-	nodes[0].node.force_close_broadcasting_latest_txn(&channel_id, &id1, message.clone()).unwrap();
-	let reason = ClosureReason::HolderForceClosed { broadcasted_latest_txn: Some(true), message };
-	check_closed_event(&nodes[0], 1, reason, false, &[id1], 1_000_000);
-	check_closed_broadcast(&nodes[0], 1, true);
-	check_added_monitors(&nodes[0], 1);
-	let txn = nodes[0].tx_broadcaster.txn_broadcast();
-	let block = create_dummy_block(nodes[1].best_block_hash(), 42, vec![txn[0].clone()]);
-	connect_block(&nodes[1], &block);
-	check_closed_broadcast(&nodes[1], 1, true);
-	check_closed_event(
-		&nodes[1],
-		1,
-		ClosureReason::CommitmentTxConfirmed,
-		false,
-		&[id0],
-		1_000_000,
-	);
-	check_added_monitors(&nodes[1], 1);
-	check("after the force-close");
-
-	let calls = duals[0].calls.lock().unwrap().clone();
-	FlowRecord { calls, channel_id }
-}
-
-fn run_dual_flow(make: impl Fn(&str) -> Backend) -> FlowRecord {
-	let ldk_backends = [make("ldk-0"), make("ldk-1")];
-	let our_backends = [make("ours-0"), make("ours-1")];
-	dual_flow(&ldk_backends, &our_backends, 5, 16)
-}
 
 #[test]
 fn dual_flow_memory() {
@@ -329,18 +54,6 @@ impl MonitorUpdateSink for RecordingSink {
 	fn monitor_update_completed(&self, channel_id: ChannelId, update_id: u64) {
 		self.0.lock().unwrap().push((channel_id, update_id));
 	}
-}
-
-/// Keys that decode monitors of node 0 in any order (the test signer otherwise refuses to go back
-/// to an older commitment state).
-fn replay_keys() -> TestKeysInterface {
-	let mut keys = TestKeysInterface::new(&[0; 32], Network::Testnet);
-	keys.disable_all_state_policy_checks = true;
-	keys
-}
-
-fn decode(bytes: &[u8], keys: &TestKeysInterface) -> Monitor {
-	<(BlockHash, Monitor)>::read(&mut &bytes[..], (keys, keys)).unwrap().1
 }
 
 /// The completions LDK waits for: every new monitor and every update that came with one.
@@ -443,23 +156,6 @@ fn async_mode_reports_each_durable_update_once() {
 	if let Some(localstack) = backends::s3("LOCALSTACK", "async") {
 		async_replay(&localstack, &flow.calls, flow.channel_id, true);
 	}
-}
-
-/// The first monitor key of a store, the update id of the stored monitor object itself, and the
-/// ids of the update objects above it.
-fn stored_layout(store: &ObjectKvStore) -> (String, u64, Vec<u64>) {
-	let key = KVStoreSync::list(store, "monitors", "").unwrap().into_iter().min().unwrap();
-	let bytes = KVStoreSync::read(store, "monitors", "", &key).unwrap();
-	let body = bytes.strip_prefix(&[0xff, 0xff][..]).expect("sentinel");
-	let stored_id = decode(body, &replay_keys()).get_latest_update_id();
-	let mut pending: Vec<u64> = KVStoreSync::list(store, "monitor_updates", &key)
-		.unwrap()
-		.iter()
-		.map(|k| k.parse().unwrap())
-		.filter(|id| *id > stored_id)
-		.collect();
-	pending.sort();
-	(key, stored_id, pending)
 }
 
 type LoadResult = Result<Vec<(BlockHash, Monitor)>, lightning::io::Error>;

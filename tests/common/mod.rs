@@ -4,5 +4,6 @@
 
 pub mod backends;
 pub mod conformance;
+pub mod dual_flow;
 pub mod ldk_flow;
 pub mod wrappers;

@@ -38,6 +38,10 @@ pub trait Hook: Send + Sync + fmt::Debug + 'static {
 	async fn enter(&self, _request: Request, _path: &Path) -> Result<Guard> {
 		Ok(Box::new(()))
 	}
+	/// Before each `delete_stream` call, with every location it deletes.
+	async fn enter_delete(&self, paths: &[Path]) -> Result<Guard> {
+		self.enter(Request::BulkDelete, paths.first().unwrap_or(&Path::default())).await
+	}
 	/// After each failed request: may replace the error.
 	fn map_err(
 		&self, _request: Request, _path: &Path, err: object_store::Error,
@@ -99,12 +103,15 @@ impl<H: Hook> ObjectStore for Hooked<H> {
 	fn delete_stream(
 		&self, locations: BoxStream<'static, Result<Path>>,
 	) -> BoxStream<'static, Result<Path>> {
-		// One hook call for the whole stream, then the inner store's own (batched) deletion.
+		// One hook call for the whole batch, then the inner store's own (batched) deletion.
 		let (inner, hook) = (Arc::clone(&self.inner), Arc::clone(&self.hook));
 		stream::once(async move {
-			match hook.enter(Request::BulkDelete, &Path::default()).await {
+			let locations: Vec<Result<Path>> = locations.collect().await;
+			let paths: Vec<Path> =
+				locations.iter().filter_map(|l| l.as_ref().ok().cloned()).collect();
+			match hook.enter_delete(&paths).await {
 				Ok(guard) => inner
-					.delete_stream(locations)
+					.delete_stream(stream::iter(locations).boxed())
 					.map(move |outcome| {
 						let _in_flight = &guard;
 						outcome.map_err(|e| hook.map_err(Request::BulkDelete, &Path::default(), e))
@@ -253,15 +260,17 @@ impl InFlight {
 
 struct InFlightGuard {
 	counter: Arc<InFlight>,
-	path: Path,
+	paths: Vec<Path>,
 }
 
 impl Drop for InFlightGuard {
 	fn drop(&mut self) {
 		let mut state = self.counter.state.lock().unwrap();
 		state.total -= 1;
-		if let Some(n) = state.per_path.get_mut(&self.path) {
-			*n -= 1;
+		for path in &self.paths {
+			if let Some(n) = state.per_path.get_mut(path) {
+				*n -= 1;
+			}
 		}
 	}
 }
@@ -270,22 +279,35 @@ impl Drop for InFlightGuard {
 #[derive(Debug, Default)]
 pub struct CountInFlight(pub Arc<InFlight>);
 
-#[async_trait]
-impl Hook for CountInFlight {
-	async fn enter(&self, _request: Request, path: &Path) -> Result<Guard> {
+impl CountInFlight {
+	/// Counts one request that touches `paths`.
+	async fn count(&self, paths: &[Path]) -> Result<Guard> {
 		{
 			let mut state = self.0.state.lock().unwrap();
 			state.requests += 1;
 			state.total += 1;
 			state.max_total = state.max_total.max(state.total);
-			let n = state.per_path.entry(path.clone()).or_default();
-			*n += 1;
-			let n = *n;
-			state.max_per_path = state.max_per_path.max(n);
+			for path in paths {
+				let n = state.per_path.entry(path.clone()).or_default();
+				*n += 1;
+				let n = *n;
+				state.max_per_path = state.max_per_path.max(n);
+			}
 		}
 		// Hold the request open a little so that overlaps, if any were allowed, show up.
 		tokio::time::sleep(Duration::from_millis(fastrand::u64(0..3))).await;
-		Ok(Box::new(InFlightGuard { counter: Arc::clone(&self.0), path: path.clone() }))
+		Ok(Box::new(InFlightGuard { counter: Arc::clone(&self.0), paths: paths.to_vec() }))
+	}
+}
+
+#[async_trait]
+impl Hook for CountInFlight {
+	async fn enter(&self, _request: Request, path: &Path) -> Result<Guard> {
+		self.count(std::slice::from_ref(path)).await
+	}
+
+	async fn enter_delete(&self, paths: &[Path]) -> Result<Guard> {
+		self.count(paths).await
 	}
 }
 
