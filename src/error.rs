@@ -72,6 +72,9 @@ impl FailureKind {
 	pub fn of(err: &object_store::Error) -> Self {
 		use object_store::Error as E;
 		match err {
+			// A missing bucket or container is a configuration error, not an absent object: read
+			// as "absent", a typo in a bucket name would look like an empty node to LDK.
+			E::NotFound { .. } if missing_container(err) => FailureKind::Rejected,
 			E::NotFound { .. } => FailureKind::NotFound,
 			E::PermissionDenied { .. } => FailureKind::PermissionDenied,
 			E::Unauthenticated { .. } => FailureKind::Unauthenticated,
@@ -121,6 +124,30 @@ impl fmt::Display for FailureKind {
 			FailureKind::Backend => "backend error",
 		})
 	}
+}
+
+/// Whether a "not found" is about the bucket or container rather than the object. S3 and GCS
+/// answer `NoSuchBucket`, Azure `ContainerNotFound`, in the error body that object_store keeps in
+/// the source chain.
+fn missing_container(err: &object_store::Error) -> bool {
+	let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
+	while let Some(e) = current {
+		let message = e.to_string();
+		// The codes come in XML bodies; batch deletes keep only the messages.
+		if [
+			"<Code>NoSuchBucket</Code>",
+			"<Code>ContainerNotFound</Code>",
+			"The specified bucket does not exist",
+			"The specified container does not exist",
+		]
+		.iter()
+		.any(|marker| message.contains(marker))
+		{
+			return true;
+		}
+		current = e.source();
+	}
+	false
 }
 
 /// Finds an HTTP status or a transport failure (timeout, connection) in the source chain of an
@@ -414,6 +441,21 @@ mod tests {
 		);
 		assert_eq!(kind("something else: 403"), FailureKind::Backend);
 		assert!(!FailureKind::Rejected.is_transient());
+	}
+
+	#[test]
+	fn a_missing_bucket_is_not_a_missing_object() {
+		let body = "Server returned non-2xx status code: 404 Not Found: <Error><Code>NoSuchBucket</Code></Error>";
+		let err = object_store::Error::NotFound { path: "k".into(), source: body.into() };
+		assert_eq!(FailureKind::of(&err), FailureKind::Rejected);
+		let body = "404: <Error><Code>ContainerNotFound</Code></Error>";
+		let err = object_store::Error::NotFound { path: "k".into(), source: body.into() };
+		assert_eq!(FailureKind::of(&err), FailureKind::Rejected);
+		let err = object_store::Error::NotFound {
+			path: "k".into(),
+			source: "<Code>NoSuchKey</Code>".into(),
+		};
+		assert_eq!(FailureKind::of(&err), FailureKind::NotFound);
 	}
 
 	#[test]

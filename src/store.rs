@@ -319,8 +319,9 @@ impl Core {
 				self.bounded(async {
 					match self.backend.delete(&op.path).await {
 						// Local files, Azure and GCS report a missing object; the remove still
-						// achieved what it promises: nothing is stored under the key.
-						Err(object_store::Error::NotFound { .. }) => Ok(()),
+						// achieved what it promises: nothing is stored under the key. (A missing
+						// bucket is not that.)
+						Err(e) if FailureKind::of(&e) == FailureKind::NotFound => Ok(()),
 						other => other,
 					}
 				})
@@ -418,7 +419,8 @@ impl Core {
 					let mut deleted = self.backend.delete_stream(locations);
 					while let Some(outcome) = deleted.next().await {
 						match outcome {
-							Ok(_) | Err(object_store::Error::NotFound { .. }) => {},
+							Ok(_) => {},
+							Err(e) if FailureKind::of(&e) == FailureKind::NotFound => {},
 							Err(err) => return Err(err),
 						}
 					}

@@ -1,5 +1,7 @@
-//! The conformance suite against every backend: in-memory, a local directory, and each S3 server
-//! the environment configures (see `tests/common/backends.rs`).
+//! The conformance suite against every backend: in-memory, a local directory, and each server the
+//! environment configures (see `tests/common/backends.rs`): the S3 servers and Azurite. Google
+//! Cloud Storage has no emulator here that takes object_store's uploads; `tests/cloud_emulators.rs`
+//! tests what fake-gcs-server does serve.
 
 mod common;
 
@@ -58,6 +60,13 @@ async fn conformance_seaweedfs() {
 #[tokio::test]
 async fn conformance_minio() {
 	if let Some(backend) = backends::s3("MINIO", "conformance") {
+		run_suite(backend).await;
+	}
+}
+
+#[tokio::test]
+async fn conformance_azurite() {
+	if let Some(backend) = backends::azurite("conformance") {
 		run_suite(backend).await;
 	}
 }

@@ -1,5 +1,6 @@
 //! The backends every shared test runs against: in-memory and a local directory always, and each
-//! S3 server that the environment names (`./localstack/servers.sh env` prints the variables).
+//! server that the environment names (`./localstack/servers.sh env` prints the variables): the S3
+//! servers, Azurite (Azure Blob Storage) and fake-gcs-server (Google Cloud Storage, reads only).
 //!
 //! A server test skips with a printed reason when its variables are absent, so a plain
 //! `cargo test` passes offline; with `LDK_OS_TEST_REQUIRE_SERVERS=1` (as `.ci/run` sets) a missing
@@ -9,9 +10,11 @@ use std::sync::Arc;
 
 use ldk_object_store::{ObjectKvStore, StoreBuilder};
 use object_store::aws::AmazonS3Builder;
+use object_store::azure::MicrosoftAzureBuilder;
+use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
-use object_store::ObjectStore;
+use object_store::{ClientOptions, ObjectStore};
 
 /// The S3 servers the tests know, by the infix of their environment variables.
 pub const S3_SERVERS: [&str; 3] = ["LOCALSTACK", "SEAWEEDFS", "MINIO"];
@@ -58,7 +61,7 @@ impl Backend {
 	}
 }
 
-fn unique_prefix(test: &str) -> String {
+pub fn unique_prefix(test: &str) -> String {
 	format!("test-{test}-{:016x}", fastrand::u64(..))
 }
 
@@ -86,6 +89,21 @@ pub fn local_dir(test: &str) -> Backend {
 
 fn require_servers() -> bool {
 	std::env::var("LDK_OS_TEST_REQUIRE_SERVERS").is_ok_and(|v| v == "1")
+}
+
+/// The value of each of `vars`, or `None` after printing why `test` skips on `server` (a panic
+/// instead when servers are required).
+fn server_env<const N: usize>(server: &str, test: &str, vars: [&str; N]) -> Option<[String; N]> {
+	let values = vars.map(|var| std::env::var(var).ok());
+	if values.iter().all(Option::is_some) {
+		return Some(values.map(Option::unwrap));
+	}
+	let vars = vars.join(" / ");
+	if require_servers() {
+		panic!("{vars} not set but LDK_OS_TEST_REQUIRE_SERVERS=1");
+	}
+	println!("skipping {test} on {server}: {vars} not set");
+	None
 }
 
 /// The S3 server `server` (one of [`S3_SERVERS`]) if the environment configures it. Otherwise
@@ -117,9 +135,86 @@ pub fn s3(server: &str, test: &str) -> Option<Backend> {
 	})
 }
 
-/// Every backend the environment offers for `test`.
+/// The container of Azurite's well-known development account that `LDK_OS_TEST_AZURITE_URL`
+/// (`az://ldk-test`) names, if the environment configures it; otherwise prints why the test skips
+/// (or panics when servers are required).
+///
+/// `with_use_emulator` selects the account `devstoreaccount1` with its published key, plain HTTP,
+/// and path-style URLs at `AZURITE_BLOB_STORAGE_URL` (default `http://127.0.0.1:10000`, which is
+/// where `servers.sh` runs Azurite).
+pub fn azurite(test: &str) -> Option<Backend> {
+	let [url] = server_env("azurite", test, ["LDK_OS_TEST_AZURITE_URL"])?;
+	let container = url.trim_start_matches("az://").trim_end_matches('/');
+	let store = MicrosoftAzureBuilder::new()
+		.with_use_emulator(true)
+		.with_container_name(container)
+		.build()
+		.expect("Azure client builds");
+	Some(Backend {
+		name: "azurite".into(),
+		object_store: Arc::new(store),
+		prefix: unique_prefix(test),
+		key_and_namespace_may_share_a_name: true,
+		_dir: None,
+	})
+}
+
+/// A Google Cloud Storage emulator: the bucket, its endpoint, and an object store over it.
+pub struct GcsEmulator {
+	pub bucket: String,
+	/// `http://127.0.0.1:4443`: both the XML API (what `object_store` speaks) and the JSON API.
+	pub endpoint: String,
+	pub backend: Backend,
+}
+
+impl GcsEmulator {
+	/// The `google_service_account_key` option that points a `gs://` store at the emulator:
+	/// `disable_oauth` sends an empty bearer token instead of fetching one from Google, and
+	/// `gcs_base_url` replaces `https://storage.googleapis.com`.
+	pub fn service_account_key(&self) -> String {
+		format!(
+			r#"{{"disable_oauth":true,"gcs_base_url":"{}","private_key":"","private_key_id":"","client_email":""}}"#,
+			self.endpoint
+		)
+	}
+}
+
+/// fake-gcs-server, if `LDK_OS_TEST_FAKE_GCS_URL` (`gs://ldk-test`) and
+/// `LDK_OS_TEST_FAKE_GCS_ENDPOINT` are set; otherwise prints why the test skips (or panics when
+/// servers are required). It answers object_store's reads, listings and deletes, but refuses its
+/// uploads: not a [`Backend`] for the conformance suite, see `tests/cloud_emulators.rs`.
+pub fn fake_gcs(test: &str) -> Option<GcsEmulator> {
+	let [url, endpoint] = server_env(
+		"fake-gcs-server",
+		test,
+		["LDK_OS_TEST_FAKE_GCS_URL", "LDK_OS_TEST_FAKE_GCS_ENDPOINT"],
+	)?;
+	let bucket = url.trim_start_matches("gs://").trim_end_matches('/').to_owned();
+	let endpoint = endpoint.trim_end_matches('/').to_owned();
+	let store = GoogleCloudStorageBuilder::new()
+		.with_bucket_name(&bucket)
+		.with_base_url(&endpoint)
+		.with_bearer_token("")
+		.with_client_options(ClientOptions::new().with_allow_http(true))
+		.build()
+		.expect("GCS client builds");
+	Some(GcsEmulator {
+		bucket,
+		endpoint,
+		backend: Backend {
+			name: "fake-gcs-server".into(),
+			object_store: Arc::new(store),
+			prefix: unique_prefix(test),
+			key_and_namespace_may_share_a_name: true,
+			_dir: None,
+		},
+	})
+}
+
+/// Every backend the environment offers for `test` that takes writes.
 pub fn all(test: &str) -> Vec<Backend> {
 	let mut backends = vec![memory(test), local_dir(test)];
 	backends.extend(S3_SERVERS.iter().filter_map(|server| s3(server, test)));
+	backends.extend(azurite(test));
 	backends
 }
