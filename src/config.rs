@@ -41,6 +41,8 @@ pub const ENV_MAX_IN_FLIGHT: &str = "LDK_OBJECT_STORE_MAX_IN_FLIGHT";
 pub const ENV_MAX_ATTEMPTS: &str = "LDK_OBJECT_STORE_MAX_ATTEMPTS";
 /// Optional: the number of worker threads of the store's runtime.
 pub const ENV_WORKER_THREADS: &str = "LDK_OBJECT_STORE_WORKER_THREADS";
+/// Optional: `true` makes writes conditional ([`StoreBuilder::with_fencing`]).
+pub const ENV_FENCING: &str = "LDK_OBJECT_STORE_FENCING";
 
 enum Source {
 	Url(String),
@@ -62,6 +64,7 @@ pub struct StoreBuilder {
 	max_in_flight: usize,
 	retry: RetryPolicy,
 	worker_threads: usize,
+	fencing: bool,
 }
 
 impl fmt::Debug for StoreBuilder {
@@ -79,6 +82,7 @@ impl fmt::Debug for StoreBuilder {
 			.field("max_in_flight", &self.max_in_flight)
 			.field("retry", &self.retry)
 			.field("worker_threads", &self.worker_threads)
+			.field("fencing", &self.fencing)
 			.finish()
 	}
 }
@@ -92,6 +96,7 @@ impl StoreBuilder {
 			max_in_flight: DEFAULT_MAX_IN_FLIGHT,
 			retry: RetryPolicy::default(),
 			worker_threads: DEFAULT_WORKER_THREADS,
+			fencing: false,
 		}
 	}
 
@@ -108,7 +113,8 @@ impl StoreBuilder {
 	}
 
 	/// A store configured by environment variables: [`ENV_URL`] (required), and optionally
-	/// [`ENV_PREFIX`], [`ENV_MAX_IN_FLIGHT`], [`ENV_MAX_ATTEMPTS`] and [`ENV_WORKER_THREADS`].
+	/// [`ENV_PREFIX`], [`ENV_MAX_IN_FLIGHT`], [`ENV_MAX_ATTEMPTS`], [`ENV_WORKER_THREADS`] and
+	/// [`ENV_FENCING`].
 	pub fn from_env() -> Result<Self, ConfigError> {
 		let url = std::env::var(ENV_URL)
 			.map_err(|_| ConfigError::InvalidEnv { var: ENV_URL, reason: "not set".into() })?;
@@ -124,6 +130,17 @@ impl StoreBuilder {
 		}
 		if let Some(n) = env_number(ENV_WORKER_THREADS)? {
 			builder = builder.with_worker_threads(n);
+		}
+		if let Ok(value) = std::env::var(ENV_FENCING) {
+			let on = match value.trim() {
+				"true" | "1" => true,
+				"false" | "0" | "" => false,
+				other => {
+					let reason = format!("{other:?} is not true or false");
+					return Err(ConfigError::InvalidEnv { var: ENV_FENCING, reason });
+				},
+			};
+			builder = builder.with_fencing(on);
 		}
 		Ok(builder)
 	}
@@ -160,6 +177,14 @@ impl StoreBuilder {
 		self
 	}
 
+	/// Makes every write conditional, so that a second writer on the same prefix is refused
+	/// before it overwrites anything (see [`crate::fencing`]). Default off: it needs a backend
+	/// with conditional writes and ETags (S3, GCS, Azure, in-memory).
+	pub fn with_fencing(mut self, fencing: bool) -> Self {
+		self.fencing = fencing;
+		self
+	}
+
 	/// Builds the store. Nothing is sent to the backend yet.
 	pub fn build(self) -> Result<ObjectKvStore, ConfigError> {
 		let (backend, url_root) = match &self.source {
@@ -180,6 +205,7 @@ impl StoreBuilder {
 			max_in_flight: self.max_in_flight,
 			retry: self.retry,
 			worker_threads: self.worker_threads,
+			fencing: self.fencing,
 		};
 		ObjectKvStore::with_params(backend, params).map_err(|source| ConfigError::Io {
 			what: "starting the store's runtime".into(),

@@ -53,6 +53,9 @@ pub enum FailureKind {
 	AlreadyExists,
 	/// A conditional request's precondition failed (HTTP 412).
 	Precondition,
+	/// Another writer changed the object since this store last saw it; nothing was overwritten
+	/// (see [`crate::fencing`]).
+	Fenced,
 	/// The request timed out.
 	TimedOut,
 	/// No connection could be made.
@@ -71,6 +74,11 @@ impl FailureKind {
 	/// Classifies a backend error.
 	pub fn of(err: &object_store::Error) -> Self {
 		use object_store::Error as E;
+		if let E::Precondition { source, .. } = err {
+			if source.downcast_ref::<crate::fencing::FencedError>().is_some() {
+				return FailureKind::Fenced;
+			}
+		}
 		match err {
 			// A missing bucket or container is a configuration error, not an absent object: read
 			// as "absent", a typo in a bucket name would look like an empty node to LDK.
@@ -102,6 +110,7 @@ impl FailureKind {
 			FailureKind::TimedOut => io::ErrorKind::TimedOut,
 			FailureKind::ConnectFailed => io::ErrorKind::NotConnected,
 			FailureKind::Precondition
+			| FailureKind::Fenced
 			| FailureKind::Unsupported
 			| FailureKind::Rejected
 			| FailureKind::Backend => io::ErrorKind::Other,
@@ -117,6 +126,7 @@ impl fmt::Display for FailureKind {
 			FailureKind::Unauthenticated => "not authenticated",
 			FailureKind::AlreadyExists => "already exists",
 			FailureKind::Precondition => "precondition failed",
+			FailureKind::Fenced => "fenced",
 			FailureKind::TimedOut => "timed out",
 			FailureKind::ConnectFailed => "connection failed",
 			FailureKind::Unsupported => "not supported by the backend",
@@ -340,6 +350,28 @@ impl Error {
 			Error::Cancelled { .. } => io::ErrorKind::Other,
 		}
 	}
+}
+
+/// A plain message as an error whose `Debug` is its text, for `io::Error`s made in this crate
+/// (LDK shows an `io::Error`'s inner error by `Debug`).
+#[derive(thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct Message(pub(crate) String);
+
+impl fmt::Debug for Message {
+	fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+		f.write_str(&self.0)
+	}
+}
+
+/// An `io::Error` of `kind` with a readable `message`.
+pub(crate) fn io_error(kind: io::ErrorKind, message: impl Into<String>) -> io::Error {
+	io::Error::new(kind, Message(message.into()))
+}
+
+/// The text of an `io::Error` without the wrapper's kind prefix.
+pub(crate) fn io_text(err: &io::Error) -> String {
+	err.get_ref().map_or_else(|| format!("{:?}", err.kind()), |inner| inner.to_string())
 }
 
 impl From<Error> for io::Error {

@@ -88,7 +88,7 @@ impl Inventory {
 		let mut inventory = Inventory::default();
 		let mut monitors = BTreeMap::new();
 		let mut updates: BTreeMap<String, Vec<(String, u64)>> = BTreeMap::new();
-		for meta in &objects {
+		for meta in crate::store::without_directory_markers(&objects) {
 			if meta.location == root {
 				continue;
 			}

@@ -79,7 +79,9 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod config;
+pub mod encryption;
 mod error;
+pub mod fencing;
 pub mod inspect;
 pub mod keys;
 mod ordering;
@@ -91,6 +93,8 @@ mod traits;
 
 pub use config::StoreBuilder;
 pub use error::{ConfigError, Error, FailureKind, Operation};
-pub use persister::{LoadMode, MonitorPersister, PersistMode, PersisterConfig};
+pub use persister::{
+	LoadMode, LoadedMonitor, MonitorPersister, MonitorUpdateSink, PersistMode, PersisterConfig,
+};
 pub use retry::RetryPolicy;
 pub use store::ObjectKvStore;

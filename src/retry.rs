@@ -24,16 +24,21 @@ pub struct RetryPolicy {
 	pub max_backoff: Duration,
 	/// No retry starts once this much time has passed since the first attempt.
 	pub max_elapsed: Duration,
+	/// One attempt that takes longer is abandoned as timed out (and retried): a stalled request
+	/// must not hold its key's queue forever.
+	pub attempt_timeout: Duration,
 }
 
 impl Default for RetryPolicy {
-	/// 6 attempts, backoff from 100 ms doubling up to 5 s, and no new attempt after 60 s.
+	/// 6 attempts, backoff from 100 ms doubling up to 5 s, no new attempt after 60 s, and 120 s
+	/// at most per attempt.
 	fn default() -> Self {
 		RetryPolicy {
 			max_attempts: 6,
 			initial_backoff: Duration::from_millis(100),
 			max_backoff: Duration::from_secs(5),
 			max_elapsed: Duration::from_secs(60),
+			attempt_timeout: Duration::from_secs(120),
 		}
 	}
 }
@@ -58,9 +63,17 @@ impl RetryPolicy {
 		let mut attempts = 0;
 		loop {
 			attempts += 1;
-			let err = match attempt().await {
-				Ok(value) => return (Ok(value), attempts),
-				Err(err) => err,
+			let outcome = tokio::time::timeout(self.attempt_timeout, attempt()).await;
+			let err = match outcome {
+				Ok(Ok(value)) => return (Ok(value), attempts),
+				Ok(Err(err)) => err,
+				Err(_) => object_store::Error::Generic {
+					store: "ldk-object-store",
+					source: Box::new(std::io::Error::new(
+						std::io::ErrorKind::TimedOut,
+						format!("attempt abandoned after {:?}", self.attempt_timeout),
+					)),
+				},
 			};
 			let kind = FailureKind::of(&err);
 			let exhausted = attempts >= self.max_attempts.max(1)
@@ -94,6 +107,7 @@ mod tests {
 			initial_backoff: Duration::from_millis(1),
 			max_backoff: Duration::from_millis(2),
 			max_elapsed: Duration::from_secs(10),
+			attempt_timeout: Duration::from_millis(200),
 		}
 	}
 
@@ -136,6 +150,21 @@ mod tests {
 			.await;
 		assert!(res.is_err());
 		assert_eq!(attempts, 1);
+	}
+
+	#[tokio::test]
+	async fn a_stalled_attempt_times_out_and_is_retried() {
+		let calls = AtomicU32::new(0);
+		let (res, attempts) = fast(3)
+			.run(|| async {
+				if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+					std::future::pending::<()>().await;
+				}
+				Ok::<_, object_store::Error>(1)
+			})
+			.await;
+		assert_eq!(res.unwrap(), 1);
+		assert_eq!(attempts, 2);
 	}
 
 	#[test]

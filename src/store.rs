@@ -14,6 +14,7 @@ use tokio::sync::Semaphore;
 use tracing::{field, Instrument, Span};
 
 use crate::error::{Error, FailureKind, Operation};
+use crate::fencing::Fencing;
 use crate::keys::{validate_namespace, KeyMapper, KvKey};
 use crate::ordering::{KeyQueues, Turn};
 use crate::retry::RetryPolicy;
@@ -43,6 +44,8 @@ struct Core {
 	queues: Arc<KeyQueues>,
 	in_flight: Arc<Semaphore>,
 	retry: RetryPolicy,
+	/// Present when writes are conditional (see `fencing`).
+	fencing: Option<Arc<Fencing>>,
 }
 
 /// The part of the configuration that the store itself needs.
@@ -52,6 +55,7 @@ pub(crate) struct StoreParams {
 	pub(crate) max_in_flight: usize,
 	pub(crate) retry: RetryPolicy,
 	pub(crate) worker_threads: usize,
+	pub(crate) fencing: bool,
 }
 
 impl ObjectKvStore {
@@ -64,6 +68,7 @@ impl ObjectKvStore {
 			queues: Arc::new(KeyQueues::default()),
 			in_flight: Arc::new(Semaphore::new(params.max_in_flight.max(1))),
 			retry: params.retry,
+			fencing: params.fencing.then(Arc::default),
 		};
 		let runtime = StoreRuntime::new(params.worker_threads)?;
 		Ok(ObjectKvStore { core: Arc::new(core), runtime: Arc::new(runtime) })
@@ -106,8 +111,8 @@ impl ObjectKvStore {
 	pub(crate) fn start_write(
 		&self, primary_namespace: &str, secondary_namespace: &str, key: &str, buf: Vec<u8>,
 	) -> impl Future<Output = Result<(), Error>> + Send + 'static {
-		let payload = PutPayload::from(Bytes::from(buf));
-		let bytes = payload.content_length() as u64;
+		let payload = Bytes::from(buf);
+		let bytes = payload.len() as u64;
 		self.start_keyed(
 			Operation::Write,
 			primary_namespace,
@@ -252,6 +257,9 @@ impl ObjectKvStore {
 
 const ALL_KEYS: &str = "all keys";
 
+const MONITOR_UPDATES: &str =
+	lightning::util::persist::CHANNEL_MONITOR_UPDATE_PERSISTENCE_PRIMARY_NAMESPACE;
+
 fn namespace_target(primary: &str, secondary: &str) -> String {
 	format!("namespace {primary}/{secondary}")
 }
@@ -293,7 +301,15 @@ impl Core {
 		let started = Instant::now();
 		let (result, attempts) = self
 			.retry
-			.run(|| self.bounded(async { self.backend.get(&op.path).await?.bytes().await }))
+			.run(|| {
+				self.bounded(async {
+					let got = self.backend.get(&op.path).await?;
+					if let Some(fencing) = &self.fencing {
+						fencing.observe(&got.meta);
+					}
+					got.bytes().await
+				})
+			})
 			.await;
 		if let Ok(data) = &result {
 			op.span.record("bytes", data.len());
@@ -302,12 +318,29 @@ impl Core {
 		Ok(data.to_vec())
 	}
 
-	async fn write(self: Arc<Self>, mut op: KeyedOp, payload: PutPayload) -> Result<(), Error> {
+	async fn write(self: Arc<Self>, mut op: KeyedOp, bytes: Bytes) -> Result<(), Error> {
 		op.turn.wait().await;
 		let started = Instant::now();
-		let (result, attempts) =
-			self.retry.run(|| self.bounded(self.backend.put(&op.path, payload.clone()))).await;
-		finish(&op.span, op.operation, &op.key.to_string(), started, attempts, result.map(drop))
+		// Update objects are written once and never replaced.
+		let create_only = op.key.primary_namespace == MONITOR_UPDATES;
+		let (result, attempts) = self
+			.retry
+			.run(|| {
+				self.bounded(async {
+					match &self.fencing {
+						Some(fencing) => {
+							fencing.put(self.backend.as_ref(), &op.path, &bytes, create_only).await
+						},
+						None => self
+							.backend
+							.put(&op.path, PutPayload::from(bytes.clone()))
+							.await
+							.map(drop),
+					}
+				})
+			})
+			.await;
+		finish(&op.span, op.operation, &op.key.to_string(), started, attempts, result)
 	}
 
 	async fn remove(self: Arc<Self>, mut op: KeyedOp) -> Result<(), Error> {
@@ -327,6 +360,9 @@ impl Core {
 				})
 			})
 			.await;
+		if let Some(fencing) = &self.fencing {
+			fencing.forget(&op.path);
+		}
 		finish(&op.span, op.operation, &op.key.to_string(), started, attempts, result)
 	}
 
@@ -347,8 +383,12 @@ impl Core {
 			.objects
 			.iter()
 			// Directory markers ("<prefix>/", left by SeaweedFS's filer and by consoles that
-			// "create folders") list as an object at the prefix itself; no key can live there.
-			.filter(|meta| meta.location != prefix)
+			// "create folders") list as an object at the prefix itself, where no key can live,
+			// or as an empty object named like a namespace below it.
+			.filter(|meta| {
+				meta.location != prefix
+					&& !(meta.size == 0 && listing.common_prefixes.contains(&meta.location))
+			})
 			.map(|meta| {
 				let key = self.keys.kv_key(&meta.location)?;
 				if key.primary_namespace != primary || key.secondary_namespace != secondary {
@@ -400,7 +440,7 @@ impl Core {
 			})
 			.await;
 		let objects = finish(&span, Operation::ListAll, ALL_KEYS, started, attempts, result)?;
-		objects.iter().map(|meta| self.keys.kv_key(&meta.location)).collect()
+		without_directory_markers(&objects).map(|meta| self.keys.kv_key(&meta.location)).collect()
 	}
 
 	async fn remove_many(
@@ -428,6 +468,9 @@ impl Core {
 				})
 			})
 			.await;
+		if let Some(fencing) = &self.fencing {
+			paths.iter().for_each(|path| fencing.forget(path));
+		}
 		// The turns are held until here, so later operations on these keys wait for the batch.
 		drop(queued);
 		finish(&span, Operation::Remove, &target, started, attempts, result)
@@ -439,6 +482,22 @@ impl Core {
 		let _permit = self.in_flight.acquire().await.ok();
 		request.await
 	}
+}
+
+/// The objects of a full listing without directory markers: an empty object at `a/b` (stored by
+/// a tool as `a/b/`) next to objects below `a/b/` is a folder, not a key. (A key and a namespace
+/// of one name, which LDK asks callers to avoid, would be dropped only if the key were empty.)
+pub(crate) fn without_directory_markers(
+	objects: &[object_store::ObjectMeta],
+) -> impl Iterator<Item = &object_store::ObjectMeta> {
+	let parents: std::collections::HashSet<Path> = objects
+		.iter()
+		.filter_map(|meta| {
+			let parts: Vec<_> = meta.location.parts().collect();
+			(parts.len() > 1).then(|| Path::from_iter(parts[..parts.len() - 1].iter().cloned()))
+		})
+		.collect();
+	objects.iter().filter(move |meta| !(meta.size == 0 && parents.contains(&meta.location)))
 }
 
 fn non_root(prefix: &Path) -> bool {

@@ -24,6 +24,8 @@ async fn run_suite(backend: Backend) {
 	suite::order_of_calls_decides(&backend.fresh("order").store()).await;
 	suite::last_call_wins_under_concurrency(&backend.fresh("race").store(), 200).await;
 	suite::list_across_pages(&backend.fresh("pages").store()).await;
+	let markers = backend.fresh("markers");
+	suite::directory_markers_are_not_keys(&markers.store(), &markers).await;
 
 	// The ordering checks again with random latency on every request, so that later requests
 	// would overtake earlier ones if the store let them.

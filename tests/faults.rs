@@ -21,6 +21,7 @@ fn quick_retries(max_attempts: u32) -> RetryPolicy {
 		initial_backoff: Duration::from_millis(1),
 		max_backoff: Duration::from_millis(5),
 		max_elapsed: Duration::from_secs(30),
+		attempt_timeout: Duration::from_secs(10),
 	}
 }
 
@@ -164,4 +165,201 @@ async fn bounds_localstack() {
 	if let Some(backend) = backends::s3("LOCALSTACK", "bounds") {
 		bounds_hold(&backend).await;
 	}
+}
+
+use common::wrappers::{Fault, FaultInjector};
+use std::collections::{BTreeMap, BTreeSet};
+
+const TRANSIENT_FAULTS: [Fault; 7] = [
+	Fault::ServerError,
+	Fault::SlowDown,
+	Fault::Timeout,
+	Fault::Reset,
+	Fault::Slow,
+	Fault::Stall,
+	Fault::LandedButFailed,
+];
+
+/// Retries for a faulty store: enough attempts that transient faults at 10% almost never exhaust
+/// them, short pauses, and an attempt timeout that ends stalled requests quickly.
+fn fault_tolerant() -> RetryPolicy {
+	RetryPolicy {
+		max_attempts: 8,
+		initial_backoff: Duration::from_millis(2),
+		max_backoff: Duration::from_millis(20),
+		max_elapsed: Duration::from_secs(60),
+		attempt_timeout: Duration::from_millis(500),
+	}
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum State {
+	Absent,
+	Value(Vec<u8>),
+}
+
+/// What a key may hold after a sequence of calls: the effect of the last successful one, or of
+/// any failed call after it (a failed write may still have landed).
+fn allowed(history: &[(Option<Vec<u8>>, bool)]) -> BTreeSet<State> {
+	let last_ok = history.iter().rposition(|(_, ok)| *ok);
+	let effect = |op: &Option<Vec<u8>>| match op {
+		Some(v) => State::Value(v.clone()),
+		None => State::Absent,
+	};
+	let mut states = BTreeSet::new();
+	match last_ok {
+		Some(i) => states.insert(effect(&history[i].0)),
+		None => states.insert(State::Absent),
+	};
+	for (op, _) in &history[last_ok.map_or(0, |i| i + 1)..] {
+		states.insert(effect(op));
+	}
+	states
+}
+
+/// Random writes, removes and reads on 40 keys through a store whose backend fails `rate` of the
+/// requests with `kinds`. Every call either succeeds or returns an error (never a wrong
+/// "not found"); every read and the final state match a model of the calls; nothing acknowledged
+/// is lost. Returns the report line.
+async fn run_with_faults(backend: &Backend, ops: usize, rate: f64, kinds: &[Fault]) -> String {
+	let faults = FaultInjector::new(rate, kinds);
+	let faulty = backend.wrapped(|s| Hooked::wrap(s, Arc::clone(&faults)));
+	let store = faulty.builder().with_retry(fault_tolerant()).build().unwrap();
+
+	enum Call {
+		Write(String, Vec<u8>),
+		Remove(String),
+		Read(String),
+	}
+	type CallFuture = std::pin::Pin<
+		Box<dyn std::future::Future<Output = Result<Option<Vec<u8>>, lightning::io::Error>> + Send>,
+	>;
+	let mut calls = Vec::new();
+	let mut futures: Vec<CallFuture> = Vec::new();
+	for i in 0..ops {
+		let key = format!("k{}", fastrand::usize(..40));
+		let (call, future) = match fastrand::u8(..10) {
+			0..=4 => {
+				let value = format!("{key}={i}").into_bytes();
+				let f = KVStore::write(&store, "faults", "", &key, value.clone());
+				(
+					Call::Write(key, value),
+					Box::pin(async move { f.await.map(|()| None) }) as CallFuture,
+				)
+			},
+			5..=6 => {
+				let f = KVStore::remove(&store, "faults", "", &key, fastrand::bool());
+				(Call::Remove(key), Box::pin(async move { f.await.map(|()| None) }) as CallFuture)
+			},
+			_ => {
+				let f = KVStore::read(&store, "faults", "", &key);
+				(Call::Read(key), Box::pin(async move { f.await.map(Some) }) as CallFuture)
+			},
+		};
+		calls.push(call);
+		futures.push(future);
+	}
+	let outcomes = join_all(futures).await;
+
+	let mut history: BTreeMap<String, Vec<(Option<Vec<u8>>, bool)>> = BTreeMap::new();
+	let (mut failures, mut losses, mut wrong_not_found) = (0, 0, 0);
+	for (call, outcome) in calls.iter().zip(&outcomes) {
+		if let Err(e) = outcome {
+			failures += 1;
+			assert!(e.to_string().contains("faults/"), "a surfaced failure must name the key: {e}");
+		}
+		match call {
+			Call::Write(key, value) => {
+				history.entry(key.clone()).or_default().push((Some(value.clone()), outcome.is_ok()))
+			},
+			Call::Remove(key) => {
+				history.entry(key.clone()).or_default().push((None, outcome.is_ok()))
+			},
+			Call::Read(key) => {
+				let states = allowed(history.get(key).map_or(&[][..], Vec::as_slice));
+				match outcome {
+					Ok(Some(value)) if !states.contains(&State::Value(value.clone())) => {
+						losses += 1
+					},
+					Err(e)
+						if e.kind() == ErrorKind::NotFound && !states.contains(&State::Absent) =>
+					{
+						wrong_not_found += 1
+					},
+					_ => {},
+				}
+			},
+		}
+	}
+	// The final state, read without faults.
+	let clean = backend.store();
+	for (key, calls) in &history {
+		let state = match KVStoreSync::read(&clean, "faults", "", key) {
+			Ok(value) => State::Value(value),
+			Err(e) if e.kind() == ErrorKind::NotFound => State::Absent,
+			Err(e) => panic!("reading {key} without faults: {e}"),
+		};
+		if !allowed(calls).contains(&state) {
+			losses += 1;
+		}
+	}
+	let requests = faults.requests.load(Ordering::SeqCst);
+	let report = format!(
+		"{}: {ops} operations, {requests} requests, {} faults injected {:?}, {} retries, {failures} \
+		 failures surfaced, {wrong_not_found} wrong NotFound, {losses} losses",
+		backend.name,
+		faults.total_injected(),
+		faults.injected().into_iter().collect::<BTreeMap<_, _>>(),
+		requests.saturating_sub(ops),
+	);
+	println!("{report}");
+	assert_eq!(losses, 0, "{report}");
+	assert_eq!(wrong_not_found, 0, "{report}");
+	report
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_percent_faults_memory() {
+	let backend = backends::memory("faults");
+	let all = [&TRANSIENT_FAULTS[..], &[Fault::Forbidden]].concat();
+	run_with_faults(&backend, 4000, 0.10, &all).await;
+	// Transient faults alone never reach the caller with these retries.
+	let report = run_with_faults(&backend.fresh("transient"), 2000, 0.10, &TRANSIENT_FAULTS).await;
+	assert!(report.contains(" 0 failures surfaced"), "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_percent_faults_localstack() {
+	if let Some(backend) = backends::s3("LOCALSTACK", "faults") {
+		let all = [&TRANSIENT_FAULTS[..], &[Fault::Forbidden]].concat();
+		run_with_faults(&backend, 1000, 0.10, &all).await;
+	}
+}
+
+/// A real LDK flow (channel, payments, force-close) whose monitor persister writes through a
+/// backend that fails 10% of requests with transient faults: every `Persist` call completes
+/// (retries absorb the faults), and every reload equals the live monitors.
+#[test]
+fn ldk_flow_with_ten_percent_faults() {
+	use common::dual_flow::dual_flow;
+	let faults = FaultInjector::new(0.10, &TRANSIENT_FAULTS);
+	let faulty = |name: &str| {
+		let f = Arc::clone(&faults);
+		backends::memory(name)
+			.wrapped(|s| Hooked::wrap(s, f))
+			.tuned(|b| b.with_retry(fault_tolerant()))
+	};
+	dual_flow(
+		&[backends::memory("l0"), backends::memory("l1")],
+		&[faulty("o0"), faulty("o1")],
+		5,
+		12,
+	);
+	println!(
+		"LDK flow: {} requests, {} faults injected {:?}",
+		faults.requests.load(Ordering::SeqCst),
+		faults.total_injected(),
+		faults.injected()
+	);
+	assert!(faults.total_injected() > 20, "too few faults to mean anything");
 }

@@ -87,8 +87,7 @@ fn async_replay(backend: &Backend, calls: &[Call], channel_id: ChannelId, bind: 
 	let persister = ours(&slow.store(), &cfgs[0], async_config);
 	let sink = Arc::new(RecordingSink::default());
 	if bind {
-		let weak = Arc::downgrade(&sink);
-		persister.bind_chain_monitor(weak);
+		persister.bind_chain_monitor(&sink);
 	}
 
 	for call in calls {
@@ -104,6 +103,11 @@ fn async_replay(backend: &Backend, calls: &[Call], channel_id: ChannelId, bind: 
 	}
 
 	let mut expected = expected_completions(calls, channel_id);
+	// `flush` returns once every write has finished, so a bound sink has heard of every update.
+	persister.flush_blocking();
+	if bind {
+		assert_eq!(sink.0.lock().unwrap().len(), expected.len(), "flush returned early");
+	}
 	let deadline = Instant::now() + Duration::from_secs(120);
 	let mut pulled = Vec::new();
 	loop {
@@ -319,8 +323,7 @@ fn async_mode_completes_updates_in_a_real_chain_monitor() {
 		&cfg.keys_manager,
 		cfg.keys_manager.get_peer_storage_key(),
 	));
-	let sink: Arc<dyn MonitorUpdateSink + Send + Sync> = chain_monitor.clone();
-	persister.bind_chain_monitor(Arc::downgrade(&sink));
+	persister.bind_chain_monitor(&chain_monitor);
 
 	let Some(Call::New { monitor, .. }) = flow.calls.first() else { panic!("no new channel") };
 	let status = chain_monitor.watch_channel(flow.channel_id, decode(monitor, &cfg.keys_manager));

@@ -59,10 +59,40 @@ use lightning::sign::{EntropySource, SignerProvider};
 use lightning::util::logger::Logger;
 
 pub use completion::{MonitorUpdateSink, SinkRef};
-pub use read::LoadMode;
+pub use read::{LoadMode, LoadedMonitor};
 
 use crate::ObjectKvStore;
 use completion::Completions;
+
+/// Counts asynchronous writes in flight, so that [`MonitorPersister::flush`] can wait for them.
+#[derive(Debug, Default)]
+pub(crate) struct InFlight {
+	count: std::sync::atomic::AtomicUsize,
+	idle: tokio::sync::Notify,
+}
+
+impl InFlight {
+	pub(crate) fn start(&self) {
+		self.count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+	}
+
+	pub(crate) fn finish(&self) {
+		if self.count.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+			self.idle.notify_waiters();
+		}
+	}
+
+	async fn wait_idle(&self) {
+		loop {
+			// Registered before the check, so a finish in between is not missed.
+			let idle = self.idle.notified();
+			if self.count.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+				return;
+			}
+			idle.await;
+		}
+	}
+}
 
 /// Whether `Persist` calls wait for the write or return at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,6 +145,7 @@ where
 	store: ObjectKvStore,
 	config: PersisterConfig,
 	completions: Arc<Completions>,
+	in_flight: Arc<InFlight>,
 	logger: L,
 	entropy_source: ES,
 	signer_provider: SP,
@@ -158,6 +189,7 @@ where
 			store: store.with_max_in_flight(config.max_concurrent_writes),
 			config,
 			completions: Arc::default(),
+			in_flight: Arc::default(),
 			logger,
 			entropy_source,
 			signer_provider,
@@ -171,11 +203,33 @@ where
 		&self.config
 	}
 
-	/// In async mode, report each durable update straight to `chain_monitor` (usually
-	/// `Arc::downgrade(&chain_monitor)`), starting with any that completed before this call. Until
-	/// it is called, the `ChainMonitor` collects completions itself when it next releases monitor
-	/// events; either way each is reported once.
-	pub fn bind_chain_monitor(&self, chain_monitor: SinkRef) {
-		self.completions.bind(chain_monitor);
+	/// In async mode, report each durable update straight to `chain_monitor`, starting with any
+	/// that completed before this call. Until it is called, the `ChainMonitor` collects
+	/// completions itself when it next releases monitor events; either way each is reported once.
+	/// The persister keeps only a weak reference (the `ChainMonitor` owns the persister).
+	///
+	/// ```ignore
+	/// let chain_monitor = Arc::new(ChainMonitor::new(None, broadcaster, logger, fees, persister.clone(), keys, storage_key));
+	/// persister.bind_chain_monitor(&chain_monitor);
+	/// ```
+	pub fn bind_chain_monitor<S: MonitorUpdateSink + Send + Sync + 'static>(
+		&self, chain_monitor: &Arc<S>,
+	) {
+		let weak: SinkRef = Arc::downgrade(chain_monitor) as SinkRef;
+		self.completions.bind(weak);
+	}
+
+	/// Waits until every asynchronous write started so far has finished (durable, or failed and
+	/// logged). Call it at shutdown, after the background processor has returned and before the
+	/// persister is dropped: dropping the store's last handle stops its runtime and abandons
+	/// writes still in flight (LDK replays them from the `ChannelManager` on the next start,
+	/// but a clean stop should not need that).
+	pub async fn flush(&self) {
+		self.in_flight.wait_idle().await;
+	}
+
+	/// [`Self::flush`] for synchronous callers.
+	pub fn flush_blocking(&self) {
+		crate::runtime::block_on(self.flush());
 	}
 }

@@ -13,7 +13,10 @@ use lightning::util::persist::MonitorName;
 /// for v2 channels.
 pub(crate) fn parse_monitor_key(key: &str) -> Result<MonitorName, io::Error> {
 	let invalid = |why: &str| {
-		io::Error::new(io::ErrorKind::InvalidData, format!("monitor key {key:?} is invalid: {why}"))
+		crate::error::io_error(
+			io::ErrorKind::InvalidData,
+			format!("monitor key {key:?} is invalid: {why}"),
+		)
 	};
 	match key.split_once('_') {
 		Some((txid, index)) => {
@@ -38,7 +41,7 @@ pub(crate) fn parse_update_key(monitor_key: &str, key: &str) -> Result<u64, io::
 }
 
 fn bad_update_key(monitor_key: &str, key: &str) -> io::Error {
-	io::Error::new(
+	crate::error::io_error(
 		io::ErrorKind::InvalidData,
 		format!("update key monitor_updates/{monitor_key}/{key} is not a decimal update id"),
 	)

@@ -48,16 +48,20 @@ pub enum LoadMode {
 trait UpdateStream: Stream<Item = Result<(u64, ChannelMonitorUpdate), io::Error>> {}
 impl<S: Stream<Item = Result<(u64, ChannelMonitorUpdate), io::Error>>> UpdateStream for S {}
 
-type Loaded<SP> =
+/// A loaded monitor: the best block it had seen, and the monitor with its updates applied (what
+/// LDK's `read_channel_monitors` and `MonitorUpdatingPersister` return).
+pub type LoadedMonitor<SP> =
 	(BlockHash, ChannelMonitor<<<SP as Deref>::Target as SignerProvider>::EcdsaSigner>);
 
+type Loaded<SP> = LoadedMonitor<SP>;
+
 fn invalid(message: String) -> io::Error {
-	io::Error::new(io::ErrorKind::InvalidData, message)
+	crate::error::io_error(io::ErrorKind::InvalidData, message)
 }
 
 /// Keeps the error's kind and names the object in its message.
 fn context(error: io::Error, what: &str) -> io::Error {
-	io::Error::new(error.kind(), format!("{what}: {error}"))
+	crate::error::io_error(error.kind(), format!("{what}: {}", crate::error::io_text(&error)))
 }
 
 impl<L: Deref, ES: Deref, SP: Deref, BI: Deref, FE: Deref> MonitorPersister<L, ES, SP, BI, FE>
@@ -72,7 +76,7 @@ where
 	/// docs). The result is sorted by monitor key. Writes nothing.
 	pub async fn read_all_channel_monitors_with_updates(
 		&self,
-	) -> Result<Vec<Loaded<SP>>, io::Error> {
+	) -> Result<Vec<LoadedMonitor<SP>>, io::Error> {
 		let mut keys = self.store.start_list(MONITORS, MONITORS_SECONDARY).await?;
 		keys.sort();
 		let loaded: Vec<Option<Loaded<SP>>> = stream::iter(keys)
@@ -86,14 +90,14 @@ where
 	/// [`Self::read_all_channel_monitors_with_updates`] for synchronous callers.
 	pub fn read_all_channel_monitors_with_updates_blocking(
 		&self,
-	) -> Result<Vec<Loaded<SP>>, io::Error> {
+	) -> Result<Vec<LoadedMonitor<SP>>, io::Error> {
 		block_on(self.read_all_channel_monitors_with_updates())
 	}
 
 	/// Loads one monitor with its pending updates applied.
 	pub async fn read_channel_monitor_with_updates(
 		&self, monitor_key: &str,
-	) -> Result<Loaded<SP>, io::Error> {
+	) -> Result<LoadedMonitor<SP>, io::Error> {
 		self.maybe_read_channel_monitor_with_updates(monitor_key).await?.ok_or_else(|| {
 			invalid(format!(
 				"monitor {monitor_key} is a stale pre-0.0.118 monitor that LDK can no longer read; \
@@ -118,7 +122,7 @@ where
 			monitor
 				.update_monitor(&update, &self.broadcaster, &self.fee_estimator, &self.logger)
 				.map_err(|()| {
-				io::Error::new(
+				crate::error::io_error(
 					io::ErrorKind::Other,
 					format!(
 						"update monitor_updates/{monitor_key}/{update_id} does not apply to \
@@ -133,7 +137,7 @@ where
 	/// The stored monitor alone, without its updates (for maintenance).
 	pub(crate) async fn read_monitor_without_updates(
 		&self, monitor_key: &str,
-	) -> Result<Loaded<SP>, io::Error> {
+	) -> Result<LoadedMonitor<SP>, io::Error> {
 		self.maybe_read_monitor(monitor_key)
 			.await?
 			.ok_or_else(|| invalid(format!("monitor {monitor_key} is a stale pre-0.0.118 monitor")))

@@ -92,6 +92,8 @@ where
 			},
 			PersistMode::Async => {
 				let completions = Arc::clone(&self.completions);
+				let in_flight = Arc::clone(&self.in_flight);
+				in_flight.start();
 				// Dropping the handle detaches the task; it reports through `completions`.
 				drop(self.store.spawn(async move {
 					match write.await {
@@ -105,6 +107,7 @@ where
 							"monitor write failed after retries; the channel stays frozen until restart"
 						),
 					}
+					in_flight.finish();
 				}));
 				ChannelMonitorUpdateStatus::InProgress
 			},
@@ -148,7 +151,7 @@ where
 			},
 			Err(error) if error.kind() == io::ErrorKind::NotFound => {
 				store.start_read(ARCHIVE, ARCHIVE_SECONDARY, monitor_key).await.map_err(|_| {
-					io::Error::new(
+					crate::error::io_error(
 						io::ErrorKind::NotFound,
 						format!("monitor {monitor_key} is neither stored nor archived"),
 					)

@@ -28,8 +28,13 @@ pub struct Backend {
 	/// False where a key and a namespace of the same name cannot coexist (a local directory
 	/// cannot hold a file and a directory of one name). LDK asks callers to avoid that anyway.
 	pub key_and_namespace_may_share_a_name: bool,
+	/// Settings every store over this backend gets (retries, fencing).
+	pub tune: Option<Tune>,
 	_dir: Option<tempfile::TempDir>,
 }
+
+/// A change to the builder of every store over a backend.
+pub type Tune = Arc<dyn Fn(StoreBuilder) -> StoreBuilder + Send + Sync>;
 
 impl Backend {
 	/// A store over this backend (a new instance each call, sharing the objects).
@@ -39,7 +44,20 @@ impl Backend {
 
 	/// A builder over this backend, for tests that tune the store.
 	pub fn builder(&self) -> StoreBuilder {
-		StoreBuilder::from_store(Arc::clone(&self.object_store)).with_prefix(self.prefix.clone())
+		let builder = StoreBuilder::from_store(Arc::clone(&self.object_store))
+			.with_prefix(self.prefix.clone());
+		match &self.tune {
+			Some(tune) => tune(builder),
+			None => builder,
+		}
+	}
+
+	/// The same backend, with every store built over it changed by `tune`.
+	pub fn tuned(
+		mut self, tune: impl Fn(StoreBuilder) -> StoreBuilder + Send + Sync + 'static,
+	) -> Self {
+		self.tune = Some(Arc::new(tune));
+		self
 	}
 
 	/// The same backend under a prefix of its own, for a check that needs an empty store.
@@ -56,6 +74,7 @@ impl Backend {
 			object_store: wrap(Arc::clone(&self.object_store)),
 			prefix: self.prefix.clone(),
 			key_and_namespace_may_share_a_name: self.key_and_namespace_may_share_a_name,
+			tune: self.tune.clone(),
 			_dir: None,
 		}
 	}
@@ -71,6 +90,7 @@ pub fn memory(test: &str) -> Backend {
 		object_store: Arc::new(InMemory::new()),
 		prefix: unique_prefix(test),
 		key_and_namespace_may_share_a_name: true,
+		tune: None,
 		_dir: None,
 	}
 }
@@ -83,6 +103,7 @@ pub fn local_dir(test: &str) -> Backend {
 		object_store: Arc::new(fs),
 		prefix: unique_prefix(test),
 		key_and_namespace_may_share_a_name: false,
+		tune: None,
 		_dir: Some(dir),
 	}
 }
@@ -131,6 +152,7 @@ pub fn s3(server: &str, test: &str) -> Option<Backend> {
 		object_store: Arc::new(store),
 		prefix: unique_prefix(test),
 		key_and_namespace_may_share_a_name: true,
+		tune: None,
 		_dir: None,
 	})
 }
@@ -155,6 +177,7 @@ pub fn azurite(test: &str) -> Option<Backend> {
 		object_store: Arc::new(store),
 		prefix: unique_prefix(test),
 		key_and_namespace_may_share_a_name: true,
+		tune: None,
 		_dir: None,
 	})
 }
@@ -206,6 +229,7 @@ pub fn fake_gcs(test: &str) -> Option<GcsEmulator> {
 			object_store: Arc::new(store),
 			prefix: unique_prefix(test),
 			key_and_namespace_may_share_a_name: true,
+			tune: None,
 			_dir: None,
 		},
 	})

@@ -208,3 +208,24 @@ pub async fn last_call_wins_under_concurrency(store: &ObjectKvStore, writes: usi
 		assert_eq!(String::from_utf8(value).unwrap(), i.to_string(), "stale write won on {key}");
 	}
 }
+
+/// An empty "folder" object that tools leave at a namespace's path (`<root>/ns/`, which object
+/// stores list as `<root>/ns`) is not a key: `list` and `list_all_keys` skip it.
+pub async fn directory_markers_are_not_keys(store: &ObjectKvStore, backend: &Backend) {
+	if !backend.key_and_namespace_may_share_a_name {
+		return;
+	}
+	write(store, "ns", "", "k", b"v").await;
+	let marker = object_store::path::Path::from(format!("{}/ns", backend.prefix));
+	object_store::ObjectStoreExt::put(
+		backend.object_store.as_ref(),
+		&marker,
+		Vec::<u8>::new().into(),
+	)
+	.await
+	.unwrap();
+	assert_eq!(list(store, "", "").await, set(&[]));
+	assert_eq!(list(store, "ns", "").await, set(&["k"]));
+	let all = store.list_all_keys().unwrap();
+	assert_eq!(all, [("ns".to_string(), String::new(), "k".to_string())]);
+}

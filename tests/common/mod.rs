@@ -4,6 +4,7 @@
 
 pub mod backends;
 pub mod conformance;
+pub mod crash_support;
 pub mod dual_flow;
 pub mod ldk_flow;
 pub mod wrappers;

@@ -42,6 +42,10 @@ pub trait Hook: Send + Sync + fmt::Debug + 'static {
 	async fn enter_delete(&self, paths: &[Path]) -> Result<Guard> {
 		self.enter(Request::BulkDelete, paths.first().unwrap_or(&Path::default())).await
 	}
+	/// After each successful request: an error to report instead (the request did happen).
+	fn after_success(&self, _request: Request, _path: &Path) -> Option<object_store::Error> {
+		None
+	}
 	/// After each failed request: may replace the error.
 	fn map_err(
 		&self, _request: Request, _path: &Path, err: object_store::Error,
@@ -67,7 +71,13 @@ impl<H: Hook> Hooked<H> {
 		&self, request: Request, path: &Path, work: impl std::future::Future<Output = Result<T>>,
 	) -> Result<T> {
 		let _guard = self.hook.enter(request, path).await?;
-		work.await.map_err(|e| self.hook.map_err(request, path, e))
+		match work.await {
+			Ok(value) => match self.hook.after_success(request, path) {
+				Some(err) => Err(err),
+				None => Ok(value),
+			},
+			Err(e) => Err(self.hook.map_err(request, path, e)),
+		}
 	}
 }
 
@@ -342,5 +352,121 @@ impl Hook for CountRequests {
 	async fn enter(&self, request: Request, _path: &Path) -> Result<Guard> {
 		*self.counts.lock().unwrap().entry(Self::name(request)).or_default() += 1;
 		Ok(Box::new(()))
+	}
+}
+
+/// The faults [`FaultInjector`] can inject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Fault {
+	/// HTTP 500.
+	ServerError,
+	/// HTTP 503 SlowDown.
+	SlowDown,
+	/// The request timed out.
+	Timeout,
+	/// The connection was reset.
+	Reset,
+	/// HTTP 403, a permanent failure.
+	Forbidden,
+	/// The request is slow (50 ms) but succeeds.
+	Slow,
+	/// The request never answers (the store's attempt timeout must end it).
+	Stall,
+	/// A PUT that lands on the server but reports a failure.
+	LandedButFailed,
+}
+
+/// Injects a fault into a fraction of requests, chosen at random among `kinds`, and counts them.
+#[derive(Debug)]
+pub struct FaultInjector {
+	pub rate: f64,
+	pub kinds: Vec<Fault>,
+	pub requests: AtomicUsize,
+	injected: Mutex<HashMap<Fault, usize>>,
+	/// Set by `enter` for a PUT that must fail after it lands; read by `map_err`'s caller.
+	landed: Mutex<Vec<Path>>,
+}
+
+impl FaultInjector {
+	pub fn new(rate: f64, kinds: &[Fault]) -> Arc<Self> {
+		Arc::new(FaultInjector {
+			rate,
+			kinds: kinds.to_vec(),
+			requests: AtomicUsize::new(0),
+			injected: Mutex::default(),
+			landed: Mutex::default(),
+		})
+	}
+
+	/// Faults injected so far, by kind.
+	pub fn injected(&self) -> HashMap<Fault, usize> {
+		self.injected.lock().unwrap().clone()
+	}
+
+	pub fn total_injected(&self) -> usize {
+		self.injected.lock().unwrap().values().sum()
+	}
+
+	fn error(fault: Fault, path: &Path) -> object_store::Error {
+		let io = |kind, text: &str| object_store::Error::Generic {
+			store: "S3",
+			source: Box::new(std::io::Error::new(kind, format!("injected: {text}"))),
+		};
+		match fault {
+			Fault::ServerError | Fault::LandedButFailed => object_store::Error::Generic {
+				store: "S3",
+				source: "injected: Server returned non-2xx status code: 500 Internal Server Error"
+					.into(),
+			},
+			Fault::SlowDown => object_store::Error::Generic {
+				store: "S3",
+				source: "injected: Server returned non-2xx status code: 503 Slow Down: SlowDown"
+					.into(),
+			},
+			Fault::Timeout => io(std::io::ErrorKind::TimedOut, "timed out"),
+			Fault::Reset => io(std::io::ErrorKind::ConnectionReset, "connection reset by peer"),
+			Fault::Forbidden => object_store::Error::PermissionDenied {
+				path: path.to_string(),
+				source: "injected: 403 Forbidden".into(),
+			},
+			Fault::Slow | Fault::Stall => unreachable!("not an error"),
+		}
+	}
+}
+
+#[async_trait]
+impl Hook for FaultInjector {
+	async fn enter(&self, request: Request, path: &Path) -> Result<Guard> {
+		self.requests.fetch_add(1, Ordering::SeqCst);
+		if self.kinds.is_empty() || fastrand::f64() >= self.rate {
+			return Ok(Box::new(()));
+		}
+		let fault = self.kinds[fastrand::usize(..self.kinds.len())];
+		if fault == Fault::LandedButFailed && request != Request::Put {
+			return Ok(Box::new(()));
+		}
+		*self.injected.lock().unwrap().entry(fault).or_default() += 1;
+		match fault {
+			Fault::Slow => {
+				tokio::time::sleep(Duration::from_millis(50)).await;
+				Ok(Box::new(()))
+			},
+			Fault::Stall => {
+				std::future::pending::<()>().await;
+				unreachable!()
+			},
+			Fault::LandedButFailed => {
+				self.landed.lock().unwrap().push(path.clone());
+				Ok(Box::new(()))
+			},
+			other => Err(Self::error(other, path)),
+		}
+	}
+
+	fn after_success(&self, request: Request, path: &Path) -> Option<object_store::Error> {
+		let mut landed = self.landed.lock().unwrap();
+		let position = landed.iter().position(|p| p == path).filter(|_| request == Request::Put)?;
+		landed.swap_remove(position);
+		Some(Self::error(Fault::LandedButFailed, path))
 	}
 }

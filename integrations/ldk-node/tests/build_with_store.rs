@@ -1,0 +1,593 @@
+//! ldk-node 0.7's `Builder::build_with_store` over `ObjectKvStore`: build, start, do something
+//! worth persisting, stop, then rebuild from the same store and check that the node came back.
+//!
+//! No Bitcoin backend is reachable here, so the chain source is [`StubEsplora`]: it answers the
+//! fee-estimate request `Node::start` insists on and nothing else (background chain sync fails and
+//! retries, which persists nothing).
+//!
+//! Each run of [`lifecycle`]:
+//! 1. builds node 1 on an empty store (seed bytes and a log writer in memory, so ldk-node has
+//!    nothing to keep on local disk), starts it, creates a BOLT 11 invoice (a pending inbound
+//!    payment) and an on-chain address (the wallet's derivation index), stops it;
+//! 2. checks the keys ldk-node wrote (`list_all_keys`): the manager, graph, scorer, node metrics,
+//!    the payment and the BDK wallet (and no key ldk-node is not known to write), all readable and
+//!    non-empty;
+//! 3. drops node 1 and its store, then tries to build on the same store with another seed, which
+//!    ldk-node must refuse (the stored wallet belongs to the first seed: proof that the rebuild
+//!    reads the store) without changing anything in it;
+//! 4. builds node 2 from a fresh store instance over the same data with the first seed: same node
+//!    id, every key still there with the same bytes, the payment and the fee-rate timestamp read
+//!    back before start, and a new address that differs from the first (the wallet index was
+//!    reloaded); starts and stops it;
+//! 5. checks that no error about persistence was logged and that nothing appeared in the node's
+//!    local storage directory.
+//!
+//! Backends: a local directory (`file://`), a shared `InMemory` (`StoreBuilder::from_store`), and
+//! LocalStack and SeaweedFS over `s3://` when `LDK_OS_TEST_{LOCALSTACK,SEAWEEDFS}_{URL,ENDPOINT}`
+//! are set (skipped with a reason otherwise; a failure with `LDK_OS_TEST_REQUIRE_SERVERS=1`).
+//!
+//! Callers: plain threads with ldk-node's own runtime; and tasks on multi-thread tokio runtimes
+//! (two workers, and one) that the node is built with (`Builder::set_runtime`), where the store is
+//! handed over through [`Observed`], which counts that ldk-node's `KVStoreSync` calls do arrive on
+//! runtime threads. (A current-thread runtime is not tried: ldk-node's own `block_on` uses
+//! `block_in_place`, which panics there, store or no store.) Every run has a deadline, so a
+//! deadlock fails the test instead of hanging it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ldk_node::bitcoin::hashes::Hash;
+use ldk_node::bitcoin::Network;
+use ldk_node::lightning::io;
+use ldk_node::lightning::util::async_poll::AsyncResult;
+use ldk_node::lightning::util::persist::{KVStore, KVStoreSync, MigratableKVStore};
+use ldk_node::lightning_invoice::{Bolt11InvoiceDescription, Description};
+use ldk_node::logger::{LogLevel, LogRecord, LogWriter};
+use ldk_node::payment::{PaymentDirection, PaymentKind, PaymentStatus};
+use ldk_node::{BuildError, Builder, Node};
+use ldk_object_store::{ObjectKvStore, StoreBuilder};
+use ldk_object_store_ldk_node::StubEsplora;
+use object_store::memory::InMemory;
+use object_store::ObjectStore;
+
+/// Longest a whole lifecycle may take before the test calls it a deadlock.
+const DEADLINE: Duration = Duration::from_secs(180);
+
+type Key = (String, String, String);
+
+/// Makes a new store instance over the same data each time it is called.
+type StoreFactory = Arc<dyn Fn() -> ObjectKvStore + Send + Sync>;
+
+fn key(primary: &str, secondary: &str, key: &str) -> Key {
+	(primary.to_owned(), secondary.to_owned(), key.to_owned())
+}
+
+/// The keys ldk-node 0.7.1 writes for a regtest node without channels or peers that has started,
+/// made an invoice and an address, and stopped, besides `payments/<payment id>`.
+fn expected_keys() -> BTreeSet<Key> {
+	[
+		key("", "", "manager"),
+		key("", "", "network_graph"),
+		key("", "", "scorer"),
+		key("", "", "node_metrics"),
+		key("bdk_wallet", "", "descriptor"),
+		key("bdk_wallet", "", "change_descriptor"),
+		key("bdk_wallet", "", "network"),
+		key("bdk_wallet", "", "local_chain"),
+		key("bdk_wallet", "", "indexer"),
+	]
+	.into_iter()
+	.collect()
+}
+
+/// Keys ldk-node writes only when something happened (an event, a peer, a sweepable output, a
+/// wallet transaction, a chain sync): tolerated, so that the test does not depend on timing.
+fn optional_keys() -> BTreeSet<Key> {
+	[
+		key("", "", "events"),
+		key("", "", "peers"),
+		key("", "", "output_sweeper"),
+		key("bdk_wallet", "", "tx_graph"),
+	]
+	.into_iter()
+	.collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+/// Keeps ldk-node's log in memory, for the failure message and the persistence-error check.
+#[derive(Default)]
+struct CapturedLog(Mutex<Vec<(LogLevel, String)>>);
+
+impl LogWriter for CapturedLog {
+	fn log(&self, record: LogRecord<'_>) {
+		if record.level >= LogLevel::Info {
+			let line =
+				format!("{} {}:{} {}", record.level, record.module_path, record.line, record.args);
+			self.0.lock().expect("log lock").push((record.level, line));
+		}
+	}
+}
+
+impl CapturedLog {
+	fn errors(&self) -> Vec<String> {
+		let lines = self.0.lock().expect("log lock");
+		lines
+			.iter()
+			.filter(|(level, _)| *level >= LogLevel::Error)
+			.map(|(_, l)| l.clone())
+			.collect()
+	}
+
+	/// Errors that concern persistence. The stub's 404s make chain-sync errors, which don't.
+	fn persistence_errors(&self) -> Vec<String> {
+		self.errors()
+			.into_iter()
+			.filter(|line| {
+				let line = line.to_lowercase();
+				["persist", "kvstore", "failed to write", "failed to read", "failed to remove"]
+					.iter()
+					.any(|needle| line.contains(needle))
+					|| line.contains(" store")
+			})
+			.collect()
+	}
+}
+
+fn builder(
+	local_dir: &Path, seed: [u8; 64], esplora: &StubEsplora, log: &Arc<CapturedLog>,
+	runtime: Option<&tokio::runtime::Handle>,
+) -> Builder {
+	let mut builder = Builder::new();
+	builder
+		.set_network(Network::Regtest)
+		.set_storage_dir_path(local_dir.display().to_string())
+		.set_entropy_seed_bytes(seed)
+		.set_custom_logger(Arc::clone(log) as Arc<dyn LogWriter>)
+		.set_chain_source_esplora(esplora.url(), None);
+	if let Some(handle) = runtime {
+		builder.set_runtime(handle.clone());
+	}
+	builder
+}
+
+/// Builds with the store itself, or, to see where ldk-node's calls come from, through
+/// [`Observed`].
+fn build(
+	builder: &Builder, store: &ObjectKvStore, counts: Option<&Arc<CallCounts>>,
+) -> Result<Node, BuildError> {
+	match counts {
+		None => builder.build_with_store(Arc::new(store.clone())),
+		Some(counts) => builder.build_with_store(Arc::new(Observed {
+			store: store.clone(),
+			counts: Arc::clone(counts),
+		})),
+	}
+}
+
+/// Where ldk-node's store calls came from.
+#[derive(Debug, Default)]
+struct CallCounts {
+	/// `KVStoreSync` calls made on a thread inside a tokio runtime.
+	sync_in_runtime: AtomicUsize,
+	/// `KVStoreSync` calls made on other threads.
+	sync_elsewhere: AtomicUsize,
+	/// `KVStore` (async) calls.
+	async_calls: AtomicUsize,
+}
+
+/// `ObjectKvStore` with its calls counted by [`CallCounts`]; otherwise the same store.
+struct Observed {
+	store: ObjectKvStore,
+	counts: Arc<CallCounts>,
+}
+
+impl Observed {
+	fn sync_call(&self) {
+		let counter = if tokio::runtime::Handle::try_current().is_ok() {
+			&self.counts.sync_in_runtime
+		} else {
+			&self.counts.sync_elsewhere
+		};
+		counter.fetch_add(1, Ordering::SeqCst);
+	}
+
+	fn async_call(&self) {
+		self.counts.async_calls.fetch_add(1, Ordering::SeqCst);
+	}
+}
+
+impl KVStoreSync for Observed {
+	fn read(&self, primary: &str, secondary: &str, key: &str) -> Result<Vec<u8>, io::Error> {
+		self.sync_call();
+		KVStoreSync::read(&self.store, primary, secondary, key)
+	}
+
+	fn write(
+		&self, primary: &str, secondary: &str, key: &str, buf: Vec<u8>,
+	) -> Result<(), io::Error> {
+		self.sync_call();
+		KVStoreSync::write(&self.store, primary, secondary, key, buf)
+	}
+
+	fn remove(
+		&self, primary: &str, secondary: &str, key: &str, lazy: bool,
+	) -> Result<(), io::Error> {
+		self.sync_call();
+		KVStoreSync::remove(&self.store, primary, secondary, key, lazy)
+	}
+
+	fn list(&self, primary: &str, secondary: &str) -> Result<Vec<String>, io::Error> {
+		self.sync_call();
+		KVStoreSync::list(&self.store, primary, secondary)
+	}
+}
+
+impl KVStore for Observed {
+	fn read(
+		&self, primary: &str, secondary: &str, key: &str,
+	) -> AsyncResult<'static, Vec<u8>, io::Error> {
+		self.async_call();
+		KVStore::read(&self.store, primary, secondary, key)
+	}
+
+	fn write(
+		&self, primary: &str, secondary: &str, key: &str, buf: Vec<u8>,
+	) -> AsyncResult<'static, (), io::Error> {
+		self.async_call();
+		KVStore::write(&self.store, primary, secondary, key, buf)
+	}
+
+	fn remove(
+		&self, primary: &str, secondary: &str, key: &str, lazy: bool,
+	) -> AsyncResult<'static, (), io::Error> {
+		self.async_call();
+		KVStore::remove(&self.store, primary, secondary, key, lazy)
+	}
+
+	fn list(&self, primary: &str, secondary: &str) -> AsyncResult<'static, Vec<String>, io::Error> {
+		self.async_call();
+		KVStore::list(&self.store, primary, secondary)
+	}
+}
+
+fn all_keys(store: &ObjectKvStore) -> BTreeSet<Key> {
+	store.list_all_keys().expect("list_all_keys").into_iter().collect()
+}
+
+fn contents(store: &ObjectKvStore) -> BTreeMap<Key, Vec<u8>> {
+	all_keys(store)
+		.into_iter()
+		.map(|k| {
+			let data = KVStoreSync::read(store, &k.0, &k.1, &k.2)
+				.unwrap_or_else(|e| panic!("reading {k:?} back: {e}"));
+			(k, data)
+		})
+		.collect()
+}
+
+fn seed() -> [u8; 64] {
+	std::array::from_fn(|_| fastrand::u8(..))
+}
+
+fn timed<T>(what: &str, timings: &mut Vec<String>, f: impl FnOnce() -> T) -> T {
+	let started = Instant::now();
+	let value = f();
+	timings.push(format!("{what} {} ms", started.elapsed().as_millis()));
+	value
+}
+
+/// Runs `f` on a thread of its own and fails if it takes longer than [`DEADLINE`].
+fn with_deadline<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+	let (done, finished) = mpsc::channel();
+	let thread = std::thread::spawn(move || {
+		let value = f();
+		let _ = done.send(());
+		value
+	});
+	match finished.recv_timeout(DEADLINE) {
+		Err(mpsc::RecvTimeoutError::Timeout) => {
+			panic!("{what} did not finish within {DEADLINE:?}: a deadlock?")
+		},
+		Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => match thread.join() {
+			Ok(value) => value,
+			Err(panic) => std::panic::resume_unwind(panic),
+		},
+	}
+}
+
+/// Runs `f` as a task on a multi-thread runtime's worker, so that every synchronous call it
+/// makes (ldk-node's, and through it the store's) arrives on a runtime thread.
+fn on_runtime_worker<T: Send + 'static>(
+	runtime: &tokio::runtime::Runtime, f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+	let task = runtime.spawn(async move {
+		let on_worker = std::thread::current().name().map(str::to_owned);
+		(f(), on_worker)
+	});
+	let (value, thread_name) = runtime.block_on(task).expect("the task panicked");
+	assert_eq!(thread_name.as_deref(), Some("node-runtime"), "not on a runtime worker");
+	value
+}
+
+fn node_runtime(workers: usize) -> tokio::runtime::Runtime {
+	tokio::runtime::Builder::new_multi_thread()
+		.worker_threads(workers)
+		.thread_name("node-runtime")
+		.enable_all()
+		.build()
+		.expect("tokio runtime")
+}
+
+// ---------------------------------------------------------------------------------------------
+// The lifecycle
+
+/// What one lifecycle saw, for the printed summary.
+struct Outcome {
+	keys: BTreeSet<Key>,
+	timings: Vec<String>,
+	/// Where the store's calls came from, when the lifecycle ran inside a runtime.
+	counts: Option<Arc<CallCounts>>,
+}
+
+fn lifecycle(
+	label: &str, make_store: StoreFactory, runtime: Option<tokio::runtime::Handle>,
+) -> Outcome {
+	let esplora = StubEsplora::start().expect("stub esplora");
+	let local = tempfile::tempdir().expect("temp dir");
+	let log = Arc::new(CapturedLog::default());
+	let (seed_1, seed_2) = (seed(), seed());
+	let mut timings = Vec::new();
+	let rt = runtime.as_ref();
+	// Inside a runtime, count where the store's calls come from.
+	let counts = runtime.as_ref().map(|_| Arc::new(CallCounts::default()));
+	let counts = counts.as_ref();
+	let fail = |what: &str, err: &dyn std::fmt::Display| -> ! {
+		panic!("{label}: {what}: {err}\nldk-node errors:\n{}", log.errors().join("\n"))
+	};
+
+	// 1. A new node on an empty store.
+	let store = make_store();
+	assert!(all_keys(&store).is_empty(), "{label}: the store must start empty");
+	let node = timed("build", &mut timings, || {
+		build(&builder(local.path(), seed_1, &esplora, &log, rt), &store, counts)
+	})
+	.unwrap_or_else(|e| fail("building node 1", &e));
+	let node_id = node.node_id();
+	timed("start", &mut timings, || node.start()).unwrap_or_else(|e| fail("starting node 1", &e));
+	assert!(esplora.fee_estimate_requests() >= 1, "{label}: start never asked for fee estimates");
+	let description = Bolt11InvoiceDescription::Direct(
+		Description::new("ldk-object-store".into()).expect("description"),
+	);
+	let invoice = node
+		.bolt11_payment()
+		.receive(21_000, &description, 3600)
+		.unwrap_or_else(|e| fail("creating an invoice", &e));
+	let address_1 =
+		node.onchain_payment().new_address().unwrap_or_else(|e| fail("new address", &e));
+	let payments_1 = node.list_payments();
+	assert_eq!(payments_1.len(), 1, "{label}: one payment after the invoice");
+	let payment = payments_1[0].clone();
+	assert!(
+		matches!(&payment.kind, PaymentKind::Bolt11 { hash, .. } if hash.0 == invoice.payment_hash().to_byte_array()),
+		"{label}: the payment is the invoice's: {payment:?}"
+	);
+	timed("stop", &mut timings, || node.stop()).unwrap_or_else(|e| fail("stopping node 1", &e));
+	let fee_update_time = node.status().latest_fee_rate_cache_update_timestamp;
+	assert!(fee_update_time.is_some(), "{label}: start updated the fee rates");
+	drop(node);
+
+	// 2. What ldk-node wrote.
+	let stored = contents(&store);
+	let keys: BTreeSet<Key> = stored.keys().cloned().collect();
+	let payment_key =
+		key("payments", "", &payment.id.0.iter().map(|b| format!("{b:02x}")).collect::<String>());
+	let mut expected = expected_keys();
+	expected.insert(payment_key.clone());
+	let missing: Vec<_> = expected.difference(&keys).collect();
+	assert!(
+		missing.is_empty(),
+		"{label}: ldk-node's keys missing from the store: {missing:?}\nall: {keys:?}"
+	);
+	let unexpected: Vec<_> =
+		keys.difference(&expected).filter(|k| !optional_keys().contains(*k)).collect();
+	assert!(unexpected.is_empty(), "{label}: keys ldk-node is not known to write: {unexpected:?}");
+	assert!(stored.values().all(|data| !data.is_empty()), "{label}: an empty object was stored");
+	drop(store);
+
+	// 3. Another seed cannot open this node's store, and trying changes nothing.
+	let store = make_store();
+	let refused = timed("build with another seed", &mut timings, || {
+		build(&builder(local.path(), seed_2, &esplora, &log, rt), &store, counts)
+	});
+	match refused {
+		Err(BuildError::WalletSetupFailed) => {},
+		Err(other) => fail("another seed: expected WalletSetupFailed", &other),
+		Ok(node) => {
+			panic!("{label}: a node with another seed ({}) opened the store", node.node_id())
+		},
+	}
+	assert_eq!(contents(&store), stored, "{label}: the refused build changed the store");
+	drop(store);
+
+	// 4. The same node again, from a fresh store instance over the same data.
+	let store = make_store();
+	let node = timed("rebuild", &mut timings, || {
+		build(&builder(local.path(), seed_1, &esplora, &log, rt), &store, counts)
+	})
+	.unwrap_or_else(|e| fail("rebuilding node 1", &e));
+	assert_eq!(node.node_id(), node_id, "{label}: the rebuilt node has another id");
+	let after_rebuild = contents(&store);
+	for (k, data) in &stored {
+		assert!(after_rebuild.contains_key(k), "{label}: {k:?} disappeared on rebuild");
+		assert_eq!(&after_rebuild[k], data, "{label}: rebuilding rewrote {k:?}");
+	}
+	assert_eq!(node.list_payments(), payments_1, "{label}: payments read back");
+	let reloaded = node.payment(&payment.id).expect("the payment is known after the rebuild");
+	assert_eq!(reloaded.direction, PaymentDirection::Inbound);
+	assert_eq!(reloaded.status, PaymentStatus::Pending);
+	assert_eq!(reloaded.amount_msat, Some(21_000));
+	assert_eq!(
+		node.status().latest_fee_rate_cache_update_timestamp,
+		fee_update_time,
+		"{label}: node metrics read back"
+	);
+	timed("restart", &mut timings, || node.start()).unwrap_or_else(|e| fail("restarting", &e));
+	let address_2 =
+		node.onchain_payment().new_address().unwrap_or_else(|e| fail("new address", &e));
+	assert_ne!(address_2, address_1, "{label}: the wallet's index was not reloaded");
+	timed("stop again", &mut timings, || node.stop())
+		.unwrap_or_else(|e| fail("stopping node 2", &e));
+	drop(node);
+	let final_keys = all_keys(&store);
+	assert!(final_keys.is_superset(&keys), "{label}: keys lost after the restart");
+
+	// 5. No persistence trouble, and nothing kept beside the store.
+	let persistence_errors = log.persistence_errors();
+	assert!(persistence_errors.is_empty(), "{label}: ldk-node logged: {persistence_errors:#?}");
+	let local_files: Vec<_> = std::fs::read_dir(local.path())
+		.expect("read local dir")
+		.map(|entry| entry.expect("dir entry").file_name())
+		.collect();
+	assert!(local_files.is_empty(), "{label}: ldk-node wrote local files: {local_files:?}");
+
+	println!("{label}: node {node_id}, {} keys after the first stop:", keys.len());
+	for (k, data) in &stored {
+		let path: Vec<&str> =
+			[&k.0, &k.1, &k.2].into_iter().map(String::as_str).filter(|p| !p.is_empty()).collect();
+		println!("  {} ({} bytes)", path.join("/"), data.len());
+	}
+	println!("{label}: {}", timings.join(", "));
+	println!(
+		"{label}: the stub answered {} fee-estimate and {} other requests; ldk-node's errors:\n  {}",
+		esplora.fee_estimate_requests(),
+		esplora.other_requests(),
+		log.errors().join("\n  ")
+	);
+	if let Some(counts) = counts {
+		println!("{label}: store calls {counts:?}");
+	}
+	Outcome { keys: final_keys, timings, counts: counts.cloned() }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backends
+
+fn file_factory(dir: &Path) -> StoreFactory {
+	let url = format!("file://{}/store", dir.display());
+	Arc::new(move || StoreBuilder::from_url(&url).build().expect("file store"))
+}
+
+fn memory_factory() -> StoreFactory {
+	let backend: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+	Arc::new(move || {
+		StoreBuilder::from_store(Arc::clone(&backend))
+			.with_prefix("node-1")
+			.build()
+			.expect("store over the shared InMemory")
+	})
+}
+
+/// The S3 server `server` (`LOCALSTACK` or `SEAWEEDFS`, as `localstack/servers.sh env` exports
+/// them) when the environment configures it, under a prefix of its own.
+fn s3_factory(server: &str, test: &str) -> Option<StoreFactory> {
+	let url_var = format!("LDK_OS_TEST_{server}_URL");
+	let endpoint_var = format!("LDK_OS_TEST_{server}_ENDPOINT");
+	let (url_var, endpoint_var) = (url_var.as_str(), endpoint_var.as_str());
+	let (Ok(url), Ok(endpoint)) = (std::env::var(url_var), std::env::var(endpoint_var)) else {
+		if std::env::var("LDK_OS_TEST_REQUIRE_SERVERS").is_ok_and(|v| v == "1") {
+			panic!("{test}: {url_var} / {endpoint_var} not set but LDK_OS_TEST_REQUIRE_SERVERS=1");
+		}
+		println!(
+			"skipping {test}: {url_var} and {endpoint_var} are not set (from the repo root: \
+			 ./localstack/servers.sh start && eval \"$(./localstack/servers.sh env)\")"
+		);
+		return None;
+	};
+	let prefix = format!("ldk-node-{test}-{:016x}", fastrand::u64(..));
+	Some(Arc::new(move || {
+		StoreBuilder::from_url(&url)
+			.with_option("aws_endpoint", &endpoint)
+			.with_option("aws_allow_http", "true")
+			.with_prefix(&prefix)
+			.build()
+			.expect("LocalStack store")
+	}))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests
+
+#[test]
+fn file_store_on_plain_threads() {
+	let dir = tempfile::tempdir().expect("temp dir");
+	let factory = file_factory(dir.path());
+	let outcome = with_deadline("file store lifecycle", move || lifecycle("file", factory, None));
+	// The directory holds exactly the keys, in FilesystemStore's layout.
+	assert!(dir.path().join("store/manager").is_file());
+	assert!(dir.path().join("store/bdk_wallet/descriptor").is_file());
+	assert!(!outcome.timings.is_empty());
+}
+
+#[test]
+fn memory_store_on_plain_threads() {
+	let factory = memory_factory();
+	with_deadline("memory store lifecycle", move || lifecycle("memory", factory, None));
+}
+
+/// Builds nodes with `runtime` and runs every call of the lifecycle in a task on its workers.
+fn in_runtime(runtime: tokio::runtime::Runtime, cases: Vec<(&'static str, StoreFactory)>) {
+	let runtime = Arc::new(runtime);
+	for (label, factory) in cases {
+		let rt = Arc::clone(&runtime);
+		let outcome = with_deadline(label, move || {
+			let handle = rt.handle().clone();
+			on_runtime_worker(&rt, move || lifecycle(label, factory, Some(handle)))
+		});
+		assert!(outcome.keys.contains(&key("", "", "manager")));
+		// The point of these tests: ldk-node's sync calls reached the store on runtime threads.
+		let counts = outcome.counts.expect("counted inside the runtime");
+		assert!(counts.sync_in_runtime.load(Ordering::SeqCst) > 0, "{label}: {counts:?}");
+		assert!(counts.async_calls.load(Ordering::SeqCst) > 0, "{label}: {counts:?}");
+	}
+	// Shutting down from a plain thread: nothing of the nodes or stores may still need it.
+	Arc::try_unwrap(runtime)
+		.expect("runtime still shared")
+		.shutdown_timeout(Duration::from_secs(10));
+}
+
+#[test]
+fn inside_a_multi_thread_runtime() {
+	let dir = tempfile::tempdir().expect("temp dir");
+	in_runtime(
+		node_runtime(2),
+		vec![
+			("memory in runtime", memory_factory()),
+			("file in runtime", file_factory(dir.path())),
+		],
+	);
+}
+
+/// One worker, and the lifecycle's task occupies it: whenever the store blocks that thread,
+/// nothing else of the node's runtime can run there, so the store must not need it.
+#[test]
+fn inside_a_one_worker_runtime() {
+	in_runtime(node_runtime(1), vec![("memory in 1-worker runtime", memory_factory())]);
+}
+
+#[test]
+fn localstack_store() {
+	let Some(factory) = s3_factory("LOCALSTACK", "localstack_store") else { return };
+	with_deadline("LocalStack lifecycle", move || lifecycle("localstack", factory, None));
+}
+
+/// SeaweedFS checks request signatures and keeps directory markers, unlike LocalStack.
+#[test]
+fn seaweedfs_store() {
+	let Some(factory) = s3_factory("SEAWEEDFS", "seaweedfs_store") else { return };
+	with_deadline("SeaweedFS lifecycle", move || lifecycle("seaweedfs", factory, None));
+}

@@ -1,0 +1,671 @@
+//! Crashes: a child process that persists updates for many channels is killed with SIGKILL at
+//! random moments; after each kill, a fresh process (this one) loads everything.
+//!
+//! The data are real: two nodes of LDK's harness open several channels, pay over all of them in
+//! both directions and force-close one, and node 0's `Persist` calls are recorded with the monitor
+//! bytes at each call (`common::crash_support`). The parent writes them to a fixture once. Each
+//! iteration then re-executes this test binary as a child (`crash_child`, which does nothing
+//! unless `LDK_OS_CRASH_CHILD` is set) that replays the calls, with short random pauses, into an
+//! async-mode `MonitorPersister` over a `file://` store (local files outlive the kill), printing
+//! `durable <channel id> <update id>` for every completion the persister reports, flushed at once.
+//! The parent kills it after a random delay spread over the child's whole run (before it starts
+//! writing, while it writes, after it finished), then checks the directory:
+//!
+//! - every stored monitor loads without error, in every `LoadMode`, and LDK's own
+//!   `MonitorUpdatingPersister` loads the same monitors;
+//! - no update beyond a gap is applied: the loaded id is the stored monitor's id plus the run of
+//!   consecutive update objects after it (`Inventory::scan`);
+//! - every completion the child reported is a completion LDK waits for, reported once;
+//! - durability, as LDK counts it: for each channel, let `p` be the highest id such that every
+//!   completion up to `p` was reported (LDK's `ChainMonitor` unblocks a channel only when all of
+//!   its pending updates are complete); then the channel's monitor exists and loads at `p` or
+//!   later. A reported update *after* an unreported one may be missing: writes of different
+//!   objects run concurrently, and LDK ignores updates past a gap (see `Persist`'s docs); such
+//!   cases are counted and printed, not failed;
+//! - consistency with the recording: the loaded monitor equals a full monitor the recording wrote
+//!   at the stored id with the recorded updates after it applied;
+//! - a child that ran to the end left every channel at its final update id.
+//!
+//! `LDK_OS_CRASH_ITERATIONS` sets the number of kills (default 200; the ignored test
+//! `kills_at_random_moments_long` runs 2000), `LDK_OS_CRASH_SEED` the random seed (printed).
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bitcoin::Network;
+use common::crash_support::*;
+use common::dual_flow::{config, decode, replay_keys, Monitor, MODES};
+use common::ldk_flow::{compare_monitors, MonitorMatch};
+use ldk_object_store::inspect::Inventory;
+use ldk_object_store::persister::MonitorUpdateSink;
+use ldk_object_store::{
+	LoadMode, MonitorPersister, ObjectKvStore, PersistMode, PersisterConfig, StoreBuilder,
+};
+use lightning::chain::chainmonitor::Persist;
+use lightning::chain::channelmonitor::ChannelMonitorUpdate;
+use lightning::chain::ChannelMonitorUpdateStatus;
+use lightning::ln::types::ChannelId;
+use lightning::util::logger::{Logger, Record};
+use lightning::util::persist::MonitorUpdatingPersister;
+use lightning::util::test_utils::{TestBroadcaster, TestFeeEstimator, TestKeysInterface};
+
+const CHILD_TEST: &str = "crash_child";
+/// `<fixture path>;<store dir>`: set only for the child.
+const CHILD_ENV: &str = "LDK_OS_CRASH_CHILD";
+const MAX_PENDING_ENV: &str = "LDK_OS_CRASH_MAX_PENDING";
+const SEED_ENV: &str = "LDK_OS_CRASH_SEED";
+const PAUSE_ENV: &str = "LDK_OS_CRASH_PAUSE_US";
+
+/// Channels of the recorded flow, and payments over them.
+const CHANNELS: usize = 6;
+const PAYMENTS: u64 = 36;
+/// Longest pause of the child between two calls.
+const PAUSE_US: u64 = 600;
+/// `maximum_pending_updates` for the child, by iteration: consolidations every few updates (with
+/// their prunes), and long runs of update objects.
+const MAX_PENDING: [u64; 3] = [5, 3, 12];
+
+fn env_u64(name: &str) -> Option<u64> {
+	std::env::var(name)
+		.ok()
+		.map(|v| v.parse().unwrap_or_else(|_| panic!("{name}={v}: not a number")))
+}
+
+/// A logger that drops everything: LDK's `TestLogger` prints every line, thousands per load.
+struct Quiet;
+
+impl Logger for Quiet {
+	fn log(&self, _record: Record) {}
+}
+
+type Ours<'a> = MonitorPersister<
+	&'a Quiet,
+	&'a TestKeysInterface,
+	&'a TestKeysInterface,
+	&'a TestBroadcaster,
+	&'a TestFeeEstimator,
+>;
+
+/// What a persister of node 0's monitors needs, loading or writing in any order.
+struct Parts {
+	keys: TestKeysInterface,
+	broadcaster: TestBroadcaster,
+	fee_estimator: TestFeeEstimator,
+	logger: Quiet,
+}
+
+impl Parts {
+	fn new() -> Self {
+		Parts {
+			keys: replay_keys(),
+			broadcaster: TestBroadcaster::new(Network::Testnet),
+			fee_estimator: TestFeeEstimator::new(253),
+			logger: Quiet,
+		}
+	}
+
+	fn ours(&self, store: &ObjectKvStore, config: PersisterConfig) -> Ours<'_> {
+		let (keys, broadcaster, fees) = (&self.keys, &self.broadcaster, &self.fee_estimator);
+		MonitorPersister::new(store, config, &self.logger, keys, keys, broadcaster, fees)
+	}
+
+	/// Every monitor LDK's own `MonitorUpdatingPersister` loads from `store`.
+	fn ldk_load(&self, store: &ObjectKvStore, max_pending: u64) -> Vec<Monitor> {
+		let (keys, broadcaster, fees) = (&self.keys, &self.broadcaster, &self.fee_estimator);
+		let persister = MonitorUpdatingPersister::new(
+			store,
+			&self.logger,
+			max_pending,
+			keys,
+			keys,
+			broadcaster,
+			fees,
+		);
+		let mut loaded: Vec<Monitor> = persister
+			.read_all_channel_monitors_with_updates()
+			.unwrap_or_else(|e| panic!("LDK's persister cannot load: {e}"))
+			.into_iter()
+			.map(|(_, m)| m)
+			.collect();
+		loaded.sort_by_key(|m| m.persistence_key().to_string());
+		loaded
+	}
+
+	fn apply(&self, monitor: &Monitor, update: &ChannelMonitorUpdate) {
+		let (b, f, l) = (&self.broadcaster, &self.fee_estimator, &self.logger);
+		monitor
+			.update_monitor(update, &b, &f, &l)
+			.unwrap_or_else(|()| panic!("update {} does not apply", update.update_id));
+		// Keep what a force-close update broadcasts from piling up.
+		self.broadcaster.txn_broadcast();
+	}
+}
+
+fn file_store(dir: &Path) -> ObjectKvStore {
+	StoreBuilder::from_url(format!("file://{}", dir.display())).build().expect("file:// store")
+}
+
+// ------------------------------------------------------------------------------------------------
+// The child
+
+/// Prints each completion on its own line and flushes it before returning.
+#[derive(Default)]
+struct PrintingSink {
+	reported: AtomicUsize,
+}
+
+impl MonitorUpdateSink for PrintingSink {
+	fn monitor_update_completed(&self, channel_id: ChannelId, update_id: u64) {
+		let mut out = std::io::stdout().lock();
+		writeln!(out, "{MARK}durable {channel_id} {update_id}").expect("stdout");
+		out.flush().expect("stdout");
+		self.reported.fetch_add(1, Ordering::SeqCst);
+	}
+}
+
+/// Starts every line the parent reads (libtest may print its own text before it on a line).
+const MARK: &str = "@crash ";
+
+fn say(line: &str) {
+	let mut out = std::io::stdout().lock();
+	writeln!(out, "{MARK}{line}").expect("stdout");
+	out.flush().expect("stdout");
+}
+
+/// The child: replays the fixture into an async persister over the store directory, then waits
+/// for every completion. Does nothing unless started by the parent.
+#[test]
+fn crash_child() {
+	let Ok(spec) = std::env::var(CHILD_ENV) else { return };
+	let (fixture, dir) = spec.split_once(';').expect("<fixture>;<store dir>");
+	let calls = read_fixture(Path::new(fixture));
+	let max_pending = env_u64(MAX_PENDING_ENV).unwrap_or(5);
+	let pause_us = env_u64(PAUSE_ENV).unwrap_or(PAUSE_US);
+	fastrand::seed(env_u64(SEED_ENV).unwrap_or(0));
+
+	let parts = Parts::new();
+	let store = file_store(Path::new(dir));
+	let persister = parts.ours(&store, config(max_pending, PersistMode::Async, LoadMode::Probe));
+	let sink = Arc::new(PrintingSink::default());
+	persister.bind_chain_monitor(&sink);
+	let expected = calls.iter().filter(|c| c.completion().is_some()).count();
+
+	say("ready");
+	for call in &calls {
+		let monitor = decode(&call.monitor, &parts.keys);
+		let name = call.monitor_name(&monitor);
+		let status = match &call.kind {
+			CallKind::New => persister.persist_new_channel(name, &monitor),
+			CallKind::Update(update) => {
+				persister.update_persisted_channel(name, update.as_ref(), &monitor)
+			},
+		};
+		assert_eq!(status, ChannelMonitorUpdateStatus::InProgress);
+		std::thread::sleep(Duration::from_micros(fastrand::u64(0..=pause_us)));
+	}
+	let deadline = Instant::now() + Duration::from_secs(120);
+	while sink.reported.load(Ordering::SeqCst) < expected {
+		assert!(Instant::now() < deadline, "completions missing after 120 s");
+		std::thread::sleep(Duration::from_millis(1));
+	}
+	say("done");
+}
+
+// ------------------------------------------------------------------------------------------------
+// The parent
+
+/// What one child printed, and how it ended.
+struct ChildRun {
+	ready: bool,
+	done: bool,
+	killed: bool,
+	reported: Vec<(ChannelId, u64)>,
+	/// From spawning to exit (or kill).
+	elapsed: Duration,
+	/// From spawning to the "ready" and "done" lines, if seen.
+	ready_at: Option<Duration>,
+	done_at: Option<Duration>,
+}
+
+fn run_child(
+	fixture: &Path, dir: &Path, max_pending: u64, seed: u64, kill_after: Option<Duration>,
+) -> ChildRun {
+	let started = Instant::now();
+	let mut child = Command::new(std::env::current_exe().expect("test binary"))
+		.args(["--exact", CHILD_TEST, "--nocapture", "--test-threads=1"])
+		.env(CHILD_ENV, format!("{};{}", fixture.display(), dir.display()))
+		.env(MAX_PENDING_ENV, max_pending.to_string())
+		.env(SEED_ENV, seed.to_string())
+		.stdin(Stdio::null())
+		.stdout(Stdio::piped())
+		.stderr(Stdio::piped())
+		.spawn()
+		.expect("spawning the child");
+	let stdout = child.stdout.take().unwrap();
+	let reader = std::thread::spawn(move || {
+		let mut lines = Vec::new();
+		for line in BufReader::new(stdout).lines() {
+			let Ok(line) = line else { break };
+			lines.push((started.elapsed(), line));
+		}
+		lines
+	});
+	let mut stderr = child.stderr.take().unwrap();
+	let errors = std::thread::spawn(move || {
+		let mut text = String::new();
+		let _ = stderr.read_to_string(&mut text);
+		text
+	});
+	if let Some(delay) = kill_after {
+		std::thread::sleep(delay);
+		// SIGKILL; a child that has exited already is only reaped.
+		let _ = child.kill();
+	}
+	let status = child.wait().expect("waiting for the child");
+	let elapsed = started.elapsed();
+	let lines = reader.join().unwrap();
+	let errors = errors.join().unwrap();
+	let killed = status.signal() == Some(9);
+	assert!(killed || status.success(), "the child failed ({status}):\n{errors}");
+
+	let mut run = ChildRun {
+		ready: false,
+		done: false,
+		killed,
+		reported: Vec::new(),
+		elapsed,
+		ready_at: None,
+		done_at: None,
+	};
+	for (at, line) in lines {
+		let Some(start) = line.find(MARK) else { continue };
+		let mut words = line[start + MARK.len()..].split_whitespace();
+		match words.next() {
+			Some("ready") => {
+				run.ready = true;
+				run.ready_at = Some(at);
+			},
+			Some("done") => {
+				run.done = true;
+				run.done_at = Some(at);
+			},
+			Some("durable") => {
+				let channel = words.next().expect("a channel id");
+				let id: u64 = words.next().and_then(|w| w.parse().ok()).expect("an update id");
+				let bytes: Vec<u8> = (0..32)
+					.map(|i| u8::from_str_radix(&channel[2 * i..2 * i + 2], 16).unwrap())
+					.collect();
+				run.reported.push((ChannelId(bytes.try_into().unwrap()), id));
+			},
+			_ => {},
+		}
+	}
+	assert!(killed || run.done, "the child exited without finishing:\n{errors}");
+	run
+}
+
+/// The recording, indexed for the checks, with caches of expected monitors.
+struct Expectations<'a> {
+	by_monitor: BTreeMap<String, Vec<&'a RecordedCall>>,
+	/// Per channel: its monitor key, the completions LDK waits for in ascending order, and its
+	/// final update id.
+	channels: BTreeMap<ChannelId, (String, Vec<u64>, u64)>,
+	parts: Parts,
+	/// (monitor key, stored id, loaded id, max pending) → the monitors a load may produce.
+	candidates: HashMap<(String, u64, u64, u64), Vec<Monitor>>,
+	/// (monitor key, update id) → the live monitor right after LDK made that update.
+	live: HashMap<(String, u64), Monitor>,
+}
+
+impl<'a> Expectations<'a> {
+	fn new(calls: &'a [RecordedCall]) -> Self {
+		let by_monitor = calls_by_monitor(calls);
+		let mut channels = BTreeMap::new();
+		for (key, calls) in &by_monitor {
+			let mut completions: Vec<u64> = calls.iter().filter_map(|c| c.completion()).collect();
+			let sorted = {
+				let mut s = completions.clone();
+				s.sort_unstable();
+				s.dedup();
+				s
+			};
+			assert_eq!(completions, sorted, "{key}: completions out of order or repeated");
+			completions.shrink_to_fit();
+			let last = calls.last().unwrap().latest_update_id;
+			channels.insert(calls[0].channel_id, (key.clone(), completions, last));
+		}
+		Expectations {
+			by_monitor,
+			channels,
+			parts: Parts::new(),
+			candidates: HashMap::new(),
+			live: HashMap::new(),
+		}
+	}
+
+	/// Whether `monitor`, loaded for `key` from a full monitor stored at `stored` and the update
+	/// objects up to its own id, is what the recording leads to: a full monitor the persister
+	/// writes at `stored` (with `max_pending`) with the recorded updates after it applied. `None`
+	/// if the recording has no such full monitor.
+	fn follows_recording(
+		&mut self, key: &str, stored: u64, max_pending: u64, monitor: &Monitor,
+	) -> Option<bool> {
+		let loaded = monitor.get_latest_update_id();
+		let cache_key = (key.to_owned(), stored, loaded, max_pending);
+		if !self.candidates.contains_key(&cache_key) {
+			let calls = &self.by_monitor[key];
+			let updates: Vec<_> = (stored + 1..=loaded)
+				.map(|id| {
+					let mut found = calls.iter().filter_map(|c| match &c.kind {
+						CallKind::Update(Some(u)) if u.update_id == id => Some(u),
+						_ => None,
+					});
+					let update = found.next().unwrap_or_else(|| panic!("{key}: no update {id}"));
+					assert!(found.next().is_none(), "{key}: update {id} recorded twice");
+					update
+				})
+				.collect();
+			let parts = &self.parts;
+			let monitors = calls
+				.iter()
+				.filter(|c| c.latest_update_id == stored && c.writes_full_monitor(max_pending))
+				.map(|c| {
+					let monitor = decode(&c.monitor, &parts.keys);
+					updates.iter().for_each(|update| parts.apply(&monitor, update));
+					monitor
+				})
+				.collect();
+			self.candidates.insert(cache_key.clone(), monitors);
+		}
+		let candidates = &self.candidates[&cache_key];
+		if candidates.is_empty() {
+			return None;
+		}
+		let keys = &self.parts.keys;
+		Some(candidates.iter().any(|candidate| {
+			candidate == monitor
+				|| compare_monitors(monitor, candidate, keys) != MonitorMatch::Different
+		}))
+	}
+
+	/// How `monitor` compares with the live monitor right after the call that made its update.
+	fn compare_with_live(&mut self, key: &str, monitor: &Monitor) -> MonitorMatch {
+		let update_id = monitor.get_latest_update_id();
+		let cache_key = (key.to_owned(), update_id);
+		if !self.live.contains_key(&cache_key) {
+			let call = self.by_monitor[key]
+				.iter()
+				.find(|c| c.completion() == Some(update_id))
+				.unwrap_or_else(|| panic!("{key}: no call made update {update_id}"));
+			self.live.insert(cache_key.clone(), decode(&call.monitor, &self.parts.keys));
+		}
+		compare_monitors(monitor, &self.live[&cache_key], &self.parts.keys)
+	}
+}
+
+#[derive(Default, Debug)]
+struct Stats {
+	iterations: usize,
+	killed_before: usize,
+	killed_during: usize,
+	after_the_end: usize,
+	reported: usize,
+	monitors_loaded: usize,
+	loaded_id_sum: u64,
+	loaded_id_max: u64,
+	/// Channels whose monitor was at or past every reported update.
+	at_or_past_reported: usize,
+	/// (channel, iteration) cases where a reported update lay beyond an unreported one and was
+	/// not loaded (allowed; see the module docs).
+	reported_past_a_gap: usize,
+	orphaned_update_namespaces: usize,
+	objects_beyond_gap: usize,
+	equal_to_live: usize,
+	equal_to_live_but_events: usize,
+	differs_from_live: usize,
+	check_time: Duration,
+	child_time: Duration,
+}
+
+/// Checks the store a child left behind; `run` is what it reported.
+fn check_store(
+	expect: &mut Expectations<'_>, dir: &Path, run: &ChildRun, max_pending: u64, label: &str,
+	stats: &mut Stats,
+) {
+	let started = Instant::now();
+	// Completions: each expected, each once.
+	let mut reported: BTreeMap<ChannelId, BTreeSet<u64>> = BTreeMap::new();
+	for (channel, id) in &run.reported {
+		let (key, completions, _) = expect
+			.channels
+			.get(channel)
+			.unwrap_or_else(|| panic!("{label}: completion for unknown channel {channel}"));
+		assert!(completions.contains(id), "{label}: {key}: update {id} reported, never expected");
+		assert!(reported.entry(*channel).or_default().insert(*id), "{label}: {key} {id} twice");
+	}
+	stats.reported += run.reported.len();
+
+	let store = file_store(dir);
+	let inventory = futures::executor::block_on(Inventory::scan(&store))
+		.unwrap_or_else(|e| panic!("{label}: scanning the store: {e}"));
+	let mut stored = BTreeMap::new();
+	for entry in &inventory.monitors {
+		let id = entry.update_id.clone().unwrap_or_else(|e| panic!("{label}: {}: {e}", entry.key));
+		assert!(entry.sentinel, "{label}: {} lacks the sentinel", entry.key);
+		assert!(entry.malformed.is_empty(), "{label}: {}: {:?}", entry.key, entry.malformed);
+		stats.objects_beyond_gap += entry.beyond_gap.len();
+		stored.insert(entry.key.clone(), (id, entry.pending.clone()));
+	}
+	stats.orphaned_update_namespaces += inventory.orphaned_updates.len();
+
+	// Every stored monitor loads, in every mode, to the same monitors; LDK's reader agrees.
+	let parts = Parts::new();
+	let mut by_mode: Vec<Vec<Monitor>> = Vec::new();
+	for mode in MODES {
+		let persister = parts.ours(&store, config(max_pending, PersistMode::Sync, mode));
+		let loaded = persister
+			.read_all_channel_monitors_with_updates_blocking()
+			.unwrap_or_else(|e| panic!("{label}: {mode:?} load failed: {e}"));
+		assert_eq!(loaded.len(), stored.len(), "{label}: {mode:?}: monitors loaded");
+		by_mode.push(loaded.into_iter().map(|(_, m)| m).collect());
+	}
+	assert!(by_mode.windows(2).all(|w| w[0] == w[1]), "{label}: load modes disagree");
+	assert!(parts.ldk_load(&store, max_pending) == by_mode[0], "{label}: LDK's load differs");
+
+	let mut loaded_ids = BTreeMap::new();
+	for monitor in &by_mode[0] {
+		let key = monitor.persistence_key().to_string();
+		let (stored_id, pending) = &stored[&key];
+		let id = monitor.get_latest_update_id();
+		// Exactly the consecutive run after the stored monitor, nothing past a gap.
+		assert_eq!(id, stored_id + pending.len() as u64, "{label}: {key}: loaded past a gap");
+		match expect.follows_recording(&key, *stored_id, max_pending, monitor) {
+			Some(true) => {},
+			Some(false) => panic!(
+				"{label}: {key}: the monitor loaded at {id} (stored at {stored_id}) is none the \
+				 recording leads to"
+			),
+			None => panic!(
+				"{label}: {key}: stored at {stored_id}, where the recording wrote no full monitor \
+				 (max pending {max_pending})"
+			),
+		}
+		match expect.compare_with_live(&key, monitor) {
+			MonitorMatch::Equal => stats.equal_to_live += 1,
+			MonitorMatch::EqualExceptReleasedEvents => stats.equal_to_live_but_events += 1,
+			MonitorMatch::Different => stats.differs_from_live += 1,
+		}
+		stats.monitors_loaded += 1;
+		stats.loaded_id_sum += id;
+		stats.loaded_id_max = stats.loaded_id_max.max(id);
+		loaded_ids.insert(monitor.channel_id(), (key, id));
+	}
+
+	// Durability of what was reported, as LDK counts it.
+	for (channel, (key, completions, last)) in &expect.channels {
+		let got = reported.get(channel);
+		let loaded = loaded_ids.get(channel).map(|(_, id)| *id);
+		let prefix =
+			completions.iter().take_while(|id| got.is_some_and(|g| g.contains(id))).last().copied();
+		if let Some(prefix) = prefix {
+			let loaded = loaded.unwrap_or_else(|| {
+				panic!("{label}: {key}: completions up to {prefix} reported, no monitor stored")
+			});
+			assert!(
+				loaded >= prefix,
+				"{label}: {key}: every update up to {prefix} reported durable, loaded at {loaded}"
+			);
+		}
+		if let Some(highest) = got.and_then(|g| g.last()) {
+			if loaded.is_some_and(|l| l >= *highest) {
+				stats.at_or_past_reported += 1;
+			} else {
+				stats.reported_past_a_gap += 1;
+				println!(
+					"{label}: {key}: update {highest} reported durable after an unreported one \
+					 ({} of {} reported), loaded at {loaded:?}, stored {:?}",
+					got.map_or(0, |g| g.len()),
+					completions.len(),
+					stored.get(key)
+				);
+			}
+		}
+		if run.done {
+			assert_eq!(
+				loaded,
+				Some(*last),
+				"{label}: {key}: not at its final update after the end"
+			);
+		}
+	}
+	stats.check_time += started.elapsed();
+}
+
+fn run_crashes(default_iterations: usize) {
+	let iterations = env_u64("LDK_OS_CRASH_ITERATIONS").map_or(default_iterations, |n| n as usize);
+	let seed = env_u64(SEED_ENV).unwrap_or_else(|| fastrand::u64(..));
+	fastrand::seed(seed);
+	println!("crash test: {iterations} kills, seed {seed} ({SEED_ENV}={seed} repeats it)");
+
+	let started = Instant::now();
+	let recording = record_flow(CHANNELS, PAYMENTS);
+	let calls = &recording.calls;
+	let work = tempfile::tempdir().expect("temp dir");
+	let fixture = work.path().join("calls.bin");
+	write_fixture(&fixture, calls);
+	let bytes = std::fs::metadata(&fixture).unwrap().len();
+	let full = calls.iter().filter(|c| !matches!(c.kind, CallKind::Update(Some(_)))).count();
+	println!(
+		"recorded {} calls of node 0 over {} channels ({} with an update, {} new monitors or \
+		 chain-sync writes; {:.1} MB fixture) in {:.1?}",
+		calls.len(),
+		recording.channels.len(),
+		calls.len() - full,
+		full,
+		bytes as f64 / 1e6,
+		started.elapsed()
+	);
+	let timing = Instant::now();
+	let parts = Parts::new();
+	for call in calls {
+		decode(&call.monitor, &parts.keys);
+	}
+	println!("decoding every recorded monitor takes {:.0?}", timing.elapsed());
+	let mut expect = Expectations::new(calls);
+	assert_eq!(expect.channels.len(), CHANNELS, "a monitor per channel");
+	for (channel, (key, completions, last)) in &expect.channels {
+		let closed = if *channel == recording.force_closed { " (force-closed)" } else { "" };
+		println!("  {key}{closed}: {} completions, final update id {last}", completions.len());
+	}
+
+	// A run to the end, to learn how long a child takes.
+	let mut stats = Stats::default();
+	let dir: PathBuf = work.path().join("calibration");
+	let run = run_child(&fixture, &dir, MAX_PENDING[0], seed, None);
+	check_store(&mut expect, &dir, &run, MAX_PENDING[0], "calibration", &mut stats);
+	let span = run.elapsed;
+	println!(
+		"a child runs {:.0?} (ready after {:.0?}, done after {:.0?}); kills are spread over \
+		 0..{:.0?}",
+		span,
+		run.ready_at.unwrap_or_default(),
+		run.done_at.unwrap_or_default(),
+		span.mul_f64(1.2)
+	);
+	stats = Stats::default();
+
+	for i in 0..iterations {
+		let max_pending = MAX_PENDING[i % MAX_PENDING.len()];
+		let delay = match fastrand::u8(0..20) {
+			0 => Duration::ZERO,
+			_ => span.mul_f64(fastrand::f64() * 1.2),
+		};
+		let dir = work.path().join(format!("store-{i}"));
+		let child_started = Instant::now();
+		let run = run_child(&fixture, &dir, max_pending, seed ^ i as u64, Some(delay));
+		stats.child_time += child_started.elapsed();
+		match (run.ready, run.done || !run.killed) {
+			(_, true) => stats.after_the_end += 1,
+			(false, false) => stats.killed_before += 1,
+			(true, false) => stats.killed_during += 1,
+		}
+		let label = format!("kill {i} after {delay:.1?} (max pending {max_pending})");
+		check_store(&mut expect, &dir, &run, max_pending, &label, &mut stats);
+		stats.iterations += 1;
+		let _ = std::fs::remove_dir_all(&dir);
+	}
+
+	let loaded = stats.monitors_loaded.max(1) as u64;
+	println!(
+		"crash test: {} kills in {:.1?} ({:.1?} in children, {:.1?} checking): {} before the \
+		 child wrote, {} while it wrote, {} after it finished",
+		stats.iterations,
+		started.elapsed(),
+		stats.child_time,
+		stats.check_time,
+		stats.killed_before,
+		stats.killed_during,
+		stats.after_the_end
+	);
+	println!(
+		"  {} updates reported durable; {} monitors loaded, update ids avg {:.1}, max {}; \
+		 {} orphaned update namespaces (update written, new monitor not yet), {} update objects \
+		 left beyond a gap",
+		stats.reported,
+		stats.monitors_loaded,
+		stats.loaded_id_sum as f64 / loaded as f64,
+		stats.loaded_id_max,
+		stats.orphaned_update_namespaces,
+		stats.objects_beyond_gap
+	);
+	println!(
+		"  channels at or past their highest reported update: {}; with a reported update past an \
+		 unreported one, not loaded: {}",
+		stats.at_or_past_reported, stats.reported_past_a_gap
+	);
+	println!(
+		"  loaded monitors equal to LDK's live monitor at that id: {} (+{} but for released \
+		 events); {} differ from it",
+		stats.equal_to_live, stats.equal_to_live_but_events, stats.differs_from_live
+	);
+	assert!(iterations < 20 || stats.killed_during > iterations / 4, "too few kills mid-run");
+}
+
+#[test]
+fn kills_at_random_moments() {
+	run_crashes(200);
+}
+
+#[test]
+#[ignore = "long: 2000 kills; `cargo test --test crash -- --ignored`"]
+fn kills_at_random_moments_long() {
+	run_crashes(2000);
+}
