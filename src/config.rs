@@ -22,6 +22,7 @@ use object_store::path::Path;
 use object_store::ObjectStore;
 use url::Url;
 
+use crate::encryption::{EncryptNames, EncryptedStore, EncryptionKey};
 use crate::error::ConfigError;
 use crate::retry::RetryPolicy;
 use crate::store::{ObjectKvStore, StoreParams};
@@ -43,6 +44,10 @@ pub const ENV_MAX_ATTEMPTS: &str = "LDK_OBJECT_STORE_MAX_ATTEMPTS";
 pub const ENV_WORKER_THREADS: &str = "LDK_OBJECT_STORE_WORKER_THREADS";
 /// Optional: `true` makes writes conditional ([`StoreBuilder::with_fencing`]).
 pub const ENV_FENCING: &str = "LDK_OBJECT_STORE_FENCING";
+/// Optional: a 64-hex-digit key that turns encryption on ([`StoreBuilder::with_encryption`]).
+pub const ENV_ENCRYPTION_KEY: &str = "LDK_OBJECT_STORE_ENCRYPTION_KEY";
+/// Optional, with [`ENV_ENCRYPTION_KEY`]: `true` encrypts key names as well.
+pub const ENV_ENCRYPT_NAMES: &str = "LDK_OBJECT_STORE_ENCRYPT_NAMES";
 
 enum Source {
 	Url(String),
@@ -65,6 +70,7 @@ pub struct StoreBuilder {
 	retry: RetryPolicy,
 	worker_threads: usize,
 	fencing: bool,
+	encryption: Option<(EncryptionKey, EncryptNames)>,
 }
 
 impl fmt::Debug for StoreBuilder {
@@ -83,6 +89,8 @@ impl fmt::Debug for StoreBuilder {
 			.field("retry", &self.retry)
 			.field("worker_threads", &self.worker_threads)
 			.field("fencing", &self.fencing)
+			// The key's own Debug is redacted.
+			.field("encryption", &self.encryption)
 			.finish()
 	}
 }
@@ -97,6 +105,7 @@ impl StoreBuilder {
 			retry: RetryPolicy::default(),
 			worker_threads: DEFAULT_WORKER_THREADS,
 			fencing: false,
+			encryption: None,
 		}
 	}
 
@@ -113,8 +122,8 @@ impl StoreBuilder {
 	}
 
 	/// A store configured by environment variables: [`ENV_URL`] (required), and optionally
-	/// [`ENV_PREFIX`], [`ENV_MAX_IN_FLIGHT`], [`ENV_MAX_ATTEMPTS`], [`ENV_WORKER_THREADS`] and
-	/// [`ENV_FENCING`].
+	/// [`ENV_PREFIX`], [`ENV_MAX_IN_FLIGHT`], [`ENV_MAX_ATTEMPTS`], [`ENV_WORKER_THREADS`],
+	/// [`ENV_FENCING`], [`ENV_ENCRYPTION_KEY`] and [`ENV_ENCRYPT_NAMES`].
 	pub fn from_env() -> Result<Self, ConfigError> {
 		let url = std::env::var(ENV_URL)
 			.map_err(|_| ConfigError::InvalidEnv { var: ENV_URL, reason: "not set".into() })?;
@@ -142,7 +151,7 @@ impl StoreBuilder {
 			};
 			builder = builder.with_fencing(on);
 		}
-		Ok(builder)
+		builder.with_encryption_from_env()
 	}
 
 	/// A root prefix below the URL's path, for example one per node sharing a bucket.
@@ -185,6 +194,33 @@ impl StoreBuilder {
 		self
 	}
 
+	/// Encrypts every object with `key` before it leaves the process, and with
+	/// [`EncryptNames::Yes`] the key names below the root prefix too (see [`crate::encryption`]).
+	/// Keep the key safe and apart from the bucket: without it the node's state is unreadable.
+	pub fn with_encryption(mut self, key: EncryptionKey, names: EncryptNames) -> Self {
+		self.encryption = Some((key, names));
+		self
+	}
+
+	/// Turns encryption on if [`ENV_ENCRYPTION_KEY`] is set ([`ENV_ENCRYPT_NAMES`] for names).
+	/// The key is never echoed in an error.
+	pub fn with_encryption_from_env(self) -> Result<Self, ConfigError> {
+		let Ok(hex) = std::env::var(ENV_ENCRYPTION_KEY) else { return Ok(self) };
+		let key = EncryptionKey::from_hex(hex.trim()).map_err(|e| ConfigError::InvalidEnv {
+			var: ENV_ENCRYPTION_KEY,
+			reason: e.to_string(),
+		})?;
+		let names = match std::env::var(ENV_ENCRYPT_NAMES).as_deref().map(str::trim) {
+			Ok("true") | Ok("1") => EncryptNames::Yes,
+			Ok("false") | Ok("0") | Ok("") | Err(_) => EncryptNames::No,
+			Ok(other) => {
+				let reason = format!("{other:?} is not true or false");
+				return Err(ConfigError::InvalidEnv { var: ENV_ENCRYPT_NAMES, reason });
+			},
+		};
+		Ok(self.with_encryption(key, names))
+	}
+
 	/// Builds the store. Nothing is sent to the backend yet.
 	pub fn build(self) -> Result<ObjectKvStore, ConfigError> {
 		let (backend, url_root) = match &self.source {
@@ -200,6 +236,13 @@ impl StoreBuilder {
 			},
 		};
 		let root = join_prefix(&url_root, self.prefix.as_deref().unwrap_or(""))?;
+		let backend: Arc<dyn ObjectStore> = match self.encryption {
+			// The root prefix stays readable, so a node's tree can be found (and moved) by it.
+			Some((key, names)) => {
+				Arc::new(EncryptedStore::new(backend, key, names).with_root(root.clone()))
+			},
+			None => backend,
+		};
 		let params = StoreParams {
 			root,
 			max_in_flight: self.max_in_flight,

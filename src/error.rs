@@ -62,6 +62,9 @@ pub enum FailureKind {
 	ConnectFailed,
 	/// The backend cannot do what was asked.
 	Unsupported,
+	/// The object's encryption does not check out: it was altered, truncated, moved from another
+	/// key, or written with another key (see [`crate::encryption`]). A retry reads the same bytes.
+	Corrupt,
 	/// The server refused the request with a 4xx status that says nothing about the object (a
 	/// missing bucket, a malformed request), or the local file system did (a path that runs
 	/// through a file, a full disk); repeating it will not help.
@@ -108,6 +111,7 @@ impl FailureKind {
 			},
 			FailureKind::AlreadyExists => io::ErrorKind::AlreadyExists,
 			FailureKind::TimedOut => io::ErrorKind::TimedOut,
+			FailureKind::Corrupt => io::ErrorKind::InvalidData,
 			FailureKind::ConnectFailed => io::ErrorKind::NotConnected,
 			FailureKind::Precondition
 			| FailureKind::Fenced
@@ -131,6 +135,7 @@ impl fmt::Display for FailureKind {
 			FailureKind::ConnectFailed => "connection failed",
 			FailureKind::Unsupported => "not supported by the backend",
 			FailureKind::Rejected => "rejected",
+			FailureKind::Corrupt => "fails to decrypt",
 			FailureKind::Backend => "backend error",
 		})
 	}
@@ -165,6 +170,9 @@ fn missing_container(err: &object_store::Error) -> bool {
 fn transport_kind(err: &object_store::Error) -> Option<FailureKind> {
 	let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
 	while let Some(e) = current {
+		if e.downcast_ref::<crate::encryption::DecryptError>().is_some() {
+			return Some(FailureKind::Corrupt);
+		}
 		if let Some(kind) = http_status(e).map(kind_of_status) {
 			return Some(kind);
 		}

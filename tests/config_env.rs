@@ -22,4 +22,39 @@ fn store_from_environment_variables() {
 	let store = StoreBuilder::from_env().unwrap().build().unwrap();
 	KVStoreSync::write(&store, "", "", "manager", vec![1, 2]).unwrap();
 	assert_eq!(std::fs::read(dir.path().join("node-7/manager")).unwrap(), vec![1, 2]);
+
+	// Encryption from the environment: a bad key is refused without being echoed; a good one
+	// leaves only ciphertext (and encrypted names) on disk.
+	std::env::set_var("LDK_OBJECT_STORE_ENCRYPTION_KEY", "zz-not-a-key-hunter2");
+	let err = StoreBuilder::from_env().unwrap_err().to_string();
+	assert!(err.contains("LDK_OBJECT_STORE_ENCRYPTION_KEY") && !err.contains("hunter2"), "{err}");
+	let key = "11".repeat(32);
+	std::env::set_var("LDK_OBJECT_STORE_ENCRYPTION_KEY", &key);
+	std::env::set_var("LDK_OBJECT_STORE_ENCRYPT_NAMES", "true");
+	std::env::set_var("LDK_OBJECT_STORE_PREFIX", "node-8");
+	let builder = StoreBuilder::from_env().unwrap();
+	assert!(!format!("{builder:?}").contains(&key), "the key leaked into Debug");
+	let store = builder.build().unwrap();
+	KVStoreSync::write(&store, "monitors", "", "secret_name", b"PLAINTEXT-MARKER".to_vec())
+		.unwrap();
+	assert_eq!(
+		KVStoreSync::read(&store, "monitors", "", "secret_name").unwrap(),
+		b"PLAINTEXT-MARKER"
+	);
+	let mut found = Vec::new();
+	let mut dirs = vec![dir.path().join("node-8")];
+	while let Some(d) = dirs.pop() {
+		for entry in std::fs::read_dir(d).unwrap() {
+			let path = entry.unwrap().path();
+			if path.is_dir() {
+				dirs.push(path);
+			} else {
+				found.push((path.display().to_string(), std::fs::read(&path).unwrap()));
+			}
+		}
+	}
+	assert_eq!(found.len(), 1);
+	let (name, bytes) = &found[0];
+	assert!(!name.contains("monitors") && !name.contains("secret_name"), "{name}");
+	assert!(!bytes.windows(16).any(|w| w == b"PLAINTEXT-MARKER"));
 }

@@ -21,7 +21,8 @@ use output::Output;
 ///
 /// Store URLs: s3://bucket/prefix, gs://bucket/prefix, az://container/prefix, file:///abs/dir,
 /// memory://. Credentials come from the standard AWS_*, GOOGLE_* and AZURE_* variables
-/// (AWS_ENDPOINT for MinIO, LocalStack, SeaweedFS).
+/// (AWS_ENDPOINT for MinIO, LocalStack, SeaweedFS). An encrypted store needs its key in
+/// LDK_OBJECT_STORE_ENCRYPTION_KEY (and LDK_OBJECT_STORE_ENCRYPT_NAMES=true if names are).
 #[derive(Debug, Parser)]
 #[command(name = "ldk-object-store", version)]
 struct Cli {
@@ -73,7 +74,10 @@ fn open(url: &str, options: &[(String, String)]) -> Result<ObjectKvStore, String
 	for (key, value) in options {
 		builder = builder.with_option(key.clone(), value.clone());
 	}
-	builder.build().map_err(|e| format!("cannot open {}: {e}", output::redact(url)))
+	let cannot_open =
+		|e: ldk_object_store::ConfigError| format!("cannot open {}: {e}", output::redact(url));
+	// An encrypted node's store needs its key: LDK_OBJECT_STORE_ENCRYPTION_KEY (hex).
+	builder.with_encryption_from_env().map_err(cannot_open)?.build().map_err(cannot_open)
 }
 
 fn main() -> ExitCode {
