@@ -298,87 +298,60 @@ fn op_span(
 impl Core {
 	async fn read(self: Arc<Self>, mut op: KeyedOp) -> Result<Vec<u8>, Error> {
 		op.turn.wait().await;
-		let started = Instant::now();
-		let (result, attempts) = self
-			.retry
-			.run(|| {
-				self.bounded(async {
-					let got = self.backend.get(&op.path).await?;
-					if let Some(fencing) = &self.fencing {
-						fencing.observe(&got.meta);
-					}
-					got.bytes().await
-				})
+		let data = self
+			.attempt(&op.span, op.operation, &op.key.to_string(), || async {
+				let got = self.backend.get(&op.path).await?;
+				if let Some(fencing) = &self.fencing {
+					fencing.observe(&got.meta);
+				}
+				let data = got.bytes().await?;
+				op.span.record("bytes", data.len());
+				Ok(data)
 			})
-			.await;
-		if let Ok(data) = &result {
-			op.span.record("bytes", data.len());
-		}
-		let data = finish(&op.span, op.operation, &op.key.to_string(), started, attempts, result)?;
+			.await?;
 		Ok(data.to_vec())
 	}
 
 	async fn write(self: Arc<Self>, mut op: KeyedOp, bytes: Bytes) -> Result<(), Error> {
 		op.turn.wait().await;
-		let started = Instant::now();
 		// Update objects are written once and never replaced.
 		let create_only = op.key.primary_namespace == MONITOR_UPDATES;
-		let (result, attempts) = self
-			.retry
-			.run(|| {
-				self.bounded(async {
-					match &self.fencing {
-						Some(fencing) => {
-							fencing.put(self.backend.as_ref(), &op.path, &bytes, create_only).await
-						},
-						None => self
-							.backend
-							.put(&op.path, PutPayload::from(bytes.clone()))
-							.await
-							.map(drop),
-					}
-				})
-			})
-			.await;
-		finish(&op.span, op.operation, &op.key.to_string(), started, attempts, result)
+		self.attempt(&op.span, op.operation, &op.key.to_string(), || async {
+			match &self.fencing {
+				Some(fencing) => {
+					fencing.put(self.backend.as_ref(), &op.path, &bytes, create_only).await
+				},
+				None => self.backend.put(&op.path, PutPayload::from(bytes.clone())).await.map(drop),
+			}
+		})
+		.await
 	}
 
 	async fn remove(self: Arc<Self>, mut op: KeyedOp) -> Result<(), Error> {
 		op.turn.wait().await;
-		let started = Instant::now();
-		let (result, attempts) = self
-			.retry
-			.run(|| {
-				self.bounded(async {
-					match self.backend.delete(&op.path).await {
-						// Local files, Azure and GCS report a missing object; the remove still
-						// achieved what it promises: nothing is stored under the key. (A missing
-						// bucket is not that.)
-						Err(e) if FailureKind::of(&e) == FailureKind::NotFound => Ok(()),
-						other => other,
-					}
-				})
+		let result = self
+			.attempt(&op.span, op.operation, &op.key.to_string(), || async {
+				match self.backend.delete(&op.path).await {
+					// Local files, Azure and GCS report a missing object; the remove still
+					// achieved what it promises: nothing is stored under the key. (A missing
+					// bucket is not that.)
+					Err(e) if FailureKind::of(&e) == FailureKind::NotFound => Ok(()),
+					other => other,
+				}
 			})
 			.await;
 		if let Some(fencing) = &self.fencing {
 			fencing.forget(&op.path);
 		}
-		finish(&op.span, op.operation, &op.key.to_string(), started, attempts, result)
+		result
 	}
 
 	async fn list(
 		self: Arc<Self>, primary: String, secondary: String, span: Span,
 	) -> Result<Vec<String>, Error> {
 		let prefix = self.keys.namespace_path(&primary, &secondary);
-		let started = Instant::now();
-		let (result, attempts) = self
-			.retry
-			.run(|| {
-				self.bounded(self.backend.list_with_delimiter(non_root(&prefix).then_some(&prefix)))
-			})
-			.await;
 		let target = namespace_target(&primary, &secondary);
-		let listing = finish(&span, Operation::List, &target, started, attempts, result)?;
+		let listing = self.list_delimited(&prefix, &target, &span).await?;
 		listing
 			.objects
 			.iter()
@@ -406,14 +379,7 @@ impl Core {
 		self: Arc<Self>, primary: String, target: String, span: Span,
 	) -> Result<Vec<String>, Error> {
 		let prefix = self.keys.namespace_path(&primary, "");
-		let started = Instant::now();
-		let (result, attempts) = self
-			.retry
-			.run(|| {
-				self.bounded(self.backend.list_with_delimiter(non_root(&prefix).then_some(&prefix)))
-			})
-			.await;
-		let listing = finish(&span, Operation::List, &target, started, attempts, result)?;
+		let listing = self.list_delimited(&prefix, &target, &span).await?;
 		listing
 			.common_prefixes
 			.iter()
@@ -430,16 +396,11 @@ impl Core {
 
 	async fn list_all(self: Arc<Self>, span: Span) -> Result<Vec<KvKey>, Error> {
 		let root = self.keys.root().clone();
-		let started = Instant::now();
-		let (result, attempts) = self
-			.retry
-			.run(|| {
-				self.bounded(
-					self.backend.list(non_root(&root).then_some(&root)).try_collect::<Vec<_>>(),
-				)
+		let objects = self
+			.attempt(&span, Operation::ListAll, ALL_KEYS, || {
+				self.backend.list(non_root(&root).then_some(&root)).try_collect::<Vec<_>>()
 			})
-			.await;
-		let objects = finish(&span, Operation::ListAll, ALL_KEYS, started, attempts, result)?;
+			.await?;
 		without_directory_markers(&objects).map(|meta| self.keys.kv_key(&meta.location)).collect()
 	}
 
@@ -450,22 +411,18 @@ impl Core {
 			turn.wait().await;
 		}
 		let paths: Vec<Path> = queued.iter().map(|(path, _)| path.clone()).collect();
-		let started = Instant::now();
-		let (result, attempts) = self
-			.retry
-			.run(|| {
+		let result = self
+			.attempt(&span, Operation::Remove, &target, || async {
 				let locations = futures::stream::iter(paths.clone().into_iter().map(Ok)).boxed();
-				self.bounded(async {
-					let mut deleted = self.backend.delete_stream(locations);
-					while let Some(outcome) = deleted.next().await {
-						match outcome {
-							Ok(_) => {},
-							Err(e) if FailureKind::of(&e) == FailureKind::NotFound => {},
-							Err(err) => return Err(err),
-						}
+				let mut deleted = self.backend.delete_stream(locations);
+				while let Some(outcome) = deleted.next().await {
+					match outcome {
+						Ok(_) => {},
+						Err(e) if FailureKind::of(&e) == FailureKind::NotFound => {},
+						Err(err) => return Err(err),
 					}
-					Ok(())
-				})
+				}
+				Ok(())
 			})
 			.await;
 		if let Some(fencing) = &self.fencing {
@@ -473,7 +430,31 @@ impl Core {
 		}
 		// The turns are held until here, so later operations on these keys wait for the batch.
 		drop(queued);
-		finish(&span, Operation::Remove, &target, started, attempts, result)
+		result
+	}
+
+	/// One listing with a delimiter: the objects and the prefixes directly below `prefix`.
+	async fn list_delimited(
+		&self, prefix: &Path, target: &str, span: &Span,
+	) -> Result<object_store::ListResult, Error> {
+		self.attempt(span, Operation::List, target, || {
+			self.backend.list_with_delimiter(non_root(prefix).then_some(prefix))
+		})
+		.await
+	}
+
+	/// Runs `request` under the bound on requests in flight, with retries, and records the
+	/// outcome on `span`.
+	async fn attempt<T, F, Fut>(
+		&self, span: &Span, operation: Operation, target: &str, mut request: F,
+	) -> Result<T, Error>
+	where
+		F: FnMut() -> Fut,
+		Fut: Future<Output = Result<T, object_store::Error>>,
+	{
+		let started = Instant::now();
+		let (result, attempts) = self.retry.run(|| self.bounded(request())).await;
+		finish(span, operation, target, started, attempts, result)
 	}
 
 	/// Runs one request under the global bound on requests in flight.
