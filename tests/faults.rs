@@ -200,7 +200,10 @@ enum State {
 
 /// What a key may hold after a sequence of calls: the effect of the last successful one, or of
 /// any failed call after it (a failed write may still have landed).
-fn allowed(history: &[(Option<Vec<u8>>, bool)]) -> BTreeSet<State> {
+/// One write (`Some`) or remove (`None`) and whether it succeeded.
+type Attempted = (Option<Vec<u8>>, bool);
+
+fn allowed(history: &[Attempted]) -> BTreeSet<State> {
 	let last_ok = history.iter().rposition(|(_, ok)| *ok);
 	let effect = |op: &Option<Vec<u8>>| match op {
 		Some(v) => State::Value(v.clone()),
@@ -261,7 +264,7 @@ async fn run_with_faults(backend: &Backend, ops: usize, rate: f64, kinds: &[Faul
 	}
 	let outcomes = join_all(futures).await;
 
-	let mut history: BTreeMap<String, Vec<(Option<Vec<u8>>, bool)>> = BTreeMap::new();
+	let mut history: BTreeMap<String, Vec<Attempted>> = BTreeMap::new();
 	let (mut failures, mut losses, mut wrong_not_found) = (0, 0, 0);
 	for (call, outcome) in calls.iter().zip(&outcomes) {
 		// A read of an absent key is an answer, not a failure.
