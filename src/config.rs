@@ -221,7 +221,8 @@ impl StoreBuilder {
 		Ok(self.with_encryption(key, names))
 	}
 
-	/// Builds the store. Nothing is sent to the backend yet.
+	/// Builds the store. Nothing is sent to the backend yet, except with encryption: then the key
+	/// is checked against the objects already stored (a wrong key fails here, not later).
 	pub fn build(self) -> Result<ObjectKvStore, ConfigError> {
 		let (backend, url_root) = match &self.source {
 			Source::Url(url) => backend_from_url(url, &self.options)?,
@@ -236,11 +237,12 @@ impl StoreBuilder {
 			},
 		};
 		let root = join_prefix(&url_root, self.prefix.as_deref().unwrap_or(""))?;
-		let backend: Arc<dyn ObjectStore> = match self.encryption {
-			// The root prefix stays readable, so a node's tree can be found (and moved) by it.
-			Some((key, names)) => {
-				Arc::new(EncryptedStore::new(backend, key, names).with_root(root.clone()))
-			},
+		// The root prefix stays readable, so a node's tree can be found (and moved) by it.
+		let encrypted = self.encryption.map(|(key, names)| {
+			Arc::new(EncryptedStore::new(backend.clone(), key, names).with_root(root.clone()))
+		});
+		let backend: Arc<dyn ObjectStore> = match &encrypted {
+			Some(encrypted) => Arc::clone(encrypted) as Arc<dyn ObjectStore>,
 			None => backend,
 		};
 		let params = StoreParams {
@@ -250,10 +252,26 @@ impl StoreBuilder {
 			worker_threads: self.worker_threads,
 			fencing: self.fencing,
 		};
-		ObjectKvStore::with_params(backend, params).map_err(|source| ConfigError::Io {
-			what: "starting the store's runtime".into(),
-			source,
-		})
+		let store = ObjectKvStore::with_params(backend, params).map_err(|source| {
+			ConfigError::Io { what: "starting the store's runtime".into(), source }
+		})?;
+		if let Some(encrypted) = encrypted {
+			// With encrypted names a wrong key reads as an empty store, which LDK would take for
+			// a new node: check the key against what is stored before anyone reads.
+			let check = store.spawn(async move { encrypted.check_key().await });
+			match crate::runtime::block_on(check) {
+				Some(Ok(_)) => {},
+				Some(Err(err)) => return Err(ConfigError::Encryption(err)),
+				None => {
+					let source = std::io::Error::other("the store's runtime stopped");
+					return Err(ConfigError::Io {
+						what: "checking the encryption key".into(),
+						source,
+					});
+				},
+			}
+		}
+		Ok(store)
 	}
 }
 

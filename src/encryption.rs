@@ -45,8 +45,9 @@
 //! - **Sizes.** A ciphertext is its plaintext plus [`CIPHERTEXT_OVERHEAD`] bytes, and an encrypted
 //!   name is about 1.6 times its plaintext plus 26 characters: sizes are visible to within that.
 //! - **The shape of the data**: the number of objects, their depth, which share a namespace, when
-//!   they are written, read and deleted, and the timing of requests. With names encrypted, equal
-//!   names below the same parent still encrypt equally (that is what keeps listing working).
+//!   they are written, read and deleted, and the timing of requests. With names encrypted, a
+//!   path always encrypts to the same name (that is what keeps listing working), so rewrites of
+//!   one key are recognizable as such.
 //! - **Deletion and rollback.** Whoever can write to the bucket can delete an object, or put back
 //!   an older ciphertext of the *same* path (an earlier version of a monitor): it decrypts and
 //!   authenticates. For a Lightning node a rolled-back `ChannelMonitor` is dangerous, so guard
@@ -93,9 +94,10 @@ use futures::stream::{self, BoxStream, StreamExt};
 use hmac::{Hmac, Mac};
 use object_store::path::{Path, PathPart};
 use object_store::{
-	CopyMode, CopyOptions, GetOptions, GetRange, GetResult, GetResultPayload, ListResult,
-	MultipartUpload, ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutMultipartOptions,
-	PutOptions, PutPayload, PutResult, RenameOptions, RenameTargetMode, Result, UploadPart,
+	Attributes, CopyMode, CopyOptions, Extensions, GetOptions, GetRange, GetResult,
+	GetResultPayload, ListResult, MultipartUpload, ObjectMeta, ObjectStore, ObjectStoreExt,
+	PutMode, PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions,
+	RenameTargetMode, Result, UploadPart,
 };
 use sha2::Sha256;
 use zeroize::Zeroizing;
@@ -299,6 +301,7 @@ fn generic(source: impl std::error::Error + Send + Sync + 'static) -> object_sto
 }
 
 /// The subkeys, each zeroed on drop.
+#[derive(Clone)]
 struct Keys {
 	contents: Zeroizing<[u8; 32]>,
 	/// The name MAC key, zero-padded to SHA-256's block size (which HMAC does anyway), so that
@@ -607,24 +610,10 @@ impl EncryptedStore {
 	/// moved to another prefix (by a raw copy) and still decrypt there. Every path and listing
 	/// prefix given to the store must then be `root` or below it; others fail.
 	pub fn with_root(self, root: Path) -> Self {
-		let Shared { keys, names, .. } = match Arc::try_unwrap(self.shared) {
-			Ok(shared) => shared,
-			// Only reachable with clones of the store alive: share the same keys.
-			Err(shared) => {
-				let names = shared.names;
-				return EncryptedStore {
-					inner: self.inner,
-					shared: Arc::new(Shared {
-						keys: Keys {
-							contents: shared.keys.contents.clone(),
-							name_mac: shared.keys.name_mac.clone(),
-							name_stream: shared.keys.name_stream.clone(),
-						},
-						names,
-						root,
-					}),
-				};
-			},
+		let (keys, names) = match Arc::try_unwrap(self.shared) {
+			Ok(shared) => (shared.keys, shared.names),
+			// With clones of the store alive: the same keys, copied.
+			Err(shared) => (shared.keys.clone(), shared.names),
 		};
 		EncryptedStore { inner: self.inner, shared: Arc::new(Shared { keys, names, root }) }
 	}
@@ -672,11 +661,8 @@ impl EncryptedStore {
 		}
 	}
 
-	/// Fetches and decrypts a whole object; returns its logical metadata (plaintext size), the
-	/// plaintext and the inner store's attributes and extensions.
-	async fn get_plaintext(
-		&self, location: &Path, mut options: GetOptions,
-	) -> Result<(ObjectMeta, Bytes, GetResult)> {
+	/// Fetches, authenticates and decrypts a whole object.
+	async fn get_plaintext(&self, location: &Path, mut options: GetOptions) -> Result<Plaintext> {
 		let raw = self.shared.raw_path(location)?;
 		options.range = None;
 		options.head = false;
@@ -685,20 +671,23 @@ impl EncryptedStore {
 			.get_opts(&raw, options)
 			.await
 			.map_err(|e| self.shared.relabel(e, Some(location)))?;
+		let attributes = std::mem::take(&mut result.attributes);
+		let extensions = std::mem::take(&mut result.extensions);
 		let meta = result.meta.clone();
-		// Keep what describes the object; the payload is read below.
-		let rest = GetResult {
-			payload: GetResultPayload::Stream(stream::empty().boxed()),
-			meta: meta.clone(),
-			range: 0..0,
-			attributes: std::mem::take(&mut result.attributes),
-			extensions: std::mem::take(&mut result.extensions),
-		};
 		let sealed = result.bytes().await.map_err(|e| self.shared.relabel(e, Some(location)))?;
-		let plaintext = Bytes::from(self.shared.open(location, &sealed)?);
-		let meta = ObjectMeta { location: location.clone(), size: plaintext.len() as u64, ..meta };
-		Ok((meta, plaintext, rest))
+		let bytes = Bytes::from(self.shared.open(location, &sealed)?);
+		let meta = ObjectMeta { location: location.clone(), size: bytes.len() as u64, ..meta };
+		Ok(Plaintext { meta, bytes, attributes, extensions })
 	}
+}
+
+/// A decrypted object, with what the inner store said about it.
+struct Plaintext {
+	/// The logical path and plaintext size; the ciphertext's e-tag, version and time.
+	meta: ObjectMeta,
+	bytes: Bytes,
+	attributes: Attributes,
+	extensions: Extensions,
 }
 
 impl fmt::Debug for EncryptedStore {
@@ -770,28 +759,29 @@ impl ObjectStore for EncryptedStore {
 			});
 		}
 		let requested = options.range.clone();
-		let (meta, plaintext, rest) = self.get_plaintext(location, options).await?;
+		let Plaintext { meta, bytes, attributes, extensions } =
+			self.get_plaintext(location, options).await?;
 		let range = match requested {
 			Some(range) => range.as_range(meta.size).map_err(generic)?,
 			None => 0..meta.size,
 		};
-		let body = slice(&plaintext, &range);
+		let body = slice(&bytes, &range);
 		Ok(GetResult {
 			payload: GetResultPayload::Stream(stream::once(async move { Ok(body) }).boxed()),
 			meta,
 			range,
-			attributes: rest.attributes,
-			extensions: rest.extensions,
+			attributes,
+			extensions,
 		})
 	}
 
 	async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
-		let (meta, plaintext, _) = self.get_plaintext(location, GetOptions::default()).await?;
+		let object = self.get_plaintext(location, GetOptions::default()).await?;
 		ranges
 			.iter()
 			.map(|range| {
-				let range = GetRange::Bounded(range.clone()).as_range(meta.size);
-				Ok(slice(&plaintext, &range.map_err(generic)?))
+				let range = GetRange::Bounded(range.clone()).as_range(object.meta.size);
+				Ok(slice(&object.bytes, &range.map_err(generic)?))
 			})
 			.collect()
 	}
@@ -875,14 +865,14 @@ impl ObjectStore for EncryptedStore {
 	async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
 		// The contents are bound to their path: re-encrypt for the new one.
 		let CopyOptions { mode, extensions } = options;
-		let (_, plaintext, rest) = self.get_plaintext(from, GetOptions::default()).await?;
+		let object = self.get_plaintext(from, GetOptions::default()).await?;
 		let mode = match mode {
 			CopyMode::Overwrite => PutMode::Overwrite,
 			CopyMode::Create => PutMode::Create,
 		};
 		let opts =
-			PutOptions { mode, attributes: rest.attributes, extensions, ..Default::default() };
-		self.put_opts(to, PutPayload::from(plaintext), opts).await?;
+			PutOptions { mode, attributes: object.attributes, extensions, ..Default::default() };
+		self.put_opts(to, PutPayload::from(object.bytes), opts).await?;
 		Ok(())
 	}
 

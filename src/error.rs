@@ -322,6 +322,9 @@ pub enum ConfigError {
 		/// Why its value was refused.
 		reason: String,
 	},
+	/// The stored objects do not decrypt with the configured key (or the check could not run).
+	#[error("the encryption key does not match the stored objects: {0}")]
+	Encryption(#[source] object_store::Error),
 	/// The backend's own builder refused the configuration.
 	#[error("the backend refused the configuration: {0}")]
 	Backend(#[source] object_store::Error),

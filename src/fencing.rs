@@ -5,7 +5,7 @@
 //! version (ETag) of every object it has read or written, and writes only if the object is still
 //! at that version (`If-Match`), or still absent when it has never seen it (`If-None-Match: *`).
 //! Monitor update objects are only ever created, never replaced. A write that finds the object
-//! changed fails with [`FailureKind::Fenced`](crate::FailureKind::Fenced), before anything is
+//! changed fails with [`FailureKind::Fenced`], before anything is
 //! overwritten; to LDK that is a failed write, which stops the node.
 //!
 //! The one exception is our own write landing twice: a request that timed out on our side can

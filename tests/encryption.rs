@@ -2,8 +2,9 @@
 //! ciphertext (and, with name encryption, no plaintext name) in the bucket, detection of tampered,
 //! truncated, swapped and foreign objects, the `ObjectStore` operations the crate and its tools
 //! use, and the conformance suite, with and without name encryption. In memory, in a local
-//! directory (conformance), and on LocalStack when `LDK_OS_TEST_LOCALSTACK_URL` and
-//! `LDK_OS_TEST_LOCALSTACK_ENDPOINT` are set.
+//! directory (conformance), and on LocalStack and SeaweedFS when their variables are set
+//! (`LDK_OS_TEST_LOCALSTACK_URL` and `_ENDPOINT`, `LDK_OS_TEST_SEAWEEDFS_URL` and `_ENDPOINT`;
+//! `./localstack/servers.sh env` prints them).
 
 mod common;
 
@@ -159,6 +160,12 @@ fn localstack(test: &str) -> Option<Backend> {
 	backends::s3("LOCALSTACK", test)
 }
 
+/// SeaweedFS checks request signatures and keeps directory markers, which encrypted names must
+/// survive.
+fn seaweedfs(test: &str) -> Option<Backend> {
+	backends::s3("SEAWEEDFS", test)
+}
+
 fn set(keys: &[&str]) -> BTreeSet<String> {
 	keys.iter().map(|k| k.to_string()).collect()
 }
@@ -261,6 +268,13 @@ async fn round_trip_and_ciphertext_only_memory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_trip_and_ciphertext_only_localstack() {
 	for setup in setups(|| localstack("enc-round-trip")) {
+		round_trip_and_ciphertext_only(&setup).await;
+	}
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_trip_and_ciphertext_only_seaweedfs() {
+	for setup in setups(|| seaweedfs("enc-round-trip")) {
 		round_trip_and_ciphertext_only(&setup).await;
 	}
 }
@@ -385,6 +399,13 @@ async fn tampering_is_detected_memory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tampering_is_detected_localstack() {
 	for setup in setups(|| localstack("enc-tamper")) {
+		tampering_is_detected(&setup).await;
+	}
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampering_is_detected_seaweedfs() {
+	for setup in setups(|| seaweedfs("enc-tamper")) {
 		tampering_is_detected(&setup).await;
 	}
 }
@@ -525,6 +546,13 @@ async fn object_store_operations_localstack() {
 	}
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn object_store_operations_seaweedfs() {
+	for setup in setups(|| seaweedfs("enc-ops")) {
+		object_store_operations(&setup).await;
+	}
+}
+
 /// Below a plaintext root, the contents are bound to the path relative to the root, so a raw
 /// copy of the whole tree to another prefix still decrypts there (and only there).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -588,5 +616,37 @@ async fn conformance_localstack() {
 		if let Some(backend) = localstack("enc-conformance") {
 			conformance(backend, names).await;
 		}
+	}
+}
+
+#[tokio::test]
+async fn conformance_seaweedfs() {
+	for names in [EncryptNames::No, EncryptNames::Yes] {
+		if let Some(backend) = seaweedfs("enc-conformance") {
+			conformance(backend, names).await;
+		}
+	}
+}
+
+/// Through the builder, a wrong key is refused when the store is built, with names encrypted or
+/// not, rather than reading an existing node as an empty one.
+#[test]
+fn the_builder_refuses_a_wrong_key() {
+	for names in [EncryptNames::Yes, EncryptNames::No] {
+		let raw: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+		let build = |key: EncryptionKey| {
+			StoreBuilder::from_store(Arc::clone(&raw))
+				.with_prefix("node")
+				.with_encryption(key, names)
+				.build()
+		};
+		// An empty store takes any key.
+		let store = build(key()).unwrap();
+		store.write("", "", "manager", b"state".to_vec()).unwrap();
+		store.write("monitors", "", MONITOR, b"monitor".to_vec()).unwrap();
+		let err = build(other_key()).unwrap_err();
+		assert!(matches!(err, ldk_object_store::ConfigError::Encryption(_)), "{names:?}: {err}");
+		assert!(!format!("{err} {err:?}").contains(&"5a".repeat(8)), "the key leaked: {err}");
+		assert_eq!(build(key()).unwrap().read("", "", "manager").unwrap(), b"state");
 	}
 }

@@ -22,13 +22,15 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use common::backends::{self, Backend};
-use common::wrappers::{Hooked, RandomLatency};
+use common::wrappers::{Guard, Hook, Hooked, RandomLatency, Request};
 use futures::executor::block_on;
 use futures::future::join_all;
 use ldk_object_store::ObjectKvStore;
 use lightning::io::{self, ErrorKind};
 use lightning::util::persist::{KVStore, KVStoreSync};
+use object_store::path::Path;
 
 /// The shared keys: several in one namespace, others beside it, one without a secondary
 /// namespace and one at the top (no key is named like a namespace: a local directory could not
@@ -83,7 +85,8 @@ fn describe(v: &Option<Vec<u8>>) -> String {
 		None => "absent".to_owned(),
 		Some(v) => {
 			let text = String::from_utf8_lossy(v);
-			format!("the value of call {}", text.split(':').next().unwrap_or("?"))
+			let call = text.split(':').next().unwrap_or("?").trim_start_matches('v');
+			format!("the value of call {call}")
 		},
 	}
 }
@@ -134,6 +137,12 @@ fn settle(label: &str, pool: &mut Vec<Pending>, take: usize, counts: &mut Counts
 
 /// Runs `ops` random calls on `store` and checks them against the model. Returns the rate.
 fn stress(label: &str, store: &ObjectKvStore, ops: u64) -> f64 {
+	stress_through(label, std::slice::from_ref(store), ops)
+}
+
+/// [`stress`], each call made through one of `stores` at random (the first for the final checks).
+fn stress_through(label: &str, stores: &[ObjectKvStore], ops: u64) -> f64 {
+	let store = &stores[0];
 	let mut model: Vec<Option<Vec<u8>>> = vec![None; KEYS.len()];
 	// Start from a known state: nothing under the keys.
 	for (p, s, k) in KEYS {
@@ -148,6 +157,7 @@ fn stress(label: &str, store: &ObjectKvStore, ops: u64) -> f64 {
 		for _ in 0..fastrand::u64(1..=64).min(ops - index) {
 			let key = fastrand::usize(..KEYS.len());
 			let (p, s, k) = KEYS[key];
+			let store = &stores[fastrand::usize(..stores.len())];
 			let roll = fastrand::u32(0..1000);
 			let pending = if roll < 450 {
 				let v = value(index);
@@ -267,8 +277,27 @@ fn ops_from_env(default: u64) -> u64 {
 	std::env::var("LDK_OS_STRESS_OPS").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
+/// [`RandomLatency`] before one request in four and a few yields before the others, so requests
+/// of different keys overtake each other at both scales without a timer tick (tokio's timer has a
+/// resolution of 1 ms) on every request.
+#[derive(Debug)]
+struct Jitter(RandomLatency);
+
+#[async_trait]
+impl Hook for Jitter {
+	async fn enter(&self, request: Request, path: &Path) -> object_store::Result<Guard> {
+		if fastrand::u8(0..4) == 0 {
+			return self.0.enter(request, path).await;
+		}
+		for _ in 0..fastrand::u8(0..4) {
+			tokio::task::yield_now().await;
+		}
+		Ok(Box::new(()))
+	}
+}
+
 fn with_latency(backend: &Backend, max: Duration) -> Backend {
-	backend.wrapped(|s| Hooked::wrap(s, Arc::new(RandomLatency { max })))
+	backend.wrapped(|s| Hooked::wrap(s, Arc::new(Jitter(RandomLatency { max }))))
 }
 
 fn seeded(label: &str) {
@@ -286,6 +315,27 @@ fn order_under_load_in_memory() {
 	let memory = backends::memory("stress");
 	let backend = with_latency(&memory, Duration::from_micros(300));
 	stress("memory", &backend.store(), ops_from_env(100_000));
+}
+
+/// The check has teeth: two store instances over the same objects do not order calls between
+/// them (each has its own queues), and the model catches the disorder.
+#[test]
+fn two_instances_without_a_shared_order_fail_the_check() {
+	seeded("two instances");
+	let memory = backends::memory("stress-control");
+	let backend = with_latency(&memory, Duration::from_micros(300));
+	let stores = [backend.store(), backend.store()];
+	println!("two instances: a failed check is expected below");
+	let run = std::panic::AssertUnwindSafe(|| stress_through("two instances", &stores, 20_000));
+	let outcome = std::panic::catch_unwind(run);
+	let Err(panic) = outcome else { panic!("20 000 calls through two unordered instances passed") };
+	let message = panic
+		.downcast_ref::<String>()
+		.cloned()
+		.or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+		.unwrap_or_default();
+	println!("two instances: caught as expected: {message}");
+	assert!(message.contains("the model says"), "failed otherwise: {message}");
 }
 
 #[test]
