@@ -20,11 +20,11 @@ use lightning::util::persist::{
 use lightning::util::ser::{ReadableArgs, Writeable};
 use lightning::util::test_channel_signer::TestChannelSigner;
 use lightning::util::test_utils::{
-	TestBroadcaster, TestChainMonitor, TestFeeEstimator, TestKeysInterface, TestLogger,
+	TestBroadcaster, TestFeeEstimator, TestKeysInterface, TestLogger,
 };
 
 use super::backends::Backend;
-use super::ldk_flow::{compare_monitors, open_channel, pay, MonitorMatch};
+use super::ldk_flow::{compare_monitors, open_channel, pay, with_network_of, MonitorMatch};
 use super::wrappers::{CountRequests, Hooked, Request};
 
 pub type Monitor = ChannelMonitor<TestChannelSigner>;
@@ -218,77 +218,84 @@ pub fn dual_flow(
 			calls: Mutex::default(),
 		})
 		.collect();
-	let mut node_cfgs = create_node_cfgs(2, &chanmon_cfgs);
-	for (i, cfg) in node_cfgs.iter_mut().enumerate() {
-		cfg.chain_monitor = TestChainMonitor::new(
-			Some(&chanmon_cfgs[i].chain_source),
-			&chanmon_cfgs[i].tx_broadcaster,
-			&chanmon_cfgs[i].logger,
-			&chanmon_cfgs[i].fee_estimator,
-			&duals[i],
-			&chanmon_cfgs[i].keys_manager,
-		);
-	}
-	let chanmgrs = create_node_chanmgrs(2, &node_cfgs, &[None, None]);
-	let nodes = create_network(2, &node_cfgs, &chanmgrs);
-	for node in &nodes {
-		*node.connect_style.borrow_mut() = ConnectStyle::FullBlockViaListen;
-	}
-
-	let check = |label: &str| {
-		for i in 0..2 {
-			let (theirs, mine) = (objects(&ldk_stores[i]), objects(&our_stores[i]));
-			assert_eq!(
-				theirs.keys().collect::<Vec<_>>(),
-				mine.keys().collect::<Vec<_>>(),
-				"{label}: node {i} stores different keys"
-			);
-			for (key, bytes) in &theirs {
-				assert!(mine[key] == *bytes, "{label}: node {i}: {key} differs from LDK's bytes");
+	with_network_of(&chanmon_cfgs, [&duals[0], &duals[1]], |nodes| {
+		let check = |label: &str| {
+			for i in 0..2 {
+				let (theirs, mine) = (objects(&ldk_stores[i]), objects(&our_stores[i]));
+				assert_eq!(
+					theirs.keys().collect::<Vec<_>>(),
+					mine.keys().collect::<Vec<_>>(),
+					"{label}: node {i} stores different keys"
+				);
+				for (key, bytes) in &theirs {
+					assert!(
+						mine[key] == *bytes,
+						"{label}: node {i}: {key} differs from LDK's bytes"
+					);
+				}
+				let updates = mine.keys().filter(|k| k.starts_with("monitor_updates/")).count();
+				assert!(
+					updates as u64 <= max_pending.max(1),
+					"{label}: {updates} update objects kept"
+				);
+				// Each store loads with either reader, to the same monitors.
+				let label = format!("{label}, node {i}");
+				reload_and_compare(
+					&ldk_backends[i],
+					&nodes[i],
+					&chanmon_cfgs[i],
+					max_pending,
+					&label,
+				);
+				reload_and_compare(
+					&our_backends[i],
+					&nodes[i],
+					&chanmon_cfgs[i],
+					max_pending,
+					&label,
+				);
 			}
-			let updates = mine.keys().filter(|k| k.starts_with("monitor_updates/")).count();
-			assert!(updates as u64 <= max_pending.max(1), "{label}: {updates} update objects kept");
-			// Each store loads with either reader, to the same monitors.
-			let label = format!("{label}, node {i}");
-			reload_and_compare(&ldk_backends[i], &nodes[i], &chanmon_cfgs[i], max_pending, &label);
-			reload_and_compare(&our_backends[i], &nodes[i], &chanmon_cfgs[i], max_pending, &label);
+		};
+
+		let channel_id = open_channel(&nodes, 1_000_000);
+		check("after opening");
+		for n in 0..payments {
+			let (from, to) = if n % 2 == 0 { (0, 1) } else { (1, 0) };
+			pay(&nodes[from], &nodes[to], 1_000_000 + n * 1_000, n, None);
+			if n % 7 == 3 {
+				check(&format!("after payment {n}"));
+			}
 		}
-	};
 
-	let channel_id = open_channel(&nodes, 1_000_000);
-	check("after opening");
-	for n in 0..payments {
-		let (from, to) = if n % 2 == 0 { (0, 1) } else { (1, 0) };
-		pay(&nodes[from], &nodes[to], 1_000_000 + n * 1_000, n, None);
-		if n % 7 == 3 {
-			check(&format!("after payment {n}"));
-		}
-	}
+		let (id0, id1) = (nodes[0].node.get_our_node_id(), nodes[1].node.get_our_node_id());
+		let message = "persister test".to_owned();
+		nodes[0]
+			.node
+			.force_close_broadcasting_latest_txn(&channel_id, &id1, message.clone())
+			.unwrap();
+		let reason =
+			ClosureReason::HolderForceClosed { broadcasted_latest_txn: Some(true), message };
+		check_closed_event(&nodes[0], 1, reason, false, &[id1], 1_000_000);
+		check_closed_broadcast(&nodes[0], 1, true);
+		check_added_monitors(&nodes[0], 1);
+		let txn = nodes[0].tx_broadcaster.txn_broadcast();
+		let block = create_dummy_block(nodes[1].best_block_hash(), 42, vec![txn[0].clone()]);
+		connect_block(&nodes[1], &block);
+		check_closed_broadcast(&nodes[1], 1, true);
+		check_closed_event(
+			&nodes[1],
+			1,
+			ClosureReason::CommitmentTxConfirmed,
+			false,
+			&[id0],
+			1_000_000,
+		);
+		check_added_monitors(&nodes[1], 1);
+		check("after the force-close");
 
-	let (id0, id1) = (nodes[0].node.get_our_node_id(), nodes[1].node.get_our_node_id());
-	let message = "persister test".to_owned();
-	nodes[0].node.force_close_broadcasting_latest_txn(&channel_id, &id1, message.clone()).unwrap();
-	let reason = ClosureReason::HolderForceClosed { broadcasted_latest_txn: Some(true), message };
-	check_closed_event(&nodes[0], 1, reason, false, &[id1], 1_000_000);
-	check_closed_broadcast(&nodes[0], 1, true);
-	check_added_monitors(&nodes[0], 1);
-	let txn = nodes[0].tx_broadcaster.txn_broadcast();
-	let block = create_dummy_block(nodes[1].best_block_hash(), 42, vec![txn[0].clone()]);
-	connect_block(&nodes[1], &block);
-	check_closed_broadcast(&nodes[1], 1, true);
-	check_closed_event(
-		&nodes[1],
-		1,
-		ClosureReason::CommitmentTxConfirmed,
-		false,
-		&[id0],
-		1_000_000,
-	);
-	check_added_monitors(&nodes[1], 1);
-	check("after the force-close");
-
-	let calls = duals[0].calls.lock().unwrap().clone();
-	FlowRecord { calls, channel_id }
+		let calls = duals[0].calls.lock().unwrap().clone();
+		FlowRecord { calls, channel_id }
+	})
 }
 
 pub fn run_dual_flow(make: impl Fn(&str) -> Backend) -> FlowRecord {

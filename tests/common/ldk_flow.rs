@@ -36,7 +36,7 @@ use lightning::ln::functional_test_utils::{
 	check_added_monitors, check_closed_broadcast, check_closed_event, claim_payment, connect_block,
 	create_announced_chan_between_nodes_with_value, create_chanmon_cfgs, create_dummy_block,
 	create_network, create_node_cfgs, create_node_chanmgrs, get_route,
-	send_along_route_with_secret, test_default_channel_config, ConnectStyle, Node,
+	send_along_route_with_secret, test_default_channel_config, ConnectStyle, Node, TestChanMonCfg,
 	TestChannelManager, TEST_FINAL_CLTV,
 };
 use lightning::ln::types::ChannelId;
@@ -57,8 +57,8 @@ use lightning::util::persist::{
 use lightning::util::ser::{ReadableArgs, Writeable};
 use lightning::util::test_channel_signer::TestChannelSigner;
 use lightning::util::test_utils::{
-	TestBroadcaster, TestChainMonitor, TestChainSource, TestFeeEstimator, TestKeysInterface,
-	TestLogger, TestMessageRouter, TestRouter, TestScorer,
+	SyncPersist, TestBroadcaster, TestChainMonitor, TestChainSource, TestFeeEstimator,
+	TestKeysInterface, TestLogger, TestMessageRouter, TestRouter, TestScorer,
 };
 
 use ldk_object_store::ObjectKvStore;
@@ -347,15 +347,24 @@ pub fn with_network<R>(
 	stores: &[ObjectKvStore; 2], f: impl for<'a, 'b> FnOnce(&Vec<Node<'a, 'b, 'b>>) -> R,
 ) -> R {
 	let chanmon_cfgs = create_chanmon_cfgs(2);
-	let mut node_cfgs = create_node_cfgs(2, &chanmon_cfgs);
+	// The store is the persister: LDK's blanket `Persist` impl for any `KVStoreSync`.
+	with_network_of(&chanmon_cfgs, [&stores[0], &stores[1]], f)
+}
+
+/// Builds LDK's two-node test network over `chanmon_cfgs` whose `ChainMonitor`s persist through
+/// `persisters` (which may borrow from `chanmon_cfgs`), and runs `f` on it.
+pub fn with_network_of<R>(
+	chanmon_cfgs: &Vec<TestChanMonCfg>, persisters: [&dyn SyncPersist; 2],
+	f: impl for<'a, 'b> FnOnce(&Vec<Node<'a, 'b, 'b>>) -> R,
+) -> R {
+	let mut node_cfgs = create_node_cfgs(2, chanmon_cfgs);
 	for (i, cfg) in node_cfgs.iter_mut().enumerate() {
-		// The store is the persister: LDK's blanket `Persist` impl for any `KVStoreSync`.
 		cfg.chain_monitor = TestChainMonitor::new(
 			Some(&chanmon_cfgs[i].chain_source),
 			&chanmon_cfgs[i].tx_broadcaster,
 			&chanmon_cfgs[i].logger,
 			&chanmon_cfgs[i].fee_estimator,
-			&stores[i],
+			persisters[i],
 			&chanmon_cfgs[i].keys_manager,
 		);
 	}
