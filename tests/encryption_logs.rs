@@ -3,8 +3,9 @@
 //! because the capturing `tracing` subscriber is global (the store logs from its own runtime's
 //! threads).
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+mod common;
+
+use std::sync::Arc;
 
 use ldk_object_store::encryption::{EncryptNames, EncryptedStore, EncryptionKey};
 use ldk_object_store::{RetryPolicy, StoreBuilder};
@@ -15,19 +16,6 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 const KEY_HEX: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00123456789abcdef0fedcba987654321";
 const CONTENTS: &[u8] = b"SECRET-CONTENTS-do-not-log";
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-	fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-		self.0.lock().unwrap().extend_from_slice(buf);
-		Ok(buf.len())
-	}
-	fn flush(&mut self) -> std::io::Result<()> {
-		Ok(())
-	}
-}
 
 /// Forms of the key that must never be seen: its hex in both cases, and the start of the
 /// `Debug` output of its bytes.
@@ -52,13 +40,7 @@ fn assert_clean(what: &str, text: &str) {
 
 #[test]
 fn the_key_never_reaches_logs_errors_or_debug_output() {
-	let captured = Captured::default();
-	let writer = captured.clone();
-	tracing_subscriber::fmt()
-		.with_max_level(tracing::Level::TRACE)
-		.with_ansi(false)
-		.with_writer(move || writer.clone())
-		.init();
+	let log = common::log_capture::capture(tracing::Level::TRACE);
 	let runtime = tokio::runtime::Runtime::new().unwrap();
 	let mut texts: Vec<(String, String)> = Vec::new();
 	let mut record = |what: &str, text: String| {
@@ -120,7 +102,7 @@ fn the_key_never_reaches_logs_errors_or_debug_output() {
 		KVStoreSync::remove(&store, "monitors", "", "abcd_0", false).unwrap();
 	}
 
-	let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+	let log = log.text();
 	println!("{log}");
 	assert!(log.contains("EncryptionKey(<redacted>)"), "the key's Debug output was logged");
 	assert!(log.contains("op=read"), "the store's own spans were captured");

@@ -1,35 +1,14 @@
 //! Every operation leaves a `tracing` record with the operation, namespace, key, size, outcome and
 //! duration, and never the object's contents or a credential.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+mod common;
 
 use ldk_object_store::StoreBuilder;
 use lightning::util::persist::KVStoreSync;
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-	fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-		self.0.lock().unwrap().extend_from_slice(buf);
-		Ok(buf.len())
-	}
-	fn flush(&mut self) -> std::io::Result<()> {
-		Ok(())
-	}
-}
-
 #[test]
 fn operations_are_traced_without_contents_or_secrets() {
-	let captured = Captured::default();
-	let writer = captured.clone();
-	// Global, because the store's operations run on its own runtime's threads.
-	tracing_subscriber::fmt()
-		.with_max_level(tracing::Level::DEBUG)
-		.with_ansi(false)
-		.with_writer(move || writer.clone())
-		.init();
+	let log = common::log_capture::capture(tracing::Level::DEBUG);
 
 	let dir = tempfile::tempdir().unwrap();
 	let store = StoreBuilder::from_url(format!("file://{}", dir.path().display())).build().unwrap();
@@ -45,7 +24,7 @@ fn operations_are_traced_without_contents_or_secrets() {
 		.unwrap_err();
 	tracing::error!(%err, "configuration refused");
 
-	let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+	let log = log.text();
 	println!("{log}");
 	for expected in [
 		"op=write",

@@ -7,4 +7,5 @@ pub mod conformance;
 pub mod crash_support;
 pub mod dual_flow;
 pub mod ldk_flow;
+pub mod log_capture;
 pub mod wrappers;
