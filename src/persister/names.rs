@@ -7,7 +7,21 @@ use bitcoin::Txid;
 use lightning::chain::transaction::OutPoint;
 use lightning::io;
 use lightning::ln::types::ChannelId;
-use lightning::util::persist::MonitorName;
+use lightning::util::persist::{
+	MonitorName, ARCHIVED_CHANNEL_MONITOR_PERSISTENCE_PRIMARY_NAMESPACE,
+	ARCHIVED_CHANNEL_MONITOR_PERSISTENCE_SECONDARY_NAMESPACE,
+	CHANNEL_MONITOR_PERSISTENCE_PRIMARY_NAMESPACE, CHANNEL_MONITOR_PERSISTENCE_SECONDARY_NAMESPACE,
+	CHANNEL_MONITOR_UPDATE_PERSISTENCE_PRIMARY_NAMESPACE,
+};
+
+/// Where full monitors live (LDK's namespaces, by shorter names).
+pub(crate) const MONITORS: &str = CHANNEL_MONITOR_PERSISTENCE_PRIMARY_NAMESPACE;
+pub(crate) const MONITORS_SECONDARY: &str = CHANNEL_MONITOR_PERSISTENCE_SECONDARY_NAMESPACE;
+/// Where update objects live; the secondary namespace is the monitor key.
+pub(crate) const UPDATES: &str = CHANNEL_MONITOR_UPDATE_PERSISTENCE_PRIMARY_NAMESPACE;
+/// Where archived monitors live.
+pub(crate) const ARCHIVE: &str = ARCHIVED_CHANNEL_MONITOR_PERSISTENCE_PRIMARY_NAMESPACE;
+pub(crate) const ARCHIVE_SECONDARY: &str = ARCHIVED_CHANNEL_MONITOR_PERSISTENCE_SECONDARY_NAMESPACE;
 
 /// Parses a monitor key: `<funding txid>_<output index>` for v1 channels, the 64-hex channel id
 /// for v2 channels.

@@ -11,20 +11,12 @@ use lightning::chain::channelmonitor::{ChannelMonitor, ChannelMonitorUpdate};
 use lightning::io;
 use lightning::sign::{EntropySource, SignerProvider};
 use lightning::util::logger::Logger;
-use lightning::util::persist::{
-	CHANNEL_MONITOR_PERSISTENCE_PRIMARY_NAMESPACE, CHANNEL_MONITOR_PERSISTENCE_SECONDARY_NAMESPACE,
-	CHANNEL_MONITOR_UPDATE_PERSISTENCE_PRIMARY_NAMESPACE,
-	MONITOR_UPDATING_PERSISTER_PREPEND_SENTINEL,
-};
+use lightning::util::persist::MONITOR_UPDATING_PERSISTER_PREPEND_SENTINEL;
 use lightning::util::ser::{Readable, ReadableArgs};
 
-use super::names::{parse_monitor_key, parse_update_key};
+use super::names::{parse_monitor_key, parse_update_key, MONITORS, MONITORS_SECONDARY, UPDATES};
 use super::MonitorPersister;
 use crate::runtime::block_on;
-
-const MONITORS: &str = CHANNEL_MONITOR_PERSISTENCE_PRIMARY_NAMESPACE;
-const MONITORS_SECONDARY: &str = CHANNEL_MONITOR_PERSISTENCE_SECONDARY_NAMESPACE;
-const UPDATES: &str = CHANNEL_MONITOR_UPDATE_PERSISTENCE_PRIMARY_NAMESPACE;
 
 /// How pending updates are found when a monitor is loaded. All modes return the same monitors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -15,25 +15,15 @@ use lightning::ln::types::ChannelId;
 use lightning::sign::ecdsa::EcdsaChannelSigner;
 use lightning::sign::{EntropySource, SignerProvider};
 use lightning::util::logger::Logger;
-use lightning::util::persist::{
-	MonitorName, ARCHIVED_CHANNEL_MONITOR_PERSISTENCE_PRIMARY_NAMESPACE,
-	ARCHIVED_CHANNEL_MONITOR_PERSISTENCE_SECONDARY_NAMESPACE,
-	CHANNEL_MONITOR_PERSISTENCE_PRIMARY_NAMESPACE, CHANNEL_MONITOR_PERSISTENCE_SECONDARY_NAMESPACE,
-	CHANNEL_MONITOR_UPDATE_PERSISTENCE_PRIMARY_NAMESPACE,
-	MONITOR_UPDATING_PERSISTER_PREPEND_SENTINEL,
-};
+use lightning::util::persist::{MonitorName, MONITOR_UPDATING_PERSISTER_PREPEND_SENTINEL};
 use lightning::util::ser::Writeable;
 
-use super::names::parse_update_key;
+use super::names::{
+	parse_update_key, ARCHIVE, ARCHIVE_SECONDARY, MONITORS, MONITORS_SECONDARY, UPDATES,
+};
 use super::{MonitorPersister, PersistMode};
 use crate::runtime::block_on;
 use crate::ObjectKvStore;
-
-const MONITORS: &str = CHANNEL_MONITOR_PERSISTENCE_PRIMARY_NAMESPACE;
-const MONITORS_SECONDARY: &str = CHANNEL_MONITOR_PERSISTENCE_SECONDARY_NAMESPACE;
-const UPDATES: &str = CHANNEL_MONITOR_UPDATE_PERSISTENCE_PRIMARY_NAMESPACE;
-const ARCHIVE: &str = ARCHIVED_CHANNEL_MONITOR_PERSISTENCE_PRIMARY_NAMESPACE;
-const ARCHIVE_SECONDARY: &str = ARCHIVED_CHANNEL_MONITOR_PERSISTENCE_SECONDARY_NAMESPACE;
 
 /// The update id LDK before 0.1 gave every update after a channel closed.
 const LEGACY_CLOSED_CHANNEL_UPDATE_ID: u64 = u64::MAX;
