@@ -239,7 +239,7 @@ impl StoreBuilder {
 		let root = join_prefix(&url_root, self.prefix.as_deref().unwrap_or(""))?;
 		// The root prefix stays readable, so a node's tree can be found (and moved) by it.
 		let encrypted = self.encryption.map(|(key, names)| {
-			Arc::new(EncryptedStore::new(backend.clone(), key, names).with_root(root.clone()))
+			Arc::new(EncryptedStore::new(Arc::clone(&backend), key, names).with_root(root.clone()))
 		});
 		let backend: Arc<dyn ObjectStore> = match &encrypted {
 			Some(encrypted) => Arc::clone(encrypted) as Arc<dyn ObjectStore>,
