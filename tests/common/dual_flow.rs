@@ -257,7 +257,7 @@ pub fn dual_flow(
 			}
 		};
 
-		let channel_id = open_channel(&nodes, 1_000_000);
+		let channel_id = open_channel(nodes, 1_000_000);
 		check("after opening");
 		for n in 0..payments {
 			let (from, to) = if n % 2 == 0 { (0, 1) } else { (1, 0) };
