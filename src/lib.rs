@@ -65,6 +65,10 @@
 //!   trait blocks only the calling thread, so it can be called from plain threads and from inside
 //!   multi-thread or current-thread tokio runtimes (as ldk-node does); the async trait's futures
 //!   can be awaited on any executor.
+//! - **Optional fencing** ([`StoreBuilder::with_fencing`]): conditional writes refuse a second
+//!   writer on the same prefix before it overwrites anything ([`fencing`]).
+//! - **Optional encryption at rest** ([`StoreBuilder::with_encryption`]): authenticated
+//!   encryption of every object, bound to its key, and optionally of the key names ([`encryption`]).
 //! - **Observability** through `tracing`: one span per operation (`ldk_object_store`, with the
 //!   operation, namespaces, key, size, outcome, attempts and duration). Object contents and
 //!   credentials are never logged.
