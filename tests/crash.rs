@@ -6,7 +6,9 @@
 //! bytes at each call (`common::crash_support`). The parent writes them to a fixture once. Each
 //! iteration then re-executes this test binary as a child (`crash_child`, which does nothing
 //! unless `LDK_OS_CRASH_CHILD` is set) that replays the calls, with short random pauses, into an
-//! async-mode `MonitorPersister` over a `file://` store (local files outlive the kill), printing
+//! async-mode `MonitorPersister` over a `file://` store (local files outlive the kill; every other
+//! iteration behind a random latency of up to 3 ms per request, so that many writes are in flight
+//! at once and finish out of order, as on a remote store), printing
 //! `durable <channel id> <update id>` for every completion the persister reports, flushed at once.
 //! The parent kills it after a random delay spread over the child's whole run (before it starts
 //! writing, while it writes, after it finished), then checks the directory:
@@ -37,13 +39,14 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bitcoin::Network;
 use common::crash_support::*;
 use common::dual_flow::{config, decode, replay_keys, Monitor, MODES};
 use common::ldk_flow::{compare_monitors, MonitorMatch};
+use common::wrappers::{Hooked, RandomLatency};
 use ldk_object_store::inspect::Inventory;
 use ldk_object_store::persister::MonitorUpdateSink;
 use ldk_object_store::{
@@ -56,6 +59,7 @@ use lightning::ln::types::ChannelId;
 use lightning::util::logger::{Logger, Record};
 use lightning::util::persist::MonitorUpdatingPersister;
 use lightning::util::test_utils::{TestBroadcaster, TestFeeEstimator, TestKeysInterface};
+use object_store::local::LocalFileSystem;
 
 const CHILD_TEST: &str = "crash_child";
 /// `<fixture path>;<store dir>`: set only for the child.
@@ -63,12 +67,20 @@ const CHILD_ENV: &str = "LDK_OS_CRASH_CHILD";
 const MAX_PENDING_ENV: &str = "LDK_OS_CRASH_MAX_PENDING";
 const SEED_ENV: &str = "LDK_OS_CRASH_SEED";
 const PAUSE_ENV: &str = "LDK_OS_CRASH_PAUSE_US";
+/// Set for the control test's children, which report each completion when the call is made,
+/// before anything is written.
+const EARLY_ENV: &str = "LDK_OS_CRASH_REPORT_EARLY";
+/// Most random latency (µs) the child adds before each request, as a remote store would have,
+/// so that many writes are in flight at once and finish out of order.
+const LATENCY_ENV: &str = "LDK_OS_CRASH_LATENCY_US";
 
 /// Channels of the recorded flow, and payments over them.
 const CHANNELS: usize = 6;
 const PAYMENTS: u64 = 36;
 /// Longest pause of the child between two calls.
 const PAUSE_US: u64 = 300;
+/// The child's latency (µs), by iteration: none (local files) and a few milliseconds.
+const LATENCY_US: [u64; 2] = [0, 3000];
 /// `maximum_pending_updates` for the child, by iteration: consolidations every few updates (with
 /// their prunes), and long runs of update objects.
 const MAX_PENDING: [u64; 3] = [5, 3, 12];
@@ -160,15 +172,23 @@ fn file_store(dir: &Path) -> ObjectKvStore {
 #[derive(Default)]
 struct PrintingSink {
 	reported: AtomicUsize,
+	/// Print nothing (the control's children print at the call instead).
+	silent: bool,
 }
 
 impl MonitorUpdateSink for PrintingSink {
 	fn monitor_update_completed(&self, channel_id: ChannelId, update_id: u64) {
-		let mut out = std::io::stdout().lock();
-		writeln!(out, "{MARK}durable {channel_id} {update_id}").expect("stdout");
-		out.flush().expect("stdout");
+		if !self.silent {
+			report(channel_id, update_id);
+		}
 		self.reported.fetch_add(1, Ordering::SeqCst);
 	}
+}
+
+fn report(channel_id: ChannelId, update_id: u64) {
+	let mut out = std::io::stdout().lock();
+	writeln!(out, "{MARK}durable {channel_id} {update_id}").expect("stdout");
+	out.flush().expect("stdout");
 }
 
 /// Starts every line the parent reads (libtest may print its own text before it on a line).
@@ -192,9 +212,20 @@ fn crash_child() {
 	fastrand::seed(env_u64(SEED_ENV).unwrap_or(0));
 
 	let parts = Parts::new();
-	let store = file_store(Path::new(dir));
+	let store = match env_u64(LATENCY_ENV).unwrap_or(0) {
+		0 => file_store(Path::new(dir)),
+		latency => {
+			// What `file://` builds, behind random latency.
+			std::fs::create_dir_all(dir).expect("store dir");
+			let files = LocalFileSystem::new_with_prefix(dir).expect("local files");
+			let max = Duration::from_micros(latency);
+			let slow = Hooked::wrap(Arc::new(files), Arc::new(RandomLatency { max }));
+			StoreBuilder::from_store(slow).build().expect("store")
+		},
+	};
 	let persister = parts.ours(&store, config(max_pending, PersistMode::Async, LoadMode::Probe));
-	let sink = Arc::new(PrintingSink::default());
+	let early = std::env::var(EARLY_ENV).is_ok();
+	let sink = Arc::new(PrintingSink { reported: AtomicUsize::new(0), silent: early });
 	persister.bind_chain_monitor(&sink);
 	let expected = calls.iter().filter(|c| c.completion().is_some()).count();
 
@@ -217,6 +248,9 @@ fn crash_child() {
 			},
 		};
 		assert_eq!(status, ChannelMonitorUpdateStatus::InProgress);
+		if let (true, Some(update_id)) = (early, call.completion()) {
+			report(call.channel_id, update_id);
+		}
 		std::thread::sleep(Duration::from_micros(fastrand::u64(0..=pause_us)));
 	}
 	let deadline = Instant::now() + Duration::from_secs(120);
@@ -243,15 +277,33 @@ struct ChildRun {
 	done_at: Option<Duration>,
 }
 
+/// How a child runs.
+#[derive(Clone, Copy, Debug)]
+struct ChildSpec {
+	max_pending: u64,
+	seed: u64,
+	latency_us: u64,
+	/// Report each completion when the call is made (the control's broken children).
+	report_early: bool,
+}
+
 fn run_child(
-	fixture: &Path, dir: &Path, max_pending: u64, seed: u64, kill_after: Option<Duration>,
+	fixture: &Path, dir: &Path, spec: ChildSpec, kill_after: Option<Duration>,
 ) -> ChildRun {
+	let ChildSpec { max_pending, seed, latency_us, report_early } = spec;
 	let started = Instant::now();
-	let mut child = Command::new(std::env::current_exe().expect("test binary"))
+	let mut command = Command::new(std::env::current_exe().expect("test binary"));
+	command
 		.args(["--exact", CHILD_TEST, "--nocapture", "--test-threads=1"])
 		.env(CHILD_ENV, format!("{};{}", fixture.display(), dir.display()))
 		.env(MAX_PENDING_ENV, max_pending.to_string())
 		.env(SEED_ENV, seed.to_string())
+		.env(LATENCY_ENV, latency_us.to_string())
+		.env_remove(EARLY_ENV);
+	if report_early {
+		command.env(EARLY_ENV, "1");
+	}
+	let mut child = command
 		.stdin(Stdio::null())
 		.stdout(Stdio::piped())
 		.stderr(Stdio::piped())
@@ -331,8 +383,9 @@ struct Expectations<'a> {
 	candidates: HashMap<(String, u64, u64, u64), Vec<Monitor>>,
 	/// (monitor key, update id) → the live monitor right after LDK made that update.
 	live: HashMap<(String, u64), Monitor>,
-	/// (monitor key, stored id, loaded id, max pending) → how the load compares with it.
-	live_match: HashMap<(String, u64, u64, u64), MonitorMatch>,
+	/// (monitor key, stored id, loaded id, max pending, candidate) → how the load compares with
+	/// the live monitor.
+	live_match: HashMap<(String, u64, u64, u64, usize), MonitorMatch>,
 }
 
 impl<'a> Expectations<'a> {
@@ -364,11 +417,11 @@ impl<'a> Expectations<'a> {
 
 	/// Whether `monitor`, loaded for `key` from a full monitor stored at `stored` and the update
 	/// objects up to its own id, is what the recording leads to: a full monitor the persister
-	/// writes at `stored` (with `max_pending`) with the recorded updates after it applied. `None`
-	/// if the recording has no such full monitor.
+	/// writes at `stored` (with `max_pending`) with the recorded updates after it applied. Returns
+	/// which of those full monitors it came from, or what is wrong.
 	fn follows_recording(
 		&mut self, key: &str, stored: u64, max_pending: u64, monitor: &Monitor,
-	) -> Option<bool> {
+	) -> Result<usize, &'static str> {
 		let loaded = monitor.get_latest_update_id();
 		let cache_key = (key.to_owned(), stored, loaded, max_pending);
 		if !self.candidates.contains_key(&cache_key) {
@@ -398,22 +451,26 @@ impl<'a> Expectations<'a> {
 		}
 		let candidates = &self.candidates[&cache_key];
 		if candidates.is_empty() {
-			return None;
+			return Err("the recording wrote no full monitor at the stored id");
 		}
 		let keys = &self.parts.keys;
-		Some(candidates.iter().any(|candidate| {
-			candidate == monitor
-				|| compare_monitors(monitor, candidate, keys) != MonitorMatch::Different
-		}))
+		candidates
+			.iter()
+			.position(|candidate| {
+				candidate == monitor
+					|| compare_monitors(monitor, candidate, keys) != MonitorMatch::Different
+			})
+			.ok_or("it is none of the monitors the recording leads to")
 	}
 
-	/// How `monitor` (loaded from a full monitor stored at `stored`) compares with the live
-	/// monitor right after the call that made its latest update.
+	/// How `monitor` (loaded from full monitor `candidate` of those stored at `stored`, see
+	/// [`Self::follows_recording`]) compares with the live monitor right after the call that made
+	/// its latest update.
 	fn compare_with_live(
-		&mut self, key: &str, stored: u64, max_pending: u64, monitor: &Monitor,
+		&mut self, key: &str, stored: u64, max_pending: u64, candidate: usize, monitor: &Monitor,
 	) -> MonitorMatch {
 		let update_id = monitor.get_latest_update_id();
-		let match_key = (key.to_owned(), stored, update_id, max_pending);
+		let match_key = (key.to_owned(), stored, update_id, max_pending, candidate);
 		if let Some(found) = self.live_match.get(&match_key) {
 			return *found;
 		}
@@ -425,7 +482,16 @@ impl<'a> Expectations<'a> {
 				.unwrap_or_else(|| panic!("{key}: no call made update {update_id}"));
 			self.live.insert(live_key.clone(), decode(&call.monitor, &self.parts.keys));
 		}
-		let found = compare_monitors(monitor, &self.live[&live_key], &self.parts.keys);
+		let live = &self.live[&live_key];
+		let found = compare_monitors(monitor, live, &self.parts.keys);
+		// Monitors differ from the live ones where LDK connected blocks after the stored full
+		// monitor was written and did not write it again (it need not); never otherwise.
+		assert!(
+			found != MonitorMatch::Different
+				|| monitor.current_best_block() != live.current_best_block(),
+			"{key}: loaded at {update_id} from a monitor stored at {stored}, it differs from the \
+			 live monitor at that update although both saw the same blocks"
+		);
 		self.live_match.insert(match_key, found);
 		found
 	}
@@ -448,11 +514,32 @@ struct Stats {
 	reported_past_a_gap: usize,
 	orphaned_update_namespaces: usize,
 	objects_beyond_gap: usize,
+	/// Temporary files of `object_store`'s local uploads (`<object>#<n>`) that a kill left
+	/// behind: it landed in the middle of a write.
+	half_written: usize,
+	kills_mid_write: usize,
 	equal_to_live: usize,
 	equal_to_live_but_events: usize,
 	differs_from_live: usize,
 	check_time: Duration,
 	child_time: Duration,
+}
+
+/// The files below `dir` that `object_store`'s `LocalFileSystem` writes before renaming them into
+/// place (`<object>#<n>`); listings skip them.
+fn staging_files(dir: &Path) -> usize {
+	let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+	entries
+		.flatten()
+		.map(|entry| {
+			let path = entry.path();
+			if path.is_dir() {
+				staging_files(&path)
+			} else {
+				usize::from(entry.file_name().to_string_lossy().contains('#'))
+			}
+		})
+		.sum()
 }
 
 /// Checks the store a child left behind; `run` is what it reported.
@@ -473,6 +560,9 @@ fn check_store(
 	}
 	stats.reported += run.reported.len();
 
+	let half_written = staging_files(dir);
+	stats.half_written += half_written;
+	stats.kills_mid_write += usize::from(half_written > 0);
 	let store = file_store(dir);
 	let inventory = futures::executor::block_on(Inventory::scan(&store))
 		.unwrap_or_else(|e| panic!("{label}: scanning the store: {e}"));
@@ -507,18 +597,15 @@ fn check_store(
 		let id = monitor.get_latest_update_id();
 		// Exactly the consecutive run after the stored monitor, nothing past a gap.
 		assert_eq!(id, stored_id + pending.len() as u64, "{label}: {key}: loaded past a gap");
-		match expect.follows_recording(&key, *stored_id, max_pending, monitor) {
-			Some(true) => {},
-			Some(false) => panic!(
-				"{label}: {key}: the monitor loaded at {id} (stored at {stored_id}) is none the \
-				 recording leads to"
-			),
-			None => panic!(
-				"{label}: {key}: stored at {stored_id}, where the recording wrote no full monitor \
-				 (max pending {max_pending})"
-			),
-		}
-		match expect.compare_with_live(&key, *stored_id, max_pending, monitor) {
+		let candidate = expect
+			.follows_recording(&key, *stored_id, max_pending, monitor)
+			.unwrap_or_else(|wrong| {
+				panic!(
+					"{label}: {key}: loaded at {id} from a monitor stored at {stored_id} (max \
+					 pending {max_pending}): {wrong}"
+				)
+			});
+		match expect.compare_with_live(&key, *stored_id, max_pending, candidate, monitor) {
 			MonitorMatch::Equal => stats.equal_to_live += 1,
 			MonitorMatch::EqualExceptReleasedEvents => stats.equal_to_live_but_events += 1,
 			MonitorMatch::Different => stats.differs_from_live += 1,
@@ -569,6 +656,55 @@ fn check_store(
 	stats.check_time += started.elapsed();
 }
 
+/// Node 0's calls in the recorded flow, recorded once per process.
+fn recording() -> &'static Recording {
+	static RECORDING: OnceLock<Recording> = OnceLock::new();
+	RECORDING.get_or_init(|| {
+		let started = Instant::now();
+		let recording = record_flow(CHANNELS, PAYMENTS);
+		let calls = &recording.calls;
+		let full = calls.iter().filter(|c| !matches!(c.kind, CallKind::Update(Some(_)))).count();
+		println!(
+			"recorded {} calls of node 0 over {} channels ({} with an update, {} new monitors or \
+			 chain-sync writes) in {:.1?}",
+			calls.len(),
+			recording.channels.len(),
+			calls.len() - full,
+			full,
+			started.elapsed()
+		);
+		recording
+	})
+}
+
+/// A test's working directory with the fixture in it, and what a child run to the end took.
+struct Lab {
+	work: tempfile::TempDir,
+	fixture: PathBuf,
+	/// How long a child ran, and when it was ready.
+	span: Duration,
+	ready_at: Duration,
+}
+
+fn lab(expect: &mut Expectations<'_>, seed: u64, report_early: bool) -> Lab {
+	let work = tempfile::tempdir().expect("temp dir");
+	let fixture = work.path().join("calls.bin");
+	write_fixture(&fixture, &recording().calls);
+	// A run to the end, to learn how long a child takes.
+	let dir = work.path().join("calibration");
+	let spec =
+		ChildSpec { max_pending: MAX_PENDING[0], seed, latency_us: LATENCY_US[1], report_early };
+	let run = run_child(&fixture, &dir, spec, None);
+	check_store(expect, &dir, &run, MAX_PENDING[0], "calibration", &mut Stats::default());
+	let ready_at = run.ready_at.unwrap_or_default();
+	println!(
+		"a child runs {:.0?} (ready after {ready_at:.0?}, done after {:.0?})",
+		run.elapsed,
+		run.done_at.unwrap_or_default(),
+	);
+	Lab { work, fixture, span: run.elapsed, ready_at }
+}
+
 fn run_crashes(default_iterations: usize) {
 	let iterations = env_u64("LDK_OS_CRASH_ITERATIONS").map_or(default_iterations, |n| n as usize);
 	let seed = env_u64(SEED_ENV).unwrap_or_else(|| fastrand::u64(..));
@@ -576,51 +712,16 @@ fn run_crashes(default_iterations: usize) {
 	println!("crash test: {iterations} kills, seed {seed} ({SEED_ENV}={seed} repeats it)");
 
 	let started = Instant::now();
-	let recording = record_flow(CHANNELS, PAYMENTS);
-	let calls = &recording.calls;
-	let work = tempfile::tempdir().expect("temp dir");
-	let fixture = work.path().join("calls.bin");
-	write_fixture(&fixture, calls);
-	let bytes = std::fs::metadata(&fixture).unwrap().len();
-	let full = calls.iter().filter(|c| !matches!(c.kind, CallKind::Update(Some(_)))).count();
-	println!(
-		"recorded {} calls of node 0 over {} channels ({} with an update, {} new monitors or \
-		 chain-sync writes; {:.1} MB fixture) in {:.1?}",
-		calls.len(),
-		recording.channels.len(),
-		calls.len() - full,
-		full,
-		bytes as f64 / 1e6,
-		started.elapsed()
-	);
-	let timing = Instant::now();
-	let parts = Parts::new();
-	for call in calls {
-		decode(&call.monitor, &parts.keys);
-	}
-	println!("decoding every recorded monitor takes {:.0?}", timing.elapsed());
-	let mut expect = Expectations::new(calls);
+	let recording = recording();
+	let mut expect = Expectations::new(&recording.calls);
 	assert_eq!(expect.channels.len(), CHANNELS, "a monitor per channel");
 	for (channel, (key, completions, last)) in &expect.channels {
 		let closed = if *channel == recording.force_closed { " (force-closed)" } else { "" };
 		println!("  {key}{closed}: {} completions, final update id {last}", completions.len());
 	}
-
-	// A run to the end, to learn how long a child takes.
+	let Lab { work, fixture, span, .. } = lab(&mut expect, seed, false);
+	println!("kills are spread over 0..{:.0?}", span.mul_f64(1.2));
 	let mut stats = Stats::default();
-	let dir: PathBuf = work.path().join("calibration");
-	let run = run_child(&fixture, &dir, MAX_PENDING[0], seed, None);
-	check_store(&mut expect, &dir, &run, MAX_PENDING[0], "calibration", &mut stats);
-	let span = run.elapsed;
-	println!(
-		"a child runs {:.0?} (ready after {:.0?}, done after {:.0?}); kills are spread over \
-		 0..{:.0?}",
-		span,
-		run.ready_at.unwrap_or_default(),
-		run.done_at.unwrap_or_default(),
-		span.mul_f64(1.2)
-	);
-	stats = Stats::default();
 
 	for i in 0..iterations {
 		let max_pending = MAX_PENDING[i % MAX_PENDING.len()];
@@ -630,14 +731,19 @@ fn run_crashes(default_iterations: usize) {
 		};
 		let dir = work.path().join(format!("store-{i}"));
 		let child_started = Instant::now();
-		let run = run_child(&fixture, &dir, max_pending, seed ^ i as u64, Some(delay));
+		let latency_us = LATENCY_US[i % LATENCY_US.len()];
+		let spec =
+			ChildSpec { max_pending, seed: seed ^ i as u64, latency_us, report_early: false };
+		let run = run_child(&fixture, &dir, spec, Some(delay));
 		stats.child_time += child_started.elapsed();
 		match (run.ready, run.done || !run.killed) {
 			(_, true) => stats.after_the_end += 1,
 			(false, false) => stats.killed_before += 1,
 			(true, false) => stats.killed_during += 1,
 		}
-		let label = format!("kill {i} after {delay:.1?} (max pending {max_pending})");
+		let label = format!(
+			"kill {i} after {delay:.1?} (max pending {max_pending}, latency up to {latency_us} µs)"
+		);
 		check_store(&mut expect, &dir, &run, max_pending, &label, &mut stats);
 		stats.iterations += 1;
 		let _ = std::fs::remove_dir_all(&dir);
@@ -667,16 +773,59 @@ fn run_crashes(default_iterations: usize) {
 		stats.objects_beyond_gap
 	);
 	println!(
+		"  {} kills left a half-written object (an upload's temporary file, {} in all), which no \
+		 listing or load saw",
+		stats.kills_mid_write, stats.half_written
+	);
+	println!(
 		"  channels at or past their highest reported update: {}; with a reported update past an \
 		 unreported one, not loaded: {}",
 		stats.at_or_past_reported, stats.reported_past_a_gap
 	);
 	println!(
 		"  loaded monitors equal to LDK's live monitor at that id: {} (+{} but for released \
-		 events); {} differ from it",
+		 events); {} differ from it, all of them in the blocks seen (LDK does not write a monitor \
+		 again for every block)",
 		stats.equal_to_live, stats.equal_to_live_but_events, stats.differs_from_live
 	);
 	assert!(iterations < 20 || stats.killed_during > iterations / 4, "too few kills mid-run");
+}
+
+/// The checks have teeth: children that report each completion when the call is made, before
+/// anything is written, are caught within a few kills.
+#[test]
+fn a_child_reporting_before_the_write_is_caught() {
+	let seed = env_u64(SEED_ENV).unwrap_or_else(|| fastrand::u64(..));
+	fastrand::seed(seed);
+	let mut expect = Expectations::new(&recording().calls);
+	let lab = lab(&mut expect, seed, true);
+	for i in 0..50 {
+		// Kills while the child writes.
+		let delay = lab.ready_at + (lab.span - lab.ready_at).mul_f64(fastrand::f64());
+		let dir = lab.work.path().join(format!("early-{i}"));
+		let spec = ChildSpec {
+			max_pending: MAX_PENDING[0],
+			seed: seed ^ i,
+			latency_us: LATENCY_US[0],
+			report_early: true,
+		};
+		let run = run_child(&lab.fixture, &dir, spec, Some(delay));
+		let label = format!("early reports, kill {i} after {delay:.1?}");
+		let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+			check_store(&mut expect, &dir, &run, MAX_PENDING[0], &label, &mut Stats::default())
+		}));
+		if let Err(panic) = checked {
+			let message = panic
+				.downcast_ref::<String>()
+				.cloned()
+				.or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+				.unwrap_or_default();
+			assert!(message.contains("reported"), "failed otherwise: {message}");
+			println!("caught as expected after {} kills: {message}", i + 1);
+			return;
+		}
+	}
+	panic!("50 kills of a child that reports completions before writing went unnoticed");
 }
 
 #[test]

@@ -7,22 +7,17 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::Mutex;
 
-use bitcoin::hashes::sha256::Hash as Sha256;
-use bitcoin::hashes::Hash;
 use lightning::chain::chainmonitor::Persist;
 use lightning::chain::channelmonitor::ChannelMonitorUpdate;
 use lightning::chain::ChannelMonitorUpdateStatus;
-use lightning::events::ClosureReason;
 use lightning::ln::functional_test_utils::*;
 use lightning::ln::types::ChannelId;
-use lightning::routing::router::{PaymentParameters, RouteParameters};
-use lightning::types::payment::{PaymentHash, PaymentPreimage};
 use lightning::util::persist::MonitorName;
 use lightning::util::ser::{Readable, Writeable};
 use lightning::util::test_channel_signer::TestChannelSigner;
-use lightning::util::test_utils::TestChainMonitor;
 
 use super::dual_flow::Monitor;
+use super::ldk_flow::{force_close_and_confirm, pay_on, with_network_of};
 
 /// One `Persist` call of node 0, as LDK made it.
 #[derive(Clone, Debug)]
@@ -114,31 +109,6 @@ impl Persist<TestChannelSigner> for Recorder {
 	fn archive_persisted_channel(&self, _name: MonitorName) {}
 }
 
-/// Pays `amount_msat` from `from` to `to` over the direct channel `scid` (the router's route with
-/// its only hop moved onto that channel, so that every channel gets payments) and claims it.
-pub fn pay_over<'a, 'b, 'c>(
-	from: &Node<'a, 'b, 'c>, to: &Node<'a, 'b, 'c>, scid: u64, amount_msat: u64, n: u64,
-) {
-	let mut seed = b"ldk-object-store crash payment ".to_vec();
-	seed.extend_from_slice(&n.to_be_bytes());
-	let preimage = PaymentPreimage(Sha256::hash(&seed).to_byte_array());
-	let hash = PaymentHash(Sha256::hash(&preimage.0).to_byte_array());
-	let secret = to
-		.node
-		.create_inbound_payment_for_hash(hash, Some(amount_msat), 7200, None)
-		.expect("creating an inbound payment");
-	let params = PaymentParameters::from_node_id(to.node.get_our_node_id(), TEST_FINAL_CLTV)
-		.with_bolt11_features(to.node.bolt11_invoice_features())
-		.expect("bolt11 features");
-	let route_params = RouteParameters::from_payment_params_and_value(params, amount_msat);
-	let mut route = get_route(from, &route_params).expect("finding a route");
-	assert_eq!(route.paths.len(), 1);
-	assert_eq!(route.paths[0].hops.len(), 1, "a direct payment");
-	route.paths[0].hops[0].short_channel_id = scid;
-	send_along_route_with_secret(from, route, &[&[to]], amount_msat, hash, secret);
-	claim_payment(from, &[to], preimage);
-}
-
 /// What [`record_flow`] recorded.
 pub struct Recording {
 	/// Node 0's calls, in call order.
@@ -155,68 +125,41 @@ pub fn record_flow(channels: usize, payments: u64) -> Recording {
 	assert!(channels > 0);
 	let chanmon_cfgs = create_chanmon_cfgs(2);
 	let recorders = [Recorder::default(), Recorder::default()];
-	let mut node_cfgs = create_node_cfgs(2, &chanmon_cfgs);
-	for (i, cfg) in node_cfgs.iter_mut().enumerate() {
-		cfg.chain_monitor = TestChainMonitor::new(
-			Some(&chanmon_cfgs[i].chain_source),
-			&chanmon_cfgs[i].tx_broadcaster,
-			&chanmon_cfgs[i].logger,
-			&chanmon_cfgs[i].fee_estimator,
-			&recorders[i],
-			&chanmon_cfgs[i].keys_manager,
-		);
-	}
-	let chanmgrs = create_node_chanmgrs(2, &node_cfgs, &[None, None]);
-	let nodes = create_network(2, &node_cfgs, &chanmgrs);
-	for node in &nodes {
-		*node.connect_style.borrow_mut() = ConnectStyle::FullBlockViaListen;
-	}
+	with_network_of(&chanmon_cfgs, [&recorders[0], &recorders[1]], |nodes| {
+		const VALUE_SAT: u64 = 1_000_000;
+		let mut opened = Vec::new();
+		for _ in 0..channels {
+			let (_, _, channel_id, _) = create_announced_chan_between_nodes_with_value(
+				nodes,
+				0,
+				1,
+				VALUE_SAT,
+				VALUE_SAT * 500,
+			);
+			opened.push(channel_id);
+		}
+		let scids: Vec<u64> = opened
+			.iter()
+			.map(|id| {
+				let details = nodes[0].node.list_channels();
+				let channel = details.iter().find(|c| c.channel_id == *id).expect("channel listed");
+				channel.short_channel_id.expect("an announced channel has a short channel id")
+			})
+			.collect();
 
-	const VALUE_SAT: u64 = 1_000_000;
-	let mut opened = Vec::new();
-	for _ in 0..channels {
-		let (_, _, channel_id, _) = create_announced_chan_between_nodes_with_value(
-			&nodes,
-			0,
-			1,
-			VALUE_SAT,
-			VALUE_SAT * 500,
-		);
-		opened.push(channel_id);
-	}
-	let scids: Vec<u64> = opened
-		.iter()
-		.map(|id| {
-			let details = nodes[0].node.list_channels();
-			let channel = details.iter().find(|c| c.channel_id == *id).expect("channel listed");
-			channel.short_channel_id.expect("an announced channel has a short channel id")
-		})
-		.collect();
+		for n in 0..payments {
+			let (from, to) = if n % 2 == 0 { (0, 1) } else { (1, 0) };
+			// Channels take turns, two payments (one each way) at a time.
+			let scid = scids[(n as usize / 2) % channels];
+			let amount_msat = 1_000_000 + (n % 37) * 10_000;
+			pay_on(&nodes[from], &nodes[to], amount_msat, n, None, Some(scid));
+		}
 
-	for n in 0..payments {
-		let (from, to) = if n % 2 == 0 { (0, 1) } else { (1, 0) };
-		// Channels take turns, two payments (one each way) at a time.
-		let scid = scids[(n as usize / 2) % channels];
-		pay_over(&nodes[from], &nodes[to], scid, 1_000_000 + (n % 37) * 10_000, n);
-	}
+		let channel_id = opened[0];
+		force_close_and_confirm(nodes, channel_id, VALUE_SAT, "crash test");
 
-	let channel_id = opened[0];
-	let (id0, id1) = (nodes[0].node.get_our_node_id(), nodes[1].node.get_our_node_id());
-	let message = "crash test".to_owned();
-	nodes[0].node.force_close_broadcasting_latest_txn(&channel_id, &id1, message.clone()).unwrap();
-	let reason = ClosureReason::HolderForceClosed { broadcasted_latest_txn: Some(true), message };
-	check_closed_event(&nodes[0], 1, reason, false, &[id1], VALUE_SAT);
-	check_closed_broadcast(&nodes[0], 1, true);
-	check_added_monitors(&nodes[0], 1);
-	let txn = nodes[0].tx_broadcaster.txn_broadcast();
-	let block = create_dummy_block(nodes[1].best_block_hash(), 42, vec![txn[0].clone()]);
-	connect_block(&nodes[1], &block);
-	check_closed_broadcast(&nodes[1], 1, true);
-	let reason = ClosureReason::CommitmentTxConfirmed;
-	check_closed_event(&nodes[1], 1, reason, false, &[id0], VALUE_SAT);
-	check_added_monitors(&nodes[1], 1);
-
-	Recording { calls: recorders[0].calls(), channels: opened, force_closed: channel_id }
+		Recording { calls: recorders[0].calls(), channels: opened, force_closed: channel_id }
+	})
 }
 
 const MAGIC: &[u8; 8] = b"LDKCRSH1";

@@ -11,7 +11,6 @@ use ldk_object_store::{LoadMode, MonitorPersister, ObjectKvStore, PersistMode, P
 use lightning::chain::chainmonitor::Persist;
 use lightning::chain::channelmonitor::{ChannelMonitor, ChannelMonitorUpdate};
 use lightning::chain::ChannelMonitorUpdateStatus;
-use lightning::events::ClosureReason;
 use lightning::ln::functional_test_utils::*;
 use lightning::ln::types::ChannelId;
 use lightning::util::persist::{
@@ -24,7 +23,9 @@ use lightning::util::test_utils::{
 };
 
 use super::backends::Backend;
-use super::ldk_flow::{compare_monitors, open_channel, pay, with_network_of, MonitorMatch};
+use super::ldk_flow::{
+	compare_monitors, force_close_and_confirm, open_channel, pay, with_network_of, MonitorMatch,
+};
 use super::wrappers::{CountRequests, Hooked, Request};
 
 pub type Monitor = ChannelMonitor<TestChannelSigner>;
@@ -267,30 +268,7 @@ pub fn dual_flow(
 			}
 		}
 
-		let (id0, id1) = (nodes[0].node.get_our_node_id(), nodes[1].node.get_our_node_id());
-		let message = "persister test".to_owned();
-		nodes[0]
-			.node
-			.force_close_broadcasting_latest_txn(&channel_id, &id1, message.clone())
-			.unwrap();
-		let reason =
-			ClosureReason::HolderForceClosed { broadcasted_latest_txn: Some(true), message };
-		check_closed_event(&nodes[0], 1, reason, false, &[id1], 1_000_000);
-		check_closed_broadcast(&nodes[0], 1, true);
-		check_added_monitors(&nodes[0], 1);
-		let txn = nodes[0].tx_broadcaster.txn_broadcast();
-		let block = create_dummy_block(nodes[1].best_block_hash(), 42, vec![txn[0].clone()]);
-		connect_block(&nodes[1], &block);
-		check_closed_broadcast(&nodes[1], 1, true);
-		check_closed_event(
-			&nodes[1],
-			1,
-			ClosureReason::CommitmentTxConfirmed,
-			false,
-			&[id0],
-			1_000_000,
-		);
-		check_added_monitors(&nodes[1], 1);
+		force_close_and_confirm(nodes, channel_id, 1_000_000, "persister test");
 		check("after the force-close");
 
 		let calls = duals[0].calls.lock().unwrap().clone();

@@ -394,6 +394,15 @@ pub fn pay<'a, 'b, 'c>(
 	from: &Node<'a, 'b, 'c>, to: &Node<'a, 'b, 'c>, amount_msat: u64, n: u64,
 	scorer: Option<&FlowScorer<'b, 'c>>,
 ) {
+	pay_on(from, to, amount_msat, n, scorer, None)
+}
+
+/// [`pay`], over the direct channel `scid` when given (the router's one-hop route moved onto
+/// it), so that a test can spread payments over several channels.
+pub fn pay_on<'a, 'b, 'c>(
+	from: &Node<'a, 'b, 'c>, to: &Node<'a, 'b, 'c>, amount_msat: u64, n: u64,
+	scorer: Option<&FlowScorer<'b, 'c>>, scid: Option<u64>,
+) {
 	let mut seed = b"ldk-object-store flow payment ".to_vec();
 	seed.extend_from_slice(&n.to_be_bytes());
 	let preimage = PaymentPreimage(Sha256::hash(&seed).to_byte_array());
@@ -406,13 +415,43 @@ pub fn pay<'a, 'b, 'c>(
 		.with_bolt11_features(to.node.bolt11_invoice_features())
 		.expect("bolt11 features");
 	let route_params = RouteParameters::from_payment_params_and_value(params, amount_msat);
-	let route = get_route(from, &route_params).expect("finding a route");
+	let mut route = get_route(from, &route_params).expect("finding a route");
 	assert_eq!(route.paths.len(), 1);
+	if let Some(scid) = scid {
+		assert_eq!(route.paths[0].hops.len(), 1, "a direct payment");
+		route.paths[0].hops[0].short_channel_id = scid;
+	}
 	if let Some(scorer) = scorer {
 		scorer.write().unwrap().payment_path_successful(&route.paths[0], now());
 	}
 	send_along_route_with_secret(from, route, &[&[to]], amount_msat, hash, secret);
 	claim_payment(from, &[to], preimage);
+}
+
+/// Node 0 force-closes `channel_id` (broadcasting its commitment transaction) and node 1 sees
+/// that transaction confirmed, with the harness's checks of events, broadcasts and monitor
+/// updates on both sides.
+pub fn force_close_and_confirm(
+	nodes: &[Node<'_, '_, '_>], channel_id: ChannelId, channel_value_sat: u64, message: &str,
+) {
+	let (id0, id1) = (nodes[0].node.get_our_node_id(), nodes[1].node.get_our_node_id());
+	let message = message.to_owned();
+	nodes[0]
+		.node
+		.force_close_broadcasting_latest_txn(&channel_id, &id1, message.clone())
+		.expect("force-closing");
+	let reason = ClosureReason::HolderForceClosed { broadcasted_latest_txn: Some(true), message };
+	check_closed_event(&nodes[0], 1, reason, false, &[id1], channel_value_sat);
+	check_closed_broadcast(&nodes[0], 1, true);
+	check_added_monitors(&nodes[0], 1);
+	let txn = nodes[0].tx_broadcaster.txn_broadcast();
+	assert_eq!(txn.len(), 1, "node 0 broadcast its commitment transaction");
+	let block = create_dummy_block(nodes[1].best_block_hash(), 42, vec![txn[0].clone()]);
+	connect_block(&nodes[1], &block);
+	check_closed_broadcast(&nodes[1], 1, true);
+	let reason = ClosureReason::CommitmentTxConfirmed;
+	check_closed_event(&nodes[1], 1, reason, false, &[id0], channel_value_sat);
+	check_added_monitors(&nodes[1], 1);
 }
 
 /// How a stored monitor compares with a live one.
@@ -572,28 +611,12 @@ pub fn persist_flow<'a, 'b>(
 
 	let mut force_closed = None;
 	if options.force_close {
-		let id0 = nodes[0].node.get_our_node_id();
-		let id1 = nodes[1].node.get_our_node_id();
-		let message = "Channel force-closed".to_owned();
-		nodes[0]
-			.node
-			.force_close_broadcasting_latest_txn(&channel_id, &id1, message.clone())
-			.expect("force-closing");
-		let reason =
-			ClosureReason::HolderForceClosed { broadcasted_latest_txn: Some(true), message };
-		check_closed_event(&nodes[0], 1, reason, false, &[id1], options.channel_value_sat);
-		check_closed_broadcast(&nodes[0], 1, true);
-		check_added_monitors(&nodes[0], 1);
-
-		// Node 1 sees node 0's commitment transaction confirmed.
-		let txn = nodes[0].tx_broadcaster.txn_broadcast();
-		assert_eq!(txn.len(), 1, "node 0 broadcast its commitment transaction");
-		let block = create_dummy_block(nodes[1].best_block_hash(), 42, vec![txn[0].clone()]);
-		connect_block(&nodes[1], &block);
-		check_closed_broadcast(&nodes[1], 1, true);
-		let reason = ClosureReason::CommitmentTxConfirmed;
-		check_closed_event(&nodes[1], 1, reason, false, &[id0], options.channel_value_sat);
-		check_added_monitors(&nodes[1], 1);
+		force_close_and_confirm(
+			nodes,
+			channel_id,
+			options.channel_value_sat,
+			"Channel force-closed",
+		);
 		check_all(1);
 
 		// A node writes its manager again after a force-close.
