@@ -1,0 +1,306 @@
+//! Benchmarks of this crate's store and monitor persister, side by side with what LDK users would
+//! use instead, on the same store in the same run. See `BENCHMARKS.md` (which this writes).
+//!
+//! ```text
+//! cargo bench --bench persistence                                    # the smoke size
+//! cargo bench --bench persistence -- --full --write-md BENCHMARKS.md # everything, writes the file
+//! ```
+//!
+//! Options: `--smoke` / `--full` (profile), `--write-md FILE`, `--rtt-ms N` (simulated round trip),
+//! `--fixtures DIR` (default `target/bench-fixtures`), `--regen` (regenerate the fixtures),
+//! `--only startup,updates,overhead` (sections), `--ldk-sample N` (measure LDK's sequential
+//! startup on N monitors and extrapolate, instead of all of them), `--no-localstack`.
+//! LocalStack runs when `LDK_OS_TEST_LOCALSTACK_URL` / `_ENDPOINT` are set
+//! (`eval "$(./localstack/servers.sh env)"`), and is skipped with a note otherwise.
+//!
+//! Under `cargo test` (no `--bench` argument) the binary does nothing and succeeds, so that
+//! `cargo test --all-targets` stays a test run; `cargo test --bench persistence -- --smoke` runs
+//! the smoke size in the test profile.
+
+mod alloc;
+mod backend;
+mod cpu;
+mod env;
+mod fixtures;
+mod flow;
+mod latency;
+mod overhead;
+mod report;
+mod sections;
+mod setup;
+mod startup;
+mod updates;
+mod verdict;
+
+#[global_allocator]
+static ALLOC: alloc::Counting = alloc::Counting;
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use backend::Backend;
+use fixtures::FixtureSet;
+use flow::{GenParams, SizeTarget};
+use report::{secs, Report};
+use sections::{overhead_section, startup_section, updates_section, Findings};
+use setup::{describe_setup, machine, reproduce_line};
+use verdict::{closing, targets};
+
+/// Set in the child process that runs LDK to generate fixtures.
+const CHILD_ENV: &str = "LDK_OS_BENCH_GENERATOR";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Profile {
+	Smoke,
+	Full,
+}
+
+impl Profile {
+	fn name(self) -> &'static str {
+		match self {
+			Profile::Smoke => "smoke",
+			Profile::Full => "full",
+		}
+	}
+
+	fn gen_params(self) -> GenParams {
+		match self {
+			Profile::Smoke => GenParams {
+				channels: 12,
+				warmup_payments: 1,
+				updates: 10,
+				few_channels: 2,
+				few_updates: 30,
+				sizes: vec![SizeTarget {
+					label: "20KB".into(),
+					min_bytes: 20_000,
+					inflight_htlcs: 0,
+				}],
+				size_updates: 20,
+			},
+			Profile::Full => GenParams {
+				channels: 1000,
+				warmup_payments: 10,
+				updates: 50,
+				few_channels: 10,
+				few_updates: 99,
+				sizes: vec![
+					SizeTarget { label: "64KB".into(), min_bytes: 64_000, inflight_htlcs: 0 },
+					SizeTarget { label: "1MB".into(), min_bytes: 1_000_000, inflight_htlcs: 30 },
+					SizeTarget { label: "4MB".into(), min_bytes: 4_000_000, inflight_htlcs: 60 },
+				],
+				size_updates: 100,
+			},
+		}
+	}
+
+	fn default_rtt(self) -> Duration {
+		match self {
+			Profile::Smoke => Duration::from_millis(5),
+			Profile::Full => Duration::from_millis(20),
+		}
+	}
+}
+
+#[derive(Debug)]
+struct Args {
+	profile: Profile,
+	write_md: Option<PathBuf>,
+	fixtures: PathBuf,
+	regen: bool,
+	rtt: Duration,
+	only: Option<Vec<String>>,
+	ldk_sample: Option<usize>,
+	localstack: bool,
+	/// The arguments after `--`, for the reproduce line.
+	given: Vec<String>,
+}
+
+fn parse_args() -> Option<Args> {
+	let raw: Vec<String> = std::env::args().skip(1).collect();
+	let bench = raw.iter().any(|a| a == "--bench");
+	let profile_given = raw.iter().any(|a| a == "--smoke" || a == "--full");
+	if !bench && !profile_given {
+		return None;
+	}
+	let mut args = Args {
+		profile: Profile::Smoke,
+		write_md: None,
+		fixtures: fixtures::default_dir(),
+		regen: false,
+		rtt: Duration::ZERO,
+		only: None,
+		ldk_sample: None,
+		localstack: true,
+		given: vec![],
+	};
+	let mut rtt = None;
+	let mut it = raw.into_iter();
+	while let Some(arg) = it.next() {
+		let mut value = |name: &str| it.next().unwrap_or_else(|| panic!("{name} needs a value"));
+		match arg.as_str() {
+			"--bench" => continue,
+			"--smoke" => args.profile = Profile::Smoke,
+			"--full" => args.profile = Profile::Full,
+			"--regen" => args.regen = true,
+			"--no-localstack" => args.localstack = false,
+			"--write-md" => {
+				let v = value("--write-md");
+				args.given.extend([arg.clone(), v.clone()]);
+				args.write_md = Some(PathBuf::from(v));
+				continue;
+			},
+			"--fixtures" => {
+				let v = value("--fixtures");
+				args.given.extend([arg.clone(), v.clone()]);
+				args.fixtures = PathBuf::from(v);
+				continue;
+			},
+			"--rtt-ms" => {
+				let v = value("--rtt-ms");
+				args.given.extend([arg.clone(), v.clone()]);
+				rtt = Some(Duration::from_secs_f64(v.parse::<f64>().expect("--rtt-ms N") / 1000.0));
+				continue;
+			},
+			"--only" => {
+				let v = value("--only");
+				args.given.extend([arg.clone(), v.clone()]);
+				args.only = Some(v.split(',').map(str::to_owned).collect());
+				continue;
+			},
+			"--ldk-sample" => {
+				let v = value("--ldk-sample");
+				args.given.extend([arg.clone(), v.clone()]);
+				args.ldk_sample = Some(v.parse().expect("--ldk-sample N"));
+				continue;
+			},
+			// Whatever else a harness passes (`--nocapture`, filters) is not ours.
+			_ => continue,
+		}
+		args.given.push(arg);
+	}
+	args.rtt = rtt.unwrap_or(args.profile.default_rtt());
+	Some(args)
+}
+
+fn wants(args: &Args, section: &str) -> bool {
+	args.only.as_ref().is_none_or(|only| only.iter().any(|s| s == section))
+}
+
+/// The fixtures of a profile: loaded if saved with the same parameters, generated otherwise (by a
+/// child process of this binary, since LDK's test logger prints every line to stdout).
+fn fixtures_for(args: &Args) -> FixtureSet {
+	let params = args.profile.gen_params();
+	let path = args.fixtures.join(format!("{}.bin", args.profile.name()));
+	if !args.regen {
+		if let Ok(set) = FixtureSet::load(&path) {
+			let same = params.describe().iter().all(|(k, v)| set.note(k) == Some(v.as_str()));
+			if same {
+				eprintln!("fixtures: {} ({} channels)", path.display(), set.channels.len());
+				return set;
+			}
+			eprintln!("fixtures: {} was made with other parameters; regenerating", path.display());
+		}
+	}
+	eprintln!(
+		"fixtures: generating {} with LDK's functional-test harness (LDK's log lines discarded)",
+		path.display()
+	);
+	let started = Instant::now();
+	let status = Command::new(std::env::current_exe().expect("current exe"))
+		.env(CHILD_ENV, args.profile.name())
+		.env("LDK_OS_BENCH_FIXTURE_PATH", &path)
+		.stdout(Stdio::null())
+		.status()
+		.expect("running the generator");
+	assert!(status.success(), "the fixture generator failed");
+	eprintln!("fixtures: generated in {}", secs(started.elapsed()));
+	FixtureSet::load(&path).expect("generated fixtures load")
+}
+
+fn generator_child(profile: &str) -> ! {
+	let profile = if profile == "full" { Profile::Full } else { Profile::Smoke };
+	let path = PathBuf::from(std::env::var_os("LDK_OS_BENCH_FIXTURE_PATH").expect("fixture path"));
+	let set = flow::generate(&profile.gen_params());
+	set.save(&path).expect("saving fixtures");
+	// Skip the harness's checks on drop (they re-serialize every node): the fixtures are saved
+	// and were checked against the live monitors already.
+	std::process::exit(0)
+}
+
+#[cfg(not(feature = "aws"))]
+fn localstack() -> Option<Arc<dyn object_store::ObjectStore>> {
+	None
+}
+
+/// LocalStack, if the environment names it (as `./localstack/servers.sh env` prints it).
+#[cfg(feature = "aws")]
+fn localstack() -> Option<Arc<dyn object_store::ObjectStore>> {
+	let url = std::env::var("LDK_OS_TEST_LOCALSTACK_URL").ok()?;
+	let endpoint = std::env::var("LDK_OS_TEST_LOCALSTACK_ENDPOINT").ok()?;
+	let bucket = url.trim_start_matches("s3://").trim_end_matches('/').to_owned();
+	let store = object_store::aws::AmazonS3Builder::from_env()
+		.with_bucket_name(bucket)
+		.with_endpoint(endpoint)
+		.with_allow_http(true)
+		.with_virtual_hosted_style_request(false)
+		.build()
+		.ok()?;
+	Some(Arc::new(store))
+}
+
+fn main() {
+	if let Ok(profile) = std::env::var(CHILD_ENV) {
+		generator_child(&profile);
+	}
+	let Some(args) = parse_args() else {
+		println!(
+			"persistence benchmarks: nothing to do under `cargo test`; run \
+			 `cargo bench --bench persistence [-- --full --write-md BENCHMARKS.md]`"
+		);
+		return;
+	};
+	let started = Instant::now();
+	let set = fixtures_for(&args);
+	let ldk = env::Ldk::leak();
+	let mut report = Report {
+		command: reproduce_line(&args),
+		profile: args.profile.name().into(),
+		machine: machine(),
+		..Default::default()
+	};
+	describe_setup(&mut report, &args, &set);
+
+	let memory = Backend::memory(args.rtt);
+	let local = if args.localstack { localstack() } else { None };
+	let server = local.map(|store| Backend::server("LocalStack on loopback", store));
+	if server.is_none() {
+		report.setup.push(
+			"LocalStack: **not run** (`LDK_OS_TEST_LOCALSTACK_URL` / `_ENDPOINT` not set; \
+			 `./localstack/servers.sh start` and `eval \"$(./localstack/servers.sh env)\"` \
+			 enable it)."
+				.into(),
+		);
+	}
+
+	let mut findings = Findings::default();
+	if wants(&args, "startup") {
+		startup_section(&args, &set, &memory, server.as_ref(), ldk, &mut report, &mut findings);
+	}
+	if wants(&args, "updates") {
+		updates_section(&args, &set, &memory, server.as_ref(), ldk, &mut report, &mut findings);
+	}
+	if wants(&args, "overhead") {
+		overhead_section(&args, &memory, server.as_ref(), &mut report, &mut findings);
+	}
+	targets(&args, &mut report, &findings);
+	closing(&mut report, &findings);
+	report.setup.push(String::new());
+	report.setup.push(format!("The run took {}.", secs(started.elapsed())));
+	if let Some(path) = &args.write_md {
+		std::fs::write(path, report.markdown()).expect("writing the markdown file");
+		println!("\nwrote {}", path.display());
+	}
+}

@@ -1,0 +1,346 @@
+//! The sections of a run: startup, updates and store overhead, on the simulated store and on
+//! LocalStack, each adding its tables to the report and what the target checks need to the
+//! findings.
+
+use std::time::Duration;
+
+use ldk_object_store::LoadMode;
+
+use crate::backend::Backend;
+use crate::fixtures::{ChannelFixture, FixtureSet};
+use crate::report::{Report, Table};
+use crate::startup::{self, Reader, Scenario};
+use crate::updates::{self, Writer};
+use crate::{cpu, env, overhead, Args, Profile};
+
+/// What the target checks need from the sections.
+#[derive(Default)]
+pub(crate) struct Findings {
+	/// The main startup scenario: every configuration against LDK's load and its bound.
+	pub(crate) startup: Option<StartupFinding>,
+	/// (monitor, writer, mean latency ÷ RTT, slowest ÷ RTT).
+	pub(crate) update_latency: Vec<(String, Writer, f64, f64)>,
+	/// (in flight, updates/s ÷ bound) of this crate's async persister.
+	pub(crate) throughput: Vec<(usize, f64)>,
+	/// (in flight, writer, updates/s ÷ bound, cores busy) of every persister.
+	pub(crate) throughput_all: Vec<(usize, Writer, f64, cpu::Use)>,
+	/// (operation, overhead) on LocalStack.
+	pub(crate) overhead: Option<Vec<(String, f64)>>,
+	/// Requests per second of this crate's fastest load and of LDK's on LocalStack.
+	pub(crate) localstack_rates: Option<(f64, f64)>,
+}
+
+pub(crate) struct StartupFinding {
+	pub(crate) scenario: String,
+	pub(crate) speedup: f64,
+	pub(crate) ldk_extrapolated: bool,
+	pub(crate) config: String,
+	pub(crate) elapsed: Duration,
+	pub(crate) bound: Duration,
+	pub(crate) cpu_floor: Option<Duration>,
+	pub(crate) default_speedup: Option<f64>,
+	/// Monitors and updates per monitor.
+	pub(crate) n: usize,
+	pub(crate) u: usize,
+	/// Every configuration of this crate: (configuration, wall time, bound, speed-up).
+	pub(crate) rows: Vec<(String, Duration, Duration, f64)>,
+}
+
+pub(crate) fn startup_channels(set: &FixtureSet) -> Vec<ChannelFixture> {
+	let mut channels: Vec<ChannelFixture> = set.by_prefix("startup-").cloned().collect();
+	channels.sort_by(|a, b| a.label.cmp(&b.label));
+	channels
+}
+
+pub(crate) fn size_channels(set: &FixtureSet) -> Vec<&ChannelFixture> {
+	let mut sizes: Vec<&ChannelFixture> = set.by_prefix("size-").collect();
+	sizes.sort_by_key(|c| c.monitor.len());
+	sizes
+}
+
+fn ours(mode: LoadMode, monitors: usize, in_flight: usize) -> Reader {
+	Reader::Ours { mode, monitors, in_flight }
+}
+
+pub(crate) fn startup_section(
+	args: &Args, set: &FixtureSet, memory: &Backend, server: Option<&Backend>,
+	ldk: &'static env::Ldk, report: &mut Report, findings: &mut Findings,
+) {
+	let gen = args.profile.gen_params();
+	let channels = startup_channels(set);
+	let (n, u) = (channels.len(), gen.updates);
+	let pipelined = |w| LoadMode::Pipelined { window: w };
+	let main_readers = match args.profile {
+		Profile::Smoke => vec![
+			ours(LoadMode::Probe, 32, 32),
+			ours(LoadMode::Probe, 4, 4),
+			ours(pipelined(4), 4, 16),
+			ours(LoadMode::List, 4, 64),
+			Reader::Ldk { sample: args.ldk_sample },
+			Reader::LdkAsync { sample: args.ldk_sample },
+		],
+		Profile::Full => vec![
+			ours(LoadMode::Probe, 32, 32),
+			ours(LoadMode::Probe, 128, 128),
+			ours(LoadMode::Probe, 512, 512),
+			ours(LoadMode::Probe, 1000, 1000),
+			ours(pipelined(8), 16, 128),
+			ours(pipelined(8), 64, 512),
+			ours(LoadMode::List, 128, 128),
+			ours(LoadMode::List, 512, 512),
+			Reader::Ldk { sample: args.ldk_sample },
+			Reader::LdkAsync { sample: Some(args.ldk_sample.unwrap_or(100)) },
+		],
+	};
+	let main = Scenario {
+		name: format!("{n}x{u}"),
+		monitors: channels.clone(),
+		updates: u,
+		readers: main_readers,
+	};
+	let result = startup::run(memory, &main, ldk);
+	let default_speedup = result.ours.iter().find_map(|(r, t, _)| match r {
+		Reader::Ours { mode: LoadMode::Probe, monitors: 32, in_flight: 32 } => {
+			result.ldk.map(|(l, _)| l.as_secs_f64() / t.as_secs_f64())
+		},
+		_ => None,
+	});
+	let describe = |reader: &Reader| match reader {
+		Reader::Ours { mode, monitors, in_flight } => {
+			format!("{mode:?}, {monitors} monitors at once, {in_flight} requests in flight")
+		},
+		_ => String::new(),
+	};
+	if let (Some((fastest, elapsed, Some(bound))), Some((ldk_time, extrapolated))) =
+		(result.ours.iter().min_by_key(|(_, t, _)| *t), result.ldk)
+	{
+		let config = describe(fastest);
+		let rows = result
+			.ours
+			.iter()
+			.filter_map(|(r, t, b)| {
+				b.map(|b| (describe(r), *t, b, ldk_time.as_secs_f64() / t.as_secs_f64()))
+			})
+			.collect();
+		findings.startup = Some(StartupFinding {
+			rows,
+			scenario: format!("{n} × {u} × {} ms", args.rtt.as_secs_f64() * 1000.0),
+			speedup: ldk_time.as_secs_f64() / elapsed.as_secs_f64(),
+			ldk_extrapolated: extrapolated,
+			config,
+			elapsed: *elapsed,
+			bound: *bound,
+			cpu_floor: result.cpu_floor,
+			default_speedup,
+			n,
+			u,
+		});
+	}
+	report.add(result.table);
+
+	// A node with few channels and many pending updates: where pipelining and listing help.
+	let few: Vec<ChannelFixture> = channels[..gen.few_channels].to_vec();
+	let fu = gen.few_updates;
+	let k = few.len();
+	let few_scenario = Scenario {
+		name: format!("{k}x{fu}"),
+		monitors: few,
+		updates: fu,
+		readers: vec![
+			ours(LoadMode::Probe, k, 32),
+			ours(pipelined(16), k, 16 * k),
+			ours(pipelined(32), k, 32 * k),
+			ours(LoadMode::List, k, (fu + 2) * k),
+			Reader::Ldk { sample: None },
+			Reader::LdkAsync { sample: None },
+		],
+	};
+	let mut result = startup::run(memory, &few_scenario, ldk);
+	result.table.intro.insert(
+		0,
+		"A node with few channels, each with many pending updates (up to \
+		 `maximum_pending_updates - 1`): probing pays one round trip per update; pipelining \
+		 and listing do not."
+			.into(),
+	);
+	report.add(result.table);
+
+	if let Some(server) = server {
+		let ln = match args.profile {
+			Profile::Smoke => n,
+			Profile::Full => 200,
+		};
+		let scenario = Scenario {
+			name: format!("{ln}x{u}"),
+			monitors: channels[..ln].to_vec(),
+			updates: u,
+			readers: vec![
+				ours(LoadMode::Probe, 32, 32),
+				ours(LoadMode::Probe, 128, 128),
+				ours(pipelined(8), 16, 128),
+				ours(LoadMode::List, 128, 128),
+				Reader::Ldk { sample: None },
+				Reader::LdkAsync { sample: None },
+			],
+		};
+		let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+			startup::run(server, &scenario, ldk)
+		}));
+		match outcome {
+			Ok(result) => {
+				let best = result
+					.rates
+					.iter()
+					.filter(|(r, _)| matches!(r, Reader::Ours { .. }))
+					.map(|(_, rate)| *rate)
+					.fold(0.0, f64::max);
+				let ldk = result
+					.rates
+					.iter()
+					.find(|(r, _)| matches!(r, Reader::Ldk { .. }))
+					.map(|(_, rate)| *rate);
+				findings.localstack_rates = ldk.map(|l| (best, l));
+				report.add(result.table);
+			},
+			Err(_) => report
+				.setup
+				.push("LocalStack startup: failed during the run (see the console).".into()),
+		}
+	}
+}
+
+pub(crate) fn updates_section(
+	args: &Args, set: &FixtureSet, memory: &Backend, server: Option<&Backend>,
+	ldk: &'static env::Ldk, report: &mut Report, findings: &mut Findings,
+) {
+	let gen = args.profile.gen_params();
+	let channels = startup_channels(set);
+	let mut sizes: Vec<&ChannelFixture> = vec![&channels[0]];
+	sizes.extend(size_channels(set));
+	let n = gen.size_updates.min(channels[0].updates.len());
+	let rtt = args.rtt;
+
+	let (table, results) = updates::latency_table(memory, &sizes, n, ldk);
+	for (label, r) in &results {
+		findings.update_latency.push((
+			label.clone(),
+			r.writer,
+			r.mean().as_secs_f64() / rtt.as_secs_f64(),
+			r.quantile(1.0).as_secs_f64() / rtt.as_secs_f64(),
+		));
+	}
+	report.add(table);
+
+	// Throughput as the bound on requests in flight grows.
+	let bounds: Vec<usize> = match args.profile {
+		Profile::Smoke => vec![1, 4, 16],
+		Profile::Full => vec![1, 4, 16, 64, 256, 512],
+	};
+	let fixtures: Vec<&ChannelFixture> = channels.iter().collect();
+	let max_per_channel = gen.updates;
+	let prepared = updates::prepare(&fixtures, max_per_channel, ldk);
+	let mut table = Table::new(
+		format!("Throughput: many channels' updates, {}", memory.name),
+		&updates::THROUGHPUT_HEADER,
+	)
+	.intro(
+		"Updates of many channels persisted at once. This crate's async persister: one thread \
+		 submits every update (each returns `InProgress` at once) and the persister keeps up to \
+		 the bound in flight; the time runs until the last completion is reported. Sync \
+		 persisters: as many caller threads as the bound, each persisting its channels' \
+		 updates one by one (the most a node could get out of a blocking persister). The work \
+		 grows with the bound (about 50 round trips' worth at the bound) so each run lasts \
+		 about a second. The bound is what the requests allowed in flight permit: one update \
+		 per request per round trip.",
+	);
+	for &b in &bounds {
+		let work = (50 * b).max(50);
+		let per_channel = (work / fixtures.len()).clamp(1, max_per_channel);
+		let chans = (work / per_channel).min(fixtures.len());
+		for writer in [Writer::OursAsync, Writer::OursSync, Writer::Ldk] {
+			eprintln!("  throughput: {} at {b} in flight, {chans} x {per_channel}", writer.name());
+			let run = updates::Run { writer, in_flight: b, channels: chans, per_channel };
+			let t = updates::throughput(memory, &prepared, &fixtures, run, ldk);
+			let vs_bound = t.per_second() * rtt.as_secs_f64() / b as f64;
+			if writer == Writer::OursAsync {
+				findings.throughput.push((b, vs_bound));
+			}
+			findings.throughput_all.push((b, writer, vs_bound, t.cpu));
+			table.row(updates::throughput_row(&t, Some(rtt)));
+		}
+	}
+	report.add(table);
+
+	if let Some(server) = server {
+		let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+			let mut small: Vec<&ChannelFixture> = vec![&channels[0]];
+			small.extend(size_channels(set).into_iter().filter(|c| c.monitor.len() <= 1_500_000));
+			let (table, _) = updates::latency_table(server, &small, n, ldk);
+			let mut tput = Table::new(
+				format!("Throughput: many channels' updates, {}", server.name),
+				&updates::THROUGHPUT_HEADER,
+			)
+			.intro("As above, on LocalStack: no simulated round trip, so no bound.");
+			for &b in &[1usize, 16, 64] {
+				let per_channel = 2.min(max_per_channel);
+				let chans = (20 * b).min(fixtures.len());
+				for writer in [Writer::OursAsync, Writer::Ldk] {
+					eprintln!("  LocalStack throughput: {} at {b}", writer.name());
+					let run = updates::Run { writer, in_flight: b, channels: chans, per_channel };
+					let t = updates::throughput(server, &prepared, &fixtures, run, ldk);
+					tput.row(updates::throughput_row(&t, None));
+				}
+			}
+			(table, tput)
+		}));
+		match outcome {
+			Ok((latency, tput)) => {
+				report.add(latency);
+				report.add(tput);
+			},
+			Err(_) => report
+				.setup
+				.push("LocalStack updates: failed during the run (see the console).".into()),
+		}
+	}
+}
+
+pub(crate) fn overhead_section(
+	args: &Args, memory: &Backend, server: Option<&Backend>, report: &mut Report,
+	findings: &mut Findings,
+) {
+	let (ops, concurrent, rounds) = match args.profile {
+		Profile::Smoke => (10, 50, 4),
+		Profile::Full => (40, 200, 21),
+	};
+	if let Some(server) = server {
+		let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+			overhead::run(server, "server", ops, concurrent, 64, rounds)
+		}));
+		match outcome {
+			Ok(result) => {
+				findings.overhead = Some(result.overheads);
+				report.add(result.table);
+			},
+			Err(_) => report
+				.setup
+				.push("LocalStack overhead: failed during the run (see the console).".into()),
+		}
+	}
+	// The same on the in-memory store: with no round trip (the absolute cost per operation) and
+	// with the simulated one.
+	let rtt = memory.control.rtt();
+	memory.control.set_rtt(Duration::ZERO);
+	let mut zero = overhead::run(memory, "zero", ops * 5, concurrent, 64, rounds).table;
+	zero.title = "Store overhead: this crate's store against raw `object_store` calls, in-memory, no round trip".into();
+	zero.intro.push(
+		"With no round trip at all, the difference is the store's own cost per operation: \
+		 validation, the per-key queue, the hop to its runtime and back, the tracing span, \
+		 retries' bookkeeping."
+			.into(),
+	);
+	report.add(zero);
+	memory.control.set_rtt(rtt);
+	let with_rtt = overhead::run(memory, "rtt", ops / 2, concurrent, 64, rounds.min(3)).table;
+	report.add(with_rtt);
+}
