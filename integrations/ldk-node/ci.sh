@@ -19,7 +19,9 @@ step cargo fmt --check
 step cargo clippy --all-targets -- -D warnings
 
 if [[ -z "${LDK_OS_TEST_LOCALSTACK_URL:-}" ]]; then
-	if ! curl -sf -m 2 -o /dev/null http://127.0.0.1:4566/_localstack/health; then
+	# Both servers must answer; one left over from elsewhere is not enough.
+	if ! curl -sf -m 2 -o /dev/null http://127.0.0.1:4566/_localstack/health ||
+		! curl -sf -m 2 -o /dev/null http://127.0.0.1:8333/healthz; then
 		trap '"$SERVERS_SH" stop' EXIT
 		trap 'exit 130' INT
 		trap 'exit 143' TERM
