@@ -116,7 +116,9 @@ impl StoreBuilder {
 	}
 
 	/// A store over an object store built in code. Its own settings (retries, timeouts,
-	/// credentials) stay as they are.
+	/// credentials) stay as they are. A `LocalFileSystem` must be built
+	/// `.with_fsync(true)` for writes to be durable when they complete, as LDK requires
+	/// (`file://` URLs do this); object_store leaves fsync off by default.
 	pub fn from_store(store: Arc<dyn ObjectStore>) -> Self {
 		StoreBuilder::new(Source::Store(store))
 	}
@@ -335,7 +337,11 @@ fn backend_from_url(
 				source,
 			};
 			std::fs::create_dir_all(&dir).map_err(|e| io_err("creating directory", e))?;
-			let fs = LocalFileSystem::new_with_prefix(&dir).map_err(ConfigError::Backend)?;
+			// LDK's `Completed` means durable, fsyncs included (`FilesystemStore` syncs the file
+			// and its directory); object_store leaves fsync off unless asked.
+			let fs = LocalFileSystem::new_with_prefix(&dir)
+				.map_err(ConfigError::Backend)?
+				.with_fsync(true);
 			return Ok((Arc::new(fs), String::new()));
 		},
 		#[cfg(feature = "aws")]

@@ -69,7 +69,11 @@ pub enum FailureKind {
 	/// missing bucket, a malformed request), or the local file system did (a path that runs
 	/// through a file, a full disk); repeating it will not help.
 	Rejected,
-	/// Anything else the backend reported: server errors, throttling, dropped connections.
+	/// The request's credentials expired (S3's `ExpiredToken`, `TokenRefreshRequired`,
+	/// `RequestExpired`); the backend's credential provider renews them, so a retry may succeed.
+	CredentialsExpired,
+	/// Anything else the backend reported: server errors, throttling, dropped connections, and
+	/// the 4xx answers that S3 documents as retryable (`ConditionalRequestConflict`, …).
 	Backend,
 }
 
@@ -82,6 +86,12 @@ impl FailureKind {
 				return FailureKind::Fenced;
 			}
 		}
+		// S3 names some 4xx answers retryable by their error code, whatever object_store made of
+		// the status (409 becomes `AlreadyExists`, 403 `PermissionDenied`): read the code first.
+		// None of them is ever a 404, so "not found" stays exactly as strict.
+		if let Some(kind) = error_code(err).and_then(kind_of_code) {
+			return kind;
+		}
 		match err {
 			// A missing bucket or container is a configuration error, not an absent object: read
 			// as "absent", a typo in a bucket name would look like an empty node to LDK.
@@ -92,6 +102,10 @@ impl FailureKind {
 			E::AlreadyExists { .. } => FailureKind::AlreadyExists,
 			E::Precondition { .. } => FailureKind::Precondition,
 			E::NotSupported { .. } | E::NotImplemented { .. } => FailureKind::Unsupported,
+			// Facts about the request that no retry changes.
+			E::InvalidPath { .. } | E::NotModified { .. } | E::UnknownConfigurationKey { .. } => {
+				FailureKind::Rejected
+			},
 			_ => transport_kind(err).unwrap_or(FailureKind::Backend),
 		}
 	}
@@ -100,15 +114,21 @@ impl FailureKind {
 	/// dropped connections. Answers that state a fact about the object or the credentials do not
 	/// change on a retry.
 	pub fn is_transient(self) -> bool {
-		matches!(self, FailureKind::TimedOut | FailureKind::ConnectFailed | FailureKind::Backend)
+		matches!(
+			self,
+			FailureKind::TimedOut
+				| FailureKind::ConnectFailed
+				| FailureKind::CredentialsExpired
+				| FailureKind::Backend
+		)
 	}
 
 	fn io_kind(self) -> io::ErrorKind {
 		match self {
 			FailureKind::NotFound => io::ErrorKind::NotFound,
-			FailureKind::PermissionDenied | FailureKind::Unauthenticated => {
-				io::ErrorKind::PermissionDenied
-			},
+			FailureKind::PermissionDenied
+			| FailureKind::Unauthenticated
+			| FailureKind::CredentialsExpired => io::ErrorKind::PermissionDenied,
 			FailureKind::AlreadyExists => io::ErrorKind::AlreadyExists,
 			FailureKind::TimedOut => io::ErrorKind::TimedOut,
 			FailureKind::Corrupt => io::ErrorKind::InvalidData,
@@ -136,6 +156,7 @@ impl fmt::Display for FailureKind {
 			FailureKind::Unsupported => "not supported by the backend",
 			FailureKind::Rejected => "rejected",
 			FailureKind::Corrupt => "fails to decrypt",
+			FailureKind::CredentialsExpired => "credentials expired",
 			FailureKind::Backend => "backend error",
 		})
 	}
@@ -163,6 +184,45 @@ fn missing_container(err: &object_store::Error) -> bool {
 		current = e.source();
 	}
 	false
+}
+
+/// The S3 error code (`<Code>…</Code>` in the XML body that object_store keeps in the message)
+/// anywhere in the error's source chain.
+fn error_code(err: &object_store::Error) -> Option<String> {
+	let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
+	while let Some(e) = current {
+		let message = e.to_string();
+		if let Some(code) = message
+			.split_once("<Code>")
+			.and_then(|(_, rest)| rest.split_once("</Code>"))
+			.map(|(code, _)| code.trim().to_owned())
+		{
+			return Some(code);
+		}
+		current = e.source();
+	}
+	None
+}
+
+/// The S3 error codes that AWS's SDKs retry although their status is 4xx. Every other code is
+/// left to the status.
+fn kind_of_code(code: String) -> Option<FailureKind> {
+	match code.as_str() {
+		"RequestTimeout" => Some(FailureKind::TimedOut),
+		"ExpiredToken" | "ExpiredTokenException" | "TokenRefreshRequired" | "RequestExpired" => {
+			Some(FailureKind::CredentialsExpired)
+		},
+		"ConditionalRequestConflict"
+		| "OperationAborted"
+		| "RequestTimeTooSkewed"
+		| "SlowDown"
+		| "Throttling"
+		| "ThrottlingException"
+		| "RequestThrottled"
+		| "InternalError"
+		| "ServiceUnavailable" => Some(FailureKind::Backend),
+		_ => None,
+	}
 }
 
 /// Finds an HTTP status or a transport failure (timeout, connection) in the source chain of an
@@ -499,6 +559,62 @@ mod tests {
 			source: "<Code>NoSuchKey</Code>".into(),
 		};
 		assert_eq!(FailureKind::of(&err), FailureKind::NotFound);
+	}
+
+	#[test]
+	fn retryable_s3_codes_are_transient_whatever_the_status() {
+		let body = |status: &str, code: &str| {
+			format!(
+				"Server returned non-2xx status code: {status}: <?xml version=\"1.0\" \
+				 encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>m</Message></Error>"
+			)
+		};
+		let generic =
+			|text: String| object_store::Error::Generic { store: "S3", source: text.into() };
+		let timeout = FailureKind::of(&generic(body("400 Bad Request", "RequestTimeout")));
+		assert_eq!(timeout, FailureKind::TimedOut);
+		// object_store turns 409 into AlreadyExists and 403 into PermissionDenied.
+		let conflict = object_store::Error::AlreadyExists {
+			path: "k".into(),
+			source: body("409 Conflict", "ConditionalRequestConflict").into(),
+		};
+		assert_eq!(FailureKind::of(&conflict), FailureKind::Backend);
+		let expired = object_store::Error::PermissionDenied {
+			path: "k".into(),
+			source: body("403 Forbidden", "ExpiredToken").into(),
+		};
+		assert_eq!(FailureKind::of(&expired), FailureKind::CredentialsExpired);
+		let expired = generic(body("400 Bad Request", "ExpiredToken"));
+		assert_eq!(FailureKind::of(&expired), FailureKind::CredentialsExpired);
+		for kind in [timeout, FailureKind::of(&conflict), FailureKind::of(&expired)] {
+			assert!(kind.is_transient(), "{kind}");
+		}
+		// Other codes keep their status's meaning.
+		let denied = object_store::Error::PermissionDenied {
+			path: "k".into(),
+			source: body("403 Forbidden", "AccessDenied").into(),
+		};
+		assert_eq!(FailureKind::of(&denied), FailureKind::PermissionDenied);
+		let exists = object_store::Error::AlreadyExists {
+			path: "k".into(),
+			source: body("412 Precondition Failed", "PreconditionFailed").into(),
+		};
+		assert_eq!(FailureKind::of(&exists), FailureKind::AlreadyExists);
+		let missing = object_store::Error::NotFound {
+			path: "k".into(),
+			source: body("404 Not Found", "NoSuchKey").into(),
+		};
+		assert_eq!(FailureKind::of(&missing), FailureKind::NotFound);
+	}
+
+	#[test]
+	fn request_faults_are_permanent() {
+		let invalid = object_store::Error::InvalidPath {
+			source: object_store::path::Error::EmptySegment { path: "a//b".into() },
+		};
+		assert_eq!(FailureKind::of(&invalid), FailureKind::Rejected);
+		let unchanged = object_store::Error::NotModified { path: "k".into(), source: "304".into() };
+		assert!(!FailureKind::of(&unchanged).is_transient());
 	}
 
 	#[test]

@@ -88,10 +88,7 @@ impl Inventory {
 		let mut inventory = Inventory::default();
 		let mut monitors = BTreeMap::new();
 		let mut updates: BTreeMap<String, Vec<(String, u64)>> = BTreeMap::new();
-		for meta in crate::store::without_directory_markers(&objects) {
-			if meta.location == root {
-				continue;
-			}
+		for meta in crate::listing::keys_of_full_listing(&objects, &root) {
 			let key = keys.kv_key(&meta.location)?;
 			let stats = inventory
 				.namespaces

@@ -88,6 +88,7 @@ mod error;
 pub mod fencing;
 pub mod inspect;
 pub mod keys;
+mod listing;
 mod ordering;
 pub mod persister;
 mod retry;

@@ -32,12 +32,32 @@ impl KeyQueues {
 	/// Takes the next place in `path`'s queue. Call this synchronously, in the call that fixes the
 	/// order.
 	pub(crate) fn enqueue(self: &Arc<Self>, path: &Path) -> Turn {
+		self.take_turn(&mut self.lock(), path.clone())
+	}
+
+	/// Takes one place in each of `paths`' queues, all at once: no other call can take a place in
+	/// any of these queues in between. Every queue therefore orders its operations by one global
+	/// sequence of calls, so an operation that holds several turns (a batch delete) can never wait
+	/// in a cycle with another one, whatever order their keys come in. Duplicates are taken once
+	/// (a second turn on one key would wait for the first, held by the same operation, forever).
+	pub(crate) fn enqueue_many(
+		self: &Arc<Self>, paths: impl IntoIterator<Item = Path>,
+	) -> Vec<Turn> {
+		let mut paths: Vec<Path> = paths.into_iter().collect();
+		paths.sort_unstable_by(|a, b| a.as_ref().cmp(b.as_ref()));
+		paths.dedup();
+		let mut tails = self.lock();
+		paths.into_iter().map(|path| self.take_turn(&mut tails, path)).collect()
+	}
+
+	/// Appends a turn to `path`'s queue; the caller holds the map's lock.
+	fn take_turn(self: &Arc<Self>, tails: &mut HashMap<Path, Tail>, path: Path) -> Turn {
 		let (done, done_rx) = oneshot::channel();
 		let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-		let previous = self.lock().insert(path.clone(), Tail { id, done: done_rx });
+		let previous = tails.insert(path.clone(), Tail { id, done: done_rx });
 		Turn {
 			queues: Arc::clone(self),
-			path: path.clone(),
+			path,
 			id,
 			previous: previous.map(|tail| tail.done),
 			_done: done,
@@ -69,6 +89,11 @@ pub(crate) struct Turn {
 }
 
 impl Turn {
+	/// The key's object path.
+	pub(crate) fn path(&self) -> &Path {
+		&self.path
+	}
+
 	/// Waits until every earlier operation on the key has finished.
 	pub(crate) async fn wait(&mut self) {
 		if let Some(previous) = self.previous.as_mut() {

@@ -1,19 +1,21 @@
-//! Retrying transient failures with exponential backoff and jitter.
+//! Retrying transient failures with exponential backoff and jitter (through `backon`).
 //!
 //! HTTP backends already repeat single requests inside `object_store` (its `RetryConfig`); this
 //! layer repeats whole operations on top of any backend, including in-memory and local ones and the
-//! wrappers used for fault injection, and is the single place where our policy is applied.
+//! wrappers used for fault injection, and is the single place where our policy is applied. What
+//! is transient is ours to say ([`FailureKind::is_transient`]); `backon` supplies the schedule.
 
-use std::collections::hash_map::RandomState;
 use std::future::Future;
-use std::hash::{BuildHasher, Hasher};
 use std::time::{Duration, Instant};
+
+use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
 
 use crate::error::FailureKind;
 
 /// How operations are retried when the backend reports a transient failure (server error,
-/// throttling, timeout, dropped or refused connection). Facts about the object or the credentials
-/// (not found, 403, 401, precondition failed) are never retried.
+/// throttling, timeout, dropped or refused connection, and the 4xx answers that S3 documents as
+/// retryable). Facts about the object or the credentials (not found, 403, 401, precondition
+/// failed) are never retried.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetryPolicy {
 	/// Attempts in total, the first one included; `1` disables retries.
@@ -24,14 +26,15 @@ pub struct RetryPolicy {
 	pub max_backoff: Duration,
 	/// No retry starts once this much time has passed since the first attempt.
 	pub max_elapsed: Duration,
-	/// One attempt that takes longer is abandoned as timed out (and retried): a stalled request
-	/// must not hold its key's queue forever.
+	/// One request that takes longer is abandoned as timed out (and retried): a stalled request
+	/// must not hold its key's queue forever. Only the request is timed, not the wait for a
+	/// place under the bound on requests in flight.
 	pub attempt_timeout: Duration,
 }
 
 impl Default for RetryPolicy {
-	/// 6 attempts, backoff from 100 ms doubling up to 5 s, no new attempt after 60 s, and 120 s
-	/// at most per attempt.
+	/// 6 attempts, backoff from 100 ms doubling up to 5 s (each pause jittered up to twice its
+	/// length), no new attempt after 60 s, and 120 s at most per request.
 	fn default() -> Self {
 		RetryPolicy {
 			max_attempts: 6,
@@ -49,8 +52,19 @@ impl RetryPolicy {
 		RetryPolicy { max_attempts: 1, ..Default::default() }
 	}
 
+	/// The pauses between attempts: `backon`'s exponential schedule with jitter.
+	fn backoff(&self) -> impl BackoffBuilder {
+		ExponentialBuilder::default()
+			.with_min_delay(self.initial_backoff)
+			.with_max_delay(self.max_backoff)
+			.with_factor(2.0)
+			.with_jitter()
+			.with_max_times(self.max_attempts.max(1) as usize - 1)
+	}
+
 	/// Runs `attempt` until it succeeds, fails permanently, or the policy is exhausted. Returns the
-	/// outcome and the number of attempts made.
+	/// outcome and the number of attempts made. Time each request inside `attempt` with
+	/// [`Self::timed`], after anything it waits for that is not the request.
 	pub(crate) async fn run<T, F, Fut>(
 		&self, mut attempt: F,
 	) -> (Result<T, object_store::Error>, u32)
@@ -59,41 +73,39 @@ impl RetryPolicy {
 		Fut: Future<Output = Result<T, object_store::Error>>,
 	{
 		let start = Instant::now();
-		let mut backoff = self.initial_backoff;
 		let mut attempts = 0;
-		loop {
+		let result = (|| {
 			attempts += 1;
-			let outcome = tokio::time::timeout(self.attempt_timeout, attempt()).await;
-			let err = match outcome {
-				Ok(Ok(value)) => return (Ok(value), attempts),
-				Ok(Err(err)) => err,
-				Err(_) => object_store::Error::Generic {
-					store: "ldk-object-store",
-					source: Box::new(std::io::Error::new(
-						std::io::ErrorKind::TimedOut,
-						format!("attempt abandoned after {:?}", self.attempt_timeout),
-					)),
-				},
-			};
-			let kind = FailureKind::of(&err);
-			let exhausted = attempts >= self.max_attempts.max(1)
-				|| start.elapsed() + backoff > self.max_elapsed;
-			if !kind.is_transient() || exhausted {
-				return (Err(err), attempts);
-			}
-			tracing::debug!(attempt = attempts, failure = %kind, "transient failure, retrying");
-			tokio::time::sleep(jitter(backoff)).await;
-			backoff = (backoff * 2).min(self.max_backoff);
+			attempt()
+		})
+		.retry(self.backoff())
+		.sleep(tokio::time::sleep)
+		.when(|err| FailureKind::of(err).is_transient())
+		// No retry starts past the time budget.
+		.adjust(|_, pause| pause.filter(|pause| start.elapsed() + *pause <= self.max_elapsed))
+		.notify(|err, pause| {
+			tracing::debug!(failure = %FailureKind::of(err), ?pause, "transient failure, retrying");
+		})
+		.await;
+		(result, attempts)
+	}
+
+	/// Runs one request with the per-attempt timeout; a request that takes longer fails as
+	/// timed out (a transient failure).
+	pub(crate) async fn timed<T>(
+		&self, request: impl Future<Output = Result<T, object_store::Error>>,
+	) -> Result<T, object_store::Error> {
+		match tokio::time::timeout(self.attempt_timeout, request).await {
+			Ok(outcome) => outcome,
+			Err(_) => Err(object_store::Error::Generic {
+				store: "ldk-object-store",
+				source: Box::new(std::io::Error::new(
+					std::io::ErrorKind::TimedOut,
+					format!("attempt abandoned after {:?}", self.attempt_timeout),
+				)),
+			}),
 		}
 	}
-}
-
-/// A pause between half and all of `backoff`, so that clients that failed together do not retry
-/// together.
-fn jitter(backoff: Duration) -> Duration {
-	let random = RandomState::new().build_hasher().finish();
-	let half = backoff / 2;
-	half + Duration::from_nanos(random % (half.as_nanos() as u64).max(1))
 }
 
 #[cfg(test)]
@@ -155,23 +167,18 @@ mod tests {
 	#[tokio::test]
 	async fn a_stalled_attempt_times_out_and_is_retried() {
 		let calls = AtomicU32::new(0);
-		let (res, attempts) = fast(3)
-			.run(|| async {
-				if calls.fetch_add(1, Ordering::SeqCst) == 0 {
-					std::future::pending::<()>().await;
-				}
-				Ok::<_, object_store::Error>(1)
+		let policy = fast(3);
+		let (res, attempts) = policy
+			.run(|| {
+				policy.timed(async {
+					if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+						std::future::pending::<()>().await;
+					}
+					Ok::<_, object_store::Error>(1)
+				})
 			})
 			.await;
 		assert_eq!(res.unwrap(), 1);
 		assert_eq!(attempts, 2);
-	}
-
-	#[test]
-	fn jitter_stays_within_bounds() {
-		for _ in 0..100 {
-			let d = jitter(Duration::from_millis(100));
-			assert!(d >= Duration::from_millis(50) && d <= Duration::from_millis(100), "{d:?}");
-		}
 	}
 }

@@ -140,7 +140,9 @@ impl ObjectKvStore {
 
 	/// Starts removing several keys of one namespace with as few requests as the backend allows
 	/// (S3 deletes up to 1000 objects per request). Each key keeps its place in its own order: the
-	/// batch waits for the operations called before it on any of its keys. Absent keys are fine.
+	/// batch waits for the operations called before it on any of its keys. The batch takes its
+	/// places in all its keys' queues at once (see `ordering`), so batches never wait on each
+	/// other in a cycle; a key named twice is removed once. Absent keys are fine.
 	pub fn start_remove_many(
 		&self, primary_namespace: &str, secondary_namespace: &str, keys: &[String],
 	) -> impl Future<Output = Result<(), Error>> + Send + 'static {
@@ -149,15 +151,14 @@ impl ObjectKvStore {
 			keys.len(),
 			namespace_target(primary_namespace, secondary_namespace)
 		);
-		let queued: Result<Vec<(Path, Turn)>, Error> = keys
+		let queued: Result<Vec<Turn>, Error> = keys
 			.iter()
 			.map(|key| {
 				let key = KvKey::new(primary_namespace, secondary_namespace, key)?;
-				let path = self.core.keys.object_path(&key);
-				let turn = self.core.queues.enqueue(&path);
-				Ok((path, turn))
+				Ok(self.core.keys.object_path(&key))
 			})
-			.collect();
+			.collect::<Result<Vec<Path>, Error>>()
+			.map(|paths| self.core.queues.enqueue_many(paths));
 		let span = op_span(Operation::Remove, primary_namespace, secondary_namespace, "", None);
 		span.record("keys", keys.len());
 		let core = Arc::clone(&self.core);
@@ -352,16 +353,7 @@ impl Core {
 		let prefix = self.keys.namespace_path(&primary, &secondary);
 		let target = namespace_target(&primary, &secondary);
 		let listing = self.list_delimited(&prefix, &target, &span).await?;
-		listing
-			.objects
-			.iter()
-			// Directory markers ("<prefix>/", left by SeaweedFS's filer and by consoles that
-			// "create folders") list as an object at the prefix itself, where no key can live,
-			// or as an empty object named like a namespace below it.
-			.filter(|meta| {
-				meta.location != prefix
-					&& !(meta.size == 0 && listing.common_prefixes.contains(&meta.location))
-			})
+		crate::listing::keys_of_listing(&listing, &prefix)
 			.map(|meta| {
 				let key = self.keys.kv_key(&meta.location)?;
 				if key.primary_namespace != primary || key.secondary_namespace != secondary {
@@ -401,16 +393,18 @@ impl Core {
 				self.backend.list(non_root(&root).then_some(&root)).try_collect::<Vec<_>>()
 			})
 			.await?;
-		without_directory_markers(&objects).map(|meta| self.keys.kv_key(&meta.location)).collect()
+		crate::listing::keys_of_full_listing(&objects, &root)
+			.map(|meta| self.keys.kv_key(&meta.location))
+			.collect()
 	}
 
 	async fn remove_many(
-		self: Arc<Self>, mut queued: Vec<(Path, Turn)>, target: String, span: Span,
+		self: Arc<Self>, mut turns: Vec<Turn>, target: String, span: Span,
 	) -> Result<(), Error> {
-		for (_, turn) in queued.iter_mut() {
+		for turn in turns.iter_mut() {
 			turn.wait().await;
 		}
-		let paths: Vec<Path> = queued.iter().map(|(path, _)| path.clone()).collect();
+		let paths: Vec<Path> = turns.iter().map(|turn| turn.path().clone()).collect();
 		let result = self
 			.attempt(&span, Operation::Remove, &target, || async {
 				let locations = futures::stream::iter(paths.clone().into_iter().map(Ok)).boxed();
@@ -429,7 +423,7 @@ impl Core {
 			paths.iter().for_each(|path| fencing.forget(path));
 		}
 		// The turns are held until here, so later operations on these keys wait for the batch.
-		drop(queued);
+		drop(turns);
 		result
 	}
 
@@ -444,7 +438,8 @@ impl Core {
 	}
 
 	/// Runs `request` under the bound on requests in flight, with retries, and records the
-	/// outcome on `span`.
+	/// outcome on `span`. Each attempt first waits for a place under the bound and only then
+	/// starts the per-attempt timeout, so a long queue never makes an unsent request time out.
 	async fn attempt<T, F, Fut>(
 		&self, span: &Span, operation: Operation, target: &str, mut request: F,
 	) -> Result<T, Error>
@@ -453,32 +448,19 @@ impl Core {
 		Fut: Future<Output = Result<T, object_store::Error>>,
 	{
 		let started = Instant::now();
-		let (result, attempts) = self.retry.run(|| self.bounded(request())).await;
+		let (result, attempts) = self
+			.retry
+			.run(|| {
+				let request = request();
+				async {
+					// The semaphore is never closed, so acquiring cannot fail.
+					let _permit = self.in_flight.acquire().await.ok();
+					self.retry.timed(request).await
+				}
+			})
+			.await;
 		finish(span, operation, target, started, attempts, result)
 	}
-
-	/// Runs one request under the global bound on requests in flight.
-	async fn bounded<T>(&self, request: impl Future<Output = T>) -> T {
-		// The semaphore is never closed, so acquiring cannot fail.
-		let _permit = self.in_flight.acquire().await.ok();
-		request.await
-	}
-}
-
-/// The objects of a full listing without directory markers: an empty object at `a/b` (stored by
-/// a tool as `a/b/`) next to objects below `a/b/` is a folder, not a key. (A key and a namespace
-/// of one name, which LDK asks callers to avoid, would be dropped only if the key were empty.)
-pub(crate) fn without_directory_markers(
-	objects: &[object_store::ObjectMeta],
-) -> impl Iterator<Item = &object_store::ObjectMeta> {
-	let parents: std::collections::HashSet<Path> = objects
-		.iter()
-		.filter_map(|meta| {
-			let parts: Vec<_> = meta.location.parts().collect();
-			(parts.len() > 1).then(|| Path::from_iter(parts[..parts.len() - 1].iter().cloned()))
-		})
-		.collect();
-	objects.iter().filter(move |meta| !(meta.size == 0 && parents.contains(&meta.location)))
 }
 
 fn non_root(prefix: &Path) -> bool {
