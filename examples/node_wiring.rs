@@ -40,9 +40,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bitcoin::secp256k1::PublicKey;
 use bitcoin::{BlockHash, Network, ScriptBuf, Transaction};
-use ldk_object_store::{
-	MonitorPersister, ObjectKvStore, PersistMode, PersisterConfig, StoreBuilder,
-};
+use ldk_object_store::{MonitorPersister, ObjectKvStore, PersisterConfig, StoreBuilder};
 use lightning::chain::chaininterface::{
 	BroadcasterInterface, ConfirmationTarget, FeeEstimator, FEERATE_FLOOR_SATS_PER_KW,
 };
@@ -196,19 +194,24 @@ async fn start_node(store: Arc<ObjectKvStore>, seed: &[u8; 32]) -> Result<Starte
 	// to a small static set of scripts the seed alone can find); never downgrade below LDK 0.2.
 	let keys_manager = Arc::new(KeysManager::new(seed, now.as_secs(), now.subsec_nanos(), true));
 
-	// 1. The monitor persister, over the same store as everything else. `Async`: `Persist` calls
-	//    return `InProgress` at once and the write runs on the store's runtime; the ChainMonitor
-	//    learns of each durable update afterwards (see the binding below). Channel operations
-	//    then never wait for a round trip to the bucket while holding LDK's locks.
-	let persister: Arc<Persister> = Arc::new(MonitorPersister::new(
-		&store,
-		PersisterConfig { mode: PersistMode::Async, ..PersisterConfig::default() },
-		Arc::clone(&logger),
-		Arc::clone(&keys_manager),
-		Arc::clone(&keys_manager),
-		Arc::clone(&broadcaster),
-		Arc::clone(&fee_estimator),
-	));
+	// 1. The monitor persister, over the same store as everything else. `new_async`: `Persist`
+	//    calls return `InProgress` at once and the write runs on the store's runtime; the
+	//    ChainMonitor learns of each durable update afterwards (see the binding below). Channel
+	//    operations then never wait for a round trip to the bucket while holding LDK's locks.
+	//    This rests on LDK's asynchronous persistence, which LDK calls beta and warns may lead to
+	//    loss of funds if misused; `MonitorPersister::new` is the synchronous choice.
+	let persister: Arc<Persister> = Arc::new(
+		MonitorPersister::new_async(
+			&store,
+			PersisterConfig::default(),
+			Arc::clone(&logger),
+			Arc::clone(&keys_manager),
+			Arc::clone(&keys_manager),
+			Arc::clone(&broadcaster),
+			Arc::clone(&fee_estimator),
+		)
+		.map_err(|e| format!("starting the monitor persister: {e}"))?,
+	);
 
 	// 2. The ChainMonitor, which owns the persister. No `Filter`: there is no chain source to
 	//    register outputs with (a node on Esplora or Electrum passes its `Filter` here).

@@ -42,7 +42,10 @@ struct Core {
 	backend: Arc<dyn ObjectStore>,
 	keys: KeyMapper,
 	queues: Arc<KeyQueues>,
+	/// The store's bound on requests in flight, shared by every view of it.
 	in_flight: Arc<Semaphore>,
+	/// A view's own, tighter bound (see [`ObjectKvStore::limited_to`]), taken before the store's.
+	view_limit: Option<Arc<Semaphore>>,
 	retry: RetryPolicy,
 	/// Present when writes are conditional (see `fencing`).
 	fencing: Option<Arc<Fencing>>,
@@ -67,6 +70,7 @@ impl ObjectKvStore {
 			keys: KeyMapper::new(params.root),
 			queues: Arc::new(KeyQueues::default()),
 			in_flight: Arc::new(Semaphore::new(params.max_in_flight.max(1))),
+			view_limit: None,
 			retry: params.retry,
 			fencing: params.fencing.then(Arc::default),
 		};
@@ -74,12 +78,13 @@ impl ObjectKvStore {
 		Ok(ObjectKvStore { core: Arc::new(core), runtime: Arc::new(runtime) })
 	}
 
-	/// A view of the same store with a bound of its own on requests in flight. It shares
-	/// everything else, the per-key order included, so a component (such as the monitor persister)
-	/// can get a budget of requests that other traffic cannot starve.
-	pub fn with_max_in_flight(&self, max_in_flight: usize) -> Self {
+	/// A view of the same store whose requests are at most `max_in_flight` at once, within the
+	/// store's own bound (a request of the view takes a place under both). It shares everything
+	/// else, the per-key order included: the monitor persister uses one so that its requests
+	/// cannot crowd out the rest of the node's.
+	pub(crate) fn limited_to(&self, max_in_flight: usize) -> Self {
 		let mut core = Core::clone(&self.core);
-		core.in_flight = Arc::new(Semaphore::new(max_in_flight.max(1)));
+		core.view_limit = Some(Arc::new(Semaphore::new(max_in_flight.max(1))));
 		ObjectKvStore { core: Arc::new(core), runtime: Arc::clone(&self.runtime) }
 	}
 
@@ -109,9 +114,9 @@ impl ObjectKvStore {
 
 	/// Starts a write; its place in the key's order is fixed by this call.
 	pub(crate) fn start_write(
-		&self, primary_namespace: &str, secondary_namespace: &str, key: &str, buf: Vec<u8>,
+		&self, primary_namespace: &str, secondary_namespace: &str, key: &str, buf: impl Into<Bytes>,
 	) -> impl Future<Output = Result<(), Error>> + Send + 'static {
-		let payload = Bytes::from(buf);
+		let payload: Bytes = buf.into();
 		let bytes = payload.len() as u64;
 		self.start_keyed(
 			Operation::Write,
@@ -453,7 +458,12 @@ impl Core {
 			.run(|| {
 				let request = request();
 				async {
-					// The semaphore is never closed, so acquiring cannot fail.
+					// The semaphores are never closed, so acquiring cannot fail. The view's bound
+					// first: a request waiting for it holds no place under the store's.
+					let _view = match &self.view_limit {
+						Some(limit) => limit.acquire().await.ok(),
+						None => None,
+					};
 					let _permit = self.in_flight.acquire().await.ok();
 					self.retry.timed(request).await
 				}

@@ -13,7 +13,7 @@ use common::dual_flow::{config, dual_flow, ours, replay_keys, stored_layout};
 use futures::TryStreamExt;
 use ldk_object_store::inspect::Inventory;
 use ldk_object_store::keys::{KeyMapper, KvKey};
-use ldk_object_store::{LoadMode, ObjectKvStore, PersistMode};
+use ldk_object_store::{LoadMode, ObjectKvStore};
 use lightning::io::ErrorKind;
 use lightning::ln::functional_test_utils::create_chanmon_cfgs;
 use lightning::util::persist::{KVStoreSync, MigratableKVStore};
@@ -52,7 +52,7 @@ fn load_error(backend: &Backend, mode: LoadMode, needle: &str) -> lightning::io:
 	let before = raw_objects(backend);
 	let mut cfgs = create_chanmon_cfgs(1);
 	cfgs[0].keys_manager = replay_keys();
-	let persister = ours(&backend.store(), &cfgs[0], config(1000, PersistMode::Sync, mode));
+	let persister = ours(&backend.store(), &cfgs[0], config(1000, mode));
 	let Err(err) = persister.read_all_channel_monitors_with_updates_blocking() else {
 		panic!("{mode:?}: loaded despite the damage ({needle})")
 	};
@@ -65,7 +65,7 @@ fn load_error(backend: &Backend, mode: LoadMode, needle: &str) -> lightning::io:
 fn loads(backend: &Backend, mode: LoadMode) -> u64 {
 	let mut cfgs = create_chanmon_cfgs(1);
 	cfgs[0].keys_manager = replay_keys();
-	let persister = ours(&backend.store(), &cfgs[0], config(1000, PersistMode::Sync, mode));
+	let persister = ours(&backend.store(), &cfgs[0], config(1000, mode));
 	let loaded = persister.read_all_channel_monitors_with_updates_blocking().unwrap();
 	loaded[0].1.get_latest_update_id()
 }
@@ -184,7 +184,7 @@ proptest! {
 		let mut cfgs = create_chanmon_cfgs(1);
 		cfgs[0].keys_manager = replay_keys();
 		for mode in MODES {
-			let persister = ours(&store, &cfgs[0], config(1000, PersistMode::Sync, mode));
+			let persister = ours(&store, &cfgs[0], config(1000, mode));
 			let _ = persister.read_all_channel_monitors_with_updates_blocking();
 		}
 	}

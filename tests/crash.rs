@@ -49,9 +49,7 @@ use common::ldk_flow::{compare_monitors, MonitorMatch};
 use common::wrappers::{Hooked, RandomLatency};
 use ldk_object_store::inspect::Inventory;
 use ldk_object_store::persister::MonitorUpdateSink;
-use ldk_object_store::{
-	LoadMode, MonitorPersister, ObjectKvStore, PersistMode, PersisterConfig, StoreBuilder,
-};
+use ldk_object_store::{LoadMode, MonitorPersister, ObjectKvStore, PersisterConfig, StoreBuilder};
 use lightning::chain::chainmonitor::Persist;
 use lightning::chain::channelmonitor::ChannelMonitorUpdate;
 use lightning::chain::ChannelMonitorUpdateStatus;
@@ -127,6 +125,12 @@ impl Parts {
 	fn ours(&self, store: &ObjectKvStore, config: PersisterConfig) -> Ours<'_> {
 		let (keys, broadcaster, fees) = (&self.keys, &self.broadcaster, &self.fee_estimator);
 		MonitorPersister::new(store, config, &self.logger, keys, keys, broadcaster, fees)
+	}
+
+	fn ours_async(&'static self, store: &ObjectKvStore, config: PersisterConfig) -> Ours<'static> {
+		let (keys, broadcaster, fees) = (&self.keys, &self.broadcaster, &self.fee_estimator);
+		MonitorPersister::new_async(store, config, &self.logger, keys, keys, broadcaster, fees)
+			.expect("completion thread")
 	}
 
 	/// Every monitor LDK's own `MonitorUpdatingPersister` loads from `store`.
@@ -211,7 +215,7 @@ fn crash_child() {
 	let pause_us = env_u64(PAUSE_ENV).unwrap_or(PAUSE_US);
 	fastrand::seed(env_u64(SEED_ENV).unwrap_or(0));
 
-	let parts = Parts::new();
+	let parts: &'static Parts = Box::leak(Box::new(Parts::new()));
 	let store = match env_u64(LATENCY_ENV).unwrap_or(0) {
 		0 => file_store(Path::new(dir)),
 		latency => {
@@ -223,7 +227,7 @@ fn crash_child() {
 			StoreBuilder::from_store(slow).build().expect("store")
 		},
 	};
-	let persister = parts.ours(&store, config(max_pending, PersistMode::Async, LoadMode::Probe));
+	let persister = parts.ours_async(&store, config(max_pending, LoadMode::Probe));
 	let early = std::env::var(EARLY_ENV).is_ok();
 	let sink = Arc::new(PrintingSink { reported: AtomicUsize::new(0), silent: early });
 	persister.bind_chain_monitor(&sink);
@@ -580,7 +584,7 @@ fn check_store(
 	let parts = Parts::new();
 	let mut by_mode: Vec<Vec<Monitor>> = Vec::new();
 	for mode in MODES {
-		let persister = parts.ours(&store, config(max_pending, PersistMode::Sync, mode));
+		let persister = parts.ours(&store, config(max_pending, mode));
 		let loaded = persister
 			.read_all_channel_monitors_with_updates_blocking()
 			.unwrap_or_else(|e| panic!("{label}: {mode:?} load failed: {e}"));

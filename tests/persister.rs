@@ -19,7 +19,7 @@ use common::dual_flow::*;
 use common::ldk_flow::{compare_monitors, MonitorMatch};
 use common::wrappers::{CountInFlight, CountRequests, Hooked, InFlight, RandomLatency, Request};
 use ldk_object_store::persister::MonitorUpdateSink;
-use ldk_object_store::{LoadMode, PersistMode};
+use ldk_object_store::LoadMode;
 use lightning::chain::chainmonitor::Persist;
 use lightning::chain::ChannelMonitorUpdateStatus;
 use lightning::ln::functional_test_utils::*;
@@ -75,16 +75,14 @@ fn expected_completions(calls: &[Call], channel_id: ChannelId) -> Vec<(ChannelId
 /// and a bound of 3 writes in flight. Each completion arrives exactly once; the bounds hold; the
 /// stored state loads (all modes) to the final monitor.
 fn async_replay(backend: &Backend, calls: &[Call], channel_id: ChannelId, bind: bool) {
-	let mut cfgs = create_chanmon_cfgs(1);
-	cfgs[0].keys_manager = replay_keys();
-	let keys = &cfgs[0].keys_manager;
+	let cfg = static_replay_cfg();
+	let keys = &cfg.keys_manager;
 	let counter = Arc::new(InFlight::default());
 	let slow = backend
 		.wrapped(|s| Hooked::wrap(s, Arc::new(RandomLatency { max: Duration::from_millis(4) })))
 		.wrapped(|s| Hooked::wrap(s, Arc::new(CountInFlight(Arc::clone(&counter)))));
-	let mut async_config = config(5, PersistMode::Async, LoadMode::Probe);
-	async_config.max_concurrent_writes = 3;
-	let persister = ours(&slow.store(), &cfgs[0], async_config);
+	let async_config = config(5, LoadMode::Probe).with_max_requests_in_flight(3);
+	let persister = ours_async(&slow.store(), cfg, async_config);
 	let sink = Arc::new(RecordingSink::default());
 	if bind {
 		persister.bind_chain_monitor(&sink);
@@ -140,7 +138,7 @@ fn async_replay(backend: &Backend, calls: &[Call], channel_id: ChannelId, bind: 
 	};
 	let live = decode(last, keys);
 	for mode in MODES {
-		let reader = ours(&backend.store(), &cfgs[0], config(5, PersistMode::Sync, mode));
+		let reader = ours(&backend.store(), cfg, config(5, mode));
 		let loaded = reader.read_all_channel_monitors_with_updates_blocking().unwrap();
 		assert_eq!(loaded.len(), 1);
 		assert_eq!(loaded[0].1.get_latest_update_id(), live.get_latest_update_id(), "{mode:?}");
@@ -169,7 +167,7 @@ fn load_counted(backend: &Backend, mode: LoadMode) -> (LoadResult, Arc<CountRequ
 	cfgs[0].keys_manager = replay_keys();
 	let counter = Arc::new(CountRequests::default());
 	let counted = backend.wrapped(|s| Hooked::wrap(s, Arc::clone(&counter)));
-	let persister = ours(&counted.store(), &cfgs[0], config(1000, PersistMode::Sync, mode));
+	let persister = ours(&counted.store(), &cfgs[0], config(1000, mode));
 	(persister.read_all_channel_monitors_with_updates_blocking(), counter)
 }
 
@@ -269,7 +267,7 @@ fn archive_and_cleanup() {
 	let (key, stored_id, pending) = stored_layout(&store);
 	let mut cfgs = create_chanmon_cfgs(1);
 	cfgs[0].keys_manager = replay_keys();
-	let persister = ours(&store, &cfgs[0], config(1000, PersistMode::Sync, LoadMode::Probe));
+	let persister = ours(&store, &cfgs[0], config(1000, LoadMode::Probe));
 
 	let orphan = "ab".repeat(32);
 	KVStoreSync::write(&store, "monitor_updates", &orphan, "7", vec![1]).unwrap();
@@ -303,17 +301,10 @@ fn async_mode_completes_updates_in_a_real_chain_monitor() {
 
 	let flow = run_dual_flow(backends::memory);
 	// 'static parts, as a node's `Arc`s would be, so the persister can hold a weak reference.
-	let cfg: &'static TestChanMonCfg = Box::leak(Box::new({
-		let mut cfgs = create_chanmon_cfgs(1);
-		cfgs[0].keys_manager = replay_keys();
-		cfgs.remove(0)
-	}));
+	let cfg = static_replay_cfg();
 	let backend = backends::memory("chain-monitor");
-	let persister: &'static Ours<'static> = Box::leak(Box::new(ours(
-		&backend.store(),
-		cfg,
-		config(5, PersistMode::Async, LoadMode::Probe),
-	)));
+	let persister: &'static Ours<'static> =
+		Box::leak(Box::new(ours_async(&backend.store(), cfg, config(5, LoadMode::Probe))));
 	let chain_monitor = Arc::new(ChainMonitor::new(
 		None::<&TestChainSource>,
 		&cfg.tx_broadcaster,
@@ -347,7 +338,7 @@ fn async_mode_completes_updates_in_a_real_chain_monitor() {
 		);
 		std::thread::sleep(Duration::from_millis(10));
 	}
-	let loaded = ours(&backend.store(), cfg, config(5, PersistMode::Sync, LoadMode::Probe))
+	let loaded = ours(&backend.store(), cfg, config(5, LoadMode::Probe))
 		.read_all_channel_monitors_with_updates_blocking()
 		.unwrap();
 	let live = chain_monitor.get_monitor(flow.channel_id).unwrap();

@@ -93,6 +93,21 @@ pub fn ours(
 	)
 }
 
+pub fn ours_async(
+	store: &ObjectKvStore, ldk: &'static Ldk, config: ldk_object_store::PersisterConfig,
+) -> Ours {
+	ldk_object_store::MonitorPersister::new_async(
+		store,
+		config,
+		&ldk.logger,
+		&ldk.keys,
+		&ldk.keys,
+		&ldk.broadcaster,
+		&ldk.fees,
+	)
+	.expect("starting the completion thread")
+}
+
 pub fn theirs<'s>(store: &'s ObjectKvStore, ldk: &'static Ldk, max_pending: u64) -> Theirs<'s> {
 	MonitorUpdatingPersister::new(
 		store,

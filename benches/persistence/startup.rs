@@ -125,12 +125,10 @@ fn load(
 	let started = Instant::now();
 	let monitors = match reader {
 		Reader::Ours { mode, monitors, in_flight } => {
-			let config = PersisterConfig {
-				load_mode: *mode,
-				load_concurrency: *monitors,
-				max_concurrent_writes: *in_flight,
-				..PersisterConfig::default()
-			};
+			let config = PersisterConfig::default()
+				.with_load_mode(*mode)
+				.with_max_monitors_loading(*monitors)
+				.with_max_requests_in_flight(*in_flight);
 			ours(&store, ldk, config).read_all_channel_monitors_with_updates_blocking()
 		},
 		Reader::Ldk { .. } => theirs(&store, ldk, 100).read_all_channel_monitors_with_updates(),

@@ -97,15 +97,15 @@ impl<'s> AnyPersister<'s> {
 	fn new(writer: Writer, store: &'s ObjectKvStore, ldk: &'static Ldk, in_flight: usize) -> Self {
 		match writer {
 			Writer::OursSync | Writer::OursAsync => {
-				let mode =
-					if writer == Writer::OursSync { PersistMode::Sync } else { PersistMode::Async };
-				let config = PersisterConfig {
-					mode,
-					maximum_pending_updates: MAX_PENDING,
-					max_concurrent_writes: in_flight,
-					..PersisterConfig::default()
+				let config = PersisterConfig::default()
+					.with_maximum_pending_updates(MAX_PENDING)
+					.with_max_requests_in_flight(in_flight);
+				let persister = if writer == Writer::OursSync {
+					ours(store, ldk, config)
+				} else {
+					crate::env::ours_async(store, ldk, config)
 				};
-				let persister = ours(store, ldk, config);
+				let mode = persister.mode();
 				let (tx, rx) = mpsc::channel();
 				let sink = Arc::new(Completions(Mutex::new(tx)));
 				persister.bind_chain_monitor(&sink);

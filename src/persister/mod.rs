@@ -19,23 +19,39 @@
 //!
 //! # Writing
 //!
-//! In [`PersistMode::Sync`] each `Persist` call returns `Completed` once the object is durable
-//! (after retries; `UnrecoverableError` if it still fails, which stops LDK as its own persister
-//! does). In [`PersistMode::Async`] each call returns `InProgress` at once; the write runs on the
-//! store's runtime, writes of all channels concurrently up to
-//! [`PersisterConfig::max_concurrent_writes`], and every durable update is reported to the
-//! `ChainMonitor` exactly once (see [`MonitorPersister::bind_chain_monitor`]). A write that still
-//! fails after retries is logged with the monitor key and update id and never reported, so the
-//! channel stays frozen rather than advancing on state that is not stored. Writes to one monitor
-//! keep their call order, so a full monitor never regresses to an older one.
+//! Built with [`MonitorPersister::new`], the persister is synchronous: each `Persist` call returns
+//! `Completed` once the object is durable (after the store's retries; `UnrecoverableError` if it
+//! still fails, which stops LDK as its own persister does).
+//!
+//! Built with [`MonitorPersister::new_async`], each call returns `InProgress` at once and nothing
+//! inside `Persist` waits for I/O, the archive included. This rests on LDK's asynchronous
+//! persistence, which LDK itself calls beta and warns may lead to loss of funds if misused; prefer
+//! the synchronous persister unless `Persist` latency matters to you. In async mode:
+//! - writes of all channels run concurrently on the store's runtime, at most
+//!   [`PersisterConfig::max_requests_in_flight`] requests at once;
+//! - each durable update is reported exactly once, from a thread of the persister's own that
+//!   nothing else waits on (never from a store worker, so a `ChainMonitor` lock taken in the
+//!   report cannot hold up any I/O): pushed to the `ChainMonitor`
+//!   ([`bind_chain_monitor`](MonitorPersister::bind_chain_monitor)), or queued for it to pull,
+//!   with [`get_update_future`](MonitorPersister::get_update_future) woken;
+//! - a write that fails is retried in the background with capped backoff until it succeeds, or
+//!   until a later full monitor of the channel is durable: that monitor holds the update, so every
+//!   pending update of the channel up to its id is reported then (as LDK's `Persist` docs allow).
+//!   [`health`](MonitorPersister::health) says which writes are failing, so the application can
+//!   shut down rather than run with a frozen channel;
+//! - a full-monitor write that a newer one of the same channel replaces before it starts is not
+//!   sent, so at most one full monitor per channel waits in memory besides the one being written.
+//!
+//! Writes to one monitor keep their call order, so a full monitor never regresses to an older one.
 //!
 //! # Reading at startup
 //!
 //! [`MonitorPersister::read_all_channel_monitors_with_updates`] lists `monitors/`, and reads the
-//! monitors in parallel, at most [`PersisterConfig::load_concurrency`] at once. For each it strips
-//! the sentinel, decodes the monitor, checks that its `persistence_key()` is the key it was stored
-//! under, then applies the updates `update_id + 1, + 2, …` until one is absent; it never applies
-//! past a gap. Any error but "not found" fails the load, naming the key. Loading writes nothing.
+//! monitors in parallel, at most [`PersisterConfig::max_monitors_loading`] at once. For each it
+//! strips the sentinel, decodes the monitor, checks that its `persistence_key()` is the key it was
+//! stored under, then applies the updates `update_id + 1, + 2, …` until one is absent; it never
+//! applies past a gap. Any error but "not found" fails the load, naming the key. Loading writes
+//! nothing.
 //!
 //! The startup sequence with a `ChainMonitor`:
 //!
@@ -46,7 +62,9 @@
 //! 5. hand each monitor to `ChainMonitor::load_existing_monitor` (no re-persist happens);
 //! 6. start syncing the chain and the background processor.
 
+mod background;
 mod completion;
+mod config;
 mod names;
 mod read;
 mod write;
@@ -57,80 +75,15 @@ use std::sync::Arc;
 use lightning::chain::chaininterface::{BroadcasterInterface, FeeEstimator};
 use lightning::sign::{EntropySource, SignerProvider};
 use lightning::util::logger::Logger;
+use tokio::sync::watch;
 
-pub use completion::{MonitorUpdateSink, SinkRef};
+pub use background::PersisterHealth;
+pub use completion::MonitorUpdateSink;
+pub use config::{PersistMode, PersisterConfig};
 pub use read::{LoadMode, LoadedMonitor};
 
 use crate::ObjectKvStore;
-use completion::Completions;
-
-/// Counts asynchronous writes in flight, so that [`MonitorPersister::flush`] can wait for them.
-#[derive(Debug, Default)]
-pub(crate) struct InFlight {
-	count: std::sync::atomic::AtomicUsize,
-	idle: tokio::sync::Notify,
-}
-
-impl InFlight {
-	pub(crate) fn start(&self) {
-		self.count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-	}
-
-	pub(crate) fn finish(&self) {
-		if self.count.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
-			self.idle.notify_waiters();
-		}
-	}
-
-	async fn wait_idle(&self) {
-		loop {
-			// Registered before the check, so a finish in between is not missed.
-			let idle = self.idle.notified();
-			if self.count.load(std::sync::atomic::Ordering::SeqCst) == 0 {
-				return;
-			}
-			idle.await;
-		}
-	}
-}
-
-/// Whether `Persist` calls wait for the write or return at once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PersistMode {
-	/// Return `Completed` after the object is durable.
-	Sync,
-	/// Return `InProgress` and report completion to the `ChainMonitor` later.
-	Async,
-}
-
-/// How the persister writes and loads.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PersisterConfig {
-	/// Updates between two full-monitor writes (LDK's `maximum_pending_updates`); `0` writes the
-	/// full monitor every time. Default 100.
-	pub maximum_pending_updates: u64,
-	/// Sync or async `Persist` calls. Default [`PersistMode::Sync`].
-	pub mode: PersistMode,
-	/// Most monitor writes and deletes in flight at once, across all channels. Default 32.
-	pub max_concurrent_writes: usize,
-	/// Most monitors being read at once at startup; memory for raw objects stays within this
-	/// bound, whatever the number of monitors. Default 32.
-	pub load_concurrency: usize,
-	/// How pending updates are found at startup. Default [`LoadMode::Probe`].
-	pub load_mode: LoadMode,
-}
-
-impl Default for PersisterConfig {
-	fn default() -> Self {
-		PersisterConfig {
-			maximum_pending_updates: 100,
-			mode: PersistMode::Sync,
-			max_concurrent_writes: 32,
-			load_concurrency: 32,
-			load_mode: LoadMode::Probe,
-		}
-	}
-}
+use background::AsyncWrites;
 
 /// Persists `ChannelMonitor`s differentially in an [`ObjectKvStore`]; a replacement for LDK's
 /// `MonitorUpdatingPersister` that takes the same arguments (see the module docs).
@@ -144,8 +97,8 @@ where
 {
 	store: ObjectKvStore,
 	config: PersisterConfig,
-	completions: Arc<Completions>,
-	in_flight: Arc<InFlight>,
+	/// Present in async mode only.
+	background: Option<Arc<AsyncWrites>>,
 	logger: L,
 	entropy_source: ES,
 	signer_provider: SP,
@@ -166,7 +119,7 @@ where
 		f.debug_struct("MonitorPersister")
 			.field("store", &self.store)
 			.field("config", &self.config)
-			.field("completions", &self.completions)
+			.field("mode", &self.mode())
 			.finish_non_exhaustive()
 	}
 }
@@ -179,22 +132,30 @@ where
 	BI::Target: BroadcasterInterface,
 	FE::Target: FeeEstimator,
 {
-	/// A persister over `store`, with the same arguments as LDK's `MonitorUpdatingPersister::new`
-	/// but a [`PersisterConfig`] in place of `maximum_pending_updates`.
+	/// A synchronous persister over `store`, with the same arguments as LDK's
+	/// `MonitorUpdatingPersister::new` but a [`PersisterConfig`] in place of
+	/// `maximum_pending_updates`: each `Persist` call returns once its write is durable.
 	pub fn new(
 		store: &ObjectKvStore, config: PersisterConfig, logger: L, entropy_source: ES,
 		signer_provider: SP, broadcaster: BI, fee_estimator: FE,
 	) -> Self {
 		MonitorPersister {
-			store: store.with_max_in_flight(config.max_concurrent_writes),
+			store: store.limited_to(config.max_requests_in_flight),
 			config,
-			completions: Arc::default(),
-			in_flight: Arc::default(),
+			background: None,
 			logger,
 			entropy_source,
 			signer_provider,
 			broadcaster,
 			fee_estimator,
+		}
+	}
+
+	/// Sync or async, by the constructor used.
+	pub fn mode(&self) -> PersistMode {
+		match self.background {
+			Some(_) => PersistMode::Async,
+			None => PersistMode::Sync,
 		}
 	}
 
@@ -206,7 +167,8 @@ where
 	/// In async mode, report each durable update straight to `chain_monitor`, starting with any
 	/// that completed before this call. Until it is called, the `ChainMonitor` collects
 	/// completions itself when it next releases monitor events; either way each is reported once.
-	/// The persister keeps only a weak reference (the `ChainMonitor` owns the persister).
+	/// The persister keeps only a weak reference (the `ChainMonitor` owns the persister). Reports
+	/// are made from the persister's own delivery thread. Does nothing in sync mode.
 	///
 	/// ```ignore
 	/// let chain_monitor = Arc::new(ChainMonitor::new(None, broadcaster, logger, fees, persister.clone(), keys, storage_key));
@@ -215,21 +177,137 @@ where
 	pub fn bind_chain_monitor<S: MonitorUpdateSink + Send + Sync + 'static>(
 		&self, chain_monitor: &Arc<S>,
 	) {
-		let weak: SinkRef = Arc::downgrade(chain_monitor) as SinkRef;
-		self.completions.bind(weak);
+		let weak = Arc::downgrade(chain_monitor);
+		self.bind(completion::Sink::Weak(weak));
 	}
 
-	/// Waits until every asynchronous write started so far has finished (durable, or failed and
-	/// logged). Call it at shutdown, after the background processor has returned and before the
-	/// persister is dropped: dropping the store's last handle stops its runtime and abandons
-	/// writes still in flight (LDK replays them from the `ChannelManager` on the next start,
-	/// but a clean stop should not need that).
+	/// [`Self::bind_chain_monitor`] for a sink the persister may hold for good: a
+	/// `&'static ChainMonitor`, or a forwarder of your own (a channel to the thread that owns
+	/// the `ChainMonitor`, say). Do not hand it an `Arc` of the `ChainMonitor` that owns this
+	/// persister: that cycle is never freed.
+	pub fn bind_sink(&self, sink: impl MonitorUpdateSink + Send + Sync + 'static) {
+		self.bind(completion::Sink::Strong(Arc::new(sink)));
+	}
+
+	fn bind(&self, sink: completion::Sink) {
+		if let Some(background) = &self.background {
+			background.completions().bind(sink);
+		}
+	}
+
+	/// A future that completes when a durable update is queued for the `ChainMonitor` to pull
+	/// (async mode, before [`Self::bind_chain_monitor`]): fold it into the background processor's
+	/// sleeper so the node notices at once rather than at its next timer.
+	pub fn get_update_future(&self) -> lightning::util::wakers::Future {
+		match &self.background {
+			Some(background) => background.completions().get_update_future(),
+			// Nothing is ever queued in sync mode; a notifier nobody notifies never completes.
+			None => lightning::util::wakers::Notifier::new().get_future(),
+		}
+	}
+
+	/// How the asynchronous writes are doing: the writes failing and being retried, and the last
+	/// failure. Always healthy in sync mode (failures are returned to LDK there).
+	pub fn health(&self) -> PersisterHealth {
+		match &self.background {
+			Some(background) => background.health(),
+			None => PersisterHealth::default(),
+		}
+	}
+
+	/// A receiver that sees every change of [`Self::health`] (async mode; in sync mode it never
+	/// changes).
+	pub fn subscribe_health(&self) -> watch::Receiver<PersisterHealth> {
+		match &self.background {
+			Some(background) => background.subscribe_health(),
+			None => watch::channel(PersisterHealth::default()).1,
+		}
+	}
+
+	/// Waits until every asynchronous write and archive started so far has finished: durable,
+	/// or given up because another writer took the store over. A write that keeps failing is
+	/// retried, so this waits for the backend to come back; wrap it in a timeout if shutdown must
+	/// not wait (LDK replays unreported updates from the `ChannelManager` on the next start).
+	/// Call it at shutdown, after the background processor has returned and before the persister
+	/// is dropped: dropping the persister stops its retries.
 	pub async fn flush(&self) {
-		self.in_flight.wait_idle().await;
+		if let Some(background) = &self.background {
+			background.flush().await;
+		}
 	}
 
 	/// [`Self::flush`] for synchronous callers.
 	pub fn flush_blocking(&self) {
 		crate::runtime::block_on(self.flush());
+	}
+}
+
+impl<L, ES, SP, BI, FE> MonitorPersister<L, ES, SP, BI, FE>
+where
+	L: Deref + Clone + Send + Sync + 'static,
+	ES: Deref + Clone + Send + Sync + 'static,
+	SP: Deref + Clone + Send + Sync + 'static,
+	BI: Deref + Clone + Send + Sync + 'static,
+	FE: Deref + Clone + Send + Sync + 'static,
+	L::Target: Logger,
+	ES::Target: EntropySource + Sized,
+	SP::Target: SignerProvider + Sized,
+	<SP::Target as SignerProvider>::EcdsaSigner: Send,
+	BI::Target: BroadcasterInterface,
+	FE::Target: FeeEstimator,
+{
+	/// An asynchronous persister over `store`: each `Persist` call returns `InProgress` at once
+	/// and the write completes in the background (see the module docs, and LDK's warning that
+	/// asynchronous persistence is beta). The arguments are shared with background tasks, hence
+	/// `Clone + Send + Sync + 'static` (the `Arc`s a node holds are). Fails only if the thread
+	/// that delivers completions cannot be started.
+	pub fn new_async(
+		store: &ObjectKvStore, config: PersisterConfig, logger: L, entropy_source: ES,
+		signer_provider: SP, broadcaster: BI, fee_estimator: FE,
+	) -> std::io::Result<Self> {
+		// Archiving reads the monitor with its updates applied, which needs LDK's arguments; a
+		// synchronous twin that shares the store does it on the background's behalf.
+		let twin = Arc::new(MonitorPersister::new(
+			store,
+			config.clone(),
+			logger.clone(),
+			entropy_source.clone(),
+			signer_provider.clone(),
+			broadcaster.clone(),
+			fee_estimator.clone(),
+		));
+		let archiver: background::Archiver = Arc::new(move |monitor_key: String| {
+			let twin = Arc::clone(&twin);
+			Box::pin(async move { twin.archive(&monitor_key).await })
+		});
+		let mut persister = MonitorPersister::new(
+			store,
+			config,
+			logger,
+			entropy_source,
+			signer_provider,
+			broadcaster,
+			fee_estimator,
+		);
+		persister.background =
+			Some(AsyncWrites::new(persister.store.clone(), &persister.config, archiver)?);
+		Ok(persister)
+	}
+}
+
+impl<L: Deref, ES: Deref, SP: Deref, BI: Deref, FE: Deref> Drop
+	for MonitorPersister<L, ES, SP, BI, FE>
+where
+	L::Target: Logger,
+	ES::Target: EntropySource + Sized,
+	SP::Target: SignerProvider + Sized,
+	BI::Target: BroadcasterInterface,
+	FE::Target: FeeEstimator,
+{
+	fn drop(&mut self) {
+		if let Some(background) = &self.background {
+			// Background retries would otherwise keep the store's runtime alive for good.
+			background.stop();
+		}
 	}
 }

@@ -73,7 +73,7 @@ where
 		keys.sort();
 		let loaded: Vec<Option<Loaded<SP>>> = stream::iter(keys)
 			.map(|key| async move { self.maybe_read_channel_monitor_with_updates(&key).await })
-			.buffered(self.config.load_concurrency.max(1))
+			.buffered(self.config.max_monitors_loading.max(1))
 			.try_collect()
 			.await?;
 		Ok(loaded.into_iter().flatten().collect())

@@ -1,10 +1,7 @@
 //! The write path: `Persist` for [`MonitorPersister`], consolidation and pruning, archiving, and
 //! the cleanup of stale and orphaned update objects.
 
-use std::future::Future;
 use std::ops::Deref;
-use std::pin::Pin;
-use std::sync::Arc;
 
 use lightning::chain::chaininterface::{BroadcasterInterface, FeeEstimator};
 use lightning::chain::chainmonitor::Persist;
@@ -21,21 +18,48 @@ use lightning::util::ser::Writeable;
 use super::names::{
 	parse_update_key, ARCHIVE, ARCHIVE_SECONDARY, MONITORS, MONITORS_SECONDARY, UPDATES,
 };
-use super::{MonitorPersister, PersistMode};
+use super::MonitorPersister;
 use crate::runtime::block_on;
 use crate::ObjectKvStore;
 
 /// The update id LDK before 0.1 gave every update after a channel closed.
 const LEGACY_CLOSED_CHANNEL_UPDATE_ID: u64 = u64::MAX;
 
-type WriteFuture = Pin<Box<dyn Future<Output = Result<(), io::Error>> + Send + 'static>>;
-
 /// Which update objects a full-monitor write makes stale.
-enum Prune {
+#[derive(Debug, Clone)]
+pub(crate) enum Prune {
 	/// `start..=end`, as LDK's persister prunes after a consolidation.
 	Range(u64, u64),
 	/// Everything up to `latest`: the channel is closed (legacy id `u64::MAX`).
 	AllUpTo(u64),
+}
+
+impl Prune {
+	/// The pruning of two full writes when only the later one is made: every update object at or
+	/// below a durable monitor's id is stale, so the union (and the gap between) may go.
+	pub(crate) fn merge(older: Option<Prune>, newer: Option<Prune>) -> Option<Prune> {
+		match (older, newer) {
+			(None, newer) => newer,
+			(older, None) => older,
+			(Some(Prune::Range(start, _)), Some(Prune::Range(other_start, end))) => {
+				Some(Prune::Range(start.min(other_start), end))
+			},
+			(Some(Prune::AllUpTo(a)), Some(Prune::AllUpTo(b))) => Some(Prune::AllUpTo(a.max(b))),
+			(Some(Prune::AllUpTo(latest)), Some(Prune::Range(_, end)))
+			| (Some(Prune::Range(_, end)), Some(Prune::AllUpTo(latest))) => {
+				Some(Prune::AllUpTo(latest.max(end)))
+			},
+		}
+	}
+}
+
+/// What a `Persist` call writes.
+enum Write {
+	/// One update object.
+	Update { update_id: u64, bytes: Vec<u8> },
+	/// The full monitor (serialized once, sentinel included), then the pruning of what it makes
+	/// stale.
+	Full { bytes: Vec<u8>, monitor_id: u64, prune: Option<Prune> },
 }
 
 impl<L: Deref, ES: Deref, SP: Deref, BI: Deref, FE: Deref> MonitorPersister<L, ES, SP, BI, FE>
@@ -46,18 +70,20 @@ where
 	BI::Target: BroadcasterInterface,
 	FE::Target: FeeEstimator,
 {
-	/// Starts the write of a full monitor; its place in the monitor key's order is fixed now.
-	fn start_full_write<S: EcdsaChannelSigner>(
-		&self, monitor_key: &str, monitor: &ChannelMonitor<S>,
-	) -> WriteFuture {
-		let mut bytes = Vec::with_capacity(2 + monitor.serialized_length());
+	/// The full monitor's object: the sentinel, then the monitor, serialized once into a buffer
+	/// of the right size.
+	fn full_bytes<S: EcdsaChannelSigner>(&self, monitor: &ChannelMonitor<S>) -> Vec<u8> {
 		// Without update objects a monitor is always complete, so it carries no sentinel.
-		if self.config.maximum_pending_updates != 0 {
-			bytes.extend_from_slice(MONITOR_UPDATING_PERSISTER_PREPEND_SENTINEL);
-		}
-		bytes.extend_from_slice(&monitor.encode());
-		let write = self.store.start_write(MONITORS, MONITORS_SECONDARY, monitor_key, bytes);
-		Box::pin(async move { write.await.map_err(io::Error::from) })
+		let sentinel: &[u8] = if self.config.maximum_pending_updates != 0 {
+			MONITOR_UPDATING_PERSISTER_PREPEND_SENTINEL
+		} else {
+			&[]
+		};
+		let mut bytes = Vec::with_capacity(sentinel.len() + monitor.serialized_length());
+		bytes.extend_from_slice(sentinel);
+		// Writing into the buffer itself: one pass over the monitor, no copy.
+		monitor.write(&mut bytes).expect("writing to a Vec cannot fail");
+		bytes
 	}
 
 	/// Whether an update is stored as its own object rather than by a full-monitor write.
@@ -66,40 +92,52 @@ where
 		update_id != LEGACY_CLOSED_CHANNEL_UPDATE_ID && max != 0 && update_id % max != 0
 	}
 
-	/// Waits for `write` (sync mode) or lets it finish on the store's runtime and reports
-	/// `completion` once it is durable (async mode).
-	fn conclude(
-		&self, write: WriteFuture, monitor_key: String, update_id: u64,
-		completion: Option<(ChannelId, u64)>,
+	/// Carries out `write` for `monitor_key`: in sync mode now, returning `Completed` once it is
+	/// durable; in async mode in the background, returning `InProgress` at once and reporting
+	/// `report` (an update id) once it is durable.
+	fn persist(
+		&self, monitor_key: String, channel_id: ChannelId, report: Option<u64>, write: Write,
 	) -> ChannelMonitorUpdateStatus {
-		match self.config.mode {
-			PersistMode::Sync => match block_on(write) {
-				Ok(()) => ChannelMonitorUpdateStatus::Completed,
-				Err(error) => {
-					tracing::error!(monitor = %monitor_key, update_id, %error, "monitor write failed");
-					ChannelMonitorUpdateStatus::UnrecoverableError
+		if let Some(background) = &self.background {
+			match write {
+				Write::Update { update_id, bytes } => {
+					background.write_update(monitor_key, channel_id, update_id, bytes.into())
 				},
+				Write::Full { bytes, monitor_id, prune } => background.write_full(
+					monitor_key,
+					channel_id,
+					report,
+					bytes.into(),
+					monitor_id,
+					prune,
+				),
+			}
+			return ChannelMonitorUpdateStatus::InProgress;
+		}
+		let (object, result) = match write {
+			Write::Update { update_id, bytes } => {
+				let id = update_id.to_string();
+				(update_id, block_on(self.store.start_write(UPDATES, &monitor_key, &id, bytes)))
 			},
-			PersistMode::Async => {
-				let completions = Arc::clone(&self.completions);
-				let in_flight = Arc::clone(&self.in_flight);
-				in_flight.start();
-				// Dropping the handle detaches the task; it reports through `completions`.
-				drop(self.store.spawn(async move {
-					match write.await {
-						Ok(()) => {
-							if let Some((channel_id, update_id)) = completion {
-								completions.complete(channel_id, update_id);
-							}
-						},
-						Err(error) => tracing::error!(
-							monitor = %monitor_key, update_id, %error,
-							"monitor write failed after retries; the channel stays frozen until restart"
-						),
-					}
-					in_flight.finish();
-				}));
-				ChannelMonitorUpdateStatus::InProgress
+			Write::Full { bytes, monitor_id, prune } => {
+				let written = block_on(self.store.start_write(
+					MONITORS,
+					MONITORS_SECONDARY,
+					&monitor_key,
+					bytes,
+				));
+				if let (Ok(()), Some(prune)) = (&written, prune) {
+					// Only once the full monitor is durable may the updates it holds go.
+					block_on(prune_after(self.store.clone(), monitor_key.clone(), prune));
+				}
+				(monitor_id, written)
+			},
+		};
+		match result {
+			Ok(()) => ChannelMonitorUpdateStatus::Completed,
+			Err(error) => {
+				tracing::error!(monitor = %monitor_key, update_id = object, %error, "monitor write failed");
+				ChannelMonitorUpdateStatus::UnrecoverableError
 			},
 		}
 	}
@@ -130,7 +168,7 @@ where
 	/// Archives a monitor: writes it with its updates applied to `archived_monitors/`, then
 	/// removes it and all its update objects. Safe to repeat: a monitor that is already gone
 	/// only has its leftover update objects removed.
-	async fn archive(&self, monitor_key: &str) -> Result<(), io::Error> {
+	pub(crate) async fn archive(&self, monitor_key: &str) -> Result<(), io::Error> {
 		let store = &self.store;
 		match self.read_channel_monitor_with_updates(monitor_key).await {
 			Ok((_, monitor)) => {
@@ -156,7 +194,7 @@ where
 }
 
 /// Deletes the update objects that `prune` names, in batch requests.
-async fn prune_after(store: ObjectKvStore, monitor_key: String, prune: Prune) {
+pub(crate) async fn prune_after(store: ObjectKvStore, monitor_key: String, prune: Prune) {
 	let keys: Result<Vec<String>, io::Error> = match prune {
 		Prune::Range(start, end) => Ok((start..=end).map(|id| id.to_string()).collect()),
 		Prune::AllUpTo(latest) => stale_update_keys(&store, &monitor_key, latest).await,
@@ -200,54 +238,63 @@ where
 	fn persist_new_channel(
 		&self, monitor_name: MonitorName, monitor: &ChannelMonitor<S>,
 	) -> ChannelMonitorUpdateStatus {
-		let monitor_key = monitor_name.to_string();
-		let update_id = monitor.get_latest_update_id();
-		let write = self.start_full_write(&monitor_key, monitor);
-		self.conclude(write, monitor_key, update_id, Some((monitor.channel_id(), update_id)))
+		let monitor_id = monitor.get_latest_update_id();
+		let write = Write::Full { bytes: self.full_bytes(monitor), monitor_id, prune: None };
+		self.persist(monitor_name.to_string(), monitor.channel_id(), Some(monitor_id), write)
 	}
 
 	fn update_persisted_channel(
 		&self, monitor_name: MonitorName, update: Option<&ChannelMonitorUpdate>,
 		monitor: &ChannelMonitor<S>,
 	) -> ChannelMonitorUpdateStatus {
-		let monitor_key = monitor_name.to_string();
+		let (monitor_key, channel_id) = (monitor_name.to_string(), monitor.channel_id());
+		let monitor_id = monitor.get_latest_update_id();
 		let Some(update) = update else {
 			// A chain-sync re-persist: the full monitor, nothing to report.
-			let write = self.start_full_write(&monitor_key, monitor);
-			return self.conclude(write, monitor_key, monitor.get_latest_update_id(), None);
+			let write = Write::Full { bytes: self.full_bytes(monitor), monitor_id, prune: None };
+			return self.persist(monitor_key, channel_id, None, write);
 		};
-		let completion = Some((monitor.channel_id(), update.update_id));
+		let report = Some(update.update_id);
 		if self.writes_update_object(update.update_id) {
-			let update_key = update.update_id.to_string();
-			let write = self.store.start_write(UPDATES, &monitor_key, &update_key, update.encode());
-			let write = Box::pin(async move { write.await.map_err(io::Error::from) });
-			return self.conclude(write, monitor_key, update.update_id, completion);
+			let write = Write::Update { update_id: update.update_id, bytes: update.encode() };
+			return self.persist(monitor_key, channel_id, report, write);
 		}
-		let latest = monitor.get_latest_update_id();
-		let prune = if latest == LEGACY_CLOSED_CHANNEL_UPDATE_ID {
-			Prune::AllUpTo(latest)
+		let prune = if monitor_id == LEGACY_CLOSED_CHANNEL_UPDATE_ID {
+			Prune::AllUpTo(monitor_id)
 		} else {
-			Prune::Range(latest.saturating_sub(self.config.maximum_pending_updates), latest)
+			Prune::Range(monitor_id.saturating_sub(self.config.maximum_pending_updates), monitor_id)
 		};
-		let full_write = self.start_full_write(&monitor_key, monitor);
-		let (store, key) = (self.store.clone(), monitor_key.clone());
-		let write = Box::pin(async move {
-			full_write.await?;
-			// Only once the full monitor is durable may the updates it contains go.
-			prune_after(store, key, prune).await;
-			Ok(())
-		});
-		self.conclude(write, monitor_key, update.update_id, completion)
+		let write = Write::Full { bytes: self.full_bytes(monitor), monitor_id, prune: Some(prune) };
+		self.persist(monitor_key, channel_id, report, write)
 	}
 
 	fn archive_persisted_channel(&self, monitor_name: MonitorName) {
 		let monitor_key = monitor_name.to_string();
-		if let Err(error) = block_on(self.archive(&monitor_key)) {
-			tracing::error!(monitor = %monitor_key, %error, "archiving the monitor failed");
+		match &self.background {
+			// Never wait here: LDK holds the ChainMonitor's monitors lock for writing, which a
+			// completion being delivered may be waiting for. The archive runs after the
+			// channel's queued full writes, in the background, as LDK's own async persister does.
+			Some(background) => {
+				let channel_id = match monitor_name {
+					MonitorName::V1Channel(outpoint) => {
+						ChannelId::v1_from_funding_outpoint(outpoint)
+					},
+					MonitorName::V2Channel(channel_id) => channel_id,
+				};
+				background.archive(monitor_key, channel_id);
+			},
+			None => {
+				if let Err(error) = block_on(self.archive(&monitor_key)) {
+					tracing::error!(monitor = %monitor_key, %error, "archiving the monitor failed");
+				}
+			},
 		}
 	}
 
 	fn get_and_clear_completed_updates(&self) -> Vec<(ChannelId, u64)> {
-		self.completions.take_queued()
+		match &self.background {
+			Some(background) => background.completions().take_queued(),
+			None => Vec::new(),
+		}
 	}
 }

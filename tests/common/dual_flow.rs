@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use bitcoin::{BlockHash, Network};
-use ldk_object_store::{LoadMode, MonitorPersister, ObjectKvStore, PersistMode, PersisterConfig};
+use ldk_object_store::{LoadMode, MonitorPersister, ObjectKvStore, PersisterConfig};
 use lightning::chain::chainmonitor::Persist;
 use lightning::chain::channelmonitor::{ChannelMonitor, ChannelMonitorUpdate};
 use lightning::chain::ChannelMonitorUpdateStatus;
@@ -48,13 +48,8 @@ pub type Ldk<'a> = MonitorUpdatingPersister<
 pub const MODES: [LoadMode; 3] =
 	[LoadMode::Probe, LoadMode::Pipelined { window: 8 }, LoadMode::List];
 
-pub fn config(max_pending: u64, mode: PersistMode, load_mode: LoadMode) -> PersisterConfig {
-	PersisterConfig {
-		maximum_pending_updates: max_pending,
-		mode,
-		load_mode,
-		..PersisterConfig::default()
-	}
+pub fn config(max_pending: u64, load_mode: LoadMode) -> PersisterConfig {
+	PersisterConfig::default().with_maximum_pending_updates(max_pending).with_load_mode(load_mode)
 }
 
 pub fn ours<'a>(
@@ -69,6 +64,31 @@ pub fn ours<'a>(
 		&cfg.tx_broadcaster,
 		&cfg.fee_estimator,
 	)
+}
+
+/// An async persister: its arguments are shared with background tasks, so they live for good.
+pub fn ours_async(
+	store: &ObjectKvStore, cfg: &'static TestChanMonCfg, config: PersisterConfig,
+) -> Ours<'static> {
+	MonitorPersister::new_async(
+		store,
+		config,
+		&cfg.logger,
+		&cfg.keys_manager,
+		&cfg.keys_manager,
+		&cfg.tx_broadcaster,
+		&cfg.fee_estimator,
+	)
+	.expect("starting the completion thread")
+}
+
+/// One node's test configuration with [`replay_keys`], for good (async persisters need that).
+pub fn static_replay_cfg() -> &'static TestChanMonCfg {
+	Box::leak(Box::new({
+		let mut cfgs = create_chanmon_cfgs(1);
+		cfgs[0].keys_manager = replay_keys();
+		cfgs.remove(0)
+	}))
 }
 
 pub fn ldk<'a>(store: &'a ObjectKvStore, cfg: &'a TestChanMonCfg, max_pending: u64) -> Ldk<'a> {
@@ -160,7 +180,7 @@ pub fn reload_and_compare(
 	for mode in MODES {
 		let counter = Arc::new(CountRequests::default());
 		let counted = backend.wrapped(|s| Hooked::wrap(s, Arc::clone(&counter)));
-		let persister = ours(&counted.store(), cfg, config(max_pending, PersistMode::Sync, mode));
+		let persister = ours(&counted.store(), cfg, config(max_pending, mode));
 		let loaded = persister.read_all_channel_monitors_with_updates_blocking().unwrap();
 		assert_eq!(loaded.len(), live_ids.len(), "{label} {mode:?}: monitors loaded");
 		for (_, monitor) in &loaded {
@@ -211,11 +231,7 @@ pub fn dual_flow(
 	let duals: Vec<Dual> = (0..2)
 		.map(|i| Dual {
 			ldk: ldk(&ldk_stores[i], &chanmon_cfgs[i], max_pending),
-			ours: ours(
-				&our_stores[i],
-				&chanmon_cfgs[i],
-				config(max_pending, PersistMode::Sync, LoadMode::Probe),
-			),
+			ours: ours(&our_stores[i], &chanmon_cfgs[i], config(max_pending, LoadMode::Probe)),
 			calls: Mutex::default(),
 		})
 		.collect();

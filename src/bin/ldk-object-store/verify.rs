@@ -10,7 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bitcoin::Transaction;
 use futures::stream::{self, StreamExt};
 use ldk_object_store::inspect::{Inventory, MonitorEntry};
-use ldk_object_store::{LoadMode, MonitorPersister, PersistMode, PersisterConfig};
+use ldk_object_store::{LoadMode, MonitorPersister, PersisterConfig};
 use lightning::chain::chaininterface::{BroadcasterInterface, ConfirmationTarget, FeeEstimator};
 use lightning::sign::KeysManager;
 use lightning::util::logger::{Logger, Record};
@@ -88,7 +88,7 @@ pub(crate) async fn run(args: &Args, options: &[(String, String)], out: &Output)
 	};
 	let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
 	let keys = KeysManager::new(&[0x42; 32], now.as_secs(), now.subsec_nanos(), true);
-	let config = PersisterConfig { mode: PersistMode::Sync, load_mode, ..Default::default() };
+	let config = PersisterConfig::default().with_load_mode(load_mode);
 	let persister =
 		MonitorPersister::new(&store, config, &Quiet, &keys, &keys, &NoBroadcast, &FixedFee);
 

@@ -1,0 +1,392 @@
+//! The asynchronous write path: writes that finish after `Persist` has returned `InProgress`.
+//!
+//! Per channel the persister keeps the update ids it has answered `InProgress` for and not
+//! reported yet (`pending`), and a queue of jobs that must run one after another: full-monitor
+//! writes and the archive. Update objects are written at once, concurrently.
+//!
+//! - A write that fails (after the store's own retries) is tried again in the background with
+//!   capped backoff, for as long as it takes, unless it is superseded: a full monitor of the
+//!   channel at or above its id became durable, or (for a full monitor) a newer one is queued.
+//!   Another writer's refusal ([`FailureKind::Fenced`](crate::FailureKind::Fenced)) ends the
+//!   retries: repeating cannot help, and nothing is reported.
+//! - A durable full monitor holds every update up to its id, so it reports every pending id of
+//!   its channel up to there, whether or not that update's own object was written; then the
+//!   update objects it makes stale are deleted.
+//! - A full monitor queued behind a newer one of the same channel is dropped unsent: the newer
+//!   one holds all it holds. So at most one full monitor per channel waits beside the one being
+//!   written.
+//! - The archive runs after the full writes queued before it, so it archives the latest state
+//!   and no full write can bring the monitor back after it.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use lightning::io;
+use lightning::ln::types::ChannelId;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::completion::Completions;
+use super::names::{MONITORS, MONITORS_SECONDARY, UPDATES};
+use super::write::{prune_after, Prune};
+use super::PersisterConfig;
+use crate::error::Error;
+use crate::{FailureKind, ObjectKvStore};
+
+/// Archives one monitor (see `MonitorPersister::archive`), for the background.
+pub(crate) type Archiver = Arc<
+	dyn Fn(String) -> Pin<Box<dyn Future<Output = Result<(), io::Error>> + Send>> + Send + Sync,
+>;
+
+/// How the asynchronous writes are doing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PersisterHealth {
+	/// Writes (and archives) that failed and are being retried in the background. While it is
+	/// above zero, some channel may be frozen waiting for its update to be stored.
+	pub failing_writes: usize,
+	/// The most recent failure: the object and the error (never its contents).
+	pub last_error: Option<String>,
+	/// Writes abandoned because another writer took the store over: the node must stop.
+	pub abandoned_writes: usize,
+}
+
+impl PersisterHealth {
+	/// Whether every write so far has succeeded or is still on its first attempt.
+	pub fn is_healthy(&self) -> bool {
+		self.failing_writes == 0 && self.abandoned_writes == 0
+	}
+}
+
+/// One job of a channel's queue.
+enum Job {
+	Full { bytes: Bytes, monitor_id: u64, prune: Option<Prune> },
+	Archive,
+}
+
+struct Channel {
+	channel_id: ChannelId,
+	/// Update ids answered `InProgress` and not reported yet.
+	pending: BTreeSet<u64>,
+	/// The id of the newest durable full monitor.
+	durable: Option<u64>,
+	jobs: VecDeque<Job>,
+	/// Whether a task is working through `jobs`.
+	running: bool,
+}
+
+/// Why a background write stopped without succeeding.
+enum GaveUp {
+	/// A newer durable or queued write holds what this one would have stored.
+	Superseded,
+	/// Repeating cannot succeed (another writer), or the persister is being dropped.
+	Stopped,
+}
+
+pub(crate) struct AsyncWrites {
+	store: ObjectKvStore,
+	completions: Completions,
+	archiver: Archiver,
+	channels: Mutex<HashMap<String, Channel>>,
+	tasks: TaskTracker,
+	stop: CancellationToken,
+	health: watch::Sender<PersisterHealth>,
+	max_backoff: Duration,
+}
+
+impl std::fmt::Debug for AsyncWrites {
+	fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+		f.debug_struct("AsyncWrites")
+			.field("completions", &self.completions)
+			.field("tasks", &self.tasks.len())
+			.field("health", &*self.health.borrow())
+			.finish_non_exhaustive()
+	}
+}
+
+impl AsyncWrites {
+	pub(crate) fn new(
+		store: ObjectKvStore, config: &PersisterConfig, archiver: Archiver,
+	) -> std::io::Result<Arc<Self>> {
+		Ok(Arc::new(AsyncWrites {
+			store,
+			completions: Completions::new()?,
+			archiver,
+			channels: Mutex::default(),
+			tasks: TaskTracker::new(),
+			stop: CancellationToken::new(),
+			health: watch::channel(PersisterHealth::default()).0,
+			max_backoff: config.max_retry_backoff,
+		}))
+	}
+
+	pub(crate) fn completions(&self) -> &Completions {
+		&self.completions
+	}
+
+	pub(crate) fn health(&self) -> PersisterHealth {
+		self.health.borrow().clone()
+	}
+
+	pub(crate) fn subscribe_health(&self) -> watch::Receiver<PersisterHealth> {
+		self.health.subscribe()
+	}
+
+	/// Waits until every task started so far has finished.
+	pub(crate) async fn flush(&self) {
+		self.tasks.close();
+		self.tasks.wait().await;
+		self.tasks.reopen();
+	}
+
+	/// Ends every retry: the persister is being dropped.
+	pub(crate) fn stop(&self) {
+		self.stop.cancel();
+	}
+
+	fn lock(&self) -> MutexGuard<'_, HashMap<String, Channel>> {
+		self.channels.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+	}
+
+	/// Runs `work` on the store's runtime, tracked for `flush`: its token is released when the
+	/// task ends, also if it panics.
+	fn spawn(&self, work: impl Future<Output = ()> + Send + 'static) {
+		drop(self.store.spawn(self.tasks.track_future(work)));
+	}
+
+	/// Registers `update_id` as pending on `monitor_key`'s channel.
+	fn pend(&self, monitor_key: &str, channel_id: ChannelId, update_id: Option<u64>) {
+		let mut channels = self.lock();
+		let channel = channels.entry(monitor_key.to_owned()).or_insert_with(|| Channel {
+			channel_id,
+			pending: BTreeSet::new(),
+			durable: None,
+			jobs: VecDeque::new(),
+			running: false,
+		});
+		channel.pending.extend(update_id);
+	}
+
+	/// Writes an update object in the background and reports it once durable.
+	pub(crate) fn write_update(
+		self: &Arc<Self>, monitor_key: String, channel_id: ChannelId, update_id: u64, bytes: Bytes,
+	) {
+		self.pend(&monitor_key, channel_id, Some(update_id));
+		let this = Arc::clone(self);
+		self.spawn(async move {
+			let name = format!("{UPDATES}/{monitor_key}/{update_id}");
+			let written = this
+				.until_written(
+					&name,
+					|| this.update_superseded(&monitor_key, update_id),
+					|| {
+						this.store.start_write(
+							UPDATES,
+							&monitor_key,
+							&update_id.to_string(),
+							bytes.clone(),
+						)
+					},
+				)
+				.await;
+			if written.is_ok() {
+				this.report(&monitor_key, update_id, false);
+			}
+		});
+	}
+
+	/// Queues a full-monitor write; `report` is the update id it completes, if any.
+	pub(crate) fn write_full(
+		self: &Arc<Self>, monitor_key: String, channel_id: ChannelId, report: Option<u64>,
+		bytes: Bytes, monitor_id: u64, prune: Option<Prune>,
+	) {
+		self.pend(&monitor_key, channel_id, report);
+		let mut prune = prune;
+		self.queue(monitor_key, |jobs| {
+			// A full monitor not started yet holds nothing the newer one does not: drop it, and
+			// keep its pruning.
+			if let Some(Job::Full { prune: older, .. }) = jobs.back() {
+				prune = Prune::merge(older.clone(), prune.take());
+				jobs.pop_back();
+			}
+			jobs.push_back(Job::Full { bytes, monitor_id, prune });
+		});
+	}
+
+	/// Queues the archive of a monitor behind its pending full writes.
+	pub(crate) fn archive(self: &Arc<Self>, monitor_key: String, channel_id: ChannelId) {
+		self.pend(&monitor_key, channel_id, None);
+		self.queue(monitor_key, |jobs| jobs.push_back(Job::Archive));
+	}
+
+	fn queue(self: &Arc<Self>, monitor_key: String, add: impl FnOnce(&mut VecDeque<Job>)) {
+		let start = {
+			let mut channels = self.lock();
+			let Some(channel) = channels.get_mut(&monitor_key) else { return };
+			add(&mut channel.jobs);
+			!std::mem::replace(&mut channel.running, true)
+		};
+		if start {
+			let this = Arc::clone(self);
+			self.spawn(async move { this.run_jobs(monitor_key).await });
+		}
+	}
+
+	/// Works through a channel's jobs, one at a time, until none is left.
+	async fn run_jobs(self: Arc<Self>, monitor_key: String) {
+		loop {
+			let job = {
+				let mut channels = self.lock();
+				let Some(channel) = channels.get_mut(&monitor_key) else { return };
+				match channel.jobs.pop_front() {
+					Some(job) => job,
+					None => {
+						channel.running = false;
+						return;
+					},
+				}
+			};
+			match job {
+				Job::Full { bytes, monitor_id, prune } => {
+					let name = format!("{MONITORS}/{monitor_key}");
+					let written = self
+						.until_written(
+							&name,
+							|| self.full_superseded(&monitor_key),
+							|| {
+								self.store.start_write(
+									MONITORS,
+									MONITORS_SECONDARY,
+									&monitor_key,
+									bytes.clone(),
+								)
+							},
+						)
+						.await;
+					if written.is_ok() {
+						self.report(&monitor_key, monitor_id, true);
+						if let Some(prune) = prune {
+							// Only once the full monitor is durable may the updates it holds go.
+							prune_after(self.store.clone(), monitor_key.clone(), prune).await;
+						}
+					}
+				},
+				Job::Archive => {
+					let name = format!("archive of {MONITORS}/{monitor_key}");
+					let archived = self
+						.until_written(&name, || false, || (self.archiver)(monitor_key.clone()))
+						.await;
+					if archived.is_ok() {
+						self.lock().remove(&monitor_key);
+						return;
+					}
+				},
+			}
+		}
+	}
+
+	/// Whether an update no longer needs its own object: a durable full monitor holds it.
+	fn update_superseded(&self, monitor_key: &str, update_id: u64) -> bool {
+		self.lock()
+			.get(monitor_key)
+			.is_none_or(|channel| channel.durable.is_some_and(|durable| durable >= update_id))
+	}
+
+	/// Whether a newer full monitor is queued behind the one being written.
+	fn full_superseded(&self, monitor_key: &str) -> bool {
+		self.lock().get(monitor_key).is_none_or(|channel| {
+			channel.jobs.front().is_some_and(|job| matches!(job, Job::Full { .. }))
+		})
+	}
+
+	/// Reports `update_id` (with `up_to`: every pending id up to it) of the channel as durable.
+	fn report(&self, monitor_key: &str, update_id: u64, up_to: bool) {
+		let (channel_id, ids) = {
+			let mut channels = self.lock();
+			let Some(channel) = channels.get_mut(monitor_key) else { return };
+			let ids: Vec<u64> = if up_to {
+				channel.durable = channel.durable.max(Some(update_id));
+				let later = match update_id.checked_add(1) {
+					Some(next) => channel.pending.split_off(&next),
+					None => BTreeSet::new(),
+				};
+				std::mem::replace(&mut channel.pending, later).into_iter().collect()
+			} else {
+				channel.pending.take(&update_id).into_iter().collect()
+			};
+			(channel.channel_id, ids)
+		};
+		for id in ids {
+			self.completions.complete(channel_id, id);
+		}
+	}
+
+	/// Runs `write` until it succeeds, retrying with capped backoff; gives up when `superseded`
+	/// says so, when another writer refuses us, or when the persister is dropped.
+	async fn until_written<F, Fut, E>(
+		&self, name: &str, superseded: impl Fn() -> bool, mut write: F,
+	) -> Result<(), GaveUp>
+	where
+		F: FnMut() -> Fut,
+		Fut: Future<Output = Result<(), E>>,
+		E: Into<io::Error>,
+	{
+		let mut backoff = Duration::from_secs(1).min(self.max_backoff);
+		let mut failing = false;
+		let outcome = loop {
+			if self.stop.is_cancelled() {
+				break Err(GaveUp::Stopped);
+			}
+			let error: io::Error = match write().await {
+				Ok(()) => break Ok(()),
+				Err(error) => error.into(),
+			};
+			if fenced(&error) {
+				tracing::error!(object = name, %error, "another writer holds this store; giving up the write");
+				self.health.send_modify(|health| {
+					health.abandoned_writes += 1;
+					health.last_error = Some(format!("{name}: {error}"));
+				});
+				break Err(GaveUp::Stopped);
+			}
+			if superseded() {
+				break Err(GaveUp::Superseded);
+			}
+			tracing::error!(
+				object = name, %error, retry_in = ?backoff,
+				"monitor write failed after retries; retrying in the background"
+			);
+			self.health.send_modify(|health| {
+				health.failing_writes += usize::from(!failing);
+				health.last_error = Some(format!("{name}: {error}"));
+			});
+			failing = true;
+			tokio::select! {
+				_ = tokio::time::sleep(backoff) => {},
+				_ = self.stop.cancelled() => break Err(GaveUp::Stopped),
+			}
+			if superseded() {
+				break Err(GaveUp::Superseded);
+			}
+			backoff = (backoff * 2).min(self.max_backoff);
+		};
+		if failing {
+			self.health.send_modify(|health| health.failing_writes -= 1);
+		}
+		outcome
+	}
+}
+
+/// Whether an error says another writer holds the store, so a retry cannot succeed.
+fn fenced(error: &io::Error) -> bool {
+	error
+		.get_ref()
+		.and_then(|inner| inner.downcast_ref::<Error>())
+		.and_then(Error::failure_kind)
+		.is_some_and(|kind| kind == FailureKind::Fenced)
+}

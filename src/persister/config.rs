@@ -1,0 +1,92 @@
+//! The persister's settings.
+
+use std::time::Duration;
+
+use super::LoadMode;
+
+/// Whether `Persist` calls wait for the write or return at once: chosen by the constructor,
+/// [`MonitorPersister::new`](super::MonitorPersister::new) or
+/// [`MonitorPersister::new_async`](super::MonitorPersister::new_async).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PersistMode {
+	/// Return `Completed` after the object is durable.
+	Sync,
+	/// Return `InProgress` and report completion to the `ChainMonitor` later (LDK's beta
+	/// asynchronous persistence).
+	Async,
+}
+
+/// How the persister writes and loads. Start from [`PersisterConfig::default`] and change what
+/// you need with the `with_*` setters:
+///
+/// ```
+/// use ldk_object_store::PersisterConfig;
+///
+/// let config = PersisterConfig::default().with_maximum_pending_updates(50);
+/// assert_eq!(config.max_requests_in_flight, 32);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PersisterConfig {
+	/// Updates between two full-monitor writes (LDK's `maximum_pending_updates`); `0` writes the
+	/// full monitor every time. Default 100.
+	pub maximum_pending_updates: u64,
+	/// Most requests the persister has in flight at once: monitor and update writes, deletes,
+	/// and the reads of a startup load. They take their places within the store's own bound
+	/// ([`StoreBuilder::with_max_in_flight`](crate::StoreBuilder::with_max_in_flight)), never
+	/// beside it: the store's bound is the total, and this one keeps the persister from taking
+	/// all of it. Default 32.
+	pub max_requests_in_flight: usize,
+	/// Most monitors being loaded at once at startup; memory for raw objects stays within this
+	/// bound, whatever the number of monitors. Default 32.
+	pub max_monitors_loading: usize,
+	/// How pending updates are found at startup. Default [`LoadMode::Probe`].
+	pub load_mode: LoadMode,
+	/// Async mode: the longest pause between two background attempts of a write that keeps
+	/// failing (pauses start at 1 s and double). Default 30 s.
+	pub max_retry_backoff: Duration,
+}
+
+impl Default for PersisterConfig {
+	fn default() -> Self {
+		PersisterConfig {
+			maximum_pending_updates: 100,
+			max_requests_in_flight: 32,
+			max_monitors_loading: 32,
+			load_mode: LoadMode::Probe,
+			max_retry_backoff: Duration::from_secs(30),
+		}
+	}
+}
+
+impl PersisterConfig {
+	/// Sets [`Self::maximum_pending_updates`].
+	pub fn with_maximum_pending_updates(mut self, updates: u64) -> Self {
+		self.maximum_pending_updates = updates;
+		self
+	}
+
+	/// Sets [`Self::max_requests_in_flight`] (at least 1).
+	pub fn with_max_requests_in_flight(mut self, requests: usize) -> Self {
+		self.max_requests_in_flight = requests.max(1);
+		self
+	}
+
+	/// Sets [`Self::max_monitors_loading`] (at least 1).
+	pub fn with_max_monitors_loading(mut self, monitors: usize) -> Self {
+		self.max_monitors_loading = monitors.max(1);
+		self
+	}
+
+	/// Sets [`Self::load_mode`].
+	pub fn with_load_mode(mut self, load_mode: LoadMode) -> Self {
+		self.load_mode = load_mode;
+		self
+	}
+
+	/// Sets [`Self::max_retry_backoff`].
+	pub fn with_max_retry_backoff(mut self, backoff: Duration) -> Self {
+		self.max_retry_backoff = backoff;
+		self
+	}
+}
