@@ -143,19 +143,32 @@ where
 	}
 
 	/// Deletes update objects at or below each stored monitor's update id, and the update
-	/// namespaces of monitors that no longer exist (archived or removed). Returns how many
-	/// objects were deleted.
+	/// namespaces of archived monitors. Returns how many objects were deleted. Safe while the
+	/// node runs: an update namespace without a monitor is deleted only when the monitor is
+	/// checked absent again right before and an archived copy of it exists, because a new
+	/// channel's update objects can be durable (in async mode) before its monitor object is.
 	pub async fn cleanup_stale_updates(&self) -> Result<usize, io::Error> {
 		let store = &self.store;
 		let live: std::collections::HashSet<String> =
 			store.start_list(MONITORS, MONITORS_SECONDARY).await?.into_iter().collect();
 		let mut deleted = 0;
 		for monitor_key in store.start_list_secondary_namespaces(UPDATES).await? {
-			let keys = if live.contains(&monitor_key) {
-				let (_, monitor) = self.read_monitor_without_updates(&monitor_key).await?;
-				stale_update_keys(store, &monitor_key, monitor.get_latest_update_id()).await?
+			let monitor = if live.contains(&monitor_key) {
+				match self.read_monitor_without_updates(&monitor_key).await {
+					Ok((_, monitor)) => Some(monitor.get_latest_update_id()),
+					// Archived since the listing: handled as any namespace without a monitor.
+					Err(error) if error.kind() == io::ErrorKind::NotFound => None,
+					Err(error) => return Err(error),
+				}
 			} else {
-				store.start_list(UPDATES, &monitor_key).await?
+				None
+			};
+			let keys = match monitor {
+				Some(latest) => stale_update_keys(store, &monitor_key, latest).await?,
+				None if orphan_is_archived(store, &monitor_key).await? => {
+					store.start_list(UPDATES, &monitor_key).await?
+				},
+				None => continue,
 			};
 			if !keys.is_empty() {
 				store.start_remove_many(UPDATES, &monitor_key, &keys).await?;
@@ -163,6 +176,11 @@ where
 			}
 		}
 		Ok(deleted)
+	}
+
+	/// [`Self::cleanup_stale_updates`] for synchronous callers.
+	pub fn cleanup_stale_updates_blocking(&self) -> Result<usize, io::Error> {
+		block_on(self.cleanup_stale_updates())
 	}
 
 	/// Archives a monitor: writes it with its updates applied to `archived_monitors/`, then
@@ -210,6 +228,29 @@ pub(crate) async fn prune_after(store: ObjectKvStore, monitor_key: String, prune
 		// `cleanup_stale_updates` removes what is left.
 		tracing::warn!(monitor = %monitor_key, %error, "pruning stale monitor updates failed");
 	}
+}
+
+/// Whether the update namespace of `monitor_key` belongs to an archived channel: its monitor is
+/// absent now (read again, not taken from an earlier listing) and an archived copy exists. Only
+/// then may all of its update objects go.
+pub(crate) async fn orphan_is_archived(
+	store: &ObjectKvStore, monitor_key: &str,
+) -> Result<bool, io::Error> {
+	let absent = |result: Result<Vec<u8>, crate::Error>| match result {
+		Ok(_) => Ok(false),
+		Err(error) => {
+			let error = io::Error::from(error);
+			if error.kind() == io::ErrorKind::NotFound {
+				Ok(true)
+			} else {
+				Err(error)
+			}
+		},
+	};
+	if !absent(store.start_read(MONITORS, MONITORS_SECONDARY, monitor_key).await)? {
+		return Ok(false);
+	}
+	Ok(!absent(store.start_read(ARCHIVE, ARCHIVE_SECONDARY, monitor_key).await)?)
 }
 
 /// The update keys of a monitor at or below `latest`.

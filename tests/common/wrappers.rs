@@ -184,6 +184,18 @@ impl Hook for RandomLatency {
 	}
 }
 
+/// Delays every request by the same `delay`: a cloud round trip, on every request alike.
+#[derive(Debug)]
+pub struct FixedLatency(pub Duration);
+
+#[async_trait]
+impl Hook for FixedLatency {
+	async fn enter(&self, _request: Request, _path: &Path) -> Result<Guard> {
+		tokio::time::sleep(self.0).await;
+		Ok(Box::new(()))
+	}
+}
+
 /// Answers a read of a missing object as a server would without `s3:ListBucket` (403), or as a
 /// failing server would (500), instead of "not found".
 #[derive(Debug)]

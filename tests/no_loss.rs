@@ -1,0 +1,429 @@
+//! Paths that could lose state that was reported stored, or stop acknowledging it:
+//!
+//! - `file://` writes are durable when they complete: counted fsync calls under `strace`, next to
+//!   LDK's `FilesystemStore` doing the same writes.
+//! - The cleanup of stale updates never deletes a live channel's update objects, even when the
+//!   channel appears between its listings.
+//! - A write that keeps failing in async mode is retried until it lands (or until a later full
+//!   monitor holds it), and the channel's pending updates drain in a real `ChainMonitor`.
+//! - S3's retryable 4xx answers are retried, not treated as permanent.
+//! - Leftovers of LDK's `FilesystemStore` (`*.tmp`, `*.trash`) do not break listing or migration.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use common::backends;
+use common::dual_flow::*;
+use common::wrappers::{Guard, Hook, Hooked, Request};
+use ldk_object_store::{LoadMode, RetryPolicy, StoreBuilder};
+use lightning::chain::chainmonitor::{ChainMonitor, Persist};
+use lightning::chain::{ChannelMonitorUpdateStatus, Watch};
+use lightning::ln::functional_test_utils::*;
+use lightning::sign::NodeSigner;
+use lightning::util::persist::{migrate_kv_store_data, KVStoreSync, MigratableKVStore};
+use lightning::util::test_utils::TestChainSource;
+use object_store::memory::InMemory;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt};
+
+// ------------------------------------------------------------------------------------------------
+// file:// is durable
+
+const FSYNC_CHILD_ENV: &str = "LDK_OS_FSYNC_CHILD";
+const WRITES: usize = 3;
+
+/// The child: makes `WRITES` writes to a fresh directory through `file://` (`ours`) or LDK's
+/// `FilesystemStore` (`ldk`). Does nothing unless started by the parent.
+#[test]
+fn fsync_child() {
+	let Ok(spec) = std::env::var(FSYNC_CHILD_ENV) else { return };
+	let (which, dir) = spec.split_once(';').expect("<which>;<dir>");
+	let keys = ["manager", "network_graph", "scorer"];
+	match which {
+		"ours" => {
+			let store = StoreBuilder::from_url(format!("file://{dir}")).build().unwrap();
+			for key in keys {
+				KVStoreSync::write(&store, "", "", key, vec![7; 100]).unwrap();
+			}
+		},
+		_ => {
+			let store = lightning_persister::fs_store::FilesystemStore::new(dir.into());
+			for key in keys {
+				KVStoreSync::write(&store, "", "", key, vec![7; 100]).unwrap();
+			}
+		},
+	}
+}
+
+/// The fsync and fdatasync calls a child makes, counted by strace.
+fn fsyncs_of(which: &str) -> Option<usize> {
+	let dir = tempfile::tempdir().unwrap();
+	let trace = dir.path().join("trace");
+	let data = dir.path().join("data");
+	std::fs::create_dir_all(&data).unwrap();
+	let status = Command::new("strace")
+		.arg("-f")
+		.args(["-e", "trace=fsync,fdatasync", "-o"])
+		.arg(&trace)
+		.arg(std::env::current_exe().unwrap())
+		.args(["--exact", "fsync_child", "--nocapture", "--test-threads=1"])
+		.env(FSYNC_CHILD_ENV, format!("{which};{}", data.display()))
+		.status();
+	match status {
+		Ok(status) => assert!(status.success(), "the {which} child failed"),
+		Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+			let required = std::env::var("LDK_OS_TEST_REQUIRE_SERVERS").is_ok_and(|v| v == "1");
+			assert!(!required, "strace is not installed (.ci/run installs it)");
+			println!("skipping the fsync count: strace is not installed");
+			return None;
+		},
+		Err(e) => panic!("running strace: {e}"),
+	}
+	let trace = std::fs::read_to_string(&trace).unwrap();
+	Some(
+		trace.lines().filter(|line| line.contains("fsync(") || line.contains("fdatasync(")).count(),
+	)
+}
+
+#[test]
+fn file_urls_sync_every_write_to_disk_like_filesystem_store() {
+	let (Some(ours), Some(ldk)) = (fsyncs_of("ours"), fsyncs_of("ldk")) else { return };
+	println!("fsync calls for {WRITES} writes: file:// {ours}, LDK's FilesystemStore {ldk}");
+	assert!(ldk >= WRITES, "FilesystemStore made {ldk} fsync calls for {WRITES} writes");
+	// Each write syncs its file and its directory, as FilesystemStore does.
+	assert!(ours >= 2 * WRITES, "file:// made {ours} fsync calls for {WRITES} writes");
+}
+
+// ------------------------------------------------------------------------------------------------
+// The cleanup keeps live channels' updates
+
+/// Before the first listing of `monitor_updates/`, stores an update object of a new channel whose
+/// monitor object is not written yet: what an async-mode node can have when the cleanup runs.
+#[derive(Debug)]
+struct NewChannelDuringCleanup {
+	inner: Arc<dyn ObjectStore>,
+	object: ObjectPath,
+	done: AtomicBool,
+}
+
+#[async_trait]
+impl Hook for NewChannelDuringCleanup {
+	async fn enter(&self, request: Request, path: &ObjectPath) -> object_store::Result<Guard> {
+		if request == Request::List
+			&& path.as_ref().ends_with("monitor_updates")
+			&& !self.done.swap(true, Ordering::SeqCst)
+		{
+			self.inner.put(&self.object, vec![1].into()).await?;
+		}
+		Ok(Box::new(()))
+	}
+}
+
+#[test]
+fn cleanup_deletes_only_updates_of_archived_channels() {
+	let memory: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+	let (archived, unarchived, new) = ("aa".repeat(32), "bb".repeat(32), "cc".repeat(32));
+	let hook = Arc::new(NewChannelDuringCleanup {
+		inner: Arc::clone(&memory),
+		object: ObjectPath::from(format!("node/monitor_updates/{new}/1")),
+		done: AtomicBool::new(false),
+	});
+	let store =
+		StoreBuilder::from_store(Hooked::wrap(memory, hook)).with_prefix("node").build().unwrap();
+	// An archived channel's leftover updates, and update objects of a channel whose monitor is
+	// neither stored nor archived (its first monitor write still in flight, say).
+	KVStoreSync::write(&store, "archived_monitors", "", &archived, vec![9]).unwrap();
+	KVStoreSync::write(&store, "monitor_updates", &archived, "5", vec![1]).unwrap();
+	KVStoreSync::write(&store, "monitor_updates", &unarchived, "3", vec![1]).unwrap();
+
+	let cfgs = create_chanmon_cfgs(1);
+	let persister = ours(&store, &cfgs[0], config(5, LoadMode::Probe));
+	let deleted = persister.cleanup_stale_updates_blocking().unwrap();
+
+	assert_eq!(deleted, 1, "only the archived channel's update goes");
+	assert!(KVStoreSync::list(&store, "monitor_updates", &archived).unwrap().is_empty());
+	let kept = |key: &str| KVStoreSync::list(&store, "monitor_updates", key).unwrap();
+	assert_eq!(kept(&unarchived), vec!["3".to_string()], "an unarchived channel's update");
+	assert_eq!(kept(&new), vec!["1".to_string()], "the update of a channel opened meanwhile");
+}
+
+// ------------------------------------------------------------------------------------------------
+// A failing async write is retried until its channel drains
+
+/// Fails every PUT of one object while `failing` is set.
+#[derive(Debug)]
+struct FailPutsOf {
+	suffix: String,
+	failing: AtomicBool,
+	failed: AtomicUsize,
+}
+
+#[async_trait]
+impl Hook for FailPutsOf {
+	async fn enter(&self, request: Request, path: &ObjectPath) -> object_store::Result<Guard> {
+		if request == Request::Put
+			&& self.failing.load(Ordering::SeqCst)
+			&& path.as_ref().ends_with(&self.suffix)
+		{
+			self.failed.fetch_add(1, Ordering::SeqCst);
+			return Err(object_store::Error::Generic {
+				store: "S3",
+				source: "injected: Server returned non-2xx status code: 503 Slow Down".into(),
+			});
+		}
+		Ok(Box::new(()))
+	}
+}
+
+type Monitors = ChainMonitor<
+	lightning::util::test_channel_signer::TestChannelSigner,
+	&'static TestChainSource,
+	&'static lightning::util::test_utils::TestBroadcaster,
+	&'static lightning::util::test_utils::TestFeeEstimator,
+	&'static lightning::util::test_utils::TestLogger,
+	&'static Ours<'static>,
+	&'static lightning::util::test_utils::TestKeysInterface,
+>;
+
+/// Replays a real flow's `Persist` calls through a real `ChainMonitor` over an async persister
+/// whose store fails every PUT of update `fail_id` while the hook says so. Returns the chain
+/// monitor, the persister and the hook once every call has been made.
+fn replay_with_failing_update(
+	flow: &FlowRecord, fail_id: u64, name: &str,
+) -> (Arc<Monitors>, &'static Ours<'static>, Arc<FailPutsOf>) {
+	let cfg = static_replay_cfg();
+	let hook = Arc::new(FailPutsOf {
+		suffix: format!("/{fail_id}"),
+		failing: AtomicBool::new(true),
+		failed: AtomicUsize::new(0),
+	});
+	let backend = backends::memory(name).wrapped(|s| Hooked::wrap(s, Arc::clone(&hook)));
+	// The store gives up quickly, so the persister's own background retries take over.
+	let retry = RetryPolicy {
+		max_attempts: 2,
+		initial_backoff: Duration::from_millis(1),
+		max_backoff: Duration::from_millis(1),
+		..RetryPolicy::default()
+	};
+	let store = backend.builder().with_retry(retry).build().unwrap();
+	let async_config = config(5, LoadMode::Probe).with_max_retry_backoff(Duration::from_millis(50));
+	let persister: &'static Ours<'static> =
+		Box::leak(Box::new(ours_async(&store, cfg, async_config)));
+	let chain_monitor = Arc::new(ChainMonitor::new(
+		None,
+		&cfg.tx_broadcaster,
+		&cfg.logger,
+		&cfg.fee_estimator,
+		persister,
+		&cfg.keys_manager,
+		cfg.keys_manager.get_peer_storage_key(),
+	));
+	persister.bind_chain_monitor(&chain_monitor);
+	let Some(Call::New { monitor, .. }) = flow.calls.first() else { panic!("no new channel") };
+	let status = chain_monitor.watch_channel(flow.channel_id, decode(monitor, &cfg.keys_manager));
+	assert_eq!(status, Ok(ChannelMonitorUpdateStatus::InProgress));
+	for call in &flow.calls[1..] {
+		if let Call::Update { update: Some(update), .. } = call {
+			let status = chain_monitor.update_channel(flow.channel_id, update);
+			assert_eq!(status, ChannelMonitorUpdateStatus::InProgress);
+		}
+	}
+	(chain_monitor, persister, hook)
+}
+
+fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+	let deadline = Instant::now() + limit;
+	while !done() {
+		assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+		std::thread::sleep(Duration::from_millis(10));
+	}
+}
+
+fn pending(chain_monitor: &Monitors) -> Vec<u64> {
+	chain_monitor.list_pending_monitor_updates().into_values().flatten().collect()
+}
+
+fn update_ids(flow: &FlowRecord) -> Vec<u64> {
+	flow.calls
+		.iter()
+		.filter_map(|call| match call {
+			Call::Update { update: Some(update), .. } => Some(update.update_id),
+			_ => None,
+		})
+		.collect()
+}
+
+#[test]
+fn a_failing_update_write_is_retried_until_it_lands_then_reported() {
+	let flow = run_dual_flow(backends::memory);
+	// The last update object: no later full monitor holds it, so only its own write can.
+	let ids = update_ids(&flow);
+	let last_full = ids.iter().copied().filter(|id| id % 5 == 0).max().unwrap_or(0);
+	let fail_id = *ids
+		.iter()
+		.filter(|id| **id > last_full)
+		.max()
+		.expect("an update after the last consolidation");
+	let (chain_monitor, persister, hook) = replay_with_failing_update(&flow, fail_id, "heal");
+
+	// Failing for longer than the store's retry policy: the channel waits, and says why.
+	wait_until("the failure shows in the health", Duration::from_secs(30), || {
+		persister.health().failing_writes == 1
+	});
+	wait_until("more attempts than the store's own", Duration::from_secs(30), || {
+		hook.failed.load(Ordering::SeqCst) > 4
+	});
+	assert_eq!(pending(&chain_monitor), vec![fail_id], "only the failing update is pending");
+	let health = persister.health();
+	assert!(
+		health.last_error.as_deref().is_some_and(|e| e.contains(&format!("/{fail_id}"))),
+		"{health:?}"
+	);
+
+	hook.failing.store(false, Ordering::SeqCst);
+	wait_until("the channel's pending updates drain", Duration::from_secs(30), || {
+		pending(&chain_monitor).is_empty()
+	});
+	persister.flush_blocking();
+	assert!(persister.health().is_healthy(), "{:?}", persister.health());
+}
+
+#[test]
+fn a_later_full_monitor_completes_an_update_whose_write_keeps_failing() {
+	let flow = run_dual_flow(backends::memory);
+	// An update object with a consolidation after it.
+	let ids = update_ids(&flow);
+	let last_full = ids.iter().copied().filter(|id| id % 5 == 0).max().expect("a consolidation");
+	let fail_id = *ids.iter().find(|id| **id % 5 != 0 && **id < last_full).expect("an update");
+	let (chain_monitor, persister, hook) = replay_with_failing_update(&flow, fail_id, "covered");
+
+	// Never healed: the later durable full monitor holds the update.
+	wait_until("the channel's pending updates drain", Duration::from_secs(30), || {
+		pending(&chain_monitor).is_empty()
+	});
+	assert!(hook.failed.load(Ordering::SeqCst) > 0, "the update's write never failed");
+	persister.flush_blocking();
+	assert_eq!(persister.health().failing_writes, 0, "the superseded write is no longer retried");
+}
+
+// ------------------------------------------------------------------------------------------------
+// Retryable 4xx answers
+
+/// Fails the first `times` PUTs with an error as object_store reports S3's `code` answer.
+#[derive(Debug)]
+struct S3Answer {
+	code: &'static str,
+	times: AtomicUsize,
+}
+
+impl S3Answer {
+	fn error(&self, path: &ObjectPath) -> object_store::Error {
+		let body = |status: &str| {
+			format!(
+				"Server returned non-2xx status code: {status}: <?xml version=\"1.0\" \
+				 encoding=\"UTF-8\"?><Error><Code>{}</Code><Message>injected</Message></Error>",
+				self.code
+			)
+		};
+		let path = path.to_string();
+		match self.code {
+			// object_store turns a 409 into AlreadyExists, a 403 into PermissionDenied.
+			"ConditionalRequestConflict" => {
+				object_store::Error::AlreadyExists { path, source: body("409 Conflict").into() }
+			},
+			"ExpiredToken" => {
+				object_store::Error::PermissionDenied { path, source: body("403 Forbidden").into() }
+			},
+			_ => {
+				object_store::Error::Generic { store: "S3", source: body("400 Bad Request").into() }
+			},
+		}
+	}
+}
+
+#[async_trait]
+impl Hook for S3Answer {
+	async fn enter(&self, request: Request, path: &ObjectPath) -> object_store::Result<Guard> {
+		let fail = request == Request::Put
+			&& self
+				.times
+				.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+				.is_ok();
+		if fail {
+			return Err(self.error(path));
+		}
+		Ok(Box::new(()))
+	}
+}
+
+#[test]
+fn retryable_s3_answers_are_retried() {
+	let flow = run_dual_flow(backends::memory);
+	let Some(Call::New { name, monitor }) = flow.calls.first() else { panic!("no new channel") };
+	for code in ["RequestTimeout", "ConditionalRequestConflict", "ExpiredToken", "ExpiredToken"] {
+		for fencing in [false, true] {
+			let hook = Arc::new(S3Answer { code, times: AtomicUsize::new(2) });
+			let backend = backends::memory(code).wrapped(|s| Hooked::wrap(s, Arc::clone(&hook)));
+			let retry = RetryPolicy {
+				initial_backoff: Duration::from_millis(1),
+				max_backoff: Duration::from_millis(2),
+				..RetryPolicy::default()
+			};
+			let store = backend.builder().with_retry(retry).with_fencing(fencing).build().unwrap();
+			KVStoreSync::write(&store, "", "", "manager", vec![1; 10])
+				.unwrap_or_else(|e| panic!("{code} (fencing {fencing}): {e}"));
+			// A sync-mode monitor write is Completed, not UnrecoverableError (which stops LDK).
+			hook.times.store(2, Ordering::SeqCst);
+			let mut cfgs = create_chanmon_cfgs(1);
+			cfgs[0].keys_manager = replay_keys();
+			let persister = ours(&store, &cfgs[0], config(5, LoadMode::Probe));
+			let monitor = decode(monitor, &cfgs[0].keys_manager);
+			assert_eq!(
+				persister.persist_new_channel(*name, &monitor),
+				ChannelMonitorUpdateStatus::Completed,
+				"{code} (fencing {fencing})"
+			);
+		}
+	}
+}
+
+// ------------------------------------------------------------------------------------------------
+// FilesystemStore leftovers
+
+#[test]
+fn filesystem_store_leftovers_do_not_break_listing_or_migration() {
+	let dir = tempfile::tempdir().unwrap();
+	let ldk = lightning_persister::fs_store::FilesystemStore::new(dir.path().to_path_buf());
+	KVStoreSync::write(&ldk, "", "", "manager", vec![1]).unwrap();
+	KVStoreSync::write(&ldk, "monitors", "", "m_0", vec![2]).unwrap();
+	KVStoreSync::write(&ldk, "monitor_updates", "m_0", "3", vec![3]).unwrap();
+	// What FilesystemStore leaves after a crash between writing a temporary file and renaming it,
+	// or during a remove (named as it names them: `<key>.<counter>.tmp|trash`).
+	std::fs::write(dir.path().join("manager.0.tmp"), b"half a manager").unwrap();
+	std::fs::write(dir.path().join("monitors").join("m_0.1.trash"), b"old").unwrap();
+	std::fs::write(dir.path().join("monitor_updates/m_0").join("4.2.tmp"), b"").unwrap();
+	// LDK's own store lists around them.
+	assert_eq!(KVStoreSync::list(&ldk, "", "").unwrap(), vec!["manager".to_string()]);
+
+	let url = format!("file://{}", dir.path().display());
+	let mut ours = StoreBuilder::from_url(url).build().unwrap();
+	assert_eq!(KVStoreSync::list(&ours, "", "").unwrap(), vec!["manager".to_string()]);
+	assert_eq!(KVStoreSync::list(&ours, "monitors", "").unwrap(), vec!["m_0".to_string()]);
+	assert_eq!(KVStoreSync::list(&ours, "monitor_updates", "m_0").unwrap(), vec!["3".to_string()]);
+	let mut all = ours.list_all_keys().unwrap();
+	all.sort();
+	assert_eq!(all.len(), 3, "{all:?}");
+
+	let mut copy = backends::memory("leftovers").store();
+	migrate_kv_store_data(&mut ours, &mut copy).unwrap();
+	let mut copied = copy.list_all_keys().unwrap();
+	copied.sort();
+	assert_eq!(copied, all);
+	assert!(Path::new(&dir.path().join("manager.0.tmp")).exists(), "leftovers are left alone");
+}
