@@ -252,7 +252,8 @@ impl StoreBuilder {
 	}
 
 	/// Builds the store. Nothing is sent to the backend yet, except with encryption: then the key
-	/// is checked against the objects already stored (a wrong key fails here, not later).
+	/// (and identity) is checked against the objects already stored (a wrong key fails here, not
+	/// later).
 	pub fn build(self) -> Result<ObjectKvStore, ConfigError> {
 		let (backend, url_root) = match &self.source {
 			Source::Url(url) => backend_from_url(url, &self.options)?,
