@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::stream::{self, BoxStream, StreamExt};
+use futures::future;
+use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{
 	Attributes, CopyMode, CopyOptions, Extensions, GetOptions, GetRange, GetResult,
@@ -161,7 +162,7 @@ impl EncryptedStore {
 	/// Checks that the objects below the root were written with this store's key (and
 	/// identity), and returns how many it checked (0 for an empty store): with encrypted names,
 	/// the name of every entry directly below the root must decrypt; in either case, so must
-	/// the first object listed.
+	/// the first (non-empty) object listed.
 	///
 	/// Worth calling before trusting an empty-looking store: with encrypted names, a wrong key
 	/// looks up other names, so its reads answer "not found" and its listings of a namespace
@@ -180,7 +181,10 @@ impl EncryptedStore {
 			}
 			checked = listed.common_prefixes.len() + listed.objects.len();
 		}
-		match self.inner.list(root).next().await.transpose()? {
+		// An empty object is a directory marker left by a tool, never one of ours (those have
+		// at least the overhead): the first non-empty one is checked.
+		let mut objects = self.inner.list(root).try_filter(|meta| future::ready(meta.size > 0));
+		match objects.next().await.transpose()? {
 			None => Ok(checked),
 			Some(meta) => {
 				let logical = self.shared.logical_path(&meta.location)?;
