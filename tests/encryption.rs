@@ -761,3 +761,33 @@ fn the_store_identity_stops_a_cross_node_swap() {
 		}
 	}
 }
+
+/// The builder's key check reads the first object it lists; an empty directory marker (as a
+/// console's "create folder" or SeaweedFS's filer leaves, here under an encrypted name) is
+/// passed over, not taken for a truncated object that would refuse the store.
+#[test]
+fn the_key_check_passes_over_directory_markers() {
+	for names in [EncryptNames::Yes, EncryptNames::No] {
+		let raw: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+		let build = |key: EncryptionKey| {
+			StoreBuilder::from_store(Arc::clone(&raw))
+				.with_prefix("node")
+				.with_encryption(key, names)
+				.build()
+		};
+		build(key()).unwrap().write("monitors", "", MONITOR, b"monitor".to_vec()).unwrap();
+		// The marker sorts first: its name is a prefix of the monitor's.
+		let marker = EncryptedStore::new(Arc::clone(&raw), key(), names)
+			.with_root(Path::from("node"))
+			.stored_path(&Path::from("node/monitors"))
+			.unwrap();
+		let runtime = tokio::runtime::Runtime::new().unwrap();
+		runtime.block_on(raw.put(&marker, PutPayload::default())).unwrap();
+		let first = runtime.block_on(raw.list(Some(&Path::from("node"))).next());
+		assert_eq!(first.unwrap().unwrap().location, marker, "{names:?}");
+
+		let store = build(key()).unwrap();
+		assert_eq!(store.read("monitors", "", MONITOR).unwrap(), b"monitor");
+		assert!(build(other_key()).is_err(), "{names:?}: a wrong key is still refused");
+	}
+}
