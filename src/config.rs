@@ -213,7 +213,7 @@ impl StoreBuilder {
 	/// [`ENV_ENCRYPTION_IDENTITY`] for the store identity). The key is never echoed in an error.
 	pub fn with_encryption_from_env(self) -> Result<Self, ConfigError> {
 		let Ok(hex) = std::env::var(ENV_ENCRYPTION_KEY) else {
-			if std::env::var_os(ENV_ENCRYPTION_IDENTITY).is_some() {
+			if std::env::var(ENV_ENCRYPTION_IDENTITY).is_ok_and(|id| !id.trim().is_empty()) {
 				let reason = format!("it needs {ENV_ENCRYPTION_KEY} as well");
 				return Err(ConfigError::InvalidEnv { var: ENV_ENCRYPTION_IDENTITY, reason });
 			}
@@ -268,11 +268,11 @@ impl StoreBuilder {
 			},
 		};
 		let root = join_prefix(&url_root, self.prefix.as_deref().unwrap_or(""))?;
-		// The root prefix stays readable, so a node's tree can be found (and moved) by it.
 		if self.encryption.is_none() && self.encryption_identity.is_some() {
 			tracing::warn!("an encryption identity is set without an encryption key: no effect");
 		}
 		let identity = self.encryption_identity.unwrap_or_default();
+		// The root prefix stays readable, so a node's tree can be found (and moved) by it.
 		let encrypted = self.encryption.map(|(key, names)| {
 			let encrypted = EncryptedStore::new(Arc::clone(&backend), key, names);
 			Arc::new(encrypted.with_root(root.clone()).with_identity(identity))
