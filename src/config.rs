@@ -48,6 +48,9 @@ pub const ENV_FENCING: &str = "LDK_OBJECT_STORE_FENCING";
 pub const ENV_ENCRYPTION_KEY: &str = "LDK_OBJECT_STORE_ENCRYPTION_KEY";
 /// Optional, with [`ENV_ENCRYPTION_KEY`]: `true` encrypts key names as well.
 pub const ENV_ENCRYPT_NAMES: &str = "LDK_OBJECT_STORE_ENCRYPT_NAMES";
+/// Optional, with [`ENV_ENCRYPTION_KEY`]: the store identity bound into every object
+/// ([`StoreBuilder::with_encryption_identity`]).
+pub const ENV_ENCRYPTION_IDENTITY: &str = "LDK_OBJECT_STORE_ENCRYPTION_IDENTITY";
 
 enum Source {
 	Url(String),
@@ -71,6 +74,7 @@ pub struct StoreBuilder {
 	worker_threads: usize,
 	fencing: bool,
 	encryption: Option<(EncryptionKey, EncryptNames)>,
+	encryption_identity: Option<String>,
 }
 
 impl fmt::Debug for StoreBuilder {
@@ -91,6 +95,7 @@ impl fmt::Debug for StoreBuilder {
 			.field("fencing", &self.fencing)
 			// The key's own Debug is redacted.
 			.field("encryption", &self.encryption)
+			.field("encryption_identity", &self.encryption_identity)
 			.finish()
 	}
 }
@@ -106,6 +111,7 @@ impl StoreBuilder {
 			worker_threads: DEFAULT_WORKER_THREADS,
 			fencing: false,
 			encryption: None,
+			encryption_identity: None,
 		}
 	}
 
@@ -125,7 +131,8 @@ impl StoreBuilder {
 
 	/// A store configured by environment variables: [`ENV_URL`] (required), and optionally
 	/// [`ENV_PREFIX`], [`ENV_MAX_IN_FLIGHT`], [`ENV_MAX_ATTEMPTS`], [`ENV_WORKER_THREADS`],
-	/// [`ENV_FENCING`], [`ENV_ENCRYPTION_KEY`] and [`ENV_ENCRYPT_NAMES`].
+	/// [`ENV_FENCING`], [`ENV_ENCRYPTION_KEY`], [`ENV_ENCRYPT_NAMES`] and
+	/// [`ENV_ENCRYPTION_IDENTITY`].
 	pub fn from_env() -> Result<Self, ConfigError> {
 		let url = std::env::var(ENV_URL)
 			.map_err(|_| ConfigError::InvalidEnv { var: ENV_URL, reason: "not set".into() })?;
@@ -204,10 +211,16 @@ impl StoreBuilder {
 		self
 	}
 
-	/// Turns encryption on if [`ENV_ENCRYPTION_KEY`] is set ([`ENV_ENCRYPT_NAMES`] for names).
-	/// The key is never echoed in an error.
+	/// Turns encryption on if [`ENV_ENCRYPTION_KEY`] is set ([`ENV_ENCRYPT_NAMES`] for names,
+	/// [`ENV_ENCRYPTION_IDENTITY`] for the store identity). The key is never echoed in an error.
 	pub fn with_encryption_from_env(self) -> Result<Self, ConfigError> {
-		let Ok(hex) = std::env::var(ENV_ENCRYPTION_KEY) else { return Ok(self) };
+		let Ok(hex) = std::env::var(ENV_ENCRYPTION_KEY) else {
+			if std::env::var(ENV_ENCRYPTION_IDENTITY).is_ok_and(|id| !id.trim().is_empty()) {
+				let reason = format!("it needs {ENV_ENCRYPTION_KEY} as well");
+				return Err(ConfigError::InvalidEnv { var: ENV_ENCRYPTION_IDENTITY, reason });
+			}
+			return Ok(self);
+		};
 		let key = EncryptionKey::from_hex(hex.trim()).map_err(|e| ConfigError::InvalidEnv {
 			var: ENV_ENCRYPTION_KEY,
 			reason: e.to_string(),
@@ -220,11 +233,29 @@ impl StoreBuilder {
 				return Err(ConfigError::InvalidEnv { var: ENV_ENCRYPT_NAMES, reason });
 			},
 		};
-		Ok(self.with_encryption(key, names))
+		let builder = self.with_encryption(key, names);
+		match std::env::var(ENV_ENCRYPTION_IDENTITY) {
+			Ok(identity) if !identity.trim().is_empty() => {
+				Ok(builder.with_encryption_identity(identity.trim()))
+			},
+			_ => Ok(builder),
+		}
+	}
+
+	/// With encryption, binds every object to `identity` as well as to its key name (see
+	/// [`crate::encryption::EncryptedStore::with_identity`]): for nodes that share one encryption
+	/// key, so that one node's object put in place of another's fails to decrypt instead of
+	/// being read as that node's state. Give each node its own stable identity (its node id, for
+	/// example) and always the same one; objects written without an identity, or with another,
+	/// do not decrypt. Without [`Self::with_encryption`] it has no effect.
+	pub fn with_encryption_identity(mut self, identity: impl Into<String>) -> Self {
+		self.encryption_identity = Some(identity.into());
+		self
 	}
 
 	/// Builds the store. Nothing is sent to the backend yet, except with encryption: then the key
-	/// is checked against the objects already stored (a wrong key fails here, not later).
+	/// (and identity) is checked against the objects already stored (a wrong key fails here, not
+	/// later).
 	pub fn build(self) -> Result<ObjectKvStore, ConfigError> {
 		let (backend, url_root) = match &self.source {
 			Source::Url(url) => backend_from_url(url, &self.options)?,
@@ -239,9 +270,14 @@ impl StoreBuilder {
 			},
 		};
 		let root = join_prefix(&url_root, self.prefix.as_deref().unwrap_or(""))?;
+		if self.encryption.is_none() && self.encryption_identity.is_some() {
+			tracing::warn!("an encryption identity is set without an encryption key: no effect");
+		}
+		let identity = self.encryption_identity.unwrap_or_default();
 		// The root prefix stays readable, so a node's tree can be found (and moved) by it.
 		let encrypted = self.encryption.map(|(key, names)| {
-			Arc::new(EncryptedStore::new(Arc::clone(&backend), key, names).with_root(root.clone()))
+			let encrypted = EncryptedStore::new(Arc::clone(&backend), key, names);
+			Arc::new(encrypted.with_root(root.clone()).with_identity(identity))
 		});
 		let backend: Arc<dyn ObjectStore> = match &encrypted {
 			Some(encrypted) => Arc::clone(encrypted) as Arc<dyn ObjectStore>,

@@ -233,7 +233,7 @@ async fn round_trip_and_ciphertext_only(setup: &Setup) {
 	for (path, bytes) in &raw {
 		assert!(!contains(bytes, MARKER), "plaintext in {path}");
 		assert!(!contains(bytes, MONITOR.as_bytes()), "a key name in the contents of {path}");
-		assert_eq!(bytes[0], 1, "format version");
+		assert_eq!(bytes[0], 2, "format version");
 		let below_prefix = path.as_ref().strip_prefix(setup.raw.prefix.as_str());
 		if setup.names == EncryptNames::Yes {
 			for name in names {
@@ -306,11 +306,15 @@ async fn tampering_is_detected(setup: &Setup) {
 		setup.raw_put(&monitor, flipped).await;
 		assert_detected(read(), MONITOR, DecryptFailure::Authentication);
 	}
-	// A changed format version.
+	// A changed format version: unknown, or the old one.
 	let mut version = original.clone();
-	version[0] = 2;
+	version[0] = 3;
 	setup.raw_put(&monitor, version).await;
 	assert_detected(read(), MONITOR, DecryptFailure::UnknownFormat);
+	let mut version = original.clone();
+	version[0] = 1;
+	setup.raw_put(&monitor, version).await;
+	assert_detected(read(), MONITOR, DecryptFailure::OldFormat { version: 1 });
 	// Truncated by a few bytes, below the overhead, to nothing; extended.
 	setup.raw_put(&monitor, original[..original.len() - 5].to_vec()).await;
 	assert_detected(read(), MONITOR, DecryptFailure::Authentication);
@@ -648,5 +652,142 @@ fn the_builder_refuses_a_wrong_key() {
 		assert!(matches!(err, ldk_object_store::ConfigError::Encryption(_)), "{names:?}: {err}");
 		assert!(!format!("{err} {err:?}").contains(&"5a".repeat(8)), "the key leaked: {err}");
 		assert_eq!(build(key()).unwrap().read("", "", "manager").unwrap(), b"state");
+	}
+}
+
+/// An object of the first, unreleased format (version byte 1) is refused with an error that
+/// says it is the old format, both when read and when the builder checks the key; with names
+/// encrypted, its name does not decrypt and the error says an older format may be the cause.
+#[test]
+fn a_version_1_object_is_refused_as_the_old_format() {
+	for names in [EncryptNames::No, EncryptNames::Yes] {
+		let raw: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+		let build = || {
+			StoreBuilder::from_store(Arc::clone(&raw))
+				.with_prefix("node")
+				.with_retry(RetryPolicy::none())
+				.with_encryption(key(), names)
+				.build()
+		};
+		let store = build().unwrap();
+		store.write("", "", "manager", marked("manager")).unwrap();
+		// The version-1 layout was `1 || nonce (24) || ciphertext || tag (16)`: the same
+		// shape, so only the version byte tells it apart.
+		let encrypted =
+			EncryptedStore::new(Arc::clone(&raw), key(), names).with_root(Path::from("node"));
+		let stored = encrypted.stored_path(&Path::from("node/manager")).unwrap();
+		let runtime = tokio::runtime::Runtime::new().unwrap();
+		let mut bytes = runtime
+			.block_on(async { raw.get(&stored).await.unwrap().bytes().await.unwrap() })
+			.to_vec();
+		assert_eq!(bytes[0], 2);
+		bytes[0] = 1;
+		runtime.block_on(raw.put(&stored, PutPayload::from(bytes))).unwrap();
+
+		let err = store.read("", "", "manager").unwrap_err();
+		assert_eq!(decrypt_failure(&err), Some(DecryptFailure::OldFormat { version: 1 }));
+		let message = err.to_string();
+		assert!(message.contains("old encryption format version 1"), "{message}");
+		assert!(message.contains("manager"), "{message}");
+		// A restart with the new version refuses the store at once, saying why.
+		let err = build().unwrap_err();
+		assert!(matches!(err, ldk_object_store::ConfigError::Encryption(_)), "{err}");
+		assert!(err.to_string().contains("old encryption format version 1"), "{err}");
+	}
+	// A version-1 name (a 16-byte synthetic IV and the XChaCha20 stream, in base32) has the
+	// shape of a version-2 one but does not decrypt as AES-SIV: here 23 such bytes.
+	let raw: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+	let v1_name = "node/ugpfbvx6pvwqvudhpnhxdwh2qx5vzuydvcwwa";
+	let runtime = tokio::runtime::Runtime::new().unwrap();
+	runtime.block_on(raw.put(&Path::from(v1_name), PutPayload::from(vec![1; 60]))).unwrap();
+	let err = StoreBuilder::from_store(Arc::clone(&raw))
+		.with_prefix("node")
+		.with_encryption(key(), EncryptNames::Yes)
+		.build()
+		.unwrap_err();
+	assert!(err.to_string().contains("older format version"), "{err}");
+}
+
+/// Two nodes under one key and one bucket: without an identity, node A's `manager` copied over
+/// node B's reads as B's state; with each node's identity bound in, the swap fails to decrypt,
+/// on read and when the builder checks the store.
+#[test]
+fn the_store_identity_stops_a_cross_node_swap() {
+	for names in [EncryptNames::No, EncryptNames::Yes] {
+		for identities in [None, Some(("node-a", "node-b"))] {
+			let raw: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+			let build = |node: &str, identity: Option<&str>| {
+				let builder = StoreBuilder::from_store(Arc::clone(&raw))
+					.with_prefix(node)
+					.with_retry(RetryPolicy::none())
+					.with_encryption(key(), names);
+				match identity {
+					Some(identity) => builder.with_encryption_identity(identity),
+					None => builder,
+				}
+			};
+			let (id_a, id_b) = identities.map_or((None, None), |(a, b)| (Some(a), Some(b)));
+			let node_a = build("node-a", id_a).build().unwrap();
+			let node_b = build("node-b", id_b).build().unwrap();
+			node_a.write("", "", "manager", marked("manager of A")).unwrap();
+			node_b.write("", "", "manager", marked("manager of B")).unwrap();
+			assert_eq!(node_b.read("", "", "manager").unwrap(), marked("manager of B"));
+
+			// Whoever can write to the bucket copies A's object over B's.
+			let stored = |node: &str| {
+				EncryptedStore::new(Arc::clone(&raw), key(), names)
+					.with_root(Path::from(node))
+					.stored_path(&Path::from(format!("{node}/manager")))
+					.unwrap()
+			};
+			let runtime = tokio::runtime::Runtime::new().unwrap();
+			runtime.block_on(raw.copy(&stored("node-a"), &stored("node-b"))).unwrap();
+
+			let read = node_b.read("", "", "manager");
+			match identities {
+				None => assert_eq!(read.unwrap(), marked("manager of A"), "{names:?}"),
+				Some(_) => {
+					let err = read.unwrap_err();
+					assert_eq!(decrypt_failure(&err), Some(DecryptFailure::Authentication));
+					assert!(err.to_string().contains("manager"), "{err}");
+					let err = build("node-b", id_b).build().unwrap_err();
+					assert!(matches!(err, ldk_object_store::ConfigError::Encryption(_)), "{err}");
+					// Each node still reads its own objects under its identity.
+					assert_eq!(node_a.read("", "", "manager").unwrap(), marked("manager of A"));
+					let other = build("node-a", Some("node-c")).build().unwrap_err();
+					assert!(matches!(other, ldk_object_store::ConfigError::Encryption(_)));
+				},
+			}
+		}
+	}
+}
+
+/// The builder's key check reads the first object it lists; an empty directory marker (as a
+/// console's "create folder" or SeaweedFS's filer leaves, here under an encrypted name) is
+/// passed over, not taken for a truncated object that would refuse the store.
+#[test]
+fn the_key_check_passes_over_directory_markers() {
+	for names in [EncryptNames::Yes, EncryptNames::No] {
+		let raw: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+		let build = |key: EncryptionKey| {
+			StoreBuilder::from_store(Arc::clone(&raw))
+				.with_prefix("node")
+				.with_encryption(key, names)
+				.build()
+		};
+		build(key()).unwrap().write("monitors", "", MONITOR, b"monitor".to_vec()).unwrap();
+		// The marker sorts first: its name is a prefix of the monitor's.
+		let marker = EncryptedStore::new(Arc::clone(&raw), key(), names)
+			.with_root(Path::from("node"))
+			.stored_path(&Path::from("node/monitors"))
+			.unwrap();
+		let runtime = tokio::runtime::Runtime::new().unwrap();
+		runtime.block_on(raw.put(&marker, PutPayload::default())).unwrap();
+		let first = runtime.block_on(raw.list(Some(&Path::from("node"))).next());
+		assert_eq!(first.unwrap().unwrap().location, marker, "{names:?}");
+
+		let store = build(key()).unwrap();
+		assert_eq!(store.read("monitors", "", MONITOR).unwrap(), b"monitor");
+		assert!(build(other_key()).is_err(), "{names:?}: a wrong key is still refused");
 	}
 }

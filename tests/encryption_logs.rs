@@ -58,8 +58,11 @@ fn the_key_never_reaches_logs_errors_or_debug_output() {
 
 	let raw: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
 	for names in [EncryptNames::No, EncryptNames::Yes] {
-		let encrypted = Arc::new(EncryptedStore::new(Arc::clone(&raw), key.clone(), names));
+		let encrypted = Arc::new(
+			EncryptedStore::new(Arc::clone(&raw), key.clone(), names).with_identity("node-log"),
+		);
 		record("store Debug", format!("{encrypted:?} / {encrypted}"));
+		assert!(format!("{encrypted:?}").contains("node-log"), "the identity is not secret");
 		let quick = RetryPolicy { max_attempts: 2, ..RetryPolicy::none() };
 		let store = StoreBuilder::from_store(encrypted.clone())
 			.with_prefix("node")
