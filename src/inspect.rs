@@ -75,7 +75,7 @@ impl Inventory {
 	}
 
 	async fn scan_on_runtime(store: ObjectKvStore) -> Result<Inventory, Error> {
-		let backend = store.backend();
+		let backend = store.raw_backend();
 		let keys = store.key_mapper();
 		let root = keys.root().clone();
 		let prefix = (!root.as_ref().is_empty()).then_some(&root);

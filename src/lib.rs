@@ -86,6 +86,7 @@ pub mod config;
 pub mod encryption;
 mod error;
 pub mod fencing;
+#[doc(hidden)]
 pub mod inspect;
 pub mod keys;
 mod listing;

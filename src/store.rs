@@ -88,8 +88,11 @@ impl ObjectKvStore {
 		ObjectKvStore { core: Arc::new(core), runtime: Arc::clone(&self.runtime) }
 	}
 
-	/// The object store below this store.
-	pub fn backend(&self) -> &Arc<dyn ObjectStore> {
+	/// The object store below this store, for diagnostics (`ldk-object-store doctor`). A request
+	/// made on it bypasses everything this store guarantees: the per-key order, the bound on
+	/// requests in flight, retries, fencing and the writer lease. Never write LDK's keys through it.
+	#[doc(hidden)]
+	pub fn raw_backend(&self) -> &Arc<dyn ObjectStore> {
 		&self.core.backend
 	}
 
@@ -143,12 +146,23 @@ impl ObjectKvStore {
 		)
 	}
 
+	/// Removes several keys of one namespace with as few requests as the backend allows (S3
+	/// deletes up to 1000 objects per request), as a batch of `remove` calls would: each key keeps
+	/// its place in its own order, and absent keys are fine. LDK's traits have no such call;
+	/// maintenance (pruning, archives, `gc`) uses it.
+	pub fn remove_many(
+		&self, primary_namespace: &str, secondary_namespace: &str, keys: &[String],
+	) -> impl Future<Output = Result<(), lightning::io::Error>> + Send + 'static {
+		let started = self.start_remove_many(primary_namespace, secondary_namespace, keys);
+		async move { started.await.map_err(lightning::io::Error::from) }
+	}
+
 	/// Starts removing several keys of one namespace with as few requests as the backend allows
 	/// (S3 deletes up to 1000 objects per request). Each key keeps its place in its own order: the
 	/// batch waits for the operations called before it on any of its keys. The batch takes its
 	/// places in all its keys' queues at once (see `ordering`), so batches never wait on each
 	/// other in a cycle; a key named twice is removed once. Absent keys are fine.
-	pub fn start_remove_many(
+	pub(crate) fn start_remove_many(
 		&self, primary_namespace: &str, secondary_namespace: &str, keys: &[String],
 	) -> impl Future<Output = Result<(), Error>> + Send + 'static {
 		let target = format!(
@@ -198,7 +212,7 @@ impl ObjectKvStore {
 
 	/// Starts listing the secondary namespaces that hold keys below `primary_namespace` (LDK's
 	/// trait has no call for this; maintenance needs it to find orphaned update namespaces).
-	pub fn start_list_secondary_namespaces(
+	pub(crate) fn start_list_secondary_namespaces(
 		&self, primary_namespace: &str,
 	) -> impl Future<Output = Result<Vec<String>, Error>> + Send + 'static {
 		let validated = validate_namespace(primary_namespace, "");
@@ -261,10 +275,8 @@ impl ObjectKvStore {
 	}
 }
 
-const ALL_KEYS: &str = "all keys";
-
-const MONITOR_UPDATES: &str =
-	lightning::util::persist::CHANNEL_MONITOR_UPDATE_PERSISTENCE_PRIMARY_NAMESPACE;
+/// How errors of whole-store listings name their target.
+pub(crate) const ALL_KEYS: &str = "all keys";
 
 fn namespace_target(primary: &str, secondary: &str) -> String {
 	format!("namespace {primary}/{secondary}")
@@ -321,7 +333,7 @@ impl Core {
 	async fn write(self: Arc<Self>, mut op: KeyedOp, bytes: Bytes) -> Result<(), Error> {
 		op.turn.wait().await;
 		// Update objects are written once and never replaced.
-		let create_only = op.key.primary_namespace == MONITOR_UPDATES;
+		let create_only = op.key.primary_namespace == crate::persister::names::UPDATES;
 		self.attempt(&op.span, op.operation, &op.key.to_string(), || async {
 			match &self.fencing {
 				Some(fencing) => {

@@ -241,7 +241,7 @@ fn a_batch_naming_a_key_twice_removes_it_once() {
 	for key in &keys {
 		KVStoreSync::write(&store, "monitor_updates", "m", key, vec![1]).unwrap();
 	}
-	let batch = store.start_remove_many("monitor_updates", "m", &keys);
+	let batch = store.remove_many("monitor_updates", "m", &keys);
 	watchdog("a batch with a duplicate key", Duration::from_secs(10), move || {
 		futures::executor::block_on(batch).unwrap()
 	});
@@ -265,7 +265,7 @@ fn batches_with_keys_in_opposite_orders_never_wait_on_each_other() {
 		let store = store.clone();
 		move || {
 			for _ in 0..ROUNDS {
-				futures::executor::block_on(store.start_remove_many("monitor_updates", "m", &keys))
+				futures::executor::block_on(store.remove_many("monitor_updates", "m", &keys))
 					.unwrap();
 			}
 		}

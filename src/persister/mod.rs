@@ -65,7 +65,7 @@
 mod background;
 mod completion;
 mod config;
-mod names;
+pub(crate) mod names;
 mod read;
 mod write;
 
@@ -135,6 +135,11 @@ where
 	/// A synchronous persister over `store`, with the same arguments as LDK's
 	/// `MonitorUpdatingPersister::new` but a [`PersisterConfig`] in place of
 	/// `maximum_pending_updates`: each `Persist` call returns once its write is durable.
+	///
+	/// The persister needs the store's own machinery (its per-key queues, batch deletes and
+	/// runtime), so it takes an [`ObjectKvStore`] rather than any `KVStore`. To record, meter or
+	/// fault requests, wrap the object store below it instead:
+	/// `StoreBuilder::from_store(Arc::new(MyLayer(inner)))`.
 	pub fn new(
 		store: &ObjectKvStore, config: PersisterConfig, logger: L, entropy_source: ES,
 		signer_provider: SP, broadcaster: BI, fee_estimator: FE,

@@ -121,7 +121,7 @@ async fn conditional_writes(store: &ObjectKvStore, key: &str) -> Result<String, 
 	let path = store.key_mapper().object_path(
 		&ldk_object_store::keys::KvKey::new(PROBE_NAMESPACE, "", key).map_err(|e| e.to_string())?,
 	);
-	let backend = store.backend();
+	let backend = store.raw_backend();
 	let create = || PutOptions { mode: PutMode::Create, ..Default::default() };
 	let first = backend.put_opts(&path, PutPayload::from_static(b"first"), create()).await;
 	let second = match first {

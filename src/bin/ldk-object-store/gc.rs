@@ -40,7 +40,7 @@ pub(crate) async fn run(args: &Args, options: &[(String, String)], out: &Output)
 	for (monitor, keys, why) in &batches {
 		let _ = writeln!(text, "{monitor}: {} {why} update object(s)", keys.len());
 		if args.apply {
-			store.start_remove_many(UPDATES, monitor, keys).await.map_err(|e| e.to_string())?;
+			store.remove_many(UPDATES, monitor, keys).await.map_err(|e| e.to_string())?;
 			bar.inc(keys.len() as u64);
 		}
 	}
