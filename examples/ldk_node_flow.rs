@@ -480,6 +480,11 @@ fn describe_ids(ids: &[u64]) -> String {
 	}
 }
 
+/// `3 things`, `1 thing`, with thousands separators.
+fn count(n: usize, thing: &str) -> String {
+	format!("{} {thing}{}", sat(n as u64), if n == 1 { "" } else { "s" })
+}
+
 /// `1234567` as `1,234,567`.
 fn sat(amount: u64) -> String {
 	let digits = amount.to_string();
@@ -548,10 +553,10 @@ fn run_flow(args: &Args, report: Report) -> Result<(), String> {
 	prepare_stores(args, &stores, report)?;
 
 	report("");
+	report("Phase 1: two nodes of LDK's functional-test harness (real ChannelManagers and");
+	report("ChainMonitors, messages in memory, a simulated chain), each persisting its channel");
 	report(&format!(
-		"Phase 1: two nodes of LDK's functional-test harness (real ChannelManagers and \
-		 ChainMonitors, in-memory network, simulated chain), each persisting its channel monitors \
-		 through a MonitorPersister (sync mode, a full monitor every {MAX_PENDING} updates)"
+		"monitors through a MonitorPersister (sync mode, a full monitor every {MAX_PENDING} updates)"
 	));
 	let started = Instant::now();
 	let chanmon_cfgs = create_chanmon_cfgs(2);
@@ -613,23 +618,18 @@ impl Watch<'_> {
 		let now = self.stores[i].counts.tally();
 		let delta = now.since(&self.last[i]);
 		self.last[i] = now;
-		let mut wrote = vec![format!("{} update objects", delta.get(Req::UpdatePut))];
+		let mut wrote = vec![count(delta.get(Req::UpdatePut), "update object")];
 		if delta.get(Req::MonitorPut) > 0 {
-			wrote.push(format!("{} full monitor(s)", delta.get(Req::MonitorPut)));
+			wrote.push(count(delta.get(Req::MonitorPut), "full monitor"));
 		}
 		if delta.get(Req::Delete) > 0 {
-			wrote.push(format!(
-				"pruned the stale updates ({} batch delete request(s))",
-				delta.get(Req::Delete)
-			));
+			let requests = count(delta.get(Req::Delete), "batch delete request");
+			wrote.push(format!("pruned the stale updates ({requests})"));
 		}
 		let ids = update_ids(&self.stores[i].plain, key);
-		format!(
-			"{}: wrote {}; holds the monitor + {}",
-			NODE_NAMES[i],
-			wrote.join(", "),
+		format!("{}: wrote {}; stored: monitor + {}", NODE_NAMES[i], wrote.join(", "), {
 			describe_ids(&ids)
-		)
+		})
 	}
 }
 
@@ -775,15 +775,16 @@ fn persist_flow<'a, 'b>(
 	));
 	for i in 0..2 {
 		report(&format!(
-			"    {}: B's monitor moved to archived_monitors/ ({} write(s)), {} objects deleted",
+			"    {}: B's monitor written to archived_monitors/ ({}), its monitor and {} deleted",
 			NODE_NAMES[i],
-			archived[i].get(Req::ArchivePut),
-			archived[i].get(Req::Deleted)
+			count(archived[i].get(Req::ArchivePut), "write"),
+			count(archived[i].get(Req::Deleted).saturating_sub(1), "update object")
 		));
 	}
-	// LDK writes a monitor again as blocks come in (full monitors of A, not updates).
+	// LDK writes every monitor again, whole, as blocks come in (not as updates).
+	report("  while those blocks came in, LDK had the monitors written again (whole, no updates):");
 	for i in 0..2 {
-		report(&format!("    while the blocks came in {}", watch.step(i, &key_a)));
+		report(&format!("    {}", watch.step(i, &key_a)));
 	}
 
 	pay_some(payments - payments / 2, &mut watch);
@@ -834,17 +835,16 @@ fn restart(index: usize, node: &NodeStore, live: &LiveNode, report: Report) -> R
 	let took = started.elapsed();
 	let c = node.counts.tally();
 	report(&format!(
-		"  {name}: read_all_channel_monitors_with_updates loaded {} monitor(s) and applied {} \
-		 update(s) in {took:.1?}, with {} requests: {} list, {} monitor read(s), {} update \
-		 reads, {} \"not found\" (the end of each monitor's updates), {} writes",
-		loaded.len(),
-		c.get(Req::UpdateGet),
-		c.requests(),
-		c.get(Req::List),
-		c.get(Req::MonitorGet),
-		c.get(Req::UpdateGet),
-		c.get(Req::MissingGet),
-		c.get(Req::MonitorPut) + c.get(Req::UpdatePut) + c.get(Req::OtherPut),
+		"  {name}: read_all_channel_monitors_with_updates loaded {} and applied {} in {took:.1?} \
+		 with {}: {}, {}, {}, {} (the end of the updates), {}",
+		count(loaded.len(), "monitor"),
+		count(c.get(Req::UpdateGet), "update"),
+		count(c.requests(), "request"),
+		count(c.get(Req::List), "list"),
+		count(c.get(Req::MonitorGet), "monitor read"),
+		count(c.get(Req::UpdateGet), "update read"),
+		count(c.get(Req::MissingGet), "\"not found\""),
+		count(c.get(Req::MonitorPut) + c.get(Req::UpdatePut) + c.get(Req::OtherPut), "write"),
 	));
 
 	// Each loaded monitor equals the one the node had when it stopped.
@@ -918,10 +918,10 @@ fn restart(index: usize, node: &NodeStore, live: &LiveNode, report: Report) -> R
 		return Err(format!("{name}: the reloaded ChannelManager differs from the live one"));
 	}
 	report(&format!(
-		"    ChannelManager ({} bytes) reloaded over them: node id {}, {} open channel(s)",
+		"    ChannelManager ({} bytes) reloaded over them: node id {}, {}",
 		sat(bytes.len() as u64),
 		live.node_id,
-		channels.len()
+		count(channels.len(), "open channel")
 	));
 	Ok(())
 }
