@@ -441,7 +441,8 @@ fn prepare_stores(args: &Args, stores: &[NodeStore; 2], report: Report) -> Resul
 				node.url
 			)
 		})?;
-		if !keys.is_empty() && !(args.wipe || args.is_default) {
+		let may_wipe = args.wipe || args.is_default;
+		if !keys.is_empty() && !may_wipe {
 			return Err(format!(
 				"{} already holds {} keys; pass --wipe to delete them first, or use an empty \
 				 location",
@@ -701,11 +702,11 @@ fn persist_flow<'a, 'b>(
 		"  node-0 force-closed B; its commitment transaction confirmed at height {}",
 		nodes[0].best_block_info().1
 	));
-	for i in 0..2 {
+	for (i, node) in nodes.iter().enumerate() {
 		report(&format!(
 			"    {}; B: {}",
 			watch.step(i, &key_b),
-			describe_balances(&balances(&nodes[i], chan_b))
+			describe_balances(&balances(node, chan_b))
 		));
 	}
 
