@@ -569,7 +569,11 @@ fn run_flow(args: &Args, report: Report) -> Result<(), String> {
 	report(&format!("  took {:.1?}; nodes, monitors and persisters dropped", started.elapsed()));
 
 	report("");
-	report("Phase 2: restart from new stores on the same URL");
+	report("Phase 2: restart. New stores on the same URL; per node a new MonitorPersister loads");
+	report(
+		"every monitor with read_all_channel_monitors_with_updates (up to 32 at once, each with",
+	);
+	report("its pending updates applied), then the ChannelManager is read over them");
 	let fresh = open_stores(&args.url, &memory)?;
 	for (i, node) in fresh.iter().enumerate() {
 		restart(i, node, &live[i], report)?;
@@ -614,8 +618,9 @@ struct Watch<'s> {
 }
 
 impl Watch<'_> {
-	/// What node `i`'s persister wrote since the last call, and what the store holds for `key`.
-	fn step(&mut self, i: usize, key: &str) -> String {
+	/// What node `i`'s persister wrote since the last call (for all channels), and what the
+	/// store holds for channel `label`'s monitor `key`.
+	fn step(&mut self, i: usize, label: &str, key: &str) -> String {
 		let now = self.stores[i].counts.tally();
 		let delta = now.since(&self.last[i]);
 		self.last[i] = now;
@@ -627,10 +632,12 @@ impl Watch<'_> {
 			let requests = count(delta.get(Req::Delete), "batch delete request");
 			wrote.push(format!("pruned the stale updates ({requests})"));
 		}
-		let ids = update_ids(&self.stores[i].plain, key);
-		format!("{}: wrote {}; stored: monitor + {}", NODE_NAMES[i], wrote.join(", "), {
-			describe_ids(&ids)
-		})
+		let stored = describe_ids(&update_ids(&self.stores[i].plain, key));
+		format!(
+			"{}: wrote {}; stored for {label}: monitor + {stored}",
+			NODE_NAMES[i],
+			wrote.join(", ")
+		)
 	}
 }
 
@@ -659,7 +666,7 @@ fn persist_flow<'a, 'b>(
 	report(&format!("    A: channel {chan_a}, monitor key {key_a}"));
 	report(&format!("    B: channel {chan_b}, monitor key {key_b}"));
 	for i in 0..2 {
-		report(&format!("    {}", watch.step(i, &key_a)));
+		report(&format!("    {}", watch.step(i, "A", &key_a)));
 	}
 	let scid_a = nodes[0]
 		.node
@@ -684,7 +691,7 @@ fn persist_flow<'a, 'b>(
 				sat(amount_sat)
 			));
 			for i in 0..2 {
-				report(&format!("    {}", watch.step(i, &key_a)));
+				report(&format!("    {}", watch.step(i, "A", &key_a)));
 			}
 			paid += 1;
 		}
@@ -694,7 +701,8 @@ fn persist_flow<'a, 'b>(
 	// B: node-0 force-closes; the harness checks the closing events and broadcasts, and node-1
 	// sees the commitment transaction in a block. node-0 sees that block too.
 	force_close_and_confirm(nodes, chan_b, CHANNEL_SAT, "closed by the example");
-	let block = nodes[1].blocks.lock().unwrap().last().expect("a block").0.clone();
+	let block =
+		nodes[1].blocks.lock().expect("the harness's blocks").last().expect("a block").0.clone();
 	let commitment = block.txdata.first().expect("the commitment transaction").clone();
 	let commitment_txid = commitment.compute_txid();
 	connect_block(&nodes[0], &create_dummy_block(nodes[0].best_block_hash(), 42, vec![commitment]));
@@ -705,7 +713,7 @@ fn persist_flow<'a, 'b>(
 	for (i, node) in nodes.iter().enumerate() {
 		report(&format!(
 			"    {}; B: {}",
-			watch.step(i, &key_b),
+			watch.step(i, "B", &key_b),
 			describe_balances(&balances(node, chan_b))
 		));
 	}
@@ -752,40 +760,46 @@ fn persist_flow<'a, 'b>(
 	for node in nodes {
 		connect_blocks(node, ARCHIVAL_DELAY_BLOCKS);
 	}
+	report(&format!(
+		"  {} more blocks (LDK's archival delay); meanwhile LDK had the monitors written again \
+		 (whole, no updates):",
+		sat(u64::from(ARCHIVAL_DELAY_BLOCKS))
+	));
+	for i in 0..2 {
+		report(&format!("    {}", watch.step(i, "A", &key_a)));
+	}
 	let funding_b =
 		nodes[0].chain_monitor.chain_monitor.get_monitor(chan_b).expect("B").get_funding_txo();
-	let mut archived = [Tally::default(); 2];
+	report("  then archive_fully_resolved_channel_monitors:");
 	for (i, node) in nodes.iter().enumerate() {
-		let before = stores[i].counts.tally();
+		let pending = update_ids(&stores[i].plain, &key_b).len();
 		node.chain_monitor.chain_monitor.archive_fully_resolved_channel_monitors();
-		archived[i] = stores[i].counts.tally().since(&before);
-		if node.chain_monitor.chain_monitor.list_monitors().contains(&chan_b) {
+		let stored_monitors = KVStoreSync::list(&stores[i].plain, "monitors", "")
+			.map_err(|e| format!("listing monitors: {e}"))?;
+		let archived = KVStoreSync::list(&stores[i].plain, "archived_monitors", "")
+			.map_err(|e| format!("listing archived_monitors: {e}"))?;
+		if node.chain_monitor.chain_monitor.list_monitors().contains(&chan_b)
+			|| stored_monitors.contains(&key_b)
+			|| !archived.contains(&key_b)
+			|| !update_ids(&stores[i].plain, &key_b).is_empty()
+		{
 			return Err(format!("{}: channel B was not archived", NODE_NAMES[i]));
 		}
+		report(&format!(
+			"    {}: B's monitor now in archived_monitors/ with its updates applied; \
+			 its monitor object and {} deleted",
+			NODE_NAMES[i],
+			count(pending, "update object")
+		));
+		watch.step(i, "B", &key_b);
 	}
 	// A real chain source forgets what an archived monitor watched; the harness's keeps it, and
 	// compares it on drop with what the remaining monitors register.
 	for node in nodes {
 		let gone = [funding_b.txid, commitment_txid];
-		node.chain_source.watched_txn.lock().unwrap().retain(|(txid, _)| !gone.contains(txid));
-		node.chain_source.watched_outputs.lock().unwrap().retain(|(o, _)| !gone.contains(&o.txid));
-	}
-	report(&format!(
-		"  {} more blocks (LDK's archival delay), then archive_fully_resolved_channel_monitors:",
-		sat(u64::from(ARCHIVAL_DELAY_BLOCKS))
-	));
-	for i in 0..2 {
-		report(&format!(
-			"    {}: B's monitor written to archived_monitors/ ({}), its monitor and {} deleted",
-			NODE_NAMES[i],
-			count(archived[i].get(Req::ArchivePut), "write"),
-			count(archived[i].get(Req::Deleted).saturating_sub(1), "update object")
-		));
-	}
-	// LDK writes every monitor again, whole, as blocks come in (not as updates).
-	report("  while those blocks came in, LDK had the monitors written again (whole, no updates):");
-	for i in 0..2 {
-		report(&format!("    {}", watch.step(i, &key_a)));
+		let (txn, outputs) = (&node.chain_source.watched_txn, &node.chain_source.watched_outputs);
+		txn.lock().expect("watched txn").retain(|(txid, _)| !gone.contains(txid));
+		outputs.lock().expect("watched outputs").retain(|(o, _)| !gone.contains(&o.txid));
 	}
 
 	pay_some(payments - payments / 2, &mut watch);
