@@ -143,6 +143,7 @@ fn parse_args() -> Result<Args, String> {
 	}
 	let is_default = url.is_none();
 	let url = match url {
+		Some(url) if url.ends_with("://") => url,
 		Some(url) => url.trim_end_matches('/').to_owned(),
 		None => {
 			let dir = std::env::current_dir()
