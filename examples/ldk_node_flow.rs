@@ -875,13 +875,30 @@ fn restart(index: usize, node: &NodeStore, live: &LiveNode, report: Report) -> R
 		let (_, live_monitor) =
 			<(BlockHash, Monitor)>::read(&mut &live.encoded[..], (&decoder, &decoder))
 				.map_err(|e| format!("{name}: decoding the live monitor: {e:?}"))?;
-		if monitor.get_latest_update_id() != live.update_id
-			|| compare_monitors(monitor, &live_monitor, &decoder) == MonitorMatch::Different
-		{
-			return Err(format!("{name}: monitor {} differs from the live one", live.key));
+		if monitor.get_latest_update_id() != live.update_id {
+			return Err(format!(
+				"{name}: monitor {} loaded at update {}, the live one was at {}",
+				live.key,
+				monitor.get_latest_update_id(),
+				live.update_id
+			));
 		}
+		// LDK writes a monitor for new blocks only every so often, so the stored chain state may
+		// lag the live one (a restarting node syncs the chain from the monitor's block).
+		let (stored_height, live_height) =
+			(monitor.current_best_block().height, live_monitor.current_best_block().height);
+		let how = match compare_monitors(monitor, &live_monitor, &decoder) {
+			MonitorMatch::Different if stored_height < live_height => format!(
+				"its chain state at height {stored_height}, the live monitor's at {live_height} \
+				 (LDK writes monitors for new blocks only now and then)"
+			),
+			MonitorMatch::Different => {
+				return Err(format!("{name}: monitor {} differs from the live one", live.key))
+			},
+			_ => "equal to the live one".to_owned(),
+		};
 		report(&format!(
-			"    monitor {} at update {}, equal to the live one; {}",
+			"    monitor {} at update {}, {how}; {}",
 			live.key,
 			live.update_id,
 			describe_balances(&monitor.get_claimable_balances())
