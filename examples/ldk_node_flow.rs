@@ -595,6 +595,9 @@ fn run_flow(args: &Args, report: Report) -> Result<(), String> {
 			report(&format!("  ldk-object-store ls {}", node.url));
 			report(&format!("  ldk-object-store verify {}", node.url));
 		}
+		if !args.url.starts_with("file:") {
+			report("  (in a shell with the same AWS_* / GOOGLE_* / AZURE_* variables as this run)");
+		}
 	}
 	Ok(())
 }
