@@ -14,6 +14,13 @@
 //!   `ChannelMonitor`s in LDK's differential format and reporting completions back to the
 //!   `ChainMonitor`.
 //!
+//! Async mode rests on LDK's asynchronous monitor persistence
+//! ([`ChannelMonitorUpdateStatus::InProgress`]), which LDK 0.2 calls beta: "a handful of
+//! edge-cases remain. Until the remaining cases are fixed, in rare cases, *using this feature may
+//! lead to funds loss*." It is shown here because its wiring (binding the `ChainMonitor`,
+//! flushing at shutdown) is the part a node gets wrong; a node that does not need it should use
+//! [`PersistMode::Sync`], which needs neither (`cargo run --example ldk_node_flow` runs it).
+//!
 //! One invocation runs the node twice on the same store:
 //!
 //! - phase 1 starts the node (creating it if the store holds no `ChannelManager`), runs the
@@ -30,7 +37,8 @@
 //!
 //! The default store is `file://<current directory>/node-wiring-data`. Any URL the builder knows
 //! works (`s3://bucket/prefix` with the `AWS_*` variables, `gs://…`, `az://…`, `file:///…`). The
-//! node's seed lives in a local file, never in the store (see [`load_or_create_seed`]).
+//! node's seed lives in a local file, never in the store (see [`load_or_create_seed`]); both the
+//! default directory and the default seed file (`node-wiring-seed`) are git-ignored.
 //! `RUST_LOG=ldk=debug,ldk_object_store=debug` shows LDK's log and one line per store operation.
 
 use std::path::{Path, PathBuf};

@@ -104,3 +104,9 @@ pub use persister::{
 };
 pub use retry::RetryPolicy;
 pub use store::ObjectKvStore;
+
+/// The README's Rust blocks, compiled and run by `cargo test --doc` (CI runs it), so that every
+/// snippet a user copies builds as shown.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

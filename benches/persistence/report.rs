@@ -93,8 +93,22 @@ pub struct Target {
 	pub goal: String,
 	pub measured: String,
 	pub met: bool,
+	/// Whether this run is at the scale the target was set for. A target missed at another scale
+	/// (the smoke size) is reported as not applicable, not as missed.
+	pub applies: bool,
 	/// Why it was missed (or what it depends on).
 	pub why: String,
+}
+
+impl Target {
+	/// "met", "MISSED", or "not applicable at this size".
+	pub fn status(&self) -> &'static str {
+		match (self.met, self.applies) {
+			(true, _) => "met",
+			(false, true) => "MISSED",
+			(false, false) => "not applicable at this size",
+		}
+	}
 }
 
 /// Everything one run produced.
@@ -121,7 +135,7 @@ impl Report {
 			target.what,
 			target.measured,
 			target.goal,
-			if target.met { "met" } else { "MISSED" }
+			target.status()
 		);
 		self.targets.push(target);
 	}
@@ -145,7 +159,11 @@ impl Report {
 		}
 		out.push_str("\n## Targets\n\n| target | goal | measured | met |\n|---|---|---|---|\n");
 		for t in &self.targets {
-			let met = if t.met { "yes" } else { "**no**" };
+			let met = match t.status() {
+				"met" => "yes",
+				"MISSED" => "**no**",
+				other => other,
+			};
 			let _ = writeln!(out, "| {} | {} | {} | {met} |", t.what, t.goal, t.measured);
 		}
 		out.push_str("\n## Results\n\n");
@@ -157,10 +175,17 @@ impl Report {
 		for line in &self.closing {
 			let _ = writeln!(out, "{line}");
 		}
-		for t in self.targets.iter().filter(|t| !t.met) {
+		for t in self.targets.iter().filter(|t| !t.met && t.applies) {
 			let _ = writeln!(
 				out,
 				"- **{} missed** ({} against {}): {}",
+				t.what, t.measured, t.goal, t.why
+			);
+		}
+		for t in self.targets.iter().filter(|t| !t.met && !t.applies) {
+			let _ = writeln!(
+				out,
+				"- {} not applicable at this size ({} against {}): {}",
 				t.what, t.measured, t.goal, t.why
 			);
 		}
