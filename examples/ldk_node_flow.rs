@@ -421,7 +421,8 @@ fn open_stores(url: &str, memory: &Arc<dyn ObjectStore>) -> Result<[NodeStore; 2
 			.build()
 			.map_err(|e| format!("cannot build a store for {url}: {e}"))?;
 		let counts = Arc::new(Counts::default());
-		let counted = Counted { inner: Arc::clone(plain.backend()), counts: Arc::clone(&counts) };
+		let counted =
+			Counted { inner: Arc::clone(plain.raw_backend()), counts: Arc::clone(&counts) };
 		let store = StoreBuilder::from_store(Arc::new(counted))
 			.with_prefix(plain.key_mapper().root().as_ref())
 			.build()
@@ -603,7 +604,7 @@ fn run_flow(args: &Args, report: Report) -> Result<(), String> {
 }
 
 fn persister<'a>(store: &ObjectKvStore, cfg: &'a TestChanMonCfg) -> Persister<'a> {
-	let config = PersisterConfig { maximum_pending_updates: MAX_PENDING, ..Default::default() };
+	let config = PersisterConfig::default().with_maximum_pending_updates(MAX_PENDING);
 	MonitorPersister::new(
 		store,
 		config,
