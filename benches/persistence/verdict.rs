@@ -228,9 +228,9 @@ pub(crate) fn closing(report: &mut Report, f: &Findings) {
 		if let Some(d) = s.default_speedup {
 			lines.push(format!(
 				"- **Default configuration.** With `PersisterConfig::default()` (32 monitors at \
-				 once; `max_concurrent_writes` 32, which bounds the load's requests too) the load \
+				 once; `max_requests_in_flight` 32, which bounds the load's requests too) the load \
 				 is {} faster than LDK's. Reaching 100× takes about 100 requests in flight or more: \
-				 raise `load_concurrency` and `max_concurrent_writes` together. (S3 serves 5,500 \
+				 raise `max_monitors_loading` and `max_requests_in_flight` together. (S3 serves 5,500 \
 				 GETs a second per prefix: about 110 requests in flight at 20 ms.)",
 				ratio(d)
 			));
