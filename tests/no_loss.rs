@@ -22,12 +22,10 @@ use common::backends;
 use common::dual_flow::*;
 use common::wrappers::{Guard, Hook, Hooked, Request};
 use ldk_object_store::{LoadMode, RetryPolicy, StoreBuilder};
-use lightning::chain::chainmonitor::{ChainMonitor, Persist};
+use lightning::chain::chainmonitor::Persist;
 use lightning::chain::{ChannelMonitorUpdateStatus, Watch};
 use lightning::ln::functional_test_utils::*;
-use lightning::sign::NodeSigner;
 use lightning::util::persist::{migrate_kv_store_data, KVStoreSync, MigratableKVStore};
-use lightning::util::test_utils::TestChainSource;
 use object_store::memory::InMemory;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt};
@@ -181,22 +179,12 @@ impl Hook for FailPutsOf {
 	}
 }
 
-type Monitors = ChainMonitor<
-	lightning::util::test_channel_signer::TestChannelSigner,
-	&'static TestChainSource,
-	&'static lightning::util::test_utils::TestBroadcaster,
-	&'static lightning::util::test_utils::TestFeeEstimator,
-	&'static lightning::util::test_utils::TestLogger,
-	&'static Ours<'static>,
-	&'static lightning::util::test_utils::TestKeysInterface,
->;
-
 /// Replays a real flow's `Persist` calls through a real `ChainMonitor` over an async persister
 /// whose store fails every PUT of update `fail_id` while the hook says so. Returns the chain
 /// monitor, the persister and the hook once every call has been made.
 fn replay_with_failing_update(
 	flow: &FlowRecord, fail_id: u64, name: &str,
-) -> (Arc<Monitors>, &'static Ours<'static>, Arc<FailPutsOf>) {
+) -> (Arc<AsyncChainMonitor>, &'static Ours<'static>, Arc<FailPutsOf>) {
 	let cfg = static_replay_cfg();
 	let hook = Arc::new(FailPutsOf {
 		suffix: format!("/{fail_id}"),
@@ -213,17 +201,7 @@ fn replay_with_failing_update(
 	};
 	let store = backend.builder().with_retry(retry).build().unwrap();
 	let async_config = config(5, LoadMode::Probe).with_max_retry_backoff(Duration::from_millis(50));
-	let persister: &'static Ours<'static> =
-		Box::leak(Box::new(ours_async(&store, cfg, async_config)));
-	let chain_monitor = Arc::new(ChainMonitor::new(
-		None,
-		&cfg.tx_broadcaster,
-		&cfg.logger,
-		&cfg.fee_estimator,
-		persister,
-		&cfg.keys_manager,
-		cfg.keys_manager.get_peer_storage_key(),
-	));
+	let (persister, chain_monitor) = async_chain_monitor(&store, cfg, async_config);
 	persister.bind_chain_monitor(&chain_monitor);
 	let Some(Call::New { monitor, .. }) = flow.calls.first() else { panic!("no new channel") };
 	let status = chain_monitor.watch_channel(flow.channel_id, decode(monitor, &cfg.keys_manager));
@@ -245,7 +223,7 @@ fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
 	}
 }
 
-fn pending(chain_monitor: &Monitors) -> Vec<u64> {
+fn pending(chain_monitor: &AsyncChainMonitor) -> Vec<u64> {
 	chain_monitor.list_pending_monitor_updates().into_values().flatten().collect()
 }
 

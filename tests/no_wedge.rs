@@ -17,20 +17,18 @@ use std::sync::{mpsc, Arc, OnceLock};
 use std::time::Duration;
 
 use common::backends;
-use common::dual_flow::{config, ours_async, Monitor, Ours};
+use common::dual_flow::{async_chain_monitor, config, ours_async, Monitor};
 use common::ldk_flow::{force_close_and_confirm, open_channel, with_network};
 use common::wrappers::{FixedLatency, Hooked};
 use ldk_object_store::persister::MonitorUpdateSink;
 use ldk_object_store::{LoadMode, RetryPolicy, StoreBuilder};
-use lightning::chain::chainmonitor::ChainMonitor;
 use lightning::chain::channelmonitor::{ANTI_REORG_DELAY, ARCHIVAL_DELAY_BLOCKS};
 use lightning::chain::{ChannelMonitorUpdateStatus, Watch};
 use lightning::ln::functional_test_utils::*;
 use lightning::ln::types::ChannelId;
-use lightning::sign::NodeSigner;
 use lightning::util::persist::KVStoreSync;
 use lightning::util::ser::{ReadableArgs, Writeable};
-use lightning::util::test_utils::{TestChainSource, TestKeysInterface};
+use lightning::util::test_utils::TestKeysInterface;
 use object_store::memory::InMemory;
 
 /// Runs `work` on its own thread and fails the test if it has not returned within `limit`.
@@ -99,16 +97,6 @@ fn decode(bytes: &[u8], cfg: &TestChanMonCfg) -> Monitor {
 	<(bitcoin::BlockHash, Monitor)>::read(&mut &bytes[..], (keys, keys)).expect("monitor").1
 }
 
-type TestChainMonitor = ChainMonitor<
-	lightning::util::test_channel_signer::TestChannelSigner,
-	&'static TestChainSource,
-	&'static lightning::util::test_utils::TestBroadcaster,
-	&'static lightning::util::test_utils::TestFeeEstimator,
-	&'static lightning::util::test_utils::TestLogger,
-	&'static Ours<'static>,
-	&'static TestKeysInterface,
->;
-
 /// The archive of a fully resolved channel, while `OPEN_CHANNELS` new channels' first writes are
 /// in flight and every request takes 20 ms. `archive_fully_resolved_channel_monitors` must return,
 /// every completion must reach the `ChainMonitor`, and the archive must be carried out.
@@ -128,17 +116,7 @@ fn archive_during_completions(workers: usize, push: bool) {
 	stored.extend_from_slice(&data.resolved);
 	KVStoreSync::write(&store, "monitors", "", &resolved_key, stored).unwrap();
 
-	let persister: &'static Ours<'static> =
-		Box::leak(Box::new(ours_async(&store, cfg, config(5, LoadMode::Probe))));
-	let chain_monitor: Arc<TestChainMonitor> = Arc::new(ChainMonitor::new(
-		None,
-		&cfg.tx_broadcaster,
-		&cfg.logger,
-		&cfg.fee_estimator,
-		persister,
-		&cfg.keys_manager,
-		cfg.keys_manager.get_peer_storage_key(),
-	));
+	let (persister, chain_monitor) = async_chain_monitor(&store, cfg, config(5, LoadMode::Probe));
 	if push {
 		persister.bind_chain_monitor(&chain_monitor);
 	}

@@ -294,26 +294,14 @@ fn archive_and_cleanup() {
 /// the persister's reports through `bind_chain_monitor` clear every pending update.
 #[test]
 fn async_mode_completes_updates_in_a_real_chain_monitor() {
-	use lightning::chain::chainmonitor::ChainMonitor;
 	use lightning::chain::Watch;
-	use lightning::sign::NodeSigner;
-	use lightning::util::test_utils::TestChainSource;
 
 	let flow = run_dual_flow(backends::memory);
 	// 'static parts, as a node's `Arc`s would be, so the persister can hold a weak reference.
 	let cfg = static_replay_cfg();
 	let backend = backends::memory("chain-monitor");
-	let persister: &'static Ours<'static> =
-		Box::leak(Box::new(ours_async(&backend.store(), cfg, config(5, LoadMode::Probe))));
-	let chain_monitor = Arc::new(ChainMonitor::new(
-		None::<&TestChainSource>,
-		&cfg.tx_broadcaster,
-		&cfg.logger,
-		&cfg.fee_estimator,
-		persister,
-		&cfg.keys_manager,
-		cfg.keys_manager.get_peer_storage_key(),
-	));
+	let (persister, chain_monitor) =
+		async_chain_monitor(&backend.store(), cfg, config(5, LoadMode::Probe));
 	persister.bind_chain_monitor(&chain_monitor);
 
 	let Some(Call::New { monitor, .. }) = flow.calls.first() else { panic!("no new channel") };

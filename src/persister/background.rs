@@ -279,7 +279,7 @@ impl AsyncWrites {
 				Job::Archive => {
 					let name = format!("archive of {MONITORS}/{monitor_key}");
 					let archived = self
-						.until_written(&name, || false, || (self.archiver)(monitor_key.clone()))
+						.until_written(&name, || false, || self.archive_on_a_thread(&monitor_key))
 						.await;
 					if archived.is_ok() {
 						self.lock().remove(&monitor_key);
@@ -287,6 +287,25 @@ impl AsyncWrites {
 					}
 				},
 			}
+		}
+	}
+
+	/// Runs the archive of one monitor on a thread of its own, not on a store worker: applying
+	/// the monitor's updates calls the node's logger, broadcaster and fee estimator, user code
+	/// that may take locks. The archive's requests still run on the store's runtime.
+	fn archive_on_a_thread(
+		&self, monitor_key: &str,
+	) -> impl Future<Output = Result<(), io::Error>> + Send + 'static {
+		let (done, outcome) = tokio::sync::oneshot::channel();
+		let archive = (self.archiver)(monitor_key.to_owned());
+		let started = std::thread::Builder::new()
+			.name("ldk-object-store-archive".into())
+			.spawn(move || drop(done.send(crate::runtime::block_on(archive))));
+		async move {
+			started?;
+			outcome.await.unwrap_or_else(|_| {
+				Err(crate::error::io_error(io::ErrorKind::Other, "the archive thread panicked"))
+			})
 		}
 	}
 

@@ -82,6 +82,36 @@ pub fn ours_async(
 	.expect("starting the completion thread")
 }
 
+/// A real `ChainMonitor` over an async persister, as a node holds it (no chain source).
+pub type AsyncChainMonitor = lightning::chain::chainmonitor::ChainMonitor<
+	TestChannelSigner,
+	&'static lightning::util::test_utils::TestChainSource,
+	&'static TestBroadcaster,
+	&'static TestFeeEstimator,
+	&'static TestLogger,
+	&'static Ours<'static>,
+	&'static TestKeysInterface,
+>;
+
+/// An async persister over `store` and a real `ChainMonitor` over it, both for good (the
+/// persister's background tasks share its arguments). Not bound: the caller decides.
+pub fn async_chain_monitor(
+	store: &ObjectKvStore, cfg: &'static TestChanMonCfg, config: PersisterConfig,
+) -> (&'static Ours<'static>, Arc<AsyncChainMonitor>) {
+	use lightning::sign::NodeSigner;
+	let persister: &'static Ours<'static> = Box::leak(Box::new(ours_async(store, cfg, config)));
+	let chain_monitor = Arc::new(lightning::chain::chainmonitor::ChainMonitor::new(
+		None,
+		&cfg.tx_broadcaster,
+		&cfg.logger,
+		&cfg.fee_estimator,
+		persister,
+		&cfg.keys_manager,
+		cfg.keys_manager.get_peer_storage_key(),
+	));
+	(persister, chain_monitor)
+}
+
 /// One node's test configuration with [`replay_keys`], for good (async persisters need that).
 pub fn static_replay_cfg() -> &'static TestChanMonCfg {
 	Box::leak(Box::new({
