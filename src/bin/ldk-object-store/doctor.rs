@@ -1,6 +1,14 @@
 //! `doctor`: is this store fit to keep a Lightning node's state?
+//!
+//! The whole command is bounded by `--timeout`: each check gets an equal share of the time left,
+//! and one that runs out says so. A store that does not answer the first check is unreachable
+//! (exit code 2), and the other checks are not run.
 
+use std::collections::HashSet;
+use std::ffi::OsString;
 use std::fmt::Write;
+use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ldk_object_store::{FailureKind, ObjectKvStore};
@@ -9,60 +17,235 @@ use lightning::util::persist::KVStore;
 use object_store::{PutMode, PutOptions, PutPayload};
 use serde_json::json;
 
-use crate::output::{CommandResult, Outcome, Output};
+use crate::location;
+use crate::output::{redact, CommandResult, Outcome, Output};
 
 /// A namespace no LDK component uses, so the probes cannot touch a node's data.
 const PROBE_NAMESPACE: &str = "ldk_object_store_doctor";
 
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+	/// Store URL, or an absolute directory path.
+	url: String,
+	/// The most the whole command takes, in seconds. Each check gets an equal share of the time
+	/// left; one that runs out is reported as timed out.
+	#[arg(long, default_value_t = 20.0, value_name = "SECONDS", value_parser = parse_seconds)]
+	timeout: f64,
+}
+
+fn parse_seconds(raw: &str) -> Result<f64, String> {
+	match raw.parse::<f64>() {
+		Ok(s) if s.is_finite() && s > 0.0 && s <= 86_400.0 => Ok(s),
+		_ => Err(format!("{raw:?} is not a number of seconds between 0 and 86400")),
+	}
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Status {
+	Ok,
+	Failed,
+	TimedOut,
+	NotRun,
+}
+
+impl Status {
+	fn label(self) -> &'static str {
+		match self {
+			Status::Ok => "ok  ",
+			Status::Failed => "FAIL",
+			Status::TimedOut => "TIME",
+			Status::NotRun => "skip",
+		}
+	}
+}
+
 struct Check {
 	name: &'static str,
-	ok: bool,
+	status: Status,
 	detail: String,
 }
 
-fn kind_of(err: &lightning::io::Error) -> String {
-	format!("{:?}: {err}", err.kind())
+const LIST: &str = "list the root (credentials, bucket, network)";
+const MISSING: &str = "a missing key reads as NotFound";
+const ROUND_TRIP: &str = "write, read back and remove";
+const CONDITIONAL: &str = "conditional writes (create-only)";
+const CHECKS: u32 = 4;
+
+/// Runs `check` within an equal share of the time left before `deadline`; `None` if it ran out.
+async fn within<T>(
+	deadline: Instant, checks_left: u32, check: impl Future<Output = T>,
+) -> (Option<T>, Duration) {
+	let budget = deadline.saturating_duration_since(Instant::now()) / checks_left.max(1);
+	(tokio::time::timeout(budget, check).await.ok(), budget)
 }
 
-pub(crate) async fn run(store: &ObjectKvStore, out: &Output) -> CommandResult {
+fn timed_out(budget: Duration) -> String {
+	format!(
+		"timed out: no answer within {:.1} s (--timeout bounds the whole command)",
+		budget.as_secs_f64()
+	)
+}
+
+/// The store's classification of a failed operation, if it is one of ours.
+fn failure_kind(err: &lightning::io::Error) -> Option<FailureKind> {
+	match err.get_ref()?.downcast_ref::<ldk_object_store::Error>()? {
+		ldk_object_store::Error::Storage { kind, .. } => Some(*kind),
+		_ => None,
+	}
+}
+
+/// The request never got an answer from the server.
+fn no_answer(err: &lightning::io::Error) -> bool {
+	matches!(failure_kind(err), Some(FailureKind::TimedOut) | Some(FailureKind::ConnectFailed))
+		|| matches!(err.kind(), ErrorKind::TimedOut | ErrorKind::NotConnected)
+}
+
+pub(crate) async fn run(args: &Args, options: &[(String, String)], out: &Output) -> CommandResult {
+	let started = Instant::now();
+	let deadline = started + Duration::from_secs_f64(args.timeout);
+	let url = location::url(&args.url)?;
+	location::must_exist(&url)?;
+	let local_dir = location::local_dir(&url);
+	let entries_before = local_dir.as_deref().map(entries).unwrap_or_default();
+	let no_credentials = missing_credentials(&url, options);
+
+	// Building sends requests when the store is encrypted (the key is checked): bound it too.
+	let opening = tokio::task::spawn_blocking({
+		let (url, options) = (url.clone(), options.to_vec());
+		move || crate::open(&url, &options)
+	});
+	let store = match tokio::time::timeout_at(deadline.into(), opening).await {
+		Ok(Ok(opened)) => opened?,
+		Ok(Err(e)) => return Err(format!("opening {} failed: {e}", redact(&url))),
+		Err(_) => {
+			return Err(format!(
+				"no answer from {} within {} s while opening it",
+				redact(&url),
+				args.timeout
+			))
+		},
+	};
+
 	let mut checks = Vec::new();
 	let nonce = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos();
 	let probe_key = format!("probe-{nonce}");
+	let explain = |err: &lightning::io::Error| match &no_credentials {
+		Some(hint) => format!("{err} — {hint}"),
+		None => err.to_string(),
+	};
 
-	// 1. Listing and credentials.
-	let listing = KVStore::list(store, "", "").await;
-	checks.push(Check {
-		name: "list the root (credentials, bucket, network)",
-		ok: listing.is_ok(),
-		detail: match &listing {
-			Ok(keys) => format!("{} key(s) at the top level", keys.len()),
-			Err(e) => kind_of(e),
+	// 1. Listing: credentials, bucket, network. Without an answer nothing else can work.
+	let (listing, budget) = within(deadline, CHECKS, KVStore::list(&store, "", "")).await;
+	let stop = match &listing {
+		None => Some("the store did not answer the first check"),
+		Some(Err(e)) if no_answer(e) => Some("the store did not answer the first check"),
+		Some(Err(_)) if no_credentials.is_some() => Some("there are no credentials"),
+		_ => None,
+	};
+	checks.push(match &listing {
+		Some(Ok(keys)) => Check {
+			name: LIST,
+			status: Status::Ok,
+			detail: format!("{} key(s) at the top level", keys.len()),
 		},
+		Some(Err(e)) => Check { name: LIST, status: Status::Failed, detail: explain(e) },
+		None => Check { name: LIST, status: Status::TimedOut, detail: timed_out(budget) },
 	});
 
-	// 2. A missing key must answer "not found"; S3 answers 403 without s3:ListBucket.
-	let missing = KVStore::read(store, PROBE_NAMESPACE, "", &format!("{probe_key}-absent")).await;
-	let (ok, detail) = match &missing {
-		Err(e) if e.kind() == ErrorKind::NotFound => (true, "NotFound".to_owned()),
-		Err(e) if e.kind() == ErrorKind::PermissionDenied => (
-			false,
-			format!(
-				"{} — on S3 grant s3:ListBucket, or LDK cannot tell absent from forbidden",
-				kind_of(e)
-			),
-		),
-		Err(e) => (false, kind_of(e)),
-		Ok(_) => (false, "a key that was never written was found".to_owned()),
-	};
-	checks.push(Check { name: "a missing key reads as NotFound", ok, detail });
+	if let Some(why) = stop {
+		for name in [MISSING, ROUND_TRIP, CONDITIONAL] {
+			checks.push(Check { name, status: Status::NotRun, detail: format!("not run: {why}") });
+		}
+	} else {
+		let scheme = url.split("://").next().unwrap_or_default();
+		checks.push(missing_key(&store, &probe_key, deadline, scheme, &explain).await);
+		checks.push(round_trip(&store, &probe_key, deadline, &explain).await);
+		let (conditional, budget) =
+			within(deadline, 1, conditional_writes(&store, &format!("{probe_key}-create"))).await;
+		checks.push(match conditional {
+			Some(Ok(detail)) => Check { name: CONDITIONAL, status: Status::Ok, detail },
+			Some(Err(detail)) => Check { name: CONDITIONAL, status: Status::Failed, detail },
+			None => {
+				Check { name: CONDITIONAL, status: Status::TimedOut, detail: timed_out(budget) }
+			},
+		});
+	}
 
-	// 3. Write, read back, remove; latency of each.
+	// Local directories keep the folders a probe key needed; the probes must leave nothing.
+	if let Some(dir) = &local_dir {
+		remove_new_empty_dirs(dir, &entries_before);
+	}
+
+	let problems = checks.iter().filter(|c| c.status != Status::Ok).count();
+	let mut text = String::new();
+	if let Some(hint) = &no_credentials {
+		let _ = writeln!(text, "note: {hint}");
+	}
+	for c in &checks {
+		let _ = writeln!(text, "{} {}: {}", c.status.label(), c.name, c.detail);
+	}
+	let elapsed = started.elapsed().as_secs_f64();
+	let _ = writeln!(text, "{problems} problem(s), in {elapsed:.1} s");
+	if let Some(why) = stop {
+		let _ = writeln!(text, "{} is unusable: {why}", redact(&url));
+	}
+	out.report(
+		&text,
+		json!({
+			"checks": checks.iter().map(|c| json!({
+				"check": c.name,
+				"ok": c.status == Status::Ok,
+				"timed_out": c.status == Status::TimedOut,
+				"run": c.status != Status::NotRun,
+				"detail": c.detail,
+			})).collect::<Vec<_>>(),
+			"credentials": no_credentials.is_none(),
+			"problems": problems,
+			"unusable": stop,
+			"seconds": elapsed,
+		}),
+	);
+	Ok(if stop.is_some() { Outcome::CouldNotRun } else { Outcome::from_problems(problems) })
+}
+
+/// A missing key must answer "not found"; S3 answers 403 without s3:ListBucket.
+async fn missing_key(
+	store: &ObjectKvStore, probe_key: &str, deadline: Instant, scheme: &str,
+	explain: &impl Fn(&lightning::io::Error) -> String,
+) -> Check {
+	let absent = format!("{probe_key}-absent");
+	let (missing, budget) =
+		within(deadline, CHECKS - 1, KVStore::read(store, PROBE_NAMESPACE, "", &absent)).await;
+	let (status, detail) = match &missing {
+		None => (Status::TimedOut, timed_out(budget)),
+		Some(Err(e)) if e.kind() == ErrorKind::NotFound => (Status::Ok, "not found".to_owned()),
+		Some(Err(e)) if e.kind() == ErrorKind::PermissionDenied && scheme.starts_with("s3") => {
+			let detail = explain(e);
+			if detail != e.to_string() {
+				(Status::Failed, detail)
+			} else {
+				(
+					Status::Failed,
+					format!("{e} — grant s3:ListBucket, or LDK cannot tell absent from forbidden"),
+				)
+			}
+		},
+		Some(Err(e)) => (Status::Failed, explain(e)),
+		Some(Ok(_)) => (Status::Failed, "a key that was never written was found".to_owned()),
+	};
+	Check { name: MISSING, status, detail }
+}
+
+/// Write, read back, remove; the latency of each request.
+async fn round_trip(
+	store: &ObjectKvStore, probe_key: &str, deadline: Instant,
+	explain: &impl Fn(&lightning::io::Error) -> String,
+) -> Check {
 	let mut latencies = Vec::new();
-	let mut round_trip = Ok(());
-	for i in 0..5 {
-		let key = format!("{probe_key}-{i}");
-		let started = Instant::now();
-		let result = async {
+	let work = async {
+		for i in 0..5 {
+			let key = format!("{probe_key}-{i}");
+			let started = Instant::now();
 			KVStore::write(store, PROBE_NAMESPACE, "", &key, vec![i; 1024]).await?;
 			let back = KVStore::read(store, PROBE_NAMESPACE, "", &key).await?;
 			KVStore::remove(store, PROBE_NAMESPACE, "", &key, false).await?;
@@ -72,49 +255,24 @@ pub(crate) async fn run(store: &ObjectKvStore, out: &Output) -> CommandResult {
 					"read back other bytes",
 				));
 			}
-			Ok(())
+			latencies.push(started.elapsed() / 3);
 		}
-		.await;
-		latencies.push(started.elapsed() / 3);
-		if let Err(e) = result {
-			round_trip = Err(kind_of(&e));
-			break;
-		}
-	}
+		Ok(())
+	};
+	let (result, budget) = within(deadline, CHECKS - 2, work).await;
 	latencies.sort();
 	let median = latencies.get(latencies.len() / 2).copied().unwrap_or(Duration::ZERO);
-	checks.push(Check {
-		name: "write, read back and remove",
-		ok: round_trip.is_ok(),
-		detail: match &round_trip {
-			Ok(()) => format!("median {:.1} ms per request", median.as_secs_f64() * 1000.0),
-			Err(e) => e.clone(),
+	let (status, detail) = match result {
+		Some(Ok(())) => {
+			(Status::Ok, format!("median {:.1} ms per request", median.as_secs_f64() * 1000.0))
 		},
-	});
-
-	// 4. Conditional writes: a second create-only write must be refused.
-	let conditional = conditional_writes(store, &format!("{probe_key}-create")).await;
-	checks.push(Check {
-		name: "conditional writes (create-only)",
-		ok: conditional.is_ok(),
-		detail: conditional.unwrap_or_else(|e| e),
-	});
-
-	let problems = checks.iter().filter(|c| !c.ok).count();
-	let mut text = String::new();
-	for c in &checks {
-		let _ = writeln!(text, "{} {}: {}", if c.ok { "ok  " } else { "FAIL" }, c.name, c.detail);
-	}
-	let _ = writeln!(text, "{problems} problem(s)");
-	out.report(
-		&text,
-		json!({
-			"checks": checks.iter().map(|c| json!({"check": c.name, "ok": c.ok, "detail": c.detail})).collect::<Vec<_>>(),
-			"median_request_ms": median.as_secs_f64() * 1000.0,
-			"problems": problems,
-		}),
-	);
-	Ok(Outcome::from_problems(problems))
+		Some(Err(e)) => (Status::Failed, explain(&e)),
+		None => (
+			Status::TimedOut,
+			format!("{}; a probe object may be left under {PROBE_NAMESPACE}/", timed_out(budget)),
+		),
+	};
+	Check { name: ROUND_TRIP, status, detail }
 }
 
 async fn conditional_writes(store: &ObjectKvStore, key: &str) -> Result<String, String> {
@@ -141,4 +299,103 @@ async fn conditional_writes(store: &ObjectKvStore, key: &str) -> Result<String, 
 		Err(e) => Err(format!("the second create-only write failed oddly: {e}")),
 		Ok(_) => Err("the server ignored If-None-Match and overwrote the object".to_owned()),
 	}
+}
+
+/// Why requests cannot be signed, when no credentials for `url`'s cloud are configured at all
+/// (in `-o` options or the environment). `None` when some are, or for local stores.
+fn missing_credentials(url: &str, options: &[(String, String)]) -> Option<String> {
+	let scheme = url.split("://").next().unwrap_or_default();
+	let option = |names: &[&str]| {
+		options.iter().any(|(key, _)| names.contains(&key.to_ascii_lowercase().as_str()))
+	};
+	let env = |names: &[&str]| names.iter().any(|name| std::env::var_os(name).is_some());
+	let skip_signature = |option_name: &str, env_name: &str| {
+		options.iter().any(|(k, v)| k.eq_ignore_ascii_case(option_name) && v.trim() == "true")
+			|| std::env::var(env_name).is_ok_and(|v| v.trim() == "true")
+	};
+	match scheme {
+		"s3" | "s3a" => {
+			let configured = option(&["aws_access_key_id", "access_key_id"])
+				|| env(&[
+					"AWS_ACCESS_KEY_ID",
+					"AWS_WEB_IDENTITY_TOKEN_FILE",
+					"AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+					"AWS_CONTAINER_CREDENTIALS_FULL_URI",
+				]) || skip_signature("aws_skip_signature", "AWS_SKIP_SIGNATURE");
+			(!configured).then(|| {
+				"no AWS credentials are configured: set AWS_ACCESS_KEY_ID and \
+				 AWS_SECRET_ACCESS_KEY (or -o aws_access_key_id=… -o aws_secret_access_key=…); \
+				 without them only an EC2 instance role can sign requests"
+					.to_owned()
+			})
+		},
+		"gs" => {
+			let adc = std::env::var_os("HOME").map(|home| {
+				PathBuf::from(home).join(".config/gcloud/application_default_credentials.json")
+			});
+			let configured =
+				options.iter().any(|(k, _)| k.to_ascii_lowercase().contains("service_account"))
+					|| env(&[
+						"GOOGLE_SERVICE_ACCOUNT",
+						"GOOGLE_SERVICE_ACCOUNT_PATH",
+						"GOOGLE_SERVICE_ACCOUNT_KEY",
+						"GOOGLE_APPLICATION_CREDENTIALS",
+					]) || skip_signature("google_skip_signature", "GOOGLE_SKIP_SIGNATURE")
+					|| adc.is_some_and(|file| file.is_file());
+			(!configured).then(|| {
+				"no Google credentials are configured: set GOOGLE_SERVICE_ACCOUNT (a key file) or \
+				 GOOGLE_APPLICATION_CREDENTIALS; without them only a GCE metadata server can sign \
+				 requests"
+					.to_owned()
+			})
+		},
+		"az" | "azure" => {
+			let secret = |name: &str| {
+				let name = name.to_ascii_lowercase();
+				["key", "sas", "token", "secret", "emulator", "federated"]
+					.iter()
+					.any(|word| name.contains(word))
+			};
+			let configured = options.iter().any(|(k, _)| secret(k))
+				|| std::env::vars_os().any(|(name, _)| {
+					name.to_str().is_some_and(|n| n.starts_with("AZURE_") && secret(n))
+				});
+			(!configured).then(|| {
+				"no Azure credentials are configured: set AZURE_STORAGE_ACCOUNT_KEY, a SAS token \
+				 (AZURE_STORAGE_SAS_KEY) or a service principal (AZURE_CLIENT_SECRET); without \
+				 them only a managed identity can sign requests"
+					.to_owned()
+			})
+		},
+		_ => None,
+	}
+}
+
+/// The names directly in `dir`.
+fn entries(dir: &Path) -> HashSet<OsString> {
+	std::fs::read_dir(dir)
+		.map(|read| read.filter_map(Result::ok).map(|entry| entry.file_name()).collect())
+		.unwrap_or_default()
+}
+
+/// Removes the directories in `dir` that were not there `before` and hold nothing but empty
+/// directories. A file anywhere below keeps its directory.
+fn remove_new_empty_dirs(dir: &Path, before: &HashSet<OsString>) {
+	for name in entries(dir) {
+		if !before.contains(&name) {
+			remove_if_empty(&dir.join(name));
+		}
+	}
+}
+
+fn remove_if_empty(path: &Path) {
+	let Ok(meta) = std::fs::symlink_metadata(path) else { return };
+	if !meta.is_dir() {
+		return;
+	}
+	for name in entries(path) {
+		remove_if_empty(&path.join(name));
+	}
+	// Fails, as it should, if anything is left inside.
+	let _ = std::fs::remove_dir(path);
 }

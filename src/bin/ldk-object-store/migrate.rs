@@ -12,9 +12,9 @@ use crate::output::{redact, CommandResult, Outcome, Output};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-	/// Source store URL (an LDK FilesystemStore directory is `file:///its/dir`).
+	/// Source store URL (an LDK FilesystemStore directory is `file:///its/dir` or `/its/dir`).
 	from: String,
-	/// Destination store URL.
+	/// Destination store URL (a local directory is created if needed).
 	to: String,
 	/// Replace keys that already exist in the destination with other contents.
 	#[arg(long)]
@@ -52,9 +52,17 @@ async fn copy_one(
 }
 
 pub(crate) async fn run(args: &Args, options: &[(String, String)], out: &Output) -> CommandResult {
-	let from = crate::open(&args.from, options)?;
-	let to = crate::open(&args.to, options)?;
-	let keys = from.list_all_keys().map_err(|e| format!("listing {}: {e}", redact(&args.from)))?;
+	let (from, from_url) = crate::open_existing(&args.from, options)?;
+	let to_url = crate::location::url(&args.to)?;
+	let to = crate::open(&to_url, options)?;
+	let keys = from.list_all_keys().map_err(|e| format!("listing {}: {e}", redact(&from_url)))?;
+	if keys.is_empty() {
+		return Err(format!("nothing to migrate: no keys at {}", redact(&from_url)));
+	}
+	// An unreachable destination is a command that cannot run (exit 2), not one failure per key.
+	KVStore::list(&to, "", "")
+		.await
+		.map_err(|e| format!("cannot reach {}: {e}", redact(&to_url)))?;
 	let bar = out.progress(keys.len() as u64, "copying");
 	let results: Vec<(String, Result<CopyResult, String>)> = stream::iter(&keys)
 		.map(|key| {
@@ -82,8 +90,8 @@ pub(crate) async fn run(args: &Args, options: &[(String, String)], out: &Output)
 	let mut text = format!(
 		"{} → {}: {} key(s): {copied} copied and verified, {skipped} already there, {conflicts} \
 		 conflicting, {} failed\n",
-		redact(&args.from),
-		redact(&args.to),
+		redact(&from_url),
+		redact(&to_url),
 		keys.len(),
 		errors.len()
 	);
