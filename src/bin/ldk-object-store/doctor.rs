@@ -94,6 +94,14 @@ fn failure_kind(err: &lightning::io::Error) -> Option<FailureKind> {
 	}
 }
 
+/// The store's own message for a failed operation (the `io::Error` around it adds nothing).
+fn message(err: &lightning::io::Error) -> String {
+	match err.get_ref().and_then(|inner| inner.downcast_ref::<ldk_object_store::Error>()) {
+		Some(inner) => inner.to_string(),
+		None => err.to_string(),
+	}
+}
+
 /// The request never got an answer from the server.
 fn no_answer(err: &lightning::io::Error) -> bool {
 	matches!(failure_kind(err), Some(FailureKind::TimedOut) | Some(FailureKind::ConnectFailed))
@@ -130,15 +138,15 @@ pub(crate) async fn run(args: &Args, options: &[(String, String)], out: &Output)
 	let nonce = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos();
 	let probe_key = format!("probe-{nonce}");
 	let explain = |err: &lightning::io::Error| match &no_credentials {
-		Some(hint) => format!("{err} — {hint}"),
-		None => err.to_string(),
+		Some(hint) => format!("{} — {hint}", message(err)),
+		None => message(err),
 	};
 
 	// 1. Listing: credentials, bucket, network. Without an answer nothing else can work.
 	let (listing, budget) = within(deadline, CHECKS, KVStore::list(&store, "", "")).await;
 	let stop = match &listing {
-		None => Some("the store did not answer the first check"),
-		Some(Err(e)) if no_answer(e) => Some("the store did not answer the first check"),
+		None => Some("the store did not answer the first check in time"),
+		Some(Err(e)) if no_answer(e) => Some("no connection to the store"),
 		Some(Err(_)) if no_credentials.is_some() => Some("there are no credentials"),
 		_ => None,
 	};
@@ -158,7 +166,10 @@ pub(crate) async fn run(args: &Args, options: &[(String, String)], out: &Output)
 		}
 	} else {
 		let scheme = url.split("://").next().unwrap_or_default();
-		checks.push(missing_key(&store, &probe_key, deadline, scheme, &explain).await);
+		let no_credentials = no_credentials.is_some();
+		checks.push(
+			missing_key(&store, &probe_key, deadline, scheme, no_credentials, &explain).await,
+		);
 		checks.push(round_trip(&store, &probe_key, deadline, &explain).await);
 		let (conditional, budget) =
 			within(deadline, 1, conditional_writes(&store, &format!("{probe_key}-create"))).await;
@@ -176,7 +187,9 @@ pub(crate) async fn run(args: &Args, options: &[(String, String)], out: &Output)
 		remove_new_empty_dirs(dir, &entries_before);
 	}
 
-	let problems = checks.iter().filter(|c| c.status != Status::Ok).count();
+	let problems =
+		checks.iter().filter(|c| matches!(c.status, Status::Failed | Status::TimedOut)).count();
+	let not_run = checks.iter().filter(|c| c.status == Status::NotRun).count();
 	let mut text = String::new();
 	if let Some(hint) = &no_credentials {
 		let _ = writeln!(text, "note: {hint}");
@@ -185,7 +198,11 @@ pub(crate) async fn run(args: &Args, options: &[(String, String)], out: &Output)
 		let _ = writeln!(text, "{} {}: {}", c.status.label(), c.name, c.detail);
 	}
 	let elapsed = started.elapsed().as_secs_f64();
-	let _ = writeln!(text, "{problems} problem(s), in {elapsed:.1} s");
+	let _ = write!(text, "{problems} problem(s)");
+	if not_run > 0 {
+		let _ = write!(text, ", {not_run} check(s) not run");
+	}
+	let _ = writeln!(text, ", in {elapsed:.1} s");
 	if let Some(why) = stop {
 		let _ = writeln!(text, "{} is unusable: {why}", redact(&url));
 	}
@@ -201,6 +218,7 @@ pub(crate) async fn run(args: &Args, options: &[(String, String)], out: &Output)
 			})).collect::<Vec<_>>(),
 			"credentials": no_credentials.is_none(),
 			"problems": problems,
+			"not_run": not_run,
 			"unusable": stop,
 			"seconds": elapsed,
 		}),
@@ -210,7 +228,7 @@ pub(crate) async fn run(args: &Args, options: &[(String, String)], out: &Output)
 
 /// A missing key must answer "not found"; S3 answers 403 without s3:ListBucket.
 async fn missing_key(
-	store: &ObjectKvStore, probe_key: &str, deadline: Instant, scheme: &str,
+	store: &ObjectKvStore, probe_key: &str, deadline: Instant, scheme: &str, no_credentials: bool,
 	explain: &impl Fn(&lightning::io::Error) -> String,
 ) -> Check {
 	let absent = format!("{probe_key}-absent");
@@ -219,16 +237,14 @@ async fn missing_key(
 	let (status, detail) = match &missing {
 		None => (Status::TimedOut, timed_out(budget)),
 		Some(Err(e)) if e.kind() == ErrorKind::NotFound => (Status::Ok, "not found".to_owned()),
-		Some(Err(e)) if e.kind() == ErrorKind::PermissionDenied && scheme.starts_with("s3") => {
-			let detail = explain(e);
-			if detail != e.to_string() {
-				(Status::Failed, detail)
-			} else {
-				(
-					Status::Failed,
-					format!("{e} — grant s3:ListBucket, or LDK cannot tell absent from forbidden"),
-				)
-			}
+		// Without credentials at all, that is the cause; `explain` says so.
+		Some(Err(e))
+			if e.kind() == ErrorKind::PermissionDenied
+				&& scheme.starts_with("s3")
+				&& !no_credentials =>
+		{
+			let advice = "grant s3:ListBucket, or LDK cannot tell absent from forbidden";
+			(Status::Failed, format!("{} — {advice}", message(e)))
 		},
 		Some(Err(e)) => (Status::Failed, explain(e)),
 		Some(Ok(_)) => (Status::Failed, "a key that was never written was found".to_owned()),
