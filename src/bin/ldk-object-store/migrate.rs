@@ -51,10 +51,27 @@ async fn copy_one(
 	Ok(CopyResult::Copied)
 }
 
+/// The `-o` options for one side of a migration: they are meant for its cloud store, and a local
+/// directory or memory store takes none.
+fn options_for<'a>(url: &str, options: &'a [(String, String)]) -> &'a [(String, String)] {
+	let local = url.starts_with("file:") || url.starts_with("memory:");
+	if local {
+		&[]
+	} else {
+		options
+	}
+}
+
 pub(crate) async fn run(args: &Args, options: &[(String, String)], out: &Output) -> CommandResult {
-	let (from, from_url) = crate::open_existing(&args.from, options)?;
+	let from_url = crate::location::url(&args.from)?;
 	let to_url = crate::location::url(&args.to)?;
-	let to = crate::open(&to_url, options)?;
+	let (from_options, to_options) =
+		(options_for(&from_url, options), options_for(&to_url, options));
+	if !options.is_empty() && from_options.is_empty() && to_options.is_empty() {
+		return Err("-o options are for cloud stores, and neither store is one".to_owned());
+	}
+	let (from, from_url) = crate::open_existing(&from_url, from_options)?;
+	let to = crate::open(&to_url, to_options)?;
 	let keys = from.list_all_keys().map_err(|e| format!("listing {}: {e}", redact(&from_url)))?;
 	if keys.is_empty() {
 		return Err(format!("nothing to migrate: no keys at {}", redact(&from_url)));
