@@ -315,7 +315,7 @@ fn help_goes_to_stdout_with_exit_code_0() {
 
 #[test]
 fn doctor_is_bounded_and_says_what_went_wrong() {
-	// A server that accepts and never answers: the first check times out within its share of the
+	// A server that accepts and never answers: the first check times out within its half of the
 	// default --timeout, is reported as a timeout, and the store is unusable (exit 2).
 	let started = Instant::now();
 	let silent = s3_at(&silent_server());
@@ -333,7 +333,7 @@ fn doctor_is_bounded_and_says_what_went_wrong() {
 		.map(String::as_str)
 		.collect::<Vec<_>>());
 	assert_eq!(code(&output), 2, "{}", text(&output));
-	assert!(text(&output).contains("timed out: no answer within 0."), "{}", text(&output));
+	assert!(text(&output).contains("timed out: no answer within"), "{}", text(&output));
 
 	// A closed port: a connection failure, not a timeout, and the other checks are not run.
 	let closed = s3_at(&closed_port());

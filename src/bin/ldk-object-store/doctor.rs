@@ -1,7 +1,7 @@
 //! `doctor`: is this store fit to keep a Lightning node's state?
 //!
-//! The whole command is bounded by `--timeout`: each check gets an equal share of the time left,
-//! and one that runs out says so. A store that does not answer the first check is unreachable
+//! The whole command is bounded by `--timeout`: the first check gets half of it, each later one an
+//! equal share of the time left, and one that runs out says so. A store that does not answer the first check is unreachable
 //! (exit code 2), and the other checks are not run.
 
 use std::collections::HashSet;
@@ -27,8 +27,8 @@ const PROBE_NAMESPACE: &str = "ldk_object_store_doctor";
 pub(crate) struct Args {
 	/// Store URL, or an absolute directory path.
 	url: String,
-	/// The most the whole command takes, in seconds. Each check gets an equal share of the time
-	/// left; one that runs out is reported as timed out.
+	/// The most the whole command takes, in seconds. The first check (listing) gets half, each
+	/// later one an equal share of the time left; one that runs out is reported as timed out.
 	#[arg(long, default_value_t = 20.0, value_name = "SECONDS", value_parser = parse_seconds)]
 	timeout: f64,
 }
@@ -142,8 +142,9 @@ pub(crate) async fn run(args: &Args, options: &[(String, String)], out: &Output)
 		None => message(err),
 	};
 
-	// 1. Listing: credentials, bucket, network. Without an answer nothing else can work.
-	let (listing, budget) = within(deadline, CHECKS, KVStore::list(&store, "", "")).await;
+	// 1. Listing: credentials, bucket, network. Without an answer nothing else can work, so it
+	// gets half the time: enough for the retries that tell a refused connection from silence.
+	let (listing, budget) = within(deadline, 2, KVStore::list(&store, "", "")).await;
 	let stop = match &listing {
 		None => Some("the store did not answer the first check in time"),
 		Some(Err(e)) if no_answer(e) => Some("no connection to the store"),
