@@ -263,6 +263,22 @@ mod tests {
 	}
 
 	#[test]
+	fn node_roots_are_found_by_the_keys_only_a_node_writes() {
+		let root = |path: &str| {
+			let parts: Vec<String> = path.split('/').map(str::to_owned).collect();
+			node_root_of(&parts).map(|root| root.join("/"))
+		};
+		assert_eq!(root("manager").as_deref(), Some(""));
+		assert_eq!(root("monitors/ab_0").as_deref(), Some(""));
+		assert_eq!(root("monitor_updates/ab_0/7").as_deref(), Some(""));
+		assert_eq!(root("node-1/manager").as_deref(), Some("node-1"));
+		assert_eq!(root("a/b/archived_monitors/ab_0").as_deref(), Some("a/b"));
+		assert_eq!(root("nodes/x/monitor_updates/ab_0/7").as_deref(), Some("nodes/x"));
+		assert_eq!(root("payments/p1"), None);
+		assert_eq!(root("notes"), None);
+	}
+
+	#[test]
 	fn updates_are_sorted_into_pending_stale_and_beyond_a_gap() {
 		let updates =
 			["3", "4", "5", "6", "8", "9", "x1"].iter().map(|k| (k.to_string(), 10)).collect();
