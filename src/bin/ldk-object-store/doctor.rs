@@ -137,8 +137,9 @@ pub(crate) async fn run(args: &Args, options: &[(String, String)], out: &Output)
 	let mut checks = Vec::new();
 	let nonce = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos();
 	let probe_key = format!("probe-{nonce}");
+	// The how-to is printed once, above the checks (and in the JSON as `credentials_hint`).
 	let explain = |err: &lightning::io::Error| match &no_credentials {
-		Some(hint) => format!("{} — {hint}", message(err)),
+		Some(_) => format!("{} — no credentials are configured", message(err)),
 		None => message(err),
 	};
 
@@ -218,6 +219,7 @@ pub(crate) async fn run(args: &Args, options: &[(String, String)], out: &Output)
 				"detail": c.detail,
 			})).collect::<Vec<_>>(),
 			"credentials": no_credentials.is_none(),
+			"credentials_hint": no_credentials,
 			"problems": problems,
 			"not_run": not_run,
 			"unusable": stop,

@@ -49,6 +49,9 @@ pub(crate) fn must_exist(url: &str) -> Result<(), String> {
 	}
 }
 
+/// How many node roots an error names before it only counts the rest.
+const SHOWN_ROOTS: usize = 20;
+
 /// Fails unless the inventory found a node's data at the root. Pointed at a parent of node roots,
 /// the message names them.
 pub(crate) fn require_node_data(inventory: &Inventory, url: &str) -> Result<(), String> {
@@ -58,12 +61,16 @@ pub(crate) fn require_node_data(inventory: &Inventory, url: &str) -> Result<(), 
 	let url = redact(url);
 	if !inventory.node_roots_below.is_empty() {
 		let base = url.trim_end_matches('/');
-		let roots: Vec<String> =
-			inventory.node_roots_below.iter().map(|root| format!("{base}/{root}")).collect();
+		let below = &inventory.node_roots_below;
+		let mut roots: Vec<String> =
+			below.iter().take(SHOWN_ROOTS).map(|root| format!("{base}/{root}")).collect();
+		if below.len() > SHOWN_ROOTS {
+			roots.push(format!("… and {} more", below.len() - SHOWN_ROOTS));
+		}
 		return Err(format!(
 			"no node data at {url}, but {} node root(s) below it; point the command at one of \
 			 them:\n  {}",
-			roots.len(),
+			below.len(),
 			roots.join("\n  ")
 		));
 	}
