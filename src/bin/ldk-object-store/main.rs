@@ -3,6 +3,7 @@
 //! Exit codes: 0 all good, 1 problems found (verify, gc, doctor, migrate conflicts), 2 the command
 //! could not run (bad arguments, a location with no node data, unreachable store).
 
+mod credentials;
 mod doctor;
 mod gc;
 mod location;
