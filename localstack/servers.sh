@@ -444,7 +444,7 @@ cmd_test() {
 	cmd_start
 	eval "$(cmd_env)"
 	local status=0
-	(cd "$ROOT" && cargo test --all-targets --no-fail-fast "$@") || status=$?
+	(cd "$ROOT" && cargo test --all-targets --features cli --no-fail-fast "$@") || status=$?
 	if ((status != 0)); then
 		log "tests failed (exit $status); server logs follow"
 		cmd_logs >&2

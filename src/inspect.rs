@@ -5,16 +5,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use futures::TryStreamExt;
 use lightning::util::persist::{
-	ARCHIVED_CHANNEL_MONITOR_PERSISTENCE_PRIMARY_NAMESPACE,
+	ARCHIVED_CHANNEL_MONITOR_PERSISTENCE_PRIMARY_NAMESPACE, CHANNEL_MANAGER_PERSISTENCE_KEY,
 	CHANNEL_MONITOR_PERSISTENCE_PRIMARY_NAMESPACE,
 	CHANNEL_MONITOR_UPDATE_PERSISTENCE_PRIMARY_NAMESPACE,
-	MONITOR_UPDATING_PERSISTER_PREPEND_SENTINEL,
+	MONITOR_UPDATING_PERSISTER_PREPEND_SENTINEL, NETWORK_GRAPH_PERSISTENCE_KEY,
+	OUTPUT_SWEEPER_PERSISTENCE_KEY, SCORER_PERSISTENCE_KEY,
 };
-use object_store::{ObjectStore, ObjectStoreExt};
 
-use crate::error::{Error, FailureKind, Operation};
+use crate::error::{Error, Operation};
 use crate::keys::KvKey;
 use crate::ObjectKvStore;
 
@@ -61,11 +60,21 @@ pub struct Inventory {
 	pub orphaned_updates: BTreeMap<String, Vec<String>>,
 	/// Archived monitor keys.
 	pub archived: Vec<String>,
+	/// Objects below the root (directory markers left out).
+	pub objects: usize,
+	/// Whether the root holds a node's data: its `ChannelManager`, network graph, scorer, output
+	/// sweeper, or any monitor or monitor update. Without it the other fields are empty, and a
+	/// tool must not report the location as a clean node.
+	pub holds_node_data: bool,
+	/// When the root holds no node's data: the prefixes below it (relative to the root, without
+	/// slashes at either end) that do, so that a parent of node roots can say which they are.
+	pub node_roots_below: Vec<String>,
 }
 
 impl Inventory {
-	/// Lists everything below the store's root and reads the first bytes of each monitor. Runs on
-	/// the store's runtime, so it may be awaited on any executor.
+	/// Lists everything below the store's root and reads the first bytes of each monitor, with the
+	/// store's bound on requests in flight and retry policy. Runs on the store's runtime, so it may
+	/// be awaited on any executor.
 	pub async fn scan(store: &ObjectKvStore) -> Result<Inventory, Error> {
 		let scanning = store.spawn(Self::scan_on_runtime(store.clone()));
 		scanning.await.unwrap_or(Err(Error::Cancelled {
@@ -75,20 +84,35 @@ impl Inventory {
 	}
 
 	async fn scan_on_runtime(store: ObjectKvStore) -> Result<Inventory, Error> {
-		let backend = store.raw_backend();
 		let keys = store.key_mapper();
 		let root = keys.root().clone();
-		let prefix = (!root.as_ref().is_empty()).then_some(&root);
-		let objects: Vec<_> = backend
-			.list(prefix)
-			.try_collect()
-			.await
-			.map_err(|source| storage_error(Operation::ListAll, "all keys", source))?;
+		let listed = store.list_objects().await?;
 
 		let mut inventory = Inventory::default();
+		let objects: Vec<_> = crate::listing::keys_of_full_listing(&listed, &root).collect();
+		inventory.objects = objects.len();
+		let mut below = BTreeSet::new();
+		for meta in &objects {
+			let Some(parts) = meta.location.prefix_match(&root) else { continue };
+			let relative: Vec<String> = parts.map(|part| part.as_ref().to_owned()).collect();
+			match node_root_of(&relative) {
+				Some([]) => inventory.holds_node_data = true,
+				Some(node_root) => {
+					below.insert(node_root.join("/"));
+				},
+				None => {},
+			}
+		}
+		if !inventory.holds_node_data {
+			// Not a node: its objects need not map to keys (a parent of node roots holds deeper
+			// paths), and namespaces listed from it would only mislead.
+			inventory.node_roots_below = below.into_iter().collect();
+			return Ok(inventory);
+		}
+
 		let mut monitors = BTreeMap::new();
 		let mut updates: BTreeMap<String, Vec<(String, u64)>> = BTreeMap::new();
-		for meta in crate::listing::keys_of_full_listing(&objects, &root) {
+		for meta in objects {
 			let key = keys.kv_key(&meta.location)?;
 			let stats = inventory
 				.namespaces
@@ -115,13 +139,11 @@ impl Inventory {
 		}
 
 		for (monitor_key, (path, size)) in monitors {
-			let head = header(backend.as_ref(), &path, size).await.map_err(|source| {
-				let target =
-					KvKey::new(CHANNEL_MONITOR_PERSISTENCE_PRIMARY_NAMESPACE, "", &monitor_key)
-						.map(|k| k.to_string())
-						.unwrap_or_default();
-				storage_error(Operation::Read, &target, source)
-			})?;
+			let target =
+				KvKey::new(CHANNEL_MONITOR_PERSISTENCE_PRIMARY_NAMESPACE, "", &monitor_key)
+					.map(|k| k.to_string())
+					.unwrap_or_default();
+			let head = store.read_range(path, 0..HEADER_LEN.min(size), target).await?;
 			let (sentinel, update_id) = parse_header(&head);
 			let its_updates = updates.remove(&monitor_key).unwrap_or_default();
 			inventory.monitors.push(classify(monitor_key, size, sentinel, update_id, its_updates));
@@ -134,19 +156,29 @@ impl Inventory {
 	}
 }
 
-fn storage_error(operation: Operation, target: &str, source: object_store::Error) -> Error {
-	let kind = FailureKind::of(&source);
-	Error::Storage { operation, target: target.to_owned(), kind, attempts: 1, source }
+/// The node root an object belongs to, as path parts relative to the listed root, if the object is
+/// one only a node writes: its `ChannelManager`, network graph, scorer or output sweeper, a
+/// monitor, an archived monitor, or a monitor update.
+fn node_root_of(parts: &[String]) -> Option<&[String]> {
+	let n = parts.len();
+	let from_end = |i: usize| n.checked_sub(i).map(|i| parts[i].as_str());
+	match from_end(1)? {
+		CHANNEL_MANAGER_PERSISTENCE_KEY
+		| NETWORK_GRAPH_PERSISTENCE_KEY
+		| SCORER_PERSISTENCE_KEY
+		| OUTPUT_SWEEPER_PERSISTENCE_KEY => return Some(&parts[..n - 1]),
+		_ => {},
+	}
+	match (from_end(2), from_end(3)) {
+		(Some(CHANNEL_MONITOR_PERSISTENCE_PRIMARY_NAMESPACE), _)
+		| (Some(ARCHIVED_CHANNEL_MONITOR_PERSISTENCE_PRIMARY_NAMESPACE), _) => Some(&parts[..n - 2]),
+		(_, Some(CHANNEL_MONITOR_UPDATE_PERSISTENCE_PRIMARY_NAMESPACE)) => Some(&parts[..n - 3]),
+		_ => None,
+	}
 }
 
 /// Enough of a monitor object to read its update id: sentinel, two version bytes, eight id bytes.
 const HEADER_LEN: u64 = 12;
-
-async fn header(
-	backend: &dyn ObjectStore, path: &object_store::path::Path, size: u64,
-) -> Result<Vec<u8>, object_store::Error> {
-	Ok(backend.get_range(path, 0..HEADER_LEN.min(size)).await?.to_vec())
-}
 
 /// The sentinel flag and the update id from a monitor object's first bytes.
 pub(crate) fn parse_header(head: &[u8]) -> (bool, Result<u64, String>) {
@@ -226,6 +258,22 @@ mod tests {
 		let mut newer = vec![3, 2];
 		newer.extend_from_slice(&1u64.to_be_bytes());
 		assert!(parse_header(&newer).1.unwrap_err().contains("newer LDK"));
+	}
+
+	#[test]
+	fn node_roots_are_found_by_the_keys_only_a_node_writes() {
+		let root = |path: &str| {
+			let parts: Vec<String> = path.split('/').map(str::to_owned).collect();
+			node_root_of(&parts).map(|root| root.join("/"))
+		};
+		assert_eq!(root("manager").as_deref(), Some(""));
+		assert_eq!(root("monitors/ab_0").as_deref(), Some(""));
+		assert_eq!(root("monitor_updates/ab_0/7").as_deref(), Some(""));
+		assert_eq!(root("node-1/manager").as_deref(), Some("node-1"));
+		assert_eq!(root("a/b/archived_monitors/ab_0").as_deref(), Some("a/b"));
+		assert_eq!(root("nodes/x/monitor_updates/ab_0/7").as_deref(), Some("nodes/x"));
+		assert_eq!(root("payments/p1"), None);
+		assert_eq!(root("notes"), None);
 	}
 
 	#[test]

@@ -516,3 +516,37 @@ fn finish<T>(
 		},
 	}
 }
+
+/// Raw listings and ranged reads for [`crate::inspect`], under the same bound on requests in
+/// flight, retry policy and tracing as every other operation.
+impl ObjectKvStore {
+	/// Every object below the store's root (directory markers included).
+	pub(crate) async fn list_objects(&self) -> Result<Vec<object_store::ObjectMeta>, Error> {
+		let core = Arc::clone(&self.core);
+		let work = async move {
+			let span = op_span(Operation::ListAll, "", "", "", None);
+			let root = core.keys.root().clone();
+			let listing = core.attempt(&span, Operation::ListAll, ALL_KEYS, || {
+				core.backend.list(non_root(&root).then_some(&root)).try_collect::<Vec<_>>()
+			});
+			listing.instrument(span.clone()).await
+		};
+		self.start(Operation::ListAll, ALL_KEYS.to_owned(), work).await
+	}
+
+	/// The bytes `range` of the object at `path`; `target` names it in errors.
+	pub(crate) async fn read_range(
+		&self, path: Path, range: std::ops::Range<u64>, target: String,
+	) -> Result<Bytes, Error> {
+		let core = Arc::clone(&self.core);
+		let name = target.clone();
+		let work = async move {
+			let span = op_span(Operation::Read, "", "", &target, None);
+			let read = core.attempt(&span, Operation::Read, &target, || {
+				core.backend.get_range(&path, range.clone())
+			});
+			read.instrument(span.clone()).await
+		};
+		self.start(Operation::Read, name, work).await
+	}
+}

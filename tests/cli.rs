@@ -3,8 +3,11 @@
 
 mod common;
 
-use std::process::{Command, Output};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use common::backends::{self, Backend};
 use common::dual_flow::{dual_flow, stored_layout};
@@ -12,8 +15,71 @@ use lightning::util::persist::KVStoreSync;
 use object_store::local::LocalFileSystem;
 use serde_json::Value;
 
+fn command(args: &[&str]) -> Command {
+	let mut command = Command::new(env!("CARGO_BIN_EXE_ldk-object-store"));
+	command.args(args);
+	command
+}
+
 fn cli(args: &[&str]) -> Output {
-	Command::new(env!("CARGO_BIN_EXE_ldk-object-store")).args(args).output().expect("runs")
+	command(args).output().expect("runs")
+}
+
+/// Runs every command at once (each may spend seconds in retries) and returns their outputs.
+fn cli_all(commands: Vec<Command>) -> Vec<Output> {
+	let children: Vec<_> = commands
+		.into_iter()
+		.map(|mut c| c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("runs"))
+		.collect();
+	children.into_iter().map(|child| child.wait_with_output().expect("ends")).collect()
+}
+
+/// The names in a directory, sorted.
+fn entries(dir: &Path) -> Vec<String> {
+	let mut names: Vec<String> = std::fs::read_dir(dir)
+		.unwrap()
+		.map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+		.collect();
+	names.sort();
+	names
+}
+
+/// `-o` options for an S3 endpoint, with made-up credentials.
+fn s3_at(endpoint: &str) -> Vec<String> {
+	[
+		format!("aws_endpoint={endpoint}"),
+		"aws_allow_http=true".into(),
+		"aws_access_key_id=k".into(),
+		"aws_secret_access_key=hunter2-secret".into(),
+	]
+	.into_iter()
+	.flat_map(|option| ["-o".to_owned(), option])
+	.collect()
+}
+
+/// An address where nothing listens: a port just bound and released.
+fn closed_port() -> String {
+	let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+	let address = listener.local_addr().unwrap();
+	drop(listener);
+	format!("http://{address}")
+}
+
+/// A server that accepts connections and never answers.
+fn silent_server() -> String {
+	let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+	let address = listener.local_addr().unwrap();
+	std::thread::spawn(move || {
+		let mut held = Vec::new();
+		for connection in listener.incoming() {
+			held.push(connection);
+		}
+	});
+	format!("http://{address}")
+}
+
+fn with(options: &[String], args: &[&str]) -> Vec<String> {
+	options.iter().cloned().chain(args.iter().map(|a| a.to_string())).collect()
 }
 
 fn code(output: &Output) -> i32 {
@@ -57,6 +123,28 @@ fn ls_verify_gc_migrate_and_doctor_on_real_node_data() {
 	let store = ours_backends[0].store();
 	let (monitor, stored_id, pending) = stored_layout(&store);
 	assert!(pending.len() > 3);
+	let other_url = format!("file://{}/other/{}", dir.path().display(), ours_backends[1].prefix);
+
+	// Pointed at a parent of node roots, the read-only commands refuse (exit 2) and name them.
+	let parent = format!("file://{}/ours", dir.path().display());
+	for command in ["ls", "verify", "gc"] {
+		let output = cli(&[command, &parent]);
+		assert_eq!(code(&output), 2, "{command}: {}", text(&output));
+		assert!(text(&output).contains("no node data"), "{command}: {}", text(&output));
+		assert!(text(&output).contains(&url), "{command}: {}", text(&output));
+	}
+	let output = cli(&["ls", &format!("file://{}", dir.path().display())]);
+	assert_eq!(code(&output), 2, "{}", text(&output));
+	assert!(text(&output).contains("2 node root(s)"), "{}", text(&output));
+	assert!(
+		text(&output).contains(&url) && text(&output).contains(&other_url),
+		"{}",
+		text(&output)
+	);
+	// A bare absolute path is the same location as its file:// URL.
+	let bare = url.trim_start_matches("file://");
+	assert!(bare.starts_with('/'));
+	assert_eq!(json(&["ls", bare]), json(&["ls", &url]));
 
 	// ls: one monitor with its pending updates.
 	let (status, listing) = json(&["ls", &url]);
@@ -124,11 +212,203 @@ fn ls_verify_gc_migrate_and_doctor_on_real_node_data() {
 	assert_eq!(json(&["migrate", "--overwrite", &url, &target]).0, 0);
 	assert_eq!(json(&["verify", &target]).0, 0, "the migrated copy must load");
 
-	// doctor on a local directory: everything passes and nothing is left behind.
+	// doctor on a local directory: everything passes and nothing is left behind, not even the
+	// probes' empty directory.
 	let before = json(&["ls", &url]).1;
+	let node_dir = Path::new(url.trim_start_matches("file://"));
+	let files_before = entries(node_dir);
 	let (status, doctor) = json(&["doctor", &url]);
 	assert_eq!(status, 0, "{doctor}");
 	assert_eq!(json(&["ls", &url]).1, before, "doctor left objects behind");
+	assert_eq!(entries(node_dir), files_before, "doctor left files or directories behind");
+
+	// On a server, the same: a parent prefix of two nodes is refused and the nodes are named.
+	if backends::s3("LOCALSTACK", "cli_parent_prefix").is_some() {
+		let bucket = std::env::var("LDK_OS_TEST_LOCALSTACK_URL").unwrap();
+		let endpoint = std::env::var("LDK_OS_TEST_LOCALSTACK_ENDPOINT").unwrap();
+		let options = vec![
+			"-o".to_owned(),
+			format!("aws_endpoint={endpoint}"),
+			"-o".into(),
+			"aws_allow_http=true".into(),
+		];
+		let parent = format!("{}/cli-parent-{:x}", bucket.trim_end_matches('/'), fastrand::u64(..));
+		let (node_a, node_b) = (format!("{parent}/node-a"), format!("{parent}/node-b"));
+		for (from, to) in [(&url, &node_a), (&other_url, &node_b)] {
+			let output = cli(&with(&options, &["migrate", from, to])
+				.iter()
+				.map(String::as_str)
+				.collect::<Vec<_>>());
+			assert_eq!(code(&output), 0, "{}", text(&output));
+		}
+		let run = |args: &[&str]| {
+			cli(&with(&options, args).iter().map(String::as_str).collect::<Vec<_>>())
+		};
+		for command in ["ls", "verify", "gc"] {
+			let output = run(&[command, &parent]);
+			assert_eq!(code(&output), 2, "{command}: {}", text(&output));
+			assert!(text(&output).contains(&node_a), "{command}: {}", text(&output));
+			assert!(text(&output).contains(&node_b), "{command}: {}", text(&output));
+		}
+		assert_eq!(code(&run(&["verify", &node_a])), 0);
+		let output = run(&["ls", &format!("{parent}/nothing-here")]);
+		assert_eq!(code(&output), 2, "{}", text(&output));
+		assert!(text(&output).contains("nothing is stored there"), "{}", text(&output));
+	}
+}
+
+#[test]
+fn read_only_commands_never_create_a_directory_nor_call_an_empty_one_clean() {
+	let dir = tempfile::tempdir().unwrap();
+	let missing = dir.path().join("no-such-node");
+	let missing_url = format!("file://{}", missing.display());
+	let missing_path = missing.display().to_string();
+	for command in ["ls", "verify", "gc", "doctor"] {
+		for location in [&missing_url, &missing_path] {
+			let output = cli(&[command, location]);
+			assert_eq!(code(&output), 2, "{command} {location}: {}", text(&output));
+			assert!(text(&output).contains("does not exist"), "{command}: {}", text(&output));
+			assert!(!missing.exists(), "{command} {location} created the directory");
+		}
+	}
+	let output = cli(&["migrate", &missing_url, &format!("file://{}/copy", dir.path().display())]);
+	assert_eq!(code(&output), 2, "{}", text(&output));
+	assert!(!missing.exists() && !dir.path().join("copy").exists(), "migrate created a directory");
+
+	// An empty directory is not a clean node; neither is one with other files only.
+	let empty = dir.path().join("empty");
+	std::fs::create_dir(&empty).unwrap();
+	let empty_url = format!("file://{}", empty.display());
+	for command in ["ls", "verify", "gc"] {
+		let output = cli(&[command, &empty_url]);
+		assert_eq!(code(&output), 2, "{command}: {}", text(&output));
+		assert!(text(&output).contains("nothing is stored there"), "{command}: {}", text(&output));
+	}
+	let (status, report) =
+		json(&["migrate", &empty_url, &format!("file://{}/copy", dir.path().display())]);
+	assert_eq!(status, 2, "{report}");
+	assert!(report["error"].as_str().unwrap().contains("nothing to migrate"), "{report}");
+	std::fs::write(empty.join("notes"), b"not a node").unwrap();
+	let output = cli(&["verify", &empty_url]);
+	assert_eq!(code(&output), 2, "{}", text(&output));
+	assert!(text(&output).contains("1 object(s), but no ChannelManager"), "{}", text(&output));
+
+	// doctor on an existing directory leaves it as it found it.
+	let (status, report) = json(&["doctor", &empty_url]);
+	assert_eq!(status, 0, "{report}");
+	assert_eq!(entries(&empty), ["notes"], "doctor left something behind");
+}
+
+#[test]
+fn help_goes_to_stdout_with_exit_code_0() {
+	for args in [vec!["--help"], vec!["doctor", "--help"], vec!["--version"]] {
+		let output = cli(&args);
+		assert_eq!(code(&output), 0, "{args:?}: {}", text(&output));
+		assert!(
+			!output.stdout.is_empty() && output.stderr.is_empty(),
+			"{args:?}: {}",
+			text(&output)
+		);
+	}
+	assert!(String::from_utf8_lossy(&cli(&["doctor", "--help"]).stdout).contains("--timeout"));
+}
+
+#[test]
+fn doctor_is_bounded_and_says_what_went_wrong() {
+	// A server that accepts and never answers: the first check times out within its half of the
+	// default --timeout, is reported as a timeout, and the store is unusable (exit 2).
+	let started = Instant::now();
+	let silent = s3_at(&silent_server());
+	let (status, report) = json(
+		&with(&silent, &["doctor", "s3://bucket/p"]).iter().map(String::as_str).collect::<Vec<_>>(),
+	);
+	let took = started.elapsed();
+	assert_eq!(status, 2, "{report}");
+	assert_eq!(report["checks"][0]["timed_out"], true, "{report}");
+	assert_eq!(report["checks"][1]["run"], false, "{report}");
+	// A watchdog, not a speed claim: before the bound, this took 210 s.
+	assert!(took < Duration::from_secs(60), "doctor took {took:?}");
+	let output = cli(&with(&silent, &["doctor", "--timeout", "2", "s3://bucket/p"])
+		.iter()
+		.map(String::as_str)
+		.collect::<Vec<_>>());
+	assert_eq!(code(&output), 2, "{}", text(&output));
+	assert!(text(&output).contains("timed out: no answer within"), "{}", text(&output));
+
+	// A closed port: a connection failure, not a timeout, and the other checks are not run.
+	let closed = s3_at(&closed_port());
+	let (status, report) = json(
+		&with(&closed, &["doctor", "s3://bucket/p"]).iter().map(String::as_str).collect::<Vec<_>>(),
+	);
+	assert_eq!(status, 2, "{report}");
+	assert_eq!(
+		(&report["checks"][0]["ok"], &report["checks"][0]["timed_out"]),
+		(&false.into(), &false.into()),
+		"{report}"
+	);
+	assert_eq!(report["unusable"], "no connection to the store", "{report}");
+	assert!(!report.to_string().contains("hunter2"), "{report}");
+
+	// No credentials at all: said so, and no advice about s3:ListBucket.
+	let mut bare = command(&[
+		"-o",
+		&format!("aws_endpoint={}", closed_port()),
+		"-o",
+		"aws_allow_http=true",
+		"doctor",
+		"--timeout",
+		"5",
+		"s3://bucket/p",
+	]);
+	for var in [
+		"AWS_ACCESS_KEY_ID",
+		"AWS_SECRET_ACCESS_KEY",
+		"AWS_SESSION_TOKEN",
+		"AWS_WEB_IDENTITY_TOKEN_FILE",
+		"AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+		"AWS_CONTAINER_CREDENTIALS_FULL_URI",
+		"AWS_SKIP_SIGNATURE",
+	] {
+		bare.env_remove(var);
+	}
+	let output = bare.output().unwrap();
+	assert_eq!(code(&output), 2, "{}", text(&output));
+	assert!(text(&output).contains("no AWS credentials are configured"), "{}", text(&output));
+	assert!(!text(&output).contains("s3:ListBucket"), "{}", text(&output));
+}
+
+#[test]
+fn an_unreachable_store_exits_2_for_every_command_after_the_retry_policy() {
+	let closed = s3_at(&closed_port());
+	// A source with a key, for a migrate whose destination is unreachable.
+	let dir = tempfile::tempdir().unwrap();
+	std::fs::write(dir.path().join("manager"), b"m").unwrap();
+	let local = format!("file://{}", dir.path().display());
+	let runs: Vec<Vec<String>> = vec![
+		with(&closed, &["ls", "s3://bucket/p"]),
+		with(&closed, &["verify", "s3://bucket/p"]),
+		with(&closed, &["gc", "s3://bucket/p"]),
+		with(&closed, &["doctor", "s3://bucket/p"]),
+		with(&closed, &["migrate", "s3://bucket/p", &local]),
+		with(&closed, &["migrate", &local, "s3://bucket/p"]),
+	];
+	let outputs = cli_all(
+		runs.iter()
+			.map(|args| command(&args.iter().map(String::as_str).collect::<Vec<_>>()))
+			.collect(),
+	);
+	for (args, output) in runs.iter().zip(&outputs) {
+		let shown = text(output);
+		assert_eq!(code(output), 2, "{args:?}: {shown}");
+		assert!(!shown.contains("hunter2"), "{args:?}: {shown}");
+		// Display, not Debug: no struct dumps.
+		assert!(!shown.contains(" { ") && !shown.contains("Storage"), "{args:?}: {shown}");
+	}
+	// The listings go through the store's retry policy, like every other operation.
+	for output in &outputs[..3] {
+		let shown = text(output);
+		assert!(shown.contains("attempt(s)") && !shown.contains("after 1 attempt(s)"), "{shown}");
+	}
 }
 
 #[test]

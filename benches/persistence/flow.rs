@@ -147,7 +147,7 @@ struct Payer {
 impl Payer {
 	/// Pays over `chan` in alternating directions; `claim = false` leaves the HTLC in flight.
 	fn pay(&mut self, nodes: &[Node<'_, '_, '_>], chan: &mut Chan, claim: bool) {
-		let (from, to) = if chan.payments % 2 == 0 || !claim { (0, 1) } else { (1, 0) };
+		let (from, to) = if chan.payments.is_multiple_of(2) || !claim { (0, 1) } else { (1, 0) };
 		let amount_msat = if claim { 1_000_000 + (self.n % 50) * 10_000 } else { 2_000_000 };
 		let mut seed = b"ldk-object-store bench payment ".to_vec();
 		seed.extend_from_slice(&self.n.to_be_bytes());
@@ -176,7 +176,7 @@ impl Payer {
 		} else {
 			chan.inflight_htlcs += 1;
 		}
-		if self.n % 2000 == 0 {
+		if self.n.is_multiple_of(2000) {
 			eprintln!("  {} payments in {:.0} s", self.n, self.started.elapsed().as_secs_f64());
 			// LDK's test logger keeps a count of every distinct line it printed; keep it small.
 			for node in nodes {

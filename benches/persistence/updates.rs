@@ -47,7 +47,7 @@ fn apply(monitor: &Monitor, update: &ChannelMonitorUpdate, ldk: &'static Ldk) {
 
 /// Whether a differential persister writes the full monitor for this update (LDK's rule).
 fn full_write(update_id: u64) -> bool {
-	update_id == u64::MAX || update_id % MAX_PENDING == 0
+	update_id == u64::MAX || update_id.is_multiple_of(MAX_PENDING)
 }
 
 /// The persisters compared.

@@ -89,7 +89,7 @@ where
 	/// Whether an update is stored as its own object rather than by a full-monitor write.
 	fn writes_update_object(&self, update_id: u64) -> bool {
 		let max = self.config.maximum_pending_updates;
-		update_id != LEGACY_CLOSED_CHANNEL_UPDATE_ID && max != 0 && update_id % max != 0
+		update_id != LEGACY_CLOSED_CHANNEL_UPDATE_ID && max != 0 && !update_id.is_multiple_of(max)
 	}
 
 	/// Carries out `write` for `monitor_key`: in sync mode now, returning `Completed` once it is

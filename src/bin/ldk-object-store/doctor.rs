@@ -1,6 +1,14 @@
 //! `doctor`: is this store fit to keep a Lightning node's state?
+//!
+//! The whole command is bounded by `--timeout`: the first check gets half of it, each later one an
+//! equal share of the time left, and one that runs out says so. A store that does not answer the first check is unreachable
+//! (exit code 2), and the other checks are not run.
 
+use std::collections::HashSet;
+use std::ffi::OsString;
 use std::fmt::Write;
+use std::future::Future;
+use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ldk_object_store::{FailureKind, ObjectKvStore};
@@ -9,60 +17,255 @@ use lightning::util::persist::KVStore;
 use object_store::{PutMode, PutOptions, PutPayload};
 use serde_json::json;
 
-use crate::output::{CommandResult, Outcome, Output};
+use crate::credentials::missing_credentials;
+use crate::location;
+use crate::output::{redact, CommandResult, Outcome, Output};
 
 /// A namespace no LDK component uses, so the probes cannot touch a node's data.
 const PROBE_NAMESPACE: &str = "ldk_object_store_doctor";
 
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+	/// Store URL, or an absolute directory path.
+	url: String,
+	/// The most the whole command takes, in seconds. The first check (listing) gets half, each
+	/// later one an equal share of the time left; one that runs out is reported as timed out.
+	#[arg(long, default_value_t = 20.0, value_name = "SECONDS", value_parser = parse_seconds)]
+	timeout: f64,
+}
+
+fn parse_seconds(raw: &str) -> Result<f64, String> {
+	match raw.parse::<f64>() {
+		Ok(s) if s.is_finite() && s > 0.0 && s <= 86_400.0 => Ok(s),
+		_ => Err(format!("{raw:?} is not a number of seconds between 0 and 86400")),
+	}
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Status {
+	Ok,
+	Failed,
+	TimedOut,
+	NotRun,
+}
+
+impl Status {
+	fn label(self) -> &'static str {
+		match self {
+			Status::Ok => "ok  ",
+			Status::Failed => "FAIL",
+			Status::TimedOut => "TIME",
+			Status::NotRun => "skip",
+		}
+	}
+}
+
 struct Check {
 	name: &'static str,
-	ok: bool,
+	status: Status,
 	detail: String,
 }
 
-fn kind_of(err: &lightning::io::Error) -> String {
-	format!("{:?}: {err}", err.kind())
+const LIST: &str = "list the root (credentials, bucket, network)";
+const MISSING: &str = "a missing key reads as NotFound";
+const ROUND_TRIP: &str = "write, read back and remove";
+const CONDITIONAL: &str = "conditional writes (create-only)";
+const CHECKS: u32 = 4;
+
+/// Runs `check` within an equal share of the time left before `deadline`; `None` if it ran out.
+async fn within<T>(
+	deadline: Instant, checks_left: u32, check: impl Future<Output = T>,
+) -> (Option<T>, Duration) {
+	let budget = deadline.saturating_duration_since(Instant::now()) / checks_left.max(1);
+	(tokio::time::timeout(budget, check).await.ok(), budget)
 }
 
-pub(crate) async fn run(store: &ObjectKvStore, out: &Output) -> CommandResult {
+fn timed_out(budget: Duration) -> String {
+	format!(
+		"timed out: no answer within {:.1} s (--timeout bounds the whole command)",
+		budget.as_secs_f64()
+	)
+}
+
+/// The store's classification of a failed operation, if it is one of ours.
+fn failure_kind(err: &lightning::io::Error) -> Option<FailureKind> {
+	match err.get_ref()?.downcast_ref::<ldk_object_store::Error>()? {
+		ldk_object_store::Error::Storage { kind, .. } => Some(*kind),
+		_ => None,
+	}
+}
+
+/// The store's own message for a failed operation (the `io::Error` around it adds nothing).
+fn message(err: &lightning::io::Error) -> String {
+	match err.get_ref().and_then(|inner| inner.downcast_ref::<ldk_object_store::Error>()) {
+		Some(inner) => inner.to_string(),
+		None => err.to_string(),
+	}
+}
+
+/// The request never got an answer from the server.
+fn no_answer(err: &lightning::io::Error) -> bool {
+	matches!(failure_kind(err), Some(FailureKind::TimedOut) | Some(FailureKind::ConnectFailed))
+		|| matches!(err.kind(), ErrorKind::TimedOut | ErrorKind::NotConnected)
+}
+
+pub(crate) async fn run(args: &Args, options: &[(String, String)], out: &Output) -> CommandResult {
+	let started = Instant::now();
+	let deadline = started + Duration::from_secs_f64(args.timeout);
+	let url = location::url(&args.url)?;
+	location::must_exist(&url)?;
+	let local_dir = location::local_dir(&url);
+	let entries_before = local_dir.as_deref().map(entries).unwrap_or_default();
+	let no_credentials = missing_credentials(&url, options);
+
+	// Building sends requests when the store is encrypted (the key is checked): bound it too.
+	let opening = tokio::task::spawn_blocking({
+		let (url, options) = (url.clone(), options.to_vec());
+		move || crate::open(&url, &options)
+	});
+	let store = match tokio::time::timeout_at(deadline.into(), opening).await {
+		Ok(Ok(opened)) => opened?,
+		Ok(Err(e)) => return Err(format!("opening {} failed: {e}", redact(&url))),
+		Err(_) => {
+			return Err(format!(
+				"no answer from {} within {} s while opening it",
+				redact(&url),
+				args.timeout
+			))
+		},
+	};
+
 	let mut checks = Vec::new();
 	let nonce = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos();
 	let probe_key = format!("probe-{nonce}");
+	// The how-to is printed once, above the checks (and in the JSON as `credentials_hint`).
+	let explain = |err: &lightning::io::Error| match &no_credentials {
+		Some(_) => format!("{} — no credentials are configured", message(err)),
+		None => message(err),
+	};
 
-	// 1. Listing and credentials.
-	let listing = KVStore::list(store, "", "").await;
-	checks.push(Check {
-		name: "list the root (credentials, bucket, network)",
-		ok: listing.is_ok(),
-		detail: match &listing {
-			Ok(keys) => format!("{} key(s) at the top level", keys.len()),
-			Err(e) => kind_of(e),
+	// 1. Listing: credentials, bucket, network. Without an answer nothing else can work, so it
+	// gets half the time: enough for the retries that tell a refused connection from silence.
+	let (listing, budget) = within(deadline, 2, KVStore::list(&store, "", "")).await;
+	let stop = match &listing {
+		None => Some("the store did not answer the first check in time"),
+		Some(Err(e)) if no_answer(e) => Some("no connection to the store"),
+		Some(Err(_)) if no_credentials.is_some() => Some("there are no credentials"),
+		_ => None,
+	};
+	checks.push(match &listing {
+		Some(Ok(keys)) => Check {
+			name: LIST,
+			status: Status::Ok,
+			detail: format!("{} key(s) at the top level", keys.len()),
 		},
+		Some(Err(e)) => Check { name: LIST, status: Status::Failed, detail: explain(e) },
+		None => Check { name: LIST, status: Status::TimedOut, detail: timed_out(budget) },
 	});
 
-	// 2. A missing key must answer "not found"; S3 answers 403 without s3:ListBucket.
-	let missing = KVStore::read(store, PROBE_NAMESPACE, "", &format!("{probe_key}-absent")).await;
-	let (ok, detail) = match &missing {
-		Err(e) if e.kind() == ErrorKind::NotFound => (true, "NotFound".to_owned()),
-		Err(e) if e.kind() == ErrorKind::PermissionDenied => (
-			false,
-			format!(
-				"{} — on S3 grant s3:ListBucket, or LDK cannot tell absent from forbidden",
-				kind_of(e)
-			),
-		),
-		Err(e) => (false, kind_of(e)),
-		Ok(_) => (false, "a key that was never written was found".to_owned()),
-	};
-	checks.push(Check { name: "a missing key reads as NotFound", ok, detail });
+	if let Some(why) = stop {
+		for name in [MISSING, ROUND_TRIP, CONDITIONAL] {
+			checks.push(Check { name, status: Status::NotRun, detail: format!("not run: {why}") });
+		}
+	} else {
+		let scheme = url.split("://").next().unwrap_or_default();
+		let no_credentials = no_credentials.is_some();
+		checks.push(
+			missing_key(&store, &probe_key, deadline, scheme, no_credentials, &explain).await,
+		);
+		checks.push(round_trip(&store, &probe_key, deadline, &explain).await);
+		let (conditional, budget) =
+			within(deadline, 1, conditional_writes(&store, &format!("{probe_key}-create"))).await;
+		checks.push(match conditional {
+			Some(Ok(detail)) => Check { name: CONDITIONAL, status: Status::Ok, detail },
+			Some(Err(detail)) => Check { name: CONDITIONAL, status: Status::Failed, detail },
+			None => {
+				Check { name: CONDITIONAL, status: Status::TimedOut, detail: timed_out(budget) }
+			},
+		});
+	}
 
-	// 3. Write, read back, remove; latency of each.
+	// Local directories keep the folders a probe key needed; the probes must leave nothing.
+	if let Some(dir) = &local_dir {
+		remove_new_empty_dirs(dir, &entries_before);
+	}
+
+	let problems =
+		checks.iter().filter(|c| matches!(c.status, Status::Failed | Status::TimedOut)).count();
+	let not_run = checks.iter().filter(|c| c.status == Status::NotRun).count();
+	let mut text = String::new();
+	if let Some(hint) = &no_credentials {
+		let _ = writeln!(text, "note: {hint}");
+	}
+	for c in &checks {
+		let _ = writeln!(text, "{} {}: {}", c.status.label(), c.name, c.detail);
+	}
+	let elapsed = started.elapsed().as_secs_f64();
+	let _ = write!(text, "{problems} problem(s)");
+	if not_run > 0 {
+		let _ = write!(text, ", {not_run} check(s) not run");
+	}
+	let _ = writeln!(text, ", in {elapsed:.1} s");
+	if let Some(why) = stop {
+		let _ = writeln!(text, "{} is unusable: {why}", redact(&url));
+	}
+	out.report(
+		&text,
+		json!({
+			"checks": checks.iter().map(|c| json!({
+				"check": c.name,
+				"ok": c.status == Status::Ok,
+				"timed_out": c.status == Status::TimedOut,
+				"run": c.status != Status::NotRun,
+				"detail": c.detail,
+			})).collect::<Vec<_>>(),
+			"credentials": no_credentials.is_none(),
+			"credentials_hint": no_credentials,
+			"problems": problems,
+			"not_run": not_run,
+			"unusable": stop,
+			"seconds": elapsed,
+		}),
+	);
+	Ok(if stop.is_some() { Outcome::CouldNotRun } else { Outcome::from_problems(problems) })
+}
+
+/// A missing key must answer "not found"; S3 answers 403 without s3:ListBucket.
+async fn missing_key(
+	store: &ObjectKvStore, probe_key: &str, deadline: Instant, scheme: &str, no_credentials: bool,
+	explain: &impl Fn(&lightning::io::Error) -> String,
+) -> Check {
+	let absent = format!("{probe_key}-absent");
+	let (missing, budget) =
+		within(deadline, CHECKS - 1, KVStore::read(store, PROBE_NAMESPACE, "", &absent)).await;
+	let (status, detail) = match &missing {
+		None => (Status::TimedOut, timed_out(budget)),
+		Some(Err(e)) if e.kind() == ErrorKind::NotFound => (Status::Ok, "not found".to_owned()),
+		// Without credentials at all, that is the cause; `explain` says so.
+		Some(Err(e))
+			if e.kind() == ErrorKind::PermissionDenied
+				&& scheme.starts_with("s3")
+				&& !no_credentials =>
+		{
+			let advice = "grant s3:ListBucket, or LDK cannot tell absent from forbidden";
+			(Status::Failed, format!("{} — {advice}", message(e)))
+		},
+		Some(Err(e)) => (Status::Failed, explain(e)),
+		Some(Ok(_)) => (Status::Failed, "a key that was never written was found".to_owned()),
+	};
+	Check { name: MISSING, status, detail }
+}
+
+/// Write, read back, remove; the latency of each request.
+async fn round_trip(
+	store: &ObjectKvStore, probe_key: &str, deadline: Instant,
+	explain: &impl Fn(&lightning::io::Error) -> String,
+) -> Check {
 	let mut latencies = Vec::new();
-	let mut round_trip = Ok(());
-	for i in 0..5 {
-		let key = format!("{probe_key}-{i}");
-		let started = Instant::now();
-		let result = async {
+	let work = async {
+		for i in 0..5 {
+			let key = format!("{probe_key}-{i}");
+			let started = Instant::now();
 			KVStore::write(store, PROBE_NAMESPACE, "", &key, vec![i; 1024]).await?;
 			let back = KVStore::read(store, PROBE_NAMESPACE, "", &key).await?;
 			KVStore::remove(store, PROBE_NAMESPACE, "", &key, false).await?;
@@ -72,49 +275,24 @@ pub(crate) async fn run(store: &ObjectKvStore, out: &Output) -> CommandResult {
 					"read back other bytes",
 				));
 			}
-			Ok(())
+			latencies.push(started.elapsed() / 3);
 		}
-		.await;
-		latencies.push(started.elapsed() / 3);
-		if let Err(e) = result {
-			round_trip = Err(kind_of(&e));
-			break;
-		}
-	}
+		Ok(())
+	};
+	let (result, budget) = within(deadline, CHECKS - 2, work).await;
 	latencies.sort();
 	let median = latencies.get(latencies.len() / 2).copied().unwrap_or(Duration::ZERO);
-	checks.push(Check {
-		name: "write, read back and remove",
-		ok: round_trip.is_ok(),
-		detail: match &round_trip {
-			Ok(()) => format!("median {:.1} ms per request", median.as_secs_f64() * 1000.0),
-			Err(e) => e.clone(),
+	let (status, detail) = match result {
+		Some(Ok(())) => {
+			(Status::Ok, format!("median {:.1} ms per request", median.as_secs_f64() * 1000.0))
 		},
-	});
-
-	// 4. Conditional writes: a second create-only write must be refused.
-	let conditional = conditional_writes(store, &format!("{probe_key}-create")).await;
-	checks.push(Check {
-		name: "conditional writes (create-only)",
-		ok: conditional.is_ok(),
-		detail: conditional.unwrap_or_else(|e| e),
-	});
-
-	let problems = checks.iter().filter(|c| !c.ok).count();
-	let mut text = String::new();
-	for c in &checks {
-		let _ = writeln!(text, "{} {}: {}", if c.ok { "ok  " } else { "FAIL" }, c.name, c.detail);
-	}
-	let _ = writeln!(text, "{problems} problem(s)");
-	out.report(
-		&text,
-		json!({
-			"checks": checks.iter().map(|c| json!({"check": c.name, "ok": c.ok, "detail": c.detail})).collect::<Vec<_>>(),
-			"median_request_ms": median.as_secs_f64() * 1000.0,
-			"problems": problems,
-		}),
-	);
-	Ok(Outcome::from_problems(problems))
+		Some(Err(e)) => (Status::Failed, explain(&e)),
+		None => (
+			Status::TimedOut,
+			format!("{}; a probe object may be left under {PROBE_NAMESPACE}/", timed_out(budget)),
+		),
+	};
+	Check { name: ROUND_TRIP, status, detail }
 }
 
 async fn conditional_writes(store: &ObjectKvStore, key: &str) -> Result<String, String> {
@@ -141,4 +319,33 @@ async fn conditional_writes(store: &ObjectKvStore, key: &str) -> Result<String, 
 		Err(e) => Err(format!("the second create-only write failed oddly: {e}")),
 		Ok(_) => Err("the server ignored If-None-Match and overwrote the object".to_owned()),
 	}
+}
+
+/// The names directly in `dir`.
+fn entries(dir: &Path) -> HashSet<OsString> {
+	std::fs::read_dir(dir)
+		.map(|read| read.filter_map(Result::ok).map(|entry| entry.file_name()).collect())
+		.unwrap_or_default()
+}
+
+/// Removes the directories in `dir` that were not there `before` and hold nothing but empty
+/// directories. A file anywhere below keeps its directory.
+fn remove_new_empty_dirs(dir: &Path, before: &HashSet<OsString>) {
+	for name in entries(dir) {
+		if !before.contains(&name) {
+			remove_if_empty(&dir.join(name));
+		}
+	}
+}
+
+fn remove_if_empty(path: &Path) {
+	let Ok(meta) = std::fs::symlink_metadata(path) else { return };
+	if !meta.is_dir() {
+		return;
+	}
+	for name in entries(path) {
+		remove_if_empty(&path.join(name));
+	}
+	// Fails, as it should, if anything is left inside.
+	let _ = std::fs::remove_dir(path);
 }

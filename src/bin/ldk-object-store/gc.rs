@@ -13,7 +13,7 @@ const UPDATES: &str =
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-	/// Store URL.
+	/// Store URL, or an absolute directory path.
 	url: String,
 	/// Delete; without it, only show what would be deleted.
 	#[arg(long)]
@@ -21,8 +21,9 @@ pub(crate) struct Args {
 }
 
 pub(crate) async fn run(args: &Args, options: &[(String, String)], out: &Output) -> CommandResult {
-	let store = crate::open(&args.url, options)?;
+	let (store, url) = crate::open_existing(&args.url, options)?;
 	let inventory = Inventory::scan(&store).await.map_err(|e| e.to_string())?;
+	crate::location::require_node_data(&inventory, &url)?;
 	let mut batches: Vec<(String, Vec<String>, &str)> = Vec::new();
 	for monitor in &inventory.monitors {
 		if !monitor.stale.is_empty() {

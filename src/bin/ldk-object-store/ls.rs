@@ -3,13 +3,14 @@
 use std::fmt::Write;
 
 use ldk_object_store::inspect::Inventory;
-use ldk_object_store::ObjectKvStore;
 use serde_json::json;
 
 use crate::output::{bytes, CommandResult, Outcome, Output};
 
-pub(crate) async fn run(store: &ObjectKvStore, out: &Output) -> CommandResult {
-	let inventory = Inventory::scan(store).await.map_err(|e| e.to_string())?;
+pub(crate) async fn run(url: &str, options: &[(String, String)], out: &Output) -> CommandResult {
+	let (store, url) = crate::open_existing(url, options)?;
+	let inventory = Inventory::scan(&store).await.map_err(|e| e.to_string())?;
+	crate::location::require_node_data(&inventory, &url)?;
 	let mut text = String::new();
 	let _ = writeln!(text, "{:<48} {:>8} {:>12}", "namespace (primary/secondary)", "keys", "bytes");
 	for ((primary, secondary), stats) in &inventory.namespaces {

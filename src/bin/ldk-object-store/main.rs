@@ -1,10 +1,12 @@
 //! `ldk-object-store`: migrate, inspect, verify and clean up an LDK node's state in object storage.
 //!
 //! Exit codes: 0 all good, 1 problems found (verify, gc, doctor, migrate conflicts), 2 the command
-//! could not run (bad arguments, unreachable store).
+//! could not run (bad arguments, a location with no node data, unreachable store).
 
+mod credentials;
 mod doctor;
 mod gc;
+mod location;
 mod ls;
 mod migrate;
 mod output;
@@ -12,6 +14,7 @@ mod verify;
 
 use std::process::ExitCode;
 
+use clap::error::ErrorKind;
 use clap::{Parser, Subcommand};
 use ldk_object_store::{ObjectKvStore, StoreBuilder};
 
@@ -19,10 +22,13 @@ use output::Output;
 
 /// Migrate, inspect, verify and clean up an LDK node's state in object storage.
 ///
-/// Store URLs: s3://bucket/prefix, gs://bucket/prefix, az://container/prefix, file:///abs/dir,
-/// memory://. Credentials come from the standard AWS_*, GOOGLE_* and AZURE_* variables
-/// (AWS_ENDPOINT for MinIO, LocalStack, SeaweedFS). An encrypted store needs its key in
+/// Store URLs: s3://bucket/prefix, gs://bucket/prefix, az://container/prefix, file:///abs/dir (or
+/// just /abs/dir), memory://. Credentials come from the standard AWS_*, GOOGLE_* and AZURE_*
+/// variables (AWS_ENDPOINT for MinIO, LocalStack, SeaweedFS). An encrypted store needs its key in
 /// LDK_OBJECT_STORE_ENCRYPTION_KEY (and LDK_OBJECT_STORE_ENCRYPT_NAMES=true if names are).
+///
+/// Exit codes: 0 clean, 1 problems found, 2 the command could not run (bad arguments, a location
+/// with no node data, an unreachable store).
 #[derive(Debug, Parser)]
 #[command(name = "ldk-object-store", version)]
 struct Cli {
@@ -53,13 +59,13 @@ enum Command {
 	Gc(gc::Args),
 	/// Check that a store is usable: credentials, "not found" for a missing key (not 403),
 	/// round-trip latency, and support for conditional writes. Leaves nothing behind.
-	Doctor(StoreArg),
+	Doctor(doctor::Args),
 }
 
 /// The store to work on.
 #[derive(Debug, clap::Args)]
 struct StoreArg {
-	/// Store URL.
+	/// Store URL, or an absolute directory path.
 	url: String,
 }
 
@@ -68,7 +74,8 @@ fn parse_option(raw: &str) -> Result<(String, String), String> {
 	Ok((key.trim().to_owned(), value.to_owned()))
 }
 
-/// Builds the store for `url`, with the command's backend options.
+/// Builds the store for `url` (already a URL: see [`location::url`]), with the command's backend
+/// options.
 fn open(url: &str, options: &[(String, String)]) -> Result<ObjectKvStore, String> {
 	let mut builder = StoreBuilder::from_url(url);
 	for (key, value) in options {
@@ -80,8 +87,28 @@ fn open(url: &str, options: &[(String, String)]) -> Result<ObjectKvStore, String
 	builder.with_encryption_from_env().map_err(cannot_open)?.build().map_err(cannot_open)
 }
 
+/// Opens a location that must already exist, for a command that reads it: a missing directory is
+/// an error, never created. Returns the store and its URL.
+fn open_existing(
+	raw: &str, options: &[(String, String)],
+) -> Result<(ObjectKvStore, String), String> {
+	let url = location::url(raw)?;
+	location::must_exist(&url)?;
+	Ok((open(&url, options)?, url))
+}
+
 fn main() -> ExitCode {
-	let cli = Cli::parse();
+	let cli = match Cli::try_parse() {
+		Ok(cli) => cli,
+		// --help and --version go to stdout with exit code 0; usage errors to stderr with 2.
+		Err(e) => {
+			let _ = e.print();
+			return match e.kind() {
+				ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => ExitCode::SUCCESS,
+				_ => ExitCode::from(2),
+			};
+		},
+	};
 	let out = Output::new(cli.json);
 	let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
 		Ok(runtime) => runtime,
@@ -90,12 +117,14 @@ fn main() -> ExitCode {
 	let result = runtime.block_on(async {
 		match &cli.command {
 			Command::Migrate(args) => migrate::run(args, &cli.options, &out).await,
-			Command::Ls(store) => ls::run(&open(&store.url, &cli.options)?, &out).await,
+			Command::Ls(store) => ls::run(&store.url, &cli.options, &out).await,
 			Command::Verify(args) => verify::run(args, &cli.options, &out).await,
 			Command::Gc(args) => gc::run(args, &cli.options, &out).await,
-			Command::Doctor(store) => doctor::run(&open(&store.url, &cli.options)?, &out).await,
+			Command::Doctor(args) => doctor::run(args, &cli.options, &out).await,
 		}
 	});
+	// A request abandoned at a timeout may still be waiting for an answer: do not wait for it.
+	runtime.shutdown_background();
 	match result {
 		Ok(outcome) => outcome.exit_code(),
 		Err(message) => out.fail(&message),

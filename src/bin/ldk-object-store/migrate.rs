@@ -12,9 +12,9 @@ use crate::output::{redact, CommandResult, Outcome, Output};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-	/// Source store URL (an LDK FilesystemStore directory is `file:///its/dir`).
+	/// Source store URL (an LDK FilesystemStore directory is `file:///its/dir` or `/its/dir`).
 	from: String,
-	/// Destination store URL.
+	/// Destination store URL (a local directory is created if needed).
 	to: String,
 	/// Replace keys that already exist in the destination with other contents.
 	#[arg(long)]
@@ -51,10 +51,35 @@ async fn copy_one(
 	Ok(CopyResult::Copied)
 }
 
+/// The `-o` options for one side of a migration: they are meant for its cloud store, and a local
+/// directory or memory store takes none.
+fn options_for<'a>(url: &str, options: &'a [(String, String)]) -> &'a [(String, String)] {
+	let local = url.starts_with("file:") || url.starts_with("memory:");
+	if local {
+		&[]
+	} else {
+		options
+	}
+}
+
 pub(crate) async fn run(args: &Args, options: &[(String, String)], out: &Output) -> CommandResult {
-	let from = crate::open(&args.from, options)?;
-	let to = crate::open(&args.to, options)?;
-	let keys = from.list_all_keys().map_err(|e| format!("listing {}: {e}", redact(&args.from)))?;
+	let from_url = crate::location::url(&args.from)?;
+	let to_url = crate::location::url(&args.to)?;
+	let (from_options, to_options) =
+		(options_for(&from_url, options), options_for(&to_url, options));
+	if !options.is_empty() && from_options.is_empty() && to_options.is_empty() {
+		return Err("-o options are for cloud stores, and neither store is one".to_owned());
+	}
+	let (from, from_url) = crate::open_existing(&from_url, from_options)?;
+	let to = crate::open(&to_url, to_options)?;
+	let keys = from.list_all_keys().map_err(|e| format!("listing {}: {e}", redact(&from_url)))?;
+	if keys.is_empty() {
+		return Err(format!("nothing to migrate: no keys at {}", redact(&from_url)));
+	}
+	// An unreachable destination is a command that cannot run (exit 2), not one failure per key.
+	KVStore::list(&to, "", "")
+		.await
+		.map_err(|e| format!("cannot reach {}: {e}", redact(&to_url)))?;
 	let bar = out.progress(keys.len() as u64, "copying");
 	let results: Vec<(String, Result<CopyResult, String>)> = stream::iter(&keys)
 		.map(|key| {
@@ -82,8 +107,8 @@ pub(crate) async fn run(args: &Args, options: &[(String, String)], out: &Output)
 	let mut text = format!(
 		"{} → {}: {} key(s): {copied} copied and verified, {skipped} already there, {conflicts} \
 		 conflicting, {} failed\n",
-		redact(&args.from),
-		redact(&args.to),
+		redact(&from_url),
+		redact(&to_url),
 		keys.len(),
 		errors.len()
 	);

@@ -13,6 +13,8 @@ pub(crate) enum Outcome {
 	Clean,
 	/// The command ran and found problems.
 	Problems,
+	/// The command could not do its job (an unreachable store), after reporting what it found.
+	CouldNotRun,
 }
 
 impl Outcome {
@@ -28,6 +30,7 @@ impl Outcome {
 		match self {
 			Outcome::Clean => ExitCode::SUCCESS,
 			Outcome::Problems => ExitCode::from(1),
+			Outcome::CouldNotRun => ExitCode::from(2),
 		}
 	}
 }

@@ -20,7 +20,7 @@ use crate::output::{CommandResult, Outcome, Output};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-	/// Store URL.
+	/// Store URL, or an absolute directory path.
 	url: String,
 	/// How pending updates are found: probe (as LDK does), pipelined, or list.
 	#[arg(long, default_value = "probe", value_parser = ["probe", "pipelined", "list"])]
@@ -61,12 +61,13 @@ fn structural(entry: &MonitorEntry) -> (Vec<String>, Vec<String>) {
 		problems.push(format!("monitor object unreadable: {why}"));
 	}
 	if !entry.malformed.is_empty() {
-		problems.push(format!("update keys that are not ids: {:?}", entry.malformed));
+		problems.push(format!("update keys that are not ids: {}", entry.malformed.join(", ")));
 	}
 	if !entry.beyond_gap.is_empty() {
+		let ids: Vec<String> = entry.beyond_gap.iter().map(u64::to_string).collect();
 		problems.push(format!(
-			"a gap before update(s) {:?}: they are never applied (a write was lost mid-way)",
-			entry.beyond_gap
+			"a gap before update(s) {}: they are never applied (a write was lost mid-way)",
+			ids.join(", ")
 		));
 	}
 	if !entry.sentinel && !entry.pending.is_empty() {
@@ -79,8 +80,9 @@ fn structural(entry: &MonitorEntry) -> (Vec<String>, Vec<String>) {
 }
 
 pub(crate) async fn run(args: &Args, options: &[(String, String)], out: &Output) -> CommandResult {
-	let store = crate::open(&args.url, options)?;
+	let (store, url) = crate::open_existing(&args.url, options)?;
 	let inventory = Inventory::scan(&store).await.map_err(|e| e.to_string())?;
+	crate::location::require_node_data(&inventory, &url)?;
 	let load_mode = match args.load_mode.as_str() {
 		"pipelined" => LoadMode::Pipelined { window: 8 },
 		"list" => LoadMode::List,
