@@ -493,7 +493,7 @@ fn sat(amount: u64) -> String {
 	let digits = amount.to_string();
 	let mut out = String::new();
 	for (i, c) in digits.chars().enumerate() {
-		if i > 0 && (digits.len() - i) % 3 == 0 {
+		if i > 0 && (digits.len() - i).is_multiple_of(3) {
 			out.push(',');
 		}
 		out.push(c);
@@ -685,7 +685,7 @@ fn persist_flow<'a, 'b>(
 	let mut pay_some = |count: u32, watch: &mut Watch| {
 		for _ in 0..count {
 			let n = paid;
-			let (from, to) = if n % 2 == 0 { (0, 1) } else { (1, 0) };
+			let (from, to) = if n.is_multiple_of(2) { (0, 1) } else { (1, 0) };
 			let amount_sat = 1_000 + u64::from(n) * 100;
 			pay_on(&nodes[from], &nodes[to], amount_sat * 1000, u64::from(n), None, Some(scid_a));
 			report(&format!(
