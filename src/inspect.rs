@@ -244,6 +244,26 @@ fn classify(
 	}
 }
 
+/// Whether the update namespace of `monitor_key` belongs to an archived channel: its monitor is
+/// absent (read now, not taken from a listing) and an archived copy exists. Only then may `gc`
+/// delete it: a namespace without either may be a channel whose first monitor write is still in
+/// flight.
+pub async fn orphan_is_archived(
+	store: &ObjectKvStore, monitor_key: &str,
+) -> Result<bool, lightning::io::Error> {
+	let on_runtime = store.clone();
+	let key = monitor_key.to_owned();
+	store
+		.spawn(async move { crate::persister::write::orphan_is_archived(&on_runtime, &key).await })
+		.await
+		.unwrap_or_else(|| {
+			Err(crate::error::io_error(
+				lightning::io::ErrorKind::Other,
+				"the store's runtime stopped",
+			))
+		})
+}
+
 #[cfg(test)]
 mod tests {
 	use super::*;

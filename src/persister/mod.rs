@@ -67,7 +67,7 @@ mod completion;
 mod config;
 pub(crate) mod names;
 mod read;
-mod write;
+pub(crate) mod write;
 
 use std::ops::Deref;
 use std::sync::Arc;

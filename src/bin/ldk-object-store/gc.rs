@@ -1,5 +1,7 @@
-//! `gc`: delete update objects that no load will read. Safe while the node runs: what is stale
-//! for the monitor object read now stays stale when the node writes a newer one.
+//! `gc`: delete update objects that no load will read: those at or below their monitor's update
+//! id (what is stale for the monitor object read now stays stale when the node writes a newer
+//! one), and the update namespaces of archived channels. A namespace whose monitor is neither
+//! stored nor archived is kept: it may be a channel whose first monitor write is still in flight.
 
 use std::fmt::Write;
 
@@ -31,8 +33,13 @@ pub(crate) async fn run(args: &Args, options: &[(String, String)], out: &Output)
 			batches.push((monitor.key.clone(), keys, "stale"));
 		}
 	}
+	let mut kept = Vec::new();
 	for (monitor, keys) in &inventory.orphaned_updates {
-		batches.push((monitor.clone(), keys.clone(), "orphaned"));
+		if inventory.archived.contains(monitor) {
+			batches.push((monitor.clone(), keys.clone(), "archived channel's"));
+		} else {
+			kept.push(monitor.clone());
+		}
 	}
 
 	let total: usize = batches.iter().map(|(_, keys, _)| keys.len()).sum();
@@ -41,9 +48,23 @@ pub(crate) async fn run(args: &Args, options: &[(String, String)], out: &Output)
 	for (monitor, keys, why) in &batches {
 		let _ = writeln!(text, "{monitor}: {} {why} update object(s)", keys.len());
 		if args.apply {
-			store.remove_many(UPDATES, monitor, keys).await.map_err(|e| e.to_string())?;
+			// Checked again right before deleting: the listing may be old by now.
+			let archived = *why != "stale"
+				&& ldk_object_store::inspect::orphan_is_archived(&store, monitor)
+					.await
+					.map_err(|e| e.to_string())?;
+			if *why == "stale" || archived {
+				store.remove_many(UPDATES, monitor, keys).await.map_err(|e| e.to_string())?;
+			}
 			bar.inc(keys.len() as u64);
 		}
+	}
+	for monitor in &kept {
+		let _ = writeln!(
+			text,
+			"{monitor}: kept its update objects: its monitor is neither stored nor archived (a \
+			 channel being opened, or damage; `verify` says more)"
+		);
 	}
 	bar.finish_and_clear();
 	let verb = if args.apply { "deleted" } else { "would delete (dry run; --apply deletes)" };
@@ -52,6 +73,7 @@ pub(crate) async fn run(args: &Args, options: &[(String, String)], out: &Output)
 		&text,
 		json!({
 			"applied": args.apply,
+			"kept_namespaces": kept,
 			"objects": total,
 			"namespaces": batches.iter().map(|(m, keys, why)| json!({
 				"monitor": m, "reason": why, "keys": keys,
