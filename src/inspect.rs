@@ -79,7 +79,7 @@ impl Inventory {
 		let scanning = store.spawn(Self::scan_on_runtime(store.clone()));
 		scanning.await.unwrap_or(Err(Error::Cancelled {
 			operation: Operation::ListAll,
-			target: "all keys".to_owned(),
+			target: crate::store::ALL_KEYS.to_owned(),
 		}))
 	}
 
@@ -209,11 +209,11 @@ fn classify(
 	let mut ids = BTreeSet::new();
 	let mut malformed = Vec::new();
 	for (name, _) in updates {
-		match name.parse::<u64>() {
-			Ok(id) if name.bytes().all(|b| b.is_ascii_digit()) => {
+		match crate::persister::names::parse_update_key(&key, &name) {
+			Ok(id) => {
 				ids.insert(id);
 			},
-			_ => malformed.push(name),
+			Err(_) => malformed.push(name),
 		}
 	}
 	let (mut pending, mut beyond_gap, mut stale) = (Vec::new(), Vec::new(), Vec::new());

@@ -178,17 +178,25 @@ fn ls_verify_gc_migrate_and_doctor_on_real_node_data() {
 	);
 	KVStoreSync::write(&store, "monitor_updates", &monitor, &last, good).unwrap();
 
-	// gc: a stale and an orphaned update object; dry run (exit 1, nothing deleted), then --apply.
-	let orphan = "cd".repeat(32);
+	// gc: a stale update object, an archived channel's leftover update, and the update of a
+	// channel whose monitor is neither stored nor archived (kept: it may be a channel being
+	// opened); dry run (exit 1, nothing deleted), then --apply.
+	let (archived, unknown) = ("cd".repeat(32), "ce".repeat(32));
 	KVStoreSync::write(&store, "monitor_updates", &monitor, &stored_id.to_string(), vec![0])
 		.unwrap();
-	KVStoreSync::write(&store, "monitor_updates", &orphan, "3", vec![0]).unwrap();
+	KVStoreSync::write(&store, "archived_monitors", "", &archived, vec![0]).unwrap();
+	KVStoreSync::write(&store, "monitor_updates", &archived, "3", vec![0]).unwrap();
+	KVStoreSync::write(&store, "monitor_updates", &unknown, "4", vec![0]).unwrap();
 	let (status, dry) = json(&["gc", &url]);
 	assert_eq!((status, dry["objects"].as_u64()), (1, Some(2)), "{dry}");
-	assert_eq!(KVStoreSync::list(&store, "monitor_updates", &orphan).unwrap().len(), 1);
+	assert_eq!(dry["kept_namespaces"][0], unknown.as_str(), "{dry}");
+	assert_eq!(KVStoreSync::list(&store, "monitor_updates", &archived).unwrap().len(), 1);
 	let (status, applied) = json(&["gc", "--apply", &url]);
 	assert_eq!((status, applied["objects"].as_u64()), (0, Some(2)));
-	assert!(KVStoreSync::list(&store, "monitor_updates", &orphan).unwrap().is_empty());
+	assert!(KVStoreSync::list(&store, "monitor_updates", &archived).unwrap().is_empty());
+	assert_eq!(KVStoreSync::list(&store, "monitor_updates", &unknown).unwrap().len(), 1);
+	KVStoreSync::remove(&store, "monitor_updates", &unknown, "4", false).unwrap();
+	KVStoreSync::remove(&store, "archived_monitors", "", &archived, false).unwrap();
 	assert_eq!(stored_layout(&store).2, pending, "gc touched a pending update");
 	assert_eq!(json(&["gc", &url]).0, 0);
 

@@ -10,8 +10,7 @@ use serde_json::json;
 
 use crate::output::{CommandResult, Outcome, Output};
 
-const UPDATES: &str =
-	lightning::util::persist::CHANNEL_MONITOR_UPDATE_PERSISTENCE_PRIMARY_NAMESPACE;
+use lightning::util::persist::CHANNEL_MONITOR_UPDATE_PERSISTENCE_PRIMARY_NAMESPACE as UPDATES;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
