@@ -23,9 +23,11 @@ use common::dual_flow::*;
 use common::wrappers::{Guard, Hook, Hooked, Request};
 use ldk_object_store::{LoadMode, RetryPolicy, StoreBuilder};
 use lightning::chain::chainmonitor::Persist;
+use lightning::chain::channelmonitor::ChannelMonitorUpdate;
 use lightning::chain::{ChannelMonitorUpdateStatus, Watch};
 use lightning::ln::functional_test_utils::*;
 use lightning::util::persist::{migrate_kv_store_data, KVStoreSync, MigratableKVStore};
+use lightning::util::ser::Writeable;
 use object_store::memory::InMemory;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt};
@@ -404,4 +406,96 @@ fn filesystem_store_leftovers_do_not_break_listing_or_migration() {
 	copied.sort();
 	assert_eq!(copied, all);
 	assert!(Path::new(&dir.path().join("manager.0.tmp")).exists(), "leftovers are left alone");
+}
+
+// ------------------------------------------------------------------------------------------------
+// Never an older monitor after a newer one; never an earlier run's leftover update
+
+/// The flow's monitors (decoded lazily by the caller) with their update ids, and each update.
+fn updates_with_monitors(flow: &FlowRecord) -> Vec<(&ChannelMonitorUpdate, &Vec<u8>)> {
+	flow.calls
+		.iter()
+		.filter_map(|call| match call {
+			Call::Update { update: Some(update), monitor, .. } => Some((update, monitor)),
+			_ => None,
+		})
+		.collect()
+}
+
+/// LDK can serialize a monitor for a chain-sync write (no update) on one thread while another
+/// thread applies a newer update whose write is a full monitor; the older write, called last,
+/// must not replace the newer monitor. Both modes.
+#[test]
+fn an_older_monitor_is_never_written_after_a_newer_one() {
+	let flow = run_dual_flow(backends::memory);
+	let cfg = static_replay_cfg();
+	let updates = updates_with_monitors(&flow);
+	let (newest, newest_monitor) = updates.last().copied().unwrap();
+	let (_, older_monitor) = updates[updates.len() / 2];
+	let Some(Call::New { name, .. }) = flow.calls.first() else { panic!("no new channel") };
+	for asynchronous in [false, true] {
+		let store = backends::memory("older-after-newer").store();
+		// Every update is a full-monitor write.
+		let every_update_full = config(1, LoadMode::Probe);
+		let persister = if asynchronous {
+			ours_async(&store, cfg, every_update_full)
+		} else {
+			ours(&store, cfg, every_update_full)
+		};
+		let newer = decode(newest_monitor, &cfg.keys_manager);
+		let older = decode(older_monitor, &cfg.keys_manager);
+		assert!(older.get_latest_update_id() < newer.get_latest_update_id());
+		persister.update_persisted_channel(*name, Some(newest), &newer);
+		persister.update_persisted_channel(*name, None, &older);
+		persister.flush_blocking();
+		let loaded = ours(&store, cfg, config(1, LoadMode::Probe))
+			.read_all_channel_monitors_with_updates_blocking()
+			.unwrap();
+		assert_eq!(
+			loaded[0].1.get_latest_update_id(),
+			newest.update_id,
+			"async {asynchronous}: the stored monitor went back"
+		);
+	}
+}
+
+/// Async writes of one channel run concurrently, so a crash can leave update `n + 2` stored
+/// without `n + 1`. The next run makes new updates from `n + 1` on: the old `n + 2` must neither
+/// be read after the new `n + 1` nor make the new `n + 2` look like another writer's object.
+#[test]
+fn an_earlier_runs_leftover_updates_are_cleared_before_new_ones() {
+	let flow = run_dual_flow(backends::memory);
+	let cfg = static_replay_cfg();
+	let Some(Call::New { name, monitor }) = flow.calls.first() else { panic!("no new channel") };
+	let first = decode(monitor, &cfg.keys_manager);
+	let base = first.get_latest_update_id();
+	let updates = updates_with_monitors(&flow);
+	let find = |id: u64| updates.iter().copied().find(|(u, _)| u.update_id == id).unwrap();
+	let backend = backends::memory("leftovers-of-a-run");
+	let store = backend.builder().with_fencing(true).build().unwrap();
+
+	// The earlier run: the monitor at `base`, and a leftover at `base + 2` that is not the
+	// update the next run makes there (here: another update's bytes).
+	let earlier = ours_async(&store, cfg, config(1000, LoadMode::Probe));
+	earlier.persist_new_channel(*name, &first);
+	earlier.flush_blocking();
+	drop(earlier);
+	let key = name.to_string();
+	let leftover = find(base + 3).0.encode();
+	KVStoreSync::write(&store, "monitor_updates", &key, &(base + 2).to_string(), leftover).unwrap();
+
+	// The next run makes updates `base + 1` and `base + 2` anew.
+	let next = ours_async(&store, cfg, config(1000, LoadMode::Probe));
+	for id in [base + 1, base + 2] {
+		let (update, monitor) = find(id);
+		let status =
+			next.update_persisted_channel(*name, Some(update), &decode(monitor, &cfg.keys_manager));
+		assert_eq!(status, ChannelMonitorUpdateStatus::InProgress);
+	}
+	next.flush_blocking();
+	assert!(next.health().is_healthy(), "{:?}", next.health());
+	let loaded = ours(&store, cfg, config(1000, LoadMode::Probe))
+		.read_all_channel_monitors_with_updates_blocking()
+		.unwrap();
+	assert_eq!(loaded[0].1.get_latest_update_id(), base + 2);
 }

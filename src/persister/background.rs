@@ -75,9 +75,29 @@ struct Channel {
 	pending: BTreeSet<u64>,
 	/// The id of the newest durable full monitor.
 	durable: Option<u64>,
+	/// The highest monitor id of a full write queued so far.
+	highest_full: Option<u64>,
 	jobs: VecDeque<Job>,
 	/// Whether a task is working through `jobs`.
 	running: bool,
+}
+
+/// Clears a channel's runner mark if its runner ends by a panic, so a later job starts a new
+/// runner. (A runner that finds no job clears the mark itself, under the lock it checked with.)
+struct Running<'a> {
+	writes: &'a AsyncWrites,
+	monitor_key: &'a str,
+	armed: bool,
+}
+
+impl Drop for Running<'_> {
+	fn drop(&mut self) {
+		if self.armed {
+			if let Some(channel) = self.writes.lock().get_mut(self.monitor_key) {
+				channel.running = false;
+			}
+		}
+	}
 }
 
 /// Why a background write stopped without succeeding.
@@ -97,6 +117,8 @@ pub(crate) struct AsyncWrites {
 	stop: CancellationToken,
 	health: watch::Sender<PersisterHealth>,
 	max_backoff: Duration,
+	/// `PersisterConfig::maximum_pending_updates`.
+	max_pending: u64,
 }
 
 impl std::fmt::Debug for AsyncWrites {
@@ -121,7 +143,9 @@ impl AsyncWrites {
 			tasks: TaskTracker::new(),
 			stop: CancellationToken::new(),
 			health: watch::channel(PersisterHealth::default()).0,
-			max_backoff: config.max_retry_backoff,
+			// A zero pause would spin on a failure that answers at once (a 403, say).
+			max_backoff: config.max_retry_backoff.max(Duration::from_millis(100)),
+			max_pending: config.maximum_pending_updates,
 		}))
 	}
 
@@ -137,11 +161,13 @@ impl AsyncWrites {
 		self.health.subscribe()
 	}
 
-	/// Waits until every task started so far has finished.
+	/// Waits until every task has finished (those started while it waits too), then until their
+	/// completions are delivered.
 	pub(crate) async fn flush(&self) {
 		self.tasks.close();
 		self.tasks.wait().await;
 		self.tasks.reopen();
+		self.completions.drained().await;
 	}
 
 	/// Ends every retry: the persister is being dropped.
@@ -159,24 +185,57 @@ impl AsyncWrites {
 		drop(self.store.spawn(self.tasks.track_future(work)));
 	}
 
-	/// Registers `update_id` as pending on `monitor_key`'s channel.
-	fn pend(&self, monitor_key: &str, channel_id: ChannelId, update_id: Option<u64>) {
+	/// Registers `update_id` as pending on `monitor_key`'s channel. The first call for a channel
+	/// in this process first deletes the update objects from `first_new_id` on (see
+	/// [`Self::clear_leftovers`]), before any write of this run can be queued behind it.
+	fn pend(
+		&self, monitor_key: &str, channel_id: ChannelId, update_id: Option<u64>,
+		first_new_id: Option<u64>,
+	) {
 		let mut channels = self.lock();
-		let channel = channels.entry(monitor_key.to_owned()).or_insert_with(|| Channel {
-			channel_id,
-			pending: BTreeSet::new(),
-			durable: None,
-			jobs: VecDeque::new(),
-			running: false,
+		let channel = channels.entry(monitor_key.to_owned()).or_insert_with(|| {
+			if let Some(first) = first_new_id {
+				self.clear_leftovers(monitor_key, first);
+			}
+			Channel {
+				channel_id,
+				pending: BTreeSet::new(),
+				durable: None,
+				highest_full: None,
+				jobs: VecDeque::new(),
+				running: false,
+			}
 		});
 		channel.pending.extend(update_id);
+	}
+
+	/// Deletes update objects `first..=first + maximum_pending_updates` of a channel: leftovers
+	/// of an earlier run. Writes of one channel run concurrently, so a crash can leave update
+	/// `n + 1` stored while `n` is not; the load stops at that gap, LDK makes new updates from
+	/// `n` on, and the old `n + 1` must not be read after a new `n` (nor refuse the new `n + 1`
+	/// as another writer's object). Queued now, inside `Persist`, so per-key order puts it before
+	/// every write of this run (one batch request per channel and run, sent in the background).
+	fn clear_leftovers(&self, monitor_key: &str, first: u64) {
+		if self.max_pending == 0 {
+			return;
+		}
+		let ids: Vec<String> =
+			(first..=first.saturating_add(self.max_pending)).map(|id| id.to_string()).collect();
+		let removal = self.store.start_remove_many(UPDATES, monitor_key, &ids);
+		let monitor_key = monitor_key.to_owned();
+		self.spawn(async move {
+			if let Err(error) = removal.await {
+				// Nothing stored is lost: only a stale leftover may remain.
+				tracing::warn!(monitor = %monitor_key, %error, "clearing leftover updates failed");
+			}
+		});
 	}
 
 	/// Writes an update object in the background and reports it once durable.
 	pub(crate) fn write_update(
 		self: &Arc<Self>, monitor_key: String, channel_id: ChannelId, update_id: u64, bytes: Bytes,
 	) {
-		self.pend(&monitor_key, channel_id, Some(update_id));
+		self.pend(&monitor_key, channel_id, Some(update_id), Some(update_id));
 		let this = Arc::clone(self);
 		self.spawn(async move {
 			let name = format!("{UPDATES}/{monitor_key}/{update_id}");
@@ -205,31 +264,40 @@ impl AsyncWrites {
 		self: &Arc<Self>, monitor_key: String, channel_id: ChannelId, report: Option<u64>,
 		bytes: Bytes, monitor_id: u64, prune: Option<Prune>,
 	) {
-		self.pend(&monitor_key, channel_id, report);
+		self.pend(&monitor_key, channel_id, report, Some(monitor_id.saturating_add(1)));
 		let mut prune = prune;
-		self.queue(monitor_key, |jobs| {
+		self.queue(monitor_key, |channel| {
+			// LDK may serialize a monitor for a chain-sync write (no update) on one thread while
+			// another thread applies and queues a newer update: never queue an older monitor
+			// behind a newer one. (Equal ids: the later bytes, which may hold newer chain data.)
+			if report.is_none() && channel.highest_full.is_some_and(|highest| highest > monitor_id)
+			{
+				return;
+			}
+			channel.highest_full = channel.highest_full.max(Some(monitor_id));
 			// A full monitor not started yet holds nothing the newer one does not: drop it, and
 			// keep its pruning.
-			if let Some(Job::Full { prune: older, .. }) = jobs.back() {
+			if let Some(Job::Full { prune: older, .. }) = channel.jobs.back() {
 				prune = Prune::merge(older.clone(), prune.take());
-				jobs.pop_back();
+				channel.jobs.pop_back();
 			}
-			jobs.push_back(Job::Full { bytes, monitor_id, prune });
+			channel.jobs.push_back(Job::Full { bytes, monitor_id, prune });
 		});
 	}
 
 	/// Queues the archive of a monitor behind its pending full writes.
 	pub(crate) fn archive(self: &Arc<Self>, monitor_key: String, channel_id: ChannelId) {
-		self.pend(&monitor_key, channel_id, None);
-		self.queue(monitor_key, |jobs| jobs.push_back(Job::Archive));
+		// Nothing to clear: the archive reads the updates it finds.
+		self.pend(&monitor_key, channel_id, None, None);
+		self.queue(monitor_key, |channel| channel.jobs.push_back(Job::Archive));
 	}
 
-	fn queue(self: &Arc<Self>, monitor_key: String, add: impl FnOnce(&mut VecDeque<Job>)) {
+	fn queue(self: &Arc<Self>, monitor_key: String, add: impl FnOnce(&mut Channel)) {
 		let start = {
 			let mut channels = self.lock();
 			let Some(channel) = channels.get_mut(&monitor_key) else { return };
-			add(&mut channel.jobs);
-			!std::mem::replace(&mut channel.running, true)
+			add(channel);
+			!channel.jobs.is_empty() && !std::mem::replace(&mut channel.running, true)
 		};
 		if start {
 			let this = Arc::clone(self);
@@ -239,6 +307,8 @@ impl AsyncWrites {
 
 	/// Works through a channel's jobs, one at a time, until none is left.
 	async fn run_jobs(self: Arc<Self>, monitor_key: String) {
+		// Should this task end by a panic, the channel's later jobs must still find no runner.
+		let mut running = Running { writes: &self, monitor_key: &monitor_key, armed: true };
 		loop {
 			let job = {
 				let mut channels = self.lock();
@@ -246,7 +316,9 @@ impl AsyncWrites {
 				match channel.jobs.pop_front() {
 					Some(job) => job,
 					None => {
+						// Under the same lock as the check: a job queued after it starts a runner.
 						channel.running = false;
+						running.armed = false;
 						return;
 					},
 				}
@@ -282,7 +354,16 @@ impl AsyncWrites {
 						.until_written(&name, || false, || self.archive_on_a_thread(&monitor_key))
 						.await;
 					if archived.is_ok() {
-						self.lock().remove(&monitor_key);
+						let channel = self.lock().remove(&monitor_key);
+						if let Some(left) =
+							channel.filter(|c| !c.jobs.is_empty() || !c.pending.is_empty())
+						{
+							// LDK does not persist an archived channel; say so if it ever did.
+							tracing::warn!(
+								monitor = %monitor_key, jobs = left.jobs.len(), pending = left.pending.len(),
+								"writes of an archived monitor dropped"
+							);
+						}
 						return;
 					}
 				},

@@ -95,6 +95,8 @@ enum Message {
 	Completed(ChannelId, u64),
 	/// A sink was bound: deliver what was queued.
 	Bound,
+	/// Answer once every message before this one is delivered.
+	Drained(tokio::sync::oneshot::Sender<()>),
 }
 
 /// The persister's side of the delivery thread.
@@ -136,6 +138,10 @@ impl Shared {
 			let reports = match message {
 				Message::Completed(channel_id, update_id) => vec![(channel_id, update_id)],
 				Message::Bound => std::mem::take(&mut self.lock().queued),
+				Message::Drained(answer) => {
+					let _ = answer.send(());
+					continue;
+				},
 			};
 			for (channel_id, update_id) in reports {
 				self.report(channel_id, update_id);
@@ -196,6 +202,14 @@ impl Completions {
 	/// Reports one durable update, from the delivery thread. Never blocks.
 	pub(crate) fn complete(&self, channel_id: ChannelId, update_id: u64) {
 		self.send(Message::Completed(channel_id, update_id));
+	}
+
+	/// Completes once every completion reported before this call has been delivered (to the
+	/// sink, or into the queue the `ChainMonitor` pulls).
+	pub(crate) async fn drained(&self) {
+		let (answer, delivered) = tokio::sync::oneshot::channel();
+		self.send(Message::Drained(answer));
+		let _ = delivered.await;
 	}
 
 	/// Hands the queued completions to the `ChainMonitor` that pulls them.

@@ -99,6 +99,8 @@ where
 	config: PersisterConfig,
 	/// Present in async mode only.
 	background: Option<Arc<AsyncWrites>>,
+	/// Sync mode: the highest monitor id of a full write started, per monitor key.
+	highest_full: std::sync::Mutex<std::collections::HashMap<String, u64>>,
 	logger: L,
 	entropy_source: ES,
 	signer_provider: SP,
@@ -148,6 +150,7 @@ where
 			store: store.limited_to(config.max_requests_in_flight),
 			config,
 			background: None,
+			highest_full: Default::default(),
 			logger,
 			entropy_source,
 			signer_provider,
@@ -229,8 +232,9 @@ where
 		}
 	}
 
-	/// Waits until every asynchronous write and archive started so far has finished: durable,
-	/// or given up because another writer took the store over. A write that keeps failing is
+	/// Waits until every asynchronous write and archive has finished (those started while it
+	/// waits included): durable, or given up because another writer took the store over; and
+	/// until their completions are delivered (to the bound `ChainMonitor`, or queued for it). A write that keeps failing is
 	/// retried, so this waits for the backend to come back; wrap it in a timeout if shutdown must
 	/// not wait (LDK replays unreported updates from the `ChannelManager` on the next start).
 	/// Call it at shutdown, after the background processor has returned and before the persister
@@ -270,21 +274,6 @@ where
 		store: &ObjectKvStore, config: PersisterConfig, logger: L, entropy_source: ES,
 		signer_provider: SP, broadcaster: BI, fee_estimator: FE,
 	) -> std::io::Result<Self> {
-		// Archiving reads the monitor with its updates applied, which needs LDK's arguments; a
-		// synchronous twin that shares the store does it on the background's behalf.
-		let twin = Arc::new(MonitorPersister::new(
-			store,
-			config.clone(),
-			logger.clone(),
-			entropy_source.clone(),
-			signer_provider.clone(),
-			broadcaster.clone(),
-			fee_estimator.clone(),
-		));
-		let archiver: background::Archiver = Arc::new(move |monitor_key: String| {
-			let twin = Arc::clone(&twin);
-			Box::pin(async move { twin.archive(&monitor_key).await })
-		});
 		let mut persister = MonitorPersister::new(
 			store,
 			config,
@@ -294,6 +283,24 @@ where
 			broadcaster,
 			fee_estimator,
 		);
+		// Archiving reads the monitor with its updates applied, which needs LDK's arguments; a
+		// synchronous twin on the same view of the store (the same bound on requests in flight)
+		// does it on the background's behalf.
+		let twin = Arc::new(MonitorPersister {
+			store: persister.store.clone(),
+			config: persister.config.clone(),
+			background: None,
+			highest_full: Default::default(),
+			logger: persister.logger.clone(),
+			entropy_source: persister.entropy_source.clone(),
+			signer_provider: persister.signer_provider.clone(),
+			broadcaster: persister.broadcaster.clone(),
+			fee_estimator: persister.fee_estimator.clone(),
+		});
+		let archiver: background::Archiver = Arc::new(move |monitor_key: String| {
+			let twin = Arc::clone(&twin);
+			Box::pin(async move { twin.archive(&monitor_key).await })
+		});
 		persister.background =
 			Some(AsyncWrites::new(persister.store.clone(), &persister.config, archiver)?);
 		Ok(persister)

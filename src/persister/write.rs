@@ -120,12 +120,22 @@ where
 				(update_id, block_on(self.store.start_write(UPDATES, &monitor_key, &id, bytes)))
 			},
 			Write::Full { bytes, monitor_id, prune } => {
-				let written = block_on(self.store.start_write(
-					MONITORS,
-					MONITORS_SECONDARY,
-					&monitor_key,
-					bytes,
-				));
+				// LDK may serialize a monitor for a chain-sync write (no update) on one thread
+				// while another applies a newer update and writes it: never write an older
+				// monitor after a newer one. The check and the place in the key's queue are
+				// taken under one lock, so the queue's order is the order of the ids.
+				let write = {
+					let mut highest = self.highest_full.lock().unwrap_or_else(|p| p.into_inner());
+					let newest = highest.entry(monitor_key.clone()).or_insert(monitor_id);
+					if report.is_none() && *newest > monitor_id {
+						// A newer monitor is written or being written; LDK tracks no completion
+						// of a chain-sync write.
+						return ChannelMonitorUpdateStatus::Completed;
+					}
+					*newest = monitor_id.max(*newest);
+					self.store.start_write(MONITORS, MONITORS_SECONDARY, &monitor_key, bytes)
+				};
+				let written = block_on(write);
 				if let (Ok(()), Some(prune)) = (&written, prune) {
 					// Only once the full monitor is durable may the updates it holds go.
 					block_on(prune_after(self.store.clone(), monitor_key.clone(), prune));
