@@ -89,7 +89,7 @@ impl Inventory {
 		let mut monitors = BTreeMap::new();
 		let mut updates: BTreeMap<String, Vec<(String, u64)>> = BTreeMap::new();
 		for meta in crate::store::without_directory_markers(&objects) {
-			if meta.location == root {
+			if meta.location == root || crate::lease::is_lease_path(&root, &meta.location) {
 				continue;
 			}
 			let key = keys.kv_key(&meta.location)?;

@@ -65,6 +65,9 @@
 //!   trait blocks only the calling thread, so it can be called from plain threads and from inside
 //!   multi-thread or current-thread tokio runtimes (as ldk-node does); the async trait's futures
 //!   can be awaited on any executor.
+//! - **One writer per prefix** ([`lease`]): the store takes a writer lease when it is built and
+//!   refuses to start while another instance holds it; an instance that loses it refuses every
+//!   write and remove and says so ([`ObjectKvStore::writer_lease`]). On by default.
 //! - **Optional fencing** ([`StoreBuilder::with_fencing`]): conditional writes refuse a second
 //!   writer on the same prefix before it overwrites anything ([`fencing`]).
 //! - **Optional encryption at rest** ([`StoreBuilder::with_encryption`]): authenticated
@@ -88,6 +91,7 @@ mod error;
 pub mod fencing;
 pub mod inspect;
 pub mod keys;
+pub mod lease;
 mod ordering;
 pub mod persister;
 mod retry;
