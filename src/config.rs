@@ -373,9 +373,7 @@ type UrlBackend = (Arc<dyn ObjectStore>, String, Option<std::path::PathBuf>);
 
 /// Makes the backend for a URL and returns it with the root prefix the URL's path gives, and for
 /// `file://` the directory.
-fn backend_from_url(
-	url: &str, options: &[(String, String)],
-) -> Result<UrlBackend, ConfigError> {
+fn backend_from_url(url: &str, options: &[(String, String)]) -> Result<UrlBackend, ConfigError> {
 	let parsed = Url::parse(url).map_err(|e| ConfigError::InvalidUrl(e.to_string()))?;
 	if !parsed.username().is_empty() || parsed.password().is_some() {
 		// Never echo the URL here: it holds a secret.

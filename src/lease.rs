@@ -665,8 +665,10 @@ pub(crate) async fn acquire_object(
 	config.validate()?;
 	let mut me = LeaseInfo::new_for_this_process()?;
 	let validity = config.ttl.saturating_sub(config.safety_margin);
+	// Validity counts from the first request: one of ours whose answer was lost may have landed.
+	let first_sent = Instant::now();
+	let retry_soon = || tokio::time::sleep(Duration::from_millis(100));
 	for _ in 0..8 {
-		let sent = Instant::now();
 		me.expires_unix_ms = config.wall_now_ms() + config.ttl.as_millis() as u64;
 		let create = PutOptions { mode: PutMode::Create, ..Default::default() };
 		let taken = match backend.put_opts(&path, PutPayload::from(me.encode()), create).await {
@@ -675,58 +677,88 @@ pub(crate) async fn acquire_object(
 			Err(err) if FailureKind::of(&err) == FailureKind::Unsupported => {
 				return Err(unsupported_advice(&err.to_string()))
 			},
+			Err(err) if FailureKind::of(&err).is_transient() => {
+				retry_soon().await;
+				continue;
+			},
 			Err(err) => return Err(backend_error("creating the writer lease failed", err)),
 		};
-		let (result, sent) = match taken {
-			Some(result) => (result, sent),
+		let version = match taken {
+			Some(result) => UpdateVersion { e_tag: result.e_tag, version: result.version },
 			None => {
-				let Some((holder, version)) = read(backend.as_ref(), &path)
-					.await
-					.map_err(|e| backend_error("reading the writer lease failed", e))?
-				else {
+				let (holder, version) = match read(backend.as_ref(), &path).await {
+					Ok(Some(read)) => read,
 					// Released by deletion between our two requests: try to create it again.
-					continue;
+					Ok(None) => continue,
+					Err(err) if FailureKind::of(&err).is_transient() => {
+						retry_soon().await;
+						continue;
+					},
+					Err(err) => return Err(backend_error("reading the writer lease failed", err)),
 				};
-				let now = config.wall_now_ms();
-				let free_at =
-					holder.expires_unix_ms.saturating_add(config.clock_skew.as_millis() as u64);
-				if !holder.is_released() && now < free_at {
-					return Err(ConfigError::LeaseHeld {
-						holder: holder.holder(),
-						generation: holder.generation,
-						expires: holder.expiry_text(),
-					});
-				}
-				me.generation = holder.generation + 1;
-				let sent = Instant::now();
-				me.expires_unix_ms = config.wall_now_ms() + config.ttl.as_millis() as u64;
-				let update = PutOptions { mode: PutMode::Update(version), ..Default::default() };
-				match backend.put_opts(&path, PutPayload::from(me.encode()), update).await {
-					Ok(result) => (result, sent),
-					// Another instance took it over first: read who.
-					Err(err) if is_condition_failure(&err) => continue,
-					Err(err) if FailureKind::of(&err) == FailureKind::Unsupported => {
-						return Err(unsupported_advice(&err.to_string()))
-					},
-					Err(err) => {
-						return Err(backend_error("taking over the writer lease failed", err))
-					},
+				if holder.instance == me.instance && holder.generation == me.generation {
+					// Our own create or takeover landed, its answer lost.
+					version
+				} else {
+					let now = config.wall_now_ms();
+					let free_at =
+						holder.expires_unix_ms.saturating_add(config.clock_skew.as_millis() as u64);
+					if !holder.is_released() && now < free_at {
+						return Err(ConfigError::LeaseHeld {
+							holder: holder.holder(),
+							generation: holder.generation,
+							expires: holder.expiry_text(),
+						});
+					}
+					me.generation = holder.generation + 1;
+					me.expires_unix_ms = config.wall_now_ms() + config.ttl.as_millis() as u64;
+					let update =
+						PutOptions { mode: PutMode::Update(version), ..Default::default() };
+					match backend.put_opts(&path, PutPayload::from(me.encode()), update).await {
+						Ok(result) => {
+							UpdateVersion { e_tag: result.e_tag, version: result.version }
+						},
+						// Another instance took it over first: read who.
+						Err(err) if is_condition_failure(&err) => continue,
+						Err(err) if FailureKind::of(&err) == FailureKind::Unsupported => {
+							return Err(unsupported_advice(&err.to_string()))
+						},
+						Err(err) if FailureKind::of(&err).is_transient() => {
+							retry_soon().await;
+							continue;
+						},
+						Err(err) => {
+							return Err(backend_error("taking over the writer lease failed", err))
+						},
+					}
 				}
 			},
 		};
-		if result.e_tag.is_none() && result.version.is_none() {
+		if version.e_tag.is_none() && version.version.is_none() {
 			return Err(unsupported_advice("its puts return no ETag or version"));
 		}
-		let version = UpdateVersion { e_tag: result.e_tag, version: result.version };
 		let state = LeaseState::new(
 			Kind::Object { backend: Arc::clone(&backend), path: path.clone() },
 			config.clone(),
-			Held { info: me.clone(), version: Some(version), valid_until: Some(sent + validity) },
+			Held {
+				info: me.clone(),
+				version: Some(version),
+				valid_until: Some(first_sent + validity),
+			},
 		);
 		// Renew once at once: it proves that the backend replaces conditionally, before the node
 		// relies on it (a local directory creates conditionally but cannot replace).
-		let renewed_at = Instant::now();
-		match state.renew(backend.as_ref(), &path, renewed_at).await {
+		// A failed request may have landed (its answer lost): the next try recognizes its own
+		// object and goes on from its version.
+		let mut renewed = Err(None);
+		for _ in 0..3 {
+			renewed = state.renew(backend.as_ref(), &path, Instant::now()).await;
+			if !matches!(renewed, Err(None)) {
+				break;
+			}
+			retry_soon().await;
+		}
+		match renewed {
 			Ok(()) => return Ok(state),
 			Err(Some(reason)) => {
 				return Err(ConfigError::Lease(format!(

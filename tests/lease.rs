@@ -113,7 +113,7 @@ fn simultaneous_starts(backend: &Backend, rounds: usize) {
 			.collect();
 		let results: Vec<_> = starts.into_iter().map(|t| t.join().unwrap()).collect();
 		let won = results.iter().filter(|r| r.is_ok()).count();
-		assert_eq!(won, 1, "round {round}: {} instances started", won);
+		assert_eq!(won, 1, "round {round}: {won} instances started: {results:?}");
 		for result in &results {
 			if let Err(err) = result {
 				assert!(matches!(err, ConfigError::LeaseHeld { .. }), "round {round}: {err}");
