@@ -75,10 +75,12 @@
 //! conditionally fails [`StoreBuilder::build`] with advice, unless the lease is turned off by
 //! name ([`StoreBuilder::without_writer_lease`]); servers that silently ignore the conditional
 //! headers cannot be detected by the store: `ldk-object-store doctor` checks them. For `file://`
-//! URLs an exclusive OS lock (`flock`) on the file `.ldk-object-store-lock#0` in the store's
-//! directory gives the same guarantee on one machine; it is held while the store lives and
-//! released by the OS when the process ends, crash included. (Its name ends like an upload in
-//! progress, which `object_store`'s local store leaves out of every listing.)
+//! URLs an exclusive OS lock (`flock`) on the store's directory (below its root prefix) gives the
+//! same guarantee on one machine; it is held while the store lives and released by the OS when
+//! the process ends, crash included. Nothing is added to the directory, so LDK's own
+//! `FilesystemStore` still reads it. (Where a directory cannot be locked, outside Unix, the lock
+//! is on a file `.ldk-object-store-lock#0` in it, a name `object_store`'s local store leaves out
+//! of listings.)
 //!
 //! [`StoreBuilder::build`]: crate::StoreBuilder::build
 //! [`StoreBuilder::with_fencing`]: crate::StoreBuilder::with_fencing
@@ -89,7 +91,6 @@
 
 use std::fmt;
 use std::future::Future;
-use std::io::{Read, Seek, Write};
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -105,7 +106,8 @@ use crate::runtime::StoreRuntime;
 
 /// The name of the lease object below the root prefix.
 pub const LEASE_OBJECT: &str = ".ldk-object-store-lease";
-/// The name of the lock file of a `file://` store, below its root prefix.
+/// The name of the lock file of a `file://` store on systems where a directory cannot be locked
+/// (on Unix the directory itself is locked), below its root prefix.
 pub const LOCK_FILE: &str = ".ldk-object-store-lock#0";
 
 const HEADER: &str = "ldk-object-store writer lease v1";
@@ -807,41 +809,45 @@ pub(crate) fn acquire_file(dir: &std::path::Path) -> Result<Arc<LeaseState>, Con
 	let io =
 		|what: &str, source| ConfigError::Io { what: format!("{what} {}", dir.display()), source };
 	std::fs::create_dir_all(dir).map_err(|e| io("creating directory", e))?;
-	let lock_path = dir.join(LOCK_FILE);
-	let mut file = std::fs::OpenOptions::new()
-		.read(true)
-		.write(true)
-		.create(true)
-		.truncate(false)
-		.open(&lock_path)
-		.map_err(|e| io("opening the lock file in", e))?;
-	let locked = file.try_lock_exclusive().map_err(|e| io("locking the lock file in", e))?;
+	let file = open_lock_target(dir).map_err(|e| io("opening for locking", e))?;
+	let locked = FileExt::try_lock_exclusive(&file).map_err(|e| io("locking", e))?;
 	if !locked {
-		let mut text = String::new();
-		let _ = file.read_to_string(&mut text);
-		let holder = LeaseInfo::parse(&text);
 		return Err(ConfigError::LeaseHeld {
-			holder: holder.as_ref().map_or_else(|| "another process".to_owned(), LeaseInfo::holder),
-			generation: holder.map_or(0, |h| h.generation),
-			expires: format!("as long as that process holds the lock on {}", lock_path.display()),
+			holder: format!("another process (it holds an exclusive lock on {})", dir.display()),
+			generation: 0,
+			expires: "that process ends or drops its store".to_owned(),
 		});
 	}
-	let mut me = LeaseInfo::new_for_this_process()?;
-	let mut previous = String::new();
-	let _ = file.read_to_string(&mut previous);
-	me.generation = LeaseInfo::parse(&previous).map_or(1, |p| p.generation + 1);
-	// Holder details for operators; the lock itself is what excludes.
-	let written = file
-		.set_len(0)
-		.and_then(|()| file.rewind())
-		.and_then(|()| file.write_all(me.encode().as_bytes()))
-		.and_then(|()| file.sync_all());
-	written.map_err(|e| io("writing the lock file in", e))?;
+	let me = LeaseInfo::new_for_this_process()?;
 	Ok(LeaseState::new(
 		Kind::File { file: Mutex::new(Some(file)) },
 		LeaseConfig::default(),
 		Held { info: me, version: None, valid_until: None },
 	))
+}
+
+/// What a `file://` store locks: the directory itself where the OS allows it (so that nothing
+/// is added to a directory LDK's own `FilesystemStore` may read), a lock file otherwise.
+fn open_lock_target(dir: &std::path::Path) -> std::io::Result<std::fs::File> {
+	if cfg!(unix) {
+		std::fs::File::open(dir)
+	} else {
+		std::fs::OpenOptions::new()
+			.read(true)
+			.write(true)
+			.create(true)
+			.truncate(false)
+			.open(dir.join(LOCK_FILE))
+	}
+}
+
+/// Whether a `file://` store's directory is locked by a store right now (for the CLI). Takes a
+/// shared lock for an instant: a store starting in that instant is refused and may retry.
+pub fn directory_is_locked(dir: &std::path::Path) -> std::io::Result<bool> {
+	use fs4::fs_std::FileExt;
+	let file = open_lock_target(dir)?;
+	// Called through the trait: std's own `File::try_lock_shared` needs a newer Rust than the MSRV.
+	Ok(!FileExt::try_lock_shared(&file)?)
 }
 
 /// Releases the lease when the last clone of the store is dropped.
