@@ -671,68 +671,67 @@ pub(crate) async fn acquire_object(
 	let first_sent = Instant::now();
 	let retry_soon = || tokio::time::sleep(Duration::from_millis(100));
 	for _ in 0..8 {
-		me.expires_unix_ms = config.wall_now_ms() + config.ttl.as_millis() as u64;
-		let create = PutOptions { mode: PutMode::Create, ..Default::default() };
-		let taken = match backend.put_opts(&path, PutPayload::from(me.encode()), create).await {
-			Ok(result) => Some(result),
-			Err(err) if FailureKind::of(&err) == FailureKind::AlreadyExists => None,
-			Err(err) if FailureKind::of(&err) == FailureKind::Unsupported => {
-				return Err(unsupported_advice(&err.to_string()))
-			},
+		// Read first: on a missing bucket this fails (some servers would create the bucket on a
+		// put, and the node would then start from nothing in the wrong place).
+		let current = match read(backend.as_ref(), &path).await {
+			Ok(current) => current,
 			Err(err) if FailureKind::of(&err).is_transient() => {
 				retry_soon().await;
 				continue;
 			},
-			Err(err) => return Err(backend_error("creating the writer lease failed", err)),
+			Err(err) => return Err(backend_error("reading the writer lease failed", err)),
 		};
-		let version = match taken {
-			Some(result) => UpdateVersion { e_tag: result.e_tag, version: result.version },
+		me.expires_unix_ms = config.wall_now_ms() + config.ttl.as_millis() as u64;
+		let version = match current {
 			None => {
-				let (holder, version) = match read(backend.as_ref(), &path).await {
-					Ok(Some(read)) => read,
-					// Released by deletion between our two requests: try to create it again.
-					Ok(None) => continue,
+				let create = PutOptions { mode: PutMode::Create, ..Default::default() };
+				match backend.put_opts(&path, PutPayload::from(me.encode()), create).await {
+					Ok(result) => UpdateVersion { e_tag: result.e_tag, version: result.version },
+					// Another instance created it first (or our own create landed): read it.
+					Err(err) if is_condition_failure(&err) => continue,
+					Err(err) if FailureKind::of(&err) == FailureKind::Unsupported => {
+						return Err(unsupported_advice(&err.to_string()))
+					},
 					Err(err) if FailureKind::of(&err).is_transient() => {
 						retry_soon().await;
 						continue;
 					},
-					Err(err) => return Err(backend_error("reading the writer lease failed", err)),
-				};
-				if holder.instance == me.instance && holder.generation == me.generation {
-					// Our own create or takeover landed, its answer lost.
-					version
-				} else {
-					let now = config.wall_now_ms();
-					let free_at =
-						holder.expires_unix_ms.saturating_add(config.clock_skew.as_millis() as u64);
-					if !holder.is_released() && now < free_at {
-						return Err(ConfigError::LeaseHeld {
-							holder: holder.holder(),
-							generation: holder.generation,
-							expires: holder.expiry_text(),
-						});
-					}
-					me.generation = holder.generation + 1;
-					me.expires_unix_ms = config.wall_now_ms() + config.ttl.as_millis() as u64;
-					let update =
-						PutOptions { mode: PutMode::Update(version), ..Default::default() };
-					match backend.put_opts(&path, PutPayload::from(me.encode()), update).await {
-						Ok(result) => {
-							UpdateVersion { e_tag: result.e_tag, version: result.version }
-						},
-						// Another instance took it over first: read who.
-						Err(err) if is_condition_failure(&err) => continue,
-						Err(err) if FailureKind::of(&err) == FailureKind::Unsupported => {
-							return Err(unsupported_advice(&err.to_string()))
-						},
-						Err(err) if FailureKind::of(&err).is_transient() => {
-							retry_soon().await;
-							continue;
-						},
-						Err(err) => {
-							return Err(backend_error("taking over the writer lease failed", err))
-						},
-					}
+					Err(err) => return Err(backend_error("creating the writer lease failed", err)),
+				}
+			},
+			Some((holder, version))
+				if holder.instance == me.instance && holder.generation == me.generation =>
+			{
+				// Our own create or takeover landed, its answer lost.
+				version
+			},
+			Some((holder, version)) => {
+				let now = config.wall_now_ms();
+				let free_at =
+					holder.expires_unix_ms.saturating_add(config.clock_skew.as_millis() as u64);
+				if !holder.is_released() && now < free_at {
+					return Err(ConfigError::LeaseHeld {
+						holder: holder.holder(),
+						generation: holder.generation,
+						expires: holder.expiry_text(),
+					});
+				}
+				me.generation = holder.generation + 1;
+				let update = PutOptions { mode: PutMode::Update(version), ..Default::default() };
+				match backend.put_opts(&path, PutPayload::from(me.encode()), update).await {
+					Ok(result) => UpdateVersion { e_tag: result.e_tag, version: result.version },
+					// Another instance took it over first: read who.
+					Err(err) if is_condition_failure(&err) => continue,
+					Err(err) if FailureKind::of(&err) == FailureKind::Unsupported => {
+						return Err(unsupported_advice(&err.to_string()))
+					},
+					Err(err) if FailureKind::of(&err).is_transient() => {
+						retry_soon().await;
+						continue;
+					},
+					Err(err) => {
+						return Err(backend_error("taking over the writer lease failed", err))
+					},
 				}
 			},
 		};
