@@ -894,3 +894,40 @@ pub(crate) fn wait_at_most<F: Future + Unpin>(future: F, limit: Duration) -> Opt
 		std::thread::park_timeout(left);
 	}
 }
+
+/// What the lease object of `store`'s prefix says, if there is one (for operators and tools;
+/// `store` may be built without a lease of its own).
+pub async fn read_lease(
+	store: &crate::ObjectKvStore,
+) -> Result<Option<LeaseInfo>, object_store::Error> {
+	let path = lease_path(store.key_mapper().root());
+	Ok(read(store.backend().as_ref(), &path).await?.map(|(info, _)| info))
+}
+
+/// Breaks the lease of `store`'s prefix, for an operator who knows its holder is dead: replaces
+/// it, on the condition that it is still held by `instance` at the version just read, by a
+/// released lease of the next generation under a new instance id, so that the next instance
+/// starts at once and a holder that is alive after all finds it lost at its next renewal.
+/// Returns what was broken.
+pub async fn break_lease(
+	store: &crate::ObjectKvStore, instance: &str,
+) -> Result<LeaseInfo, String> {
+	let path = lease_path(store.key_mapper().root());
+	let backend = store.backend();
+	let (held, version) = read(backend.as_ref(), &path)
+		.await
+		.map_err(|e| format!("reading the lease: {e}"))?
+		.ok_or_else(|| "there is no lease to break".to_owned())?;
+	if held.instance != instance {
+		return Err(format!("the lease is held by {}, not by instance {instance}", held.holder()));
+	}
+	let mut broken = LeaseInfo::new_for_this_process().map_err(|e| e.to_string())?;
+	broken.generation = held.generation + 1;
+	broken.expires_unix_ms = 0;
+	let options = PutOptions { mode: PutMode::Update(version), ..Default::default() };
+	backend
+		.put_opts(&path, PutPayload::from(broken.encode()), options)
+		.await
+		.map_err(|e| format!("the lease changed meanwhile or cannot be replaced: {e}"))?;
+	Ok(held)
+}

@@ -99,6 +99,12 @@ pub(crate) async fn run(store: &ObjectKvStore, out: &Output) -> CommandResult {
 		ok: conditional.is_ok(),
 		detail: conditional.unwrap_or_else(|e| e),
 	});
+	let replace = conditional_replace(store, &format!("{probe_key}-update")).await;
+	checks.push(Check {
+		name: "conditional writes (replace if unchanged), needed by the writer lease",
+		ok: replace.is_ok(),
+		detail: replace.unwrap_or_else(|e| e),
+	});
 
 	let problems = checks.iter().filter(|c| !c.ok).count();
 	let mut text = String::new();
@@ -141,4 +147,44 @@ async fn conditional_writes(store: &ObjectKvStore, key: &str) -> Result<String, 
 		Err(e) => Err(format!("the second create-only write failed oddly: {e}")),
 		Ok(_) => Err("the server ignored If-None-Match and overwrote the object".to_owned()),
 	}
+}
+
+/// `PutMode::Update`: a replacement on the current ETag succeeds, one on a stale ETag is refused.
+/// The writer lease depends on both.
+async fn conditional_replace(store: &ObjectKvStore, key: &str) -> Result<String, String> {
+	use object_store::UpdateVersion;
+	let path = store.key_mapper().object_path(
+		&ldk_object_store::keys::KvKey::new(PROBE_NAMESPACE, "", key).map_err(|e| e.to_string())?,
+	);
+	let backend = store.backend();
+	let update = |version: &UpdateVersion| PutOptions {
+		mode: PutMode::Update(version.clone()),
+		..Default::default()
+	};
+	let outcome = async {
+		let first = backend
+			.put_opts(&path, PutPayload::from_static(b"first"), PutOptions::default())
+			.await
+			.map_err(|e| format!("a plain write failed: {e}"))?;
+		let first = UpdateVersion { e_tag: first.e_tag, version: first.version };
+		if first.e_tag.is_none() && first.version.is_none() {
+			return Err("writes return no ETag or version".to_owned());
+		}
+		backend
+			.put_opts(&path, PutPayload::from_static(b"second"), update(&first))
+			.await
+			.map_err(|e| format!("a replacement on the current ETag failed: {e}"))?;
+		let stale =
+			backend.put_opts(&path, PutPayload::from_static(b"stale"), update(&first)).await;
+		match stale {
+			Err(e) if FailureKind::of(&e) == FailureKind::Precondition => {
+				Ok("a replacement on a stale ETag is refused".to_owned())
+			},
+			Err(e) => Err(format!("a replacement on a stale ETag failed oddly: {e}")),
+			Ok(_) => Err("the server ignored If-Match and overwrote the object".to_owned()),
+		}
+	}
+	.await;
+	let _ = KVStore::remove(store, PROBE_NAMESPACE, "", key, false).await;
+	outcome
 }

@@ -21,7 +21,11 @@ pub(crate) struct Args {
 }
 
 pub(crate) async fn run(args: &Args, options: &[(String, String)], out: &Output) -> CommandResult {
-	let store = crate::open(&args.url, options)?;
+	let store = if args.apply {
+		crate::open_writer(&args.url, options)?
+	} else {
+		crate::open(&args.url, options)?
+	};
 	let inventory = Inventory::scan(&store).await.map_err(|e| e.to_string())?;
 	let mut batches: Vec<(String, Vec<String>, &str)> = Vec::new();
 	for monitor in &inventory.monitors {

@@ -5,6 +5,7 @@
 
 mod doctor;
 mod gc;
+mod lease;
 mod ls;
 mod migrate;
 mod output;
@@ -54,6 +55,9 @@ enum Command {
 	/// Check that a store is usable: credentials, "not found" for a missing key (not 403),
 	/// round-trip latency, and support for conditional writes. Leaves nothing behind.
 	Doctor(StoreArg),
+	/// Show who holds the writer lease of a node's prefix, and until when; --break takes it
+	/// away from a holder that is certainly dead.
+	Lease(lease::Args),
 }
 
 /// The store to work on.
@@ -68,9 +72,25 @@ fn parse_option(raw: &str) -> Result<(String, String), String> {
 	Ok((key.trim().to_owned(), value.to_owned()))
 }
 
-/// Builds the store for `url`, with the command's backend options.
+/// Builds the store for `url`, with the command's backend options, without the writer lease:
+/// reading works while the node runs.
 fn open(url: &str, options: &[(String, String)]) -> Result<ObjectKvStore, String> {
+	open_with(url, options, false)
+}
+
+/// Builds the store for `url` as its one writer: takes the writer lease, so it is refused while
+/// a node runs on that prefix.
+fn open_writer(url: &str, options: &[(String, String)]) -> Result<ObjectKvStore, String> {
+	open_with(url, options, true)
+}
+
+fn open_with(
+	url: &str, options: &[(String, String)], lease: bool,
+) -> Result<ObjectKvStore, String> {
 	let mut builder = StoreBuilder::from_url(url);
+	if !lease {
+		builder = builder.without_writer_lease();
+	}
 	for (key, value) in options {
 		builder = builder.with_option(key.clone(), value.clone());
 	}
@@ -94,6 +114,7 @@ fn main() -> ExitCode {
 			Command::Verify(args) => verify::run(args, &cli.options, &out).await,
 			Command::Gc(args) => gc::run(args, &cli.options, &out).await,
 			Command::Doctor(store) => doctor::run(&open(&store.url, &cli.options)?, &out).await,
+			Command::Lease(args) => lease::run(args, &cli.options, &out).await,
 		}
 	});
 	match result {

@@ -53,7 +53,7 @@ async fn copy_one(
 
 pub(crate) async fn run(args: &Args, options: &[(String, String)], out: &Output) -> CommandResult {
 	let from = crate::open(&args.from, options)?;
-	let to = crate::open(&args.to, options)?;
+	let to = crate::open_writer(&args.to, options)?;
 	let keys = from.list_all_keys().map_err(|e| format!("listing {}: {e}", redact(&args.from)))?;
 	let bar = out.progress(keys.len() as u64, "copying");
 	let results: Vec<(String, Result<CopyResult, String>)> = stream::iter(&keys)
