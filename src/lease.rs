@@ -539,7 +539,9 @@ impl LeaseState {
 			let Some(version) = version else { return Err(None) };
 			info.expires_unix_ms = self.config.wall_now_ms() + self.config.ttl.as_millis() as u64;
 			let options = PutOptions { mode: PutMode::Update(version), ..Default::default() };
-			match backend.put_opts(path, PutPayload::from(info.encode()), options).await {
+			let limit = self.config.renew_every();
+			let put = backend.put_opts(path, PutPayload::from(info.encode()), options);
+			match within(limit, put).await {
 				Ok(result) => {
 					let mut held = self.lock();
 					held.info = info;
@@ -552,7 +554,7 @@ impl LeaseState {
 				Err(err) if is_condition_failure(&err) => {
 					// Our own renewal may have landed with its answer lost: then the object is
 					// still ours, at a version we did not hear of.
-					match read(backend, path).await {
+					match read(backend, path, self.config.renew_every()).await {
 						Ok(Some((current, version)))
 							if current.instance == info.instance
 								&& current.generation == info.generation =>
@@ -601,8 +603,11 @@ impl LeaseState {
 				let Some(version) = version else { return };
 				info.expires_unix_ms = 0;
 				let options = PutOptions { mode: PutMode::Update(version), ..Default::default() };
-				if let Err(err) =
-					backend.put_opts(path, PutPayload::from(info.encode()), options).await
+				if let Err(err) = within(
+					Duration::from_secs(5),
+					backend.put_opts(path, PutPayload::from(info.encode()), options),
+				)
+				.await
 				{
 					tracing::warn!(error = %err, "releasing the writer lease failed; it expires on its own");
 				}
@@ -610,6 +615,26 @@ impl LeaseState {
 		}
 	}
 }
+
+/// `request`, abandoned as timed out after `limit`: no lease request may hang a start, a
+/// renewal or a release.
+async fn within<T>(
+	limit: Duration, request: impl Future<Output = Result<T, object_store::Error>>,
+) -> Result<T, object_store::Error> {
+	match tokio::time::timeout(limit, request).await {
+		Ok(outcome) => outcome,
+		Err(_) => Err(object_store::Error::Generic {
+			store: "ldk-object-store",
+			source: Box::new(std::io::Error::new(
+				std::io::ErrorKind::TimedOut,
+				format!("writer lease request abandoned after {limit:?}"),
+			)),
+		}),
+	}
+}
+
+/// How long one request of a caller without a lease configuration may take.
+const TOOL_REQUEST_LIMIT: Duration = Duration::from_secs(30);
 
 fn lost_error(reason: String) -> object_store::Error {
 	object_store::Error::Generic {
@@ -627,6 +652,12 @@ fn is_condition_failure(err: &object_store::Error) -> bool {
 
 /// Reads and parses the lease object; `None` if there is none.
 pub(crate) async fn read(
+	backend: &dyn ObjectStore, path: &Path, limit: Duration,
+) -> Result<Option<(LeaseInfo, UpdateVersion)>, object_store::Error> {
+	within(limit, read_unbounded(backend, path)).await
+}
+
+async fn read_unbounded(
 	backend: &dyn ObjectStore, path: &Path,
 ) -> Result<Option<(LeaseInfo, UpdateVersion)>, object_store::Error> {
 	let got = match backend.get(path).await {
@@ -673,7 +704,8 @@ pub(crate) async fn acquire_object(
 	for _ in 0..8 {
 		// Read first: on a missing bucket this fails (some servers would create the bucket on a
 		// put, and the node would then start from nothing in the wrong place).
-		let current = match read(backend.as_ref(), &path).await {
+		let limit = config.renew_every();
+		let current = match read(backend.as_ref(), &path, limit).await {
 			Ok(current) => current,
 			Err(err) if FailureKind::of(&err).is_transient() => {
 				retry_soon().await;
@@ -685,7 +717,8 @@ pub(crate) async fn acquire_object(
 		let version = match current {
 			None => {
 				let create = PutOptions { mode: PutMode::Create, ..Default::default() };
-				match backend.put_opts(&path, PutPayload::from(me.encode()), create).await {
+				let put = backend.put_opts(&path, PutPayload::from(me.encode()), create);
+				match within(limit, put).await {
 					Ok(result) => UpdateVersion { e_tag: result.e_tag, version: result.version },
 					// Another instance created it first (or our own create landed): read it.
 					Err(err) if is_condition_failure(&err) => continue,
@@ -718,7 +751,8 @@ pub(crate) async fn acquire_object(
 				}
 				me.generation = holder.generation + 1;
 				let update = PutOptions { mode: PutMode::Update(version), ..Default::default() };
-				match backend.put_opts(&path, PutPayload::from(me.encode()), update).await {
+				let put = backend.put_opts(&path, PutPayload::from(me.encode()), update);
+				match within(limit, put).await {
 					Ok(result) => UpdateVersion { e_tag: result.e_tag, version: result.version },
 					// Another instance took it over first: read who.
 					Err(err) if is_condition_failure(&err) => continue,
@@ -780,13 +814,11 @@ pub(crate) async fn acquire_object(
 				};
 				let mut released = me.clone();
 				released.expires_unix_ms = 0;
-				return match backend
-					.put_opts(&path, PutPayload::from(released.encode()), probe)
-					.await
-				{
+				let put = backend.put_opts(&path, PutPayload::from(released.encode()), probe);
+				return match within(config.renew_every(), put).await {
 					Err(err) if FailureKind::of(&err) == FailureKind::Unsupported => {
 						// Leave nothing behind that would block the next attempt.
-						let _ = backend.delete(&path).await;
+						let _ = within(config.renew_every(), backend.delete(&path)).await;
 						Err(unsupported_advice(&err.to_string()))
 					},
 					Err(err) => Err(backend_error("renewing the new writer lease failed", err)),
@@ -901,7 +933,7 @@ pub async fn read_lease(
 	store: &crate::ObjectKvStore,
 ) -> Result<Option<LeaseInfo>, object_store::Error> {
 	let path = lease_path(store.key_mapper().root());
-	Ok(read(store.backend().as_ref(), &path).await?.map(|(info, _)| info))
+	Ok(read(store.backend().as_ref(), &path, TOOL_REQUEST_LIMIT).await?.map(|(info, _)| info))
 }
 
 /// Breaks the lease of `store`'s prefix, for an operator who knows its holder is dead: replaces
@@ -914,7 +946,7 @@ pub async fn break_lease(
 ) -> Result<LeaseInfo, String> {
 	let path = lease_path(store.key_mapper().root());
 	let backend = store.backend();
-	let (held, version) = read(backend.as_ref(), &path)
+	let (held, version) = read(backend.as_ref(), &path, TOOL_REQUEST_LIMIT)
 		.await
 		.map_err(|e| format!("reading the lease: {e}"))?
 		.ok_or_else(|| "there is no lease to break".to_owned())?;
@@ -925,8 +957,7 @@ pub async fn break_lease(
 	broken.generation = held.generation + 1;
 	broken.expires_unix_ms = 0;
 	let options = PutOptions { mode: PutMode::Update(version), ..Default::default() };
-	backend
-		.put_opts(&path, PutPayload::from(broken.encode()), options)
+	within(TOOL_REQUEST_LIMIT, backend.put_opts(&path, PutPayload::from(broken.encode()), options))
 		.await
 		.map_err(|e| format!("the lease changed meanwhile or cannot be replaced: {e}"))?;
 	Ok(held)
