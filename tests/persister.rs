@@ -140,7 +140,7 @@ fn async_replay(backend: &Backend, calls: &[Call], channel_id: ChannelId, bind: 
 	};
 	let live = decode(last, keys);
 	for mode in MODES {
-		let reader = ours(&backend.store(), &cfgs[0], config(5, PersistMode::Sync, mode));
+		let reader = ours(&backend.reader(), &cfgs[0], config(5, PersistMode::Sync, mode));
 		let loaded = reader.read_all_channel_monitors_with_updates_blocking().unwrap();
 		assert_eq!(loaded.len(), 1);
 		assert_eq!(loaded[0].1.get_latest_update_id(), live.get_latest_update_id(), "{mode:?}");
@@ -169,7 +169,8 @@ fn load_counted(backend: &Backend, mode: LoadMode) -> (LoadResult, Arc<CountRequ
 	cfgs[0].keys_manager = replay_keys();
 	let counter = Arc::new(CountRequests::default());
 	let counted = backend.wrapped(|s| Hooked::wrap(s, Arc::clone(&counter)));
-	let persister = ours(&counted.store(), &cfgs[0], config(1000, PersistMode::Sync, mode));
+	// A read-only view (the writer may still run): the counts are the load's requests alone.
+	let persister = ours(&counted.reader(), &cfgs[0], config(1000, PersistMode::Sync, mode));
 	(persister.read_all_channel_monitors_with_updates_blocking(), counter)
 }
 
@@ -347,7 +348,7 @@ fn async_mode_completes_updates_in_a_real_chain_monitor() {
 		);
 		std::thread::sleep(Duration::from_millis(10));
 	}
-	let loaded = ours(&backend.store(), cfg, config(5, PersistMode::Sync, LoadMode::Probe))
+	let loaded = ours(&backend.reader(), cfg, config(5, PersistMode::Sync, LoadMode::Probe))
 		.read_all_channel_monitors_with_updates_blocking()
 		.unwrap();
 	let live = chain_monitor.get_monitor(flow.channel_id).unwrap();
