@@ -97,7 +97,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use object_store::path::Path;
+use object_store::path::{Path, PathPart};
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
 use tokio::sync::{watch, Notify};
 
@@ -120,7 +120,9 @@ pub(crate) fn is_lease_path(root: &Path, path: &Path) -> bool {
 		None => return false,
 	};
 	match (parts.next(), parts.next()) {
-		(Some(name), None) => name.as_ref() == LEASE_OBJECT || name.as_ref() == LOCK_FILE,
+		(Some(name), None) => {
+			name == PathPart::from(LEASE_OBJECT) || name == PathPart::from(LOCK_FILE)
+		},
 		_ => false,
 	}
 }
@@ -961,4 +963,46 @@ pub async fn break_lease(
 		.await
 		.map_err(|e| format!("the lease changed meanwhile or cannot be replaced: {e}"))?;
 	Ok(held)
+}
+
+#[cfg(test)]
+mod tests {
+	use super::*;
+
+	#[test]
+	fn lease_objects_round_trip_and_refuse_garbage() {
+		let info = LeaseInfo::new_for_this_process().unwrap();
+		assert_eq!(info.instance.len(), 32);
+		assert!(info.instance.bytes().all(|b| b.is_ascii_hexdigit()));
+		let mut info = info;
+		info.generation = 7;
+		info.expires_unix_ms = 1_700_000_000_123;
+		assert_eq!(LeaseInfo::parse(&info.encode()), Some(info.clone()));
+		// Fields of a later version are ignored; missing or malformed ones refuse the object.
+		assert_eq!(LeaseInfo::parse(&format!("{}future=1\n", info.encode())), Some(info.clone()));
+		assert_eq!(LeaseInfo::parse(&info.encode().replace("generation=7\n", "")), None);
+		assert_eq!(LeaseInfo::parse(&info.encode().replace("=7", "=x")), None);
+		assert_eq!(LeaseInfo::parse("manager bytes"), None);
+		assert!(!info.is_released());
+		assert!(info.to_string().contains("generation 7"));
+	}
+
+	#[test]
+	fn only_the_lease_object_and_lock_file_are_skipped() {
+		let root = Path::from("node");
+		assert!(is_lease_path(&root, &lease_path(&root)));
+		assert!(is_lease_path(&root, &root.clone().join(LOCK_FILE)));
+		assert!(!is_lease_path(&root, &Path::from("node/manager")));
+		assert!(!is_lease_path(&root, &Path::from("node/x/.ldk-object-store-lease")));
+		assert!(!is_lease_path(&root, &Path::from("other/.ldk-object-store-lease")));
+		assert!(is_lease_path(&Path::default(), &Path::from(LEASE_OBJECT)));
+	}
+
+	#[test]
+	fn timings_that_cannot_work_are_refused() {
+		assert!(LeaseConfig::default().validate().is_ok());
+		let bad = LeaseConfig::default().with_safety_margin(Duration::from_secs(20));
+		assert!(bad.validate().unwrap_err().to_string().contains("two thirds"));
+		assert!(LeaseConfig::default().with_ttl(Duration::ZERO).validate().is_err());
+	}
 }
