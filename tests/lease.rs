@@ -318,3 +318,57 @@ fn ldk_flow_with_the_lease() {
 	let on = |name: &str| backends::memory(name);
 	dual_flow(&[on("l0"), on("l1")], &[on("o0"), on("o1")], 5, 10);
 }
+
+/// Once the lease is lost, the monitor persister stops LDK: sync mode answers
+/// `UnrecoverableError`, async mode never reports the update complete.
+#[test]
+fn a_lost_lease_stops_monitor_persistence() {
+	use common::dual_flow::{config, decode, ours, replay_keys, run_dual_flow, Call};
+	use ldk_object_store::{LoadMode, PersistMode};
+	use lightning::chain::chainmonitor::Persist;
+	use lightning::chain::ChannelMonitorUpdateStatus;
+	use lightning::ln::functional_test_utils::create_chanmon_cfgs;
+	use lightning::util::test_channel_signer::TestChannelSigner;
+
+	let flow = run_dual_flow(backends::memory);
+	let mut cfgs = create_chanmon_cfgs(1);
+	cfgs[0].keys_manager = replay_keys();
+	let keys = &cfgs[0].keys_manager;
+	let Some(Call::New { name, monitor }) = flow.calls.first() else { panic!("no new channel") };
+	let update = flow.calls[1..].iter().find_map(|call| match call {
+		Call::Update { update: Some(update), monitor, .. } => Some((update.clone(), monitor)),
+		_ => None,
+	});
+	let (update, updated) = update.expect("an update");
+
+	for mode in [PersistMode::Sync, PersistMode::Async] {
+		let backend = backends::memory("lease-persist");
+		let store = open(&backend, short()).unwrap();
+		let lease = store.writer_lease().unwrap();
+		let persister = ours(&store, &cfgs[0], config(5, mode, LoadMode::Probe));
+		let status = persister.persist_new_channel(*name, &decode(monitor, keys));
+		assert_ne!(status, ChannelMonitorUpdateStatus::UnrecoverableError, "{mode:?}");
+		persister.flush_blocking();
+		let _ = Persist::<TestChannelSigner>::get_and_clear_completed_updates(&persister);
+
+		// The process stalls past the lease's validity.
+		lease.freeze_for_testing(true);
+		std::thread::sleep(Duration::from_millis(1400));
+		let status =
+			persister.update_persisted_channel(*name, Some(&update), &decode(updated, keys));
+		match mode {
+			PersistMode::Sync => {
+				assert_eq!(status, ChannelMonitorUpdateStatus::UnrecoverableError);
+			},
+			_ => {
+				assert_eq!(status, ChannelMonitorUpdateStatus::InProgress);
+				persister.flush_blocking();
+				std::thread::sleep(Duration::from_millis(200));
+				let completed =
+					Persist::<TestChannelSigner>::get_and_clear_completed_updates(&persister);
+				assert!(completed.is_empty(), "reported complete without the lease: {completed:?}");
+			},
+		}
+		assert!(!lease.is_held());
+	}
+}
