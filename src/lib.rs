@@ -41,7 +41,8 @@
 //!
 //! Names use LDK's alphabet `[A-Za-z0-9_-]`, at most 120 characters each, so they need no escaping.
 //! Anything else below the root prefix is not a key of this store: `list` and `list_all_keys`
-//! fail on it with an error that names the object rather than skip it.
+//! fail on it with an error that names the object rather than skip it. (The one exception is the
+//! writer lease object `.ldk-object-store-lease`, see [`lease`].)
 //!
 //! # Guarantees
 //!

@@ -66,6 +66,9 @@ fn second_instance_is_refused(backend: &Backend) {
 	// The lease object is not a key: listings leave it out.
 	assert_eq!(first.list("", "").unwrap(), ["manager"]);
 	assert_eq!(first.list_all_keys().unwrap().len(), 1);
+	let inventory =
+		futures::executor::block_on(ldk_object_store::inspect::Inventory::scan(&first)).unwrap();
+	assert_eq!(inventory.namespaces.values().map(|n| n.keys).sum::<usize>(), 1);
 
 	// A clean release lets the next instance start at once, one generation later.
 	first.release_writer_lease_blocking();
