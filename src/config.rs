@@ -24,6 +24,7 @@ use url::Url;
 
 use crate::encryption::{EncryptNames, EncryptedStore, EncryptionKey};
 use crate::error::ConfigError;
+use crate::lease::{self, LeaseConfig};
 use crate::retry::RetryPolicy;
 use crate::store::{ObjectKvStore, StoreParams};
 
@@ -44,6 +45,8 @@ pub const ENV_MAX_ATTEMPTS: &str = "LDK_OBJECT_STORE_MAX_ATTEMPTS";
 pub const ENV_WORKER_THREADS: &str = "LDK_OBJECT_STORE_WORKER_THREADS";
 /// Optional: `true` makes writes conditional ([`StoreBuilder::with_fencing`]).
 pub const ENV_FENCING: &str = "LDK_OBJECT_STORE_FENCING";
+/// Optional: `false` turns the writer lease off ([`StoreBuilder::without_writer_lease`]).
+pub const ENV_WRITER_LEASE: &str = "LDK_OBJECT_STORE_WRITER_LEASE";
 /// Optional: a 64-hex-digit key that turns encryption on ([`StoreBuilder::with_encryption`]).
 pub const ENV_ENCRYPTION_KEY: &str = "LDK_OBJECT_STORE_ENCRYPTION_KEY";
 /// Optional, with [`ENV_ENCRYPTION_KEY`]: `true` encrypts key names as well.
@@ -73,6 +76,7 @@ pub struct StoreBuilder {
 	retry: RetryPolicy,
 	worker_threads: usize,
 	fencing: bool,
+	lease: Option<LeaseConfig>,
 	encryption: Option<(EncryptionKey, EncryptNames)>,
 	encryption_identity: Option<String>,
 }
@@ -93,6 +97,7 @@ impl fmt::Debug for StoreBuilder {
 			.field("retry", &self.retry)
 			.field("worker_threads", &self.worker_threads)
 			.field("fencing", &self.fencing)
+			.field("lease", &self.lease)
 			// The key's own Debug is redacted.
 			.field("encryption", &self.encryption)
 			.field("encryption_identity", &self.encryption_identity)
@@ -110,6 +115,7 @@ impl StoreBuilder {
 			retry: RetryPolicy::default(),
 			worker_threads: DEFAULT_WORKER_THREADS,
 			fencing: false,
+			lease: Some(LeaseConfig::default()),
 			encryption: None,
 			encryption_identity: None,
 		}
@@ -131,7 +137,7 @@ impl StoreBuilder {
 
 	/// A store configured by environment variables: [`ENV_URL`] (required), and optionally
 	/// [`ENV_PREFIX`], [`ENV_MAX_IN_FLIGHT`], [`ENV_MAX_ATTEMPTS`], [`ENV_WORKER_THREADS`],
-	/// [`ENV_FENCING`], [`ENV_ENCRYPTION_KEY`], [`ENV_ENCRYPT_NAMES`] and
+	/// [`ENV_FENCING`], [`ENV_WRITER_LEASE`], [`ENV_ENCRYPTION_KEY`], [`ENV_ENCRYPT_NAMES`] and
 	/// [`ENV_ENCRYPTION_IDENTITY`].
 	pub fn from_env() -> Result<Self, ConfigError> {
 		let url = std::env::var(ENV_URL)
@@ -159,6 +165,16 @@ impl StoreBuilder {
 				},
 			};
 			builder = builder.with_fencing(on);
+		}
+		if let Ok(value) = std::env::var(ENV_WRITER_LEASE) {
+			match value.trim() {
+				"true" | "1" | "" => {},
+				"false" | "0" => builder = builder.without_writer_lease(),
+				other => {
+					let reason = format!("{other:?} is not true or false");
+					return Err(ConfigError::InvalidEnv { var: ENV_WRITER_LEASE, reason });
+				},
+			}
 		}
 		builder.with_encryption_from_env()
 	}
@@ -200,6 +216,22 @@ impl StoreBuilder {
 	/// with conditional writes and ETags (S3, GCS, Azure, in-memory).
 	pub fn with_fencing(mut self, fencing: bool) -> Self {
 		self.fencing = fencing;
+		self
+	}
+
+	/// Sets the timing of the writer lease (see [`crate::lease`]). The lease is on by default,
+	/// with [`LeaseConfig::default`].
+	pub fn with_writer_lease(mut self, config: LeaseConfig) -> Self {
+		self.lease = Some(config);
+		self
+	}
+
+	/// Builds the store without a writer lease: nothing then stops a second instance on the same
+	/// prefix from overwriting and deleting this one's state, which for a Lightning node can lose
+	/// money. Only for read-only tools, and for deployments that make sure by other means that
+	/// one instance runs at a time.
+	pub fn without_writer_lease(mut self) -> Self {
+		self.lease = None;
 		self
 	}
 
@@ -253,11 +285,13 @@ impl StoreBuilder {
 		self
 	}
 
-	/// Builds the store. Nothing is sent to the backend yet, except with encryption: then the key
-	/// (and identity) is checked against the objects already stored (a wrong key fails here, not
+	/// Builds the store and takes the writer lease on its prefix (unless
+	/// [`Self::without_writer_lease`]): fails with [`ConfigError::LeaseHeld`] while another
+	/// instance holds it, and with advice on a backend that cannot hold one. With encryption, the
+	/// key (and identity) is first checked against the objects already stored (a wrong key fails here, not
 	/// later).
 	pub fn build(self) -> Result<ObjectKvStore, ConfigError> {
-		let (backend, url_root) = match &self.source {
+		let (backend, url_root, local_dir) = match &self.source {
 			Source::Url(url) => backend_from_url(url, &self.options)?,
 			Source::Store(store) => {
 				if let Some((key, _)) = self.options.first() {
@@ -266,7 +300,7 @@ impl StoreBuilder {
 						key: key.clone(),
 					});
 				}
-				(Arc::clone(store), String::new())
+				(Arc::clone(store), String::new(), None)
 			},
 		};
 		let root = join_prefix(&url_root, self.prefix.as_deref().unwrap_or(""))?;
@@ -274,6 +308,25 @@ impl StoreBuilder {
 			tracing::warn!("an encryption identity is set without an encryption key: no effect");
 		}
 		let identity = self.encryption_identity.unwrap_or_default();
+		if self.fencing && local_dir.is_some() {
+			return Err(ConfigError::Lease(
+				"fencing needs conditional replacement, which a file:// store cannot do; leave \
+				 it off (the writer lease, an OS file lock on file://, keeps a second instance \
+				 out)"
+					.into(),
+			));
+		}
+		if let Some(config) = &self.lease {
+			config.validate()?;
+		}
+		// Taken before anything else, so a refused instance has not touched the store.
+		let file_lease = match (&self.lease, &local_dir) {
+			(Some(_), Some(dir)) => {
+				let dir = root.parts().fold(dir.clone(), |dir, part| dir.join(part.as_ref()));
+				Some(lease::acquire_file(&dir)?)
+			},
+			_ => None,
+		};
 		// The root prefix stays readable, so a node's tree can be found (and moved) by it.
 		let encrypted = self.encryption.map(|(key, names)| {
 			let encrypted = EncryptedStore::new(Arc::clone(&backend), key, names);
@@ -309,7 +362,32 @@ impl StoreBuilder {
 				},
 			}
 		}
-		Ok(store)
+		let lease = match (file_lease, self.lease) {
+			(Some(file_lease), _) => Some(file_lease),
+			(None, Some(config)) => {
+				let path = lease::lease_path(store.key_mapper().root());
+				let acquiring = store.spawn(lease::acquire_object(
+					Arc::clone(store.raw_backend()),
+					path,
+					config,
+				));
+				match crate::runtime::block_on(acquiring) {
+					Some(result) => Some(result?),
+					None => {
+						let source = std::io::Error::other("the store's runtime stopped");
+						return Err(ConfigError::Io {
+							what: "taking the writer lease".into(),
+							source,
+						});
+					},
+				}
+			},
+			(None, None) => None,
+		};
+		Ok(match lease {
+			Some(lease) => store.with_lease(lease),
+			None => store,
+		})
 	}
 }
 
@@ -330,12 +408,14 @@ fn join_prefix(a: &str, b: &str) -> Result<Path, ConfigError> {
 	Path::parse(&joined).map_err(|source| ConfigError::InvalidPrefix { prefix: joined, source })
 }
 
-/// Makes the backend for a URL and returns it with the root prefix the URL's path gives.
+/// A backend, the root prefix its URL gives, and for `file://` its directory.
+type UrlBackend = (Arc<dyn ObjectStore>, String, Option<std::path::PathBuf>);
+
+/// Makes the backend for a URL and returns it with the root prefix the URL's path gives, and for
+/// `file://` the directory.
 // Without a cloud backend every arm returns early, so `backend` is never built.
 #[cfg_attr(not(feature = "cloud"), allow(unreachable_code, unused_variables))]
-fn backend_from_url(
-	url: &str, options: &[(String, String)],
-) -> Result<(Arc<dyn ObjectStore>, String), ConfigError> {
+fn backend_from_url(url: &str, options: &[(String, String)]) -> Result<UrlBackend, ConfigError> {
 	let parsed = Url::parse(url).map_err(|e| ConfigError::InvalidUrl(e.to_string()))?;
 	if !parsed.username().is_empty() || parsed.password().is_some() {
 		// Never echo the URL here: it holds a secret.
@@ -364,7 +444,7 @@ fn backend_from_url(
 		"memory" => {
 			no_options()?;
 			let root = [bucket.as_str(), path.as_str()].join("/");
-			return Ok((Arc::new(InMemory::new()), root));
+			return Ok((Arc::new(InMemory::new()), root, None));
 		},
 		"file" => {
 			no_options()?;
@@ -381,7 +461,7 @@ fn backend_from_url(
 			let fs = LocalFileSystem::new_with_prefix(&dir)
 				.map_err(ConfigError::Backend)?
 				.with_fsync(true);
-			return Ok((Arc::new(fs), String::new()));
+			return Ok((Arc::new(fs), String::new(), Some(dir)));
 		},
 		#[cfg(feature = "aws")]
 		"s3" | "s3a" => {
@@ -423,7 +503,7 @@ fn backend_from_url(
 		},
 		_ => return Err(ConfigError::UnsupportedScheme(scheme)),
 	};
-	Ok((backend, path))
+	Ok((backend, path, None))
 }
 
 /// How the HTTP client retries one request before the store's [`RetryPolicy`] repeats the whole

@@ -75,12 +75,20 @@ pub enum FailureKind {
 	/// Anything else the backend reported: server errors, throttling, dropped connections, and
 	/// the 4xx answers that S3 documents as retryable (`ConditionalRequestConflict`, …).
 	Backend,
+	/// This instance no longer holds the writer lease on the prefix: the write or remove was
+	/// refused before any request was sent (see [`crate::lease`]). Never retried.
+	LeaseLost,
 }
 
 impl FailureKind {
 	/// Classifies a backend error.
 	pub fn of(err: &object_store::Error) -> Self {
 		use object_store::Error as E;
+		if let E::Generic { source, .. } = err {
+			if source.downcast_ref::<crate::lease::LeaseLostError>().is_some() {
+				return FailureKind::LeaseLost;
+			}
+		}
 		if let E::Precondition { source, .. } = err {
 			if source.downcast_ref::<crate::fencing::FencedError>().is_some() {
 				return FailureKind::Fenced;
@@ -137,6 +145,7 @@ impl FailureKind {
 			| FailureKind::Fenced
 			| FailureKind::Unsupported
 			| FailureKind::Rejected
+			| FailureKind::LeaseLost
 			| FailureKind::Backend => io::ErrorKind::Other,
 		}
 	}
@@ -158,6 +167,7 @@ impl fmt::Display for FailureKind {
 			FailureKind::Corrupt => "fails to decrypt",
 			FailureKind::CredentialsExpired => "credentials expired",
 			FailureKind::Backend => "backend error",
+			FailureKind::LeaseLost => "writer lease lost",
 		})
 	}
 }
@@ -388,6 +398,24 @@ pub enum ConfigError {
 	/// The backend's own builder refused the configuration.
 	#[error("the backend refused the configuration: {0}")]
 	Backend(#[source] object_store::Error),
+	/// Another instance holds the writer lease on this prefix (see [`crate::lease`]).
+	#[error(
+		"another instance holds the writer lease on this prefix: {holder}, generation \
+		 {generation}, until {expires}; refusing to start a second writer (if that instance is \
+		 dead, wait for the expiry or break the lease with `ldk-object-store lease URL --break`)"
+	)]
+	LeaseHeld {
+		/// Who holds it: instance id, host and process id.
+		holder: String,
+		/// The lease's generation.
+		generation: u64,
+		/// Until when, in words.
+		expires: String,
+	},
+	/// The writer lease could not be taken (the backend cannot, or failed), or a setting needs
+	/// what the backend cannot do.
+	#[error("{0}")]
+	Lease(String),
 	/// A local directory could not be created, or the store's runtime could not start.
 	#[error("{what}: {source}")]
 	Io {

@@ -8,10 +8,15 @@
 //! changed fails with [`FailureKind::Fenced`], before anything is
 //! overwritten; to LDK that is a failed write, which stops the node.
 //!
-//! The one exception is our own write landing twice: a request that timed out on our side can
-//! still land, so when a condition fails the store reads the object, and if it already holds
-//! exactly the bytes being written, the write has succeeded. That also makes a late, stale
-//! request harmless: it carries the condition of its time and fails once anything newer landed.
+//! The one exception is our own writes landing unannounced: a request that timed out on our side,
+//! or whose answer was lost, can still land. So when a condition fails the store reads the
+//! object: if it already holds exactly the bytes being written, the write has succeeded; if it
+//! holds the bytes of an earlier write of ours that reported an error (the store keeps a SHA-256
+//! digest of each such write until the object's version is known again), that write landed after
+//! all, and the store adopts its version and tries the condition once more; if it is gone after
+//! a remove of ours that reported an error, the write becomes a create. Only anything else is
+//! another writer's. A late, stale request stays harmless: it carries the condition of its time
+//! and fails once anything newer landed.
 //!
 //! Backends: S3 (AWS, MinIO, LocalStack, SeaweedFS), GCS, Azure and in-memory stores support both
 //! conditions. A local directory supports only create-only writes, so replacing an object there
@@ -40,26 +45,54 @@ pub struct FencedError {
 	pub path: String,
 }
 
+/// What this store knows of one object.
+#[derive(Debug, Default)]
+struct Known {
+	/// The version it last read or wrote, if any.
+	version: Option<UpdateVersion>,
+	/// Digests of contents it wrote whose outcome it does not know: a request that reported an
+	/// error (a lost answer, a timeout, an outage that outlasted the retries) may still have
+	/// landed. Cleared once a write or read tells the current version.
+	unconfirmed: Vec<[u8; 32]>,
+	/// A remove reported an error: the object may be gone.
+	remove_unconfirmed: bool,
+}
+
+/// How many unconfirmed writes of one object are remembered.
+const MAX_UNCONFIRMED: usize = 8;
+
+fn digest(bytes: &[u8]) -> [u8; 32] {
+	use sha2::Digest;
+	sha2::Sha256::digest(bytes).into()
+}
+
 /// The versions this store has seen, per object.
 #[derive(Debug, Default)]
 pub(crate) struct Fencing {
-	versions: Mutex<HashMap<Path, UpdateVersion>>,
+	versions: Mutex<HashMap<Path, Known>>,
 }
 
 impl Fencing {
-	fn lock(&self) -> MutexGuard<'_, HashMap<Path, UpdateVersion>> {
+	fn lock(&self) -> MutexGuard<'_, HashMap<Path, Known>> {
 		self.versions.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 	}
 
 	/// Remembers the version of an object just read.
 	pub(crate) fn observe(&self, meta: &ObjectMeta) {
 		let version = UpdateVersion { e_tag: meta.e_tag.clone(), version: meta.version.clone() };
-		self.lock().insert(meta.location.clone(), version);
+		self.lock()
+			.insert(meta.location.clone(), Known { version: Some(version), ..Default::default() });
 	}
 
-	/// Forgets an object that was removed: the next write must find it absent.
-	pub(crate) fn forget(&self, path: &Path) {
-		self.lock().remove(path);
+	/// Records the outcome of a remove: after a success the next write must find the object
+	/// absent; after a failure it may be either way.
+	pub(crate) fn removed(&self, path: &Path, confirmed: bool) {
+		let mut versions = self.lock();
+		if confirmed {
+			versions.remove(path);
+		} else {
+			versions.entry(path.clone()).or_default().remove_unconfirmed = true;
+		}
 	}
 
 	/// Writes `bytes` at `path` on the condition that nobody else changed it. `create_only` for
@@ -67,11 +100,53 @@ impl Fencing {
 	pub(crate) async fn put(
 		&self, backend: &dyn ObjectStore, path: &Path, bytes: &Bytes, create_only: bool,
 	) -> Result<(), object_store::Error> {
-		let known = self.lock().get(path).cloned();
+		let known = self.lock().get(path).and_then(|known| known.version.clone());
 		let mode = match known {
 			Some(version) if !create_only => PutMode::Update(version),
 			_ => PutMode::Create,
 		};
+		match self.put_once(backend, path, bytes, mode).await {
+			Err(err) if is_condition(&err) => {},
+			other => return other,
+		}
+		// Our own earlier attempt may have landed; anything else is someone else's.
+		let (meta, current) = match backend.get(path).await {
+			Ok(current) => {
+				let meta = current.meta.clone();
+				(meta, Some(current.bytes().await?))
+			},
+			Err(err) if FailureKind::of(&err) == FailureKind::NotFound => {
+				// Gone: fine if a remove of ours may have landed, and we still expected it.
+				let ours = self.lock().get(path).is_some_and(|known| known.remove_unconfirmed);
+				if ours && !create_only {
+					return self.put_once(backend, path, bytes, PutMode::Create).await;
+				}
+				return Err(fenced(path));
+			},
+			Err(err) => return Err(err),
+		};
+		let current = current.unwrap_or_default();
+		if current == *bytes {
+			self.observe(&meta);
+			return Ok(());
+		}
+		let landed = self
+			.lock()
+			.get(path)
+			.is_some_and(|known| known.unconfirmed.contains(&digest(&current)));
+		if landed && !create_only {
+			// A write of ours that reported an error landed after all: adopt its version and
+			// try the condition once more.
+			let version =
+				UpdateVersion { e_tag: meta.e_tag.clone(), version: meta.version.clone() };
+			return self.put_once(backend, path, bytes, PutMode::Update(version)).await;
+		}
+		Err(fenced(path))
+	}
+
+	async fn put_once(
+		&self, backend: &dyn ObjectStore, path: &Path, bytes: &Bytes, mode: PutMode,
+	) -> Result<(), object_store::Error> {
 		let options = PutOptions { mode, ..Default::default() };
 		match backend.put_opts(path, PutPayload::from(bytes.clone()), options).await {
 			Ok(result) => {
@@ -79,30 +154,38 @@ impl Fencing {
 					return Err(unsupported(path, "the backend returns no ETag or version"));
 				}
 				let version = UpdateVersion { e_tag: result.e_tag, version: result.version };
-				self.lock().insert(path.clone(), version);
+				self.lock()
+					.insert(path.clone(), Known { version: Some(version), ..Default::default() });
 				Ok(())
 			},
-			Err(err)
-				if matches!(
-					FailureKind::of(&err),
-					FailureKind::AlreadyExists | FailureKind::Precondition
-				) =>
-			{
-				// Our own earlier attempt may have landed; anything else is someone else's.
-				let current = backend.get(path).await?;
-				let meta = current.meta.clone();
-				if current.bytes().await? == *bytes {
-					self.observe(&meta);
-					Ok(())
-				} else {
-					Err(object_store::Error::Precondition {
-						path: path.to_string(),
-						source: Box::new(FencedError { path: path.to_string() }),
-					})
+			Err(err) => {
+				if !is_condition(&err) {
+					// It may still land.
+					let mut versions = self.lock();
+					let known = versions.entry(path.clone()).or_default();
+					if known.unconfirmed.len() >= MAX_UNCONFIRMED {
+						known.unconfirmed.remove(0);
+					}
+					known.unconfirmed.push(digest(bytes));
 				}
+				Err(err)
 			},
-			Err(err) => Err(err),
 		}
+	}
+}
+
+fn is_condition(err: &object_store::Error) -> bool {
+	// An `If-Match` on an object that is gone fails as "not found" on some servers.
+	matches!(
+		FailureKind::of(err),
+		FailureKind::AlreadyExists | FailureKind::Precondition | FailureKind::NotFound
+	)
+}
+
+fn fenced(path: &Path) -> object_store::Error {
+	object_store::Error::Precondition {
+		path: path.to_string(),
+		source: Box::new(FencedError { path: path.to_string() }),
 	}
 }
 

@@ -41,7 +41,8 @@
 //!
 //! Names use LDK's alphabet `[A-Za-z0-9_-]`, at most 120 characters each, so they need no escaping.
 //! Anything else below the root prefix is not a key of this store: `list` and `list_all_keys`
-//! fail on it with an error that names the object rather than skip it.
+//! fail on it with an error that names the object rather than skip it. (The one exception is the
+//! writer lease object `.ldk-object-store-lease`, see [`lease`].)
 //!
 //! # Guarantees
 //!
@@ -65,6 +66,9 @@
 //!   trait blocks only the calling thread, so it can be called from plain threads and from inside
 //!   multi-thread or current-thread tokio runtimes (as ldk-node does); the async trait's futures
 //!   can be awaited on any executor.
+//! - **One writer per prefix** ([`lease`]): the store takes a writer lease when it is built and
+//!   refuses to start while another instance holds it; an instance that loses it refuses every
+//!   write and remove and says so ([`ObjectKvStore::writer_lease`]). On by default.
 //! - **Optional fencing** ([`StoreBuilder::with_fencing`]): conditional writes refuse a second
 //!   writer on the same prefix before it overwrites anything ([`fencing`]).
 //! - **Optional encryption at rest** ([`StoreBuilder::with_encryption`]): authenticated
@@ -89,6 +93,7 @@ pub mod fencing;
 #[doc(hidden)]
 pub mod inspect;
 pub mod keys;
+pub mod lease;
 mod listing;
 mod ordering;
 pub mod persister;

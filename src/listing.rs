@@ -5,7 +5,8 @@
 //! SeaweedFS's filer create) and the leftovers of LDK's own `FilesystemStore` after a crash
 //! (`<key>.<n>.tmp` files it writes before renaming them, `<key>.<n>.trash` files it deletes
 //! through). LDK's names never contain a `.`, so these can never be keys; `FilesystemStore` skips
-//! them when it lists, and so does this store. Anything else that is not a key still fails a
+//! them when it lists, and so does this store. So are this crate's own writer lease object and
+//! lock file at the root (see [`crate::lease`]). Anything else that is not a key still fails a
 //! listing with an error that names it.
 
 use std::collections::HashSet;
@@ -44,16 +45,18 @@ pub(crate) fn keys_of_full_listing<'a>(
 		.collect();
 	objects.iter().filter(move |meta| {
 		!is_leftover(&meta.location)
+			&& !crate::lease::is_lease_path(root, &meta.location)
 			&& !is_directory_marker(meta, root, |location| parents.contains(location))
 	})
 }
 
-/// The objects of a delimited listing of `prefix` that may be keys.
+/// The objects of a delimited listing of `prefix`, below the store's `root`, that may be keys.
 pub(crate) fn keys_of_listing<'a>(
-	listing: &'a ListResult, prefix: &'a Path,
+	listing: &'a ListResult, prefix: &'a Path, root: &'a Path,
 ) -> impl Iterator<Item = &'a ObjectMeta> + 'a {
 	listing.objects.iter().filter(move |meta| {
 		!is_leftover(&meta.location)
+			&& !crate::lease::is_lease_path(root, &meta.location)
 			&& !is_directory_marker(meta, prefix, |location| {
 				listing.common_prefixes.contains(location)
 			})

@@ -16,6 +16,7 @@ use tracing::{field, Instrument, Span};
 use crate::error::{Error, FailureKind, Operation};
 use crate::fencing::Fencing;
 use crate::keys::{validate_namespace, KeyMapper, KvKey};
+use crate::lease::{self, LeaseState, WriterLease};
 use crate::ordering::{KeyQueues, Turn};
 use crate::retry::RetryPolicy;
 use crate::runtime::StoreRuntime;
@@ -33,6 +34,8 @@ use crate::runtime::StoreRuntime;
 pub struct ObjectKvStore {
 	core: Arc<Core>,
 	runtime: Arc<StoreRuntime>,
+	/// Releases the writer lease when the last clone is dropped.
+	lease_guard: Option<Arc<lease::Guard>>,
 }
 
 /// What the running operations share. It deliberately holds no runtime: the runtime must be
@@ -49,6 +52,8 @@ struct Core {
 	retry: RetryPolicy,
 	/// Present when writes are conditional (see `fencing`).
 	fencing: Option<Arc<Fencing>>,
+	/// The writer lease, checked right before every write and remove request (see `lease`).
+	lease: Option<Arc<LeaseState>>,
 }
 
 /// The part of the configuration that the store itself needs.
@@ -73,9 +78,44 @@ impl ObjectKvStore {
 			view_limit: None,
 			retry: params.retry,
 			fencing: params.fencing.then(Arc::default),
+			lease: None,
 		};
 		let runtime = StoreRuntime::new(params.worker_threads)?;
-		Ok(ObjectKvStore { core: Arc::new(core), runtime: Arc::new(runtime) })
+		Ok(ObjectKvStore { core: Arc::new(core), runtime: Arc::new(runtime), lease_guard: None })
+	}
+
+	/// Makes every write and remove depend on `lease`, keeps it renewed on the store's runtime,
+	/// and releases it when the last clone is dropped.
+	pub(crate) fn with_lease(mut self, lease: Arc<LeaseState>) -> Self {
+		let mut core = Core::clone(&self.core);
+		core.lease = Some(Arc::clone(&lease));
+		self.core = Arc::new(core);
+		drop(self.runtime.spawn(Arc::clone(&lease).keep()));
+		self.lease_guard = Some(Arc::new(lease::Guard::new(lease, Arc::clone(&self.runtime))));
+		self
+	}
+
+	/// The writer lease this store holds (`None` if it was built without one): whether it is
+	/// still held, and a signal to await that fires when it is lost (see [`crate::lease`]).
+	pub fn writer_lease(&self) -> Option<WriterLease> {
+		self.core.lease.as_ref().map(LeaseState::handle)
+	}
+
+	/// Stops renewing the writer lease and releases it, so that another instance may take it
+	/// at once; every write and remove of this store fails from then on. Dropping the last
+	/// clone of the store does the same.
+	pub fn release_writer_lease(&self) -> impl Future<Output = ()> + Send + 'static {
+		let release = self.core.lease.clone().map(|lease| self.runtime.spawn(lease.release()));
+		async move {
+			if let Some(release) = release {
+				release.await;
+			}
+		}
+	}
+
+	/// [`Self::release_writer_lease`] for synchronous callers.
+	pub fn release_writer_lease_blocking(&self) {
+		crate::runtime::block_on(self.release_writer_lease());
 	}
 
 	/// A view of the same store whose requests are at most `max_in_flight` at once, within the
@@ -85,7 +125,11 @@ impl ObjectKvStore {
 	pub(crate) fn limited_to(&self, max_in_flight: usize) -> Self {
 		let mut core = Core::clone(&self.core);
 		core.view_limit = Some(Arc::new(Semaphore::new(max_in_flight.max(1))));
-		ObjectKvStore { core: Arc::new(core), runtime: Arc::clone(&self.runtime) }
+		ObjectKvStore {
+			core: Arc::new(core),
+			runtime: Arc::clone(&self.runtime),
+			lease_guard: self.lease_guard.clone(),
+		}
 	}
 
 	/// The object store below this store, for diagnostics (`ldk-object-store doctor`). A request
@@ -335,6 +379,7 @@ impl Core {
 		// Update objects are written once and never replaced.
 		let create_only = op.key.primary_namespace == crate::persister::names::UPDATES;
 		self.attempt(&op.span, op.operation, &op.key.to_string(), || async {
+			self.check_lease()?;
 			match &self.fencing {
 				Some(fencing) => {
 					fencing.put(self.backend.as_ref(), &op.path, &bytes, create_only).await
@@ -349,6 +394,7 @@ impl Core {
 		op.turn.wait().await;
 		let result = self
 			.attempt(&op.span, op.operation, &op.key.to_string(), || async {
+				self.check_lease()?;
 				match self.backend.delete(&op.path).await {
 					// Local files, Azure and GCS report a missing object; the remove still
 					// achieved what it promises: nothing is stored under the key. (A missing
@@ -359,7 +405,7 @@ impl Core {
 			})
 			.await;
 		if let Some(fencing) = &self.fencing {
-			fencing.forget(&op.path);
+			fencing.removed(&op.path, result.is_ok());
 		}
 		result
 	}
@@ -370,7 +416,7 @@ impl Core {
 		let prefix = self.keys.namespace_path(&primary, &secondary);
 		let target = namespace_target(&primary, &secondary);
 		let listing = self.list_delimited(&prefix, &target, &span).await?;
-		crate::listing::keys_of_listing(&listing, &prefix)
+		crate::listing::keys_of_listing(&listing, &prefix, self.keys.root())
 			.map(|meta| {
 				let key = self.keys.kv_key(&meta.location)?;
 				if key.primary_namespace != primary || key.secondary_namespace != secondary {
@@ -424,6 +470,7 @@ impl Core {
 		let paths: Vec<Path> = turns.iter().map(|turn| turn.path().clone()).collect();
 		let result = self
 			.attempt(&span, Operation::Remove, &target, || async {
+				self.check_lease()?;
 				let locations = futures::stream::iter(paths.clone().into_iter().map(Ok)).boxed();
 				let mut deleted = self.backend.delete_stream(locations);
 				while let Some(outcome) = deleted.next().await {
@@ -437,7 +484,7 @@ impl Core {
 			})
 			.await;
 		if let Some(fencing) = &self.fencing {
-			paths.iter().for_each(|path| fencing.forget(path));
+			paths.iter().for_each(|path| fencing.removed(path, result.is_ok()));
 		}
 		// The turns are held until here, so later operations on these keys wait for the batch.
 		drop(turns);
@@ -452,6 +499,11 @@ impl Core {
 			self.backend.list_with_delimiter(non_root(prefix).then_some(prefix))
 		})
 		.await
+	}
+
+	/// Refuses a write or remove once the writer lease is lost.
+	fn check_lease(&self) -> Result<(), object_store::Error> {
+		self.lease.as_ref().map_or(Ok(()), |lease| lease.check())
 	}
 
 	/// Runs `request` under the bound on requests in flight, with retries, and records the

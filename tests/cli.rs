@@ -107,8 +107,10 @@ fn json(args: &[&str]) -> (i32, Value) {
 fn dir_backend(dir: &tempfile::TempDir, name: &str) -> (Backend, String) {
 	let root = dir.path().join(name);
 	std::fs::create_dir_all(&root).unwrap();
+	// In code a directory cannot hold a lease object; the CLI's file:// URL takes the OS lock.
 	let backend = backends::memory(name)
-		.wrapped(|_| Arc::new(LocalFileSystem::new_with_prefix(&root).unwrap()));
+		.wrapped(|_| Arc::new(LocalFileSystem::new_with_prefix(&root).unwrap()))
+		.tuned(|builder| builder.without_writer_lease());
 	let url = format!("file://{}/{}", root.display(), backend.prefix);
 	(backend, url)
 }
@@ -207,7 +209,18 @@ fn ls_verify_gc_migrate_and_doctor_on_real_node_data() {
 	assert_eq!(first["copied"], first["keys"]);
 	let (status, second) = json(&["migrate", &url, &target]);
 	assert_eq!((status, &second["already_there"]), (0, &first["keys"]));
-	let migrated = ldk_object_store::StoreBuilder::from_url(&target).build().unwrap();
+	// While a node runs on the destination, migrate refuses to write there.
+	let node = ldk_object_store::StoreBuilder::from_url(&target).build().unwrap();
+	let (status, refused) = json(&["migrate", &url, &target]);
+	assert_eq!(status, 2, "{refused}");
+	assert!(refused.to_string().contains("writer lease"), "{refused}");
+	let (status, lease) = json(&["lease", &target]);
+	assert_eq!((status, &lease["locked"]), (0, &serde_json::Value::Bool(true)), "{lease}");
+	drop(node);
+	assert_eq!(json(&["lease", &target]).1["locked"], false);
+	// Another writer's conflicting key, written while no node runs.
+	let migrated =
+		ldk_object_store::StoreBuilder::from_url(&target).without_writer_lease().build().unwrap();
 	KVStoreSync::write(&migrated, "monitors", "", &monitor, vec![9]).unwrap();
 	let (status, conflict) = json(&["migrate", &url, &target]);
 	assert_eq!(status, 1);
@@ -476,4 +489,61 @@ fn doctor_on_s3_servers() {
 			assert_eq!(report["checks"][1]["ok"], false, "{report}");
 		}
 	}
+}
+
+/// `lease URL` shows the holder of an object lease; `--break` takes it away after confirmation,
+/// and the holder learns at its next renewal that it lost it.
+#[test]
+fn lease_shows_and_breaks_the_holder() {
+	let (Ok(url), Ok(endpoint)) = (
+		std::env::var("LDK_OS_TEST_LOCALSTACK_URL"),
+		std::env::var("LDK_OS_TEST_LOCALSTACK_ENDPOINT"),
+	) else {
+		assert!(backends::s3("LOCALSTACK", "cli-lease").is_none());
+		return;
+	};
+	let url = format!("{url}/cli-lease-{:x}", fastrand::u64(..));
+	let endpoint_option = format!("aws_endpoint={endpoint}");
+	let args = |rest: &[&str]| {
+		let mut all = vec!["-o", endpoint_option.as_str(), "-o", "aws_allow_http=true", "lease"];
+		all.extend_from_slice(rest);
+		all.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+	};
+	let run = |rest: &[&str]| {
+		let all = args(rest);
+		json(&all.iter().map(String::as_str).collect::<Vec<_>>())
+	};
+	assert_eq!(run(&[&url]).1["lease"], serde_json::Value::Null);
+	let node = ldk_object_store::StoreBuilder::from_url(&url)
+		.with_option("aws_endpoint", endpoint.clone())
+		.with_option("aws_allow_http", "true")
+		.with_writer_lease(
+			ldk_object_store::lease::LeaseConfig::default()
+				.with_ttl(std::time::Duration::from_secs(3))
+				.with_safety_margin(std::time::Duration::from_secs(1)),
+		)
+		.build()
+		.unwrap();
+	let held = node.writer_lease().unwrap();
+	let (status, shown) = run(&[&url]);
+	assert_eq!(status, 0, "{shown}");
+	assert_eq!(shown["lease"]["instance"], held.info().instance.as_str());
+	assert_eq!(shown["lease"]["generation"], 1);
+	// Without confirmation nothing happens (stdin is empty).
+	let (status, _) = run(&[&url, "--break"]);
+	assert_eq!(status, 2);
+	assert!(held.is_held());
+	let (status, broken) = run(&[&url, "--break", "--yes"]);
+	assert_eq!(status, 0, "{broken}");
+	assert_eq!(broken["broken"]["instance"], held.info().instance.as_str());
+	let waiting = std::thread::spawn(move || futures::executor::block_on(held.lost()));
+	let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+	while !waiting.is_finished() {
+		assert!(std::time::Instant::now() < deadline, "the holder never noticed");
+		std::thread::sleep(std::time::Duration::from_millis(20));
+	}
+	assert!(node.write("", "", "manager", vec![1]).is_err());
+	let (_, after) = run(&[&url]);
+	assert_eq!(after["lease"]["released"], true, "{after}");
+	assert_eq!(after["lease"]["generation"], 2, "{after}");
 }

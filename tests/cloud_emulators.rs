@@ -90,6 +90,8 @@ async fn azurite_through_an_az_url() {
 		.with_option("azure_storage_account_key", AZURITE_KEY)
 		.with_option("azure_storage_endpoint", format!("{}/devstoreaccount1", azurite_endpoint()))
 		.with_option("azure_allow_http", "true")
+		// A second view of the container while the first store runs: no second writer lease.
+		.without_writer_lease()
 		.build()
 		.expect("az:// store with an explicit endpoint builds");
 	assert_eq!(explicit.read("monitor_updates", "aa_0", "7").unwrap(), b"update");
@@ -115,11 +117,17 @@ fn azurite_wrong_key_is_denied_not_absent() {
 	let url = format!("{}/{}", container.trim_end_matches('/'), backend.prefix);
 	// A valid base64 key of the right length that is not the account's.
 	let wrong_key = AZURITE_KEY.replace("Eby8", "Xby8");
-	let store = StoreBuilder::from_url(&url)
-		.with_option("azure_storage_use_emulator", "true")
-		.with_option("azure_storage_account_key", wrong_key)
-		.build()
-		.expect("az:// store builds");
+	let builder = || {
+		StoreBuilder::from_url(&url)
+			.with_option("azure_storage_use_emulator", "true")
+			.with_option("azure_storage_account_key", wrong_key.clone())
+	};
+	// Taking the writer lease is the first request: the store fails to start, saying why.
+	let err = builder().build().expect_err("the lease cannot be taken with a wrong key");
+	assert!(err.to_string().contains("permission denied"), "{err}");
+	assert!(err.to_string().contains("403"), "{err}");
+	// Each operation says so too.
+	let store = builder().without_writer_lease().build().expect("az:// store builds");
 	for err in [
 		store.read("monitors", "", "aa_0").unwrap_err(),
 		store.write("monitors", "", "aa_0", vec![1]).unwrap_err(),
@@ -138,22 +146,28 @@ fn azurite_wrong_key_is_denied_not_absent() {
 #[test]
 fn missing_bucket_or_container_is_not_absence() {
 	let mut stores = Vec::new();
+	// With the writer lease, the store does not even start; without it, each operation fails.
+	let opened = |name: &str, builder: &dyn Fn() -> StoreBuilder| {
+		let err = builder().build().expect_err("no lease in a missing bucket");
+		assert!(err.to_string().contains("rejected"), "{name}: {err}");
+		builder().without_writer_lease().build().unwrap()
+	};
 	if backends::azurite("no-container").is_some() {
-		let store = StoreBuilder::from_url("az://no-such-container/p")
-			.with_option("azure_storage_use_emulator", "true")
-			.build()
-			.unwrap();
-		stores.push(("azurite", store));
+		let builder = || {
+			StoreBuilder::from_url("az://no-such-container/p")
+				.with_option("azure_storage_use_emulator", "true")
+		};
+		stores.push(("azurite", opened("azurite", &builder)));
 	}
 	for server in ["LOCALSTACK", "SEAWEEDFS"] {
 		if backends::s3(server, "no-bucket").is_some() {
 			let endpoint = std::env::var(format!("LDK_OS_TEST_{server}_ENDPOINT")).unwrap();
-			let store = StoreBuilder::from_url("s3://no-such-bucket/p")
-				.with_option("aws_endpoint", endpoint)
-				.with_option("aws_allow_http", "true")
-				.build()
-				.unwrap();
-			stores.push((server, store));
+			let builder = || {
+				StoreBuilder::from_url("s3://no-such-bucket/p")
+					.with_option("aws_endpoint", endpoint.clone())
+					.with_option("aws_allow_http", "true")
+			};
+			stores.push((server, opened(server, &builder)));
 		}
 	}
 	for (name, store) in stores {
@@ -214,11 +228,13 @@ fn stored(gcs: &GcsEmulator, name: &str) -> bool {
 	}
 }
 
-/// A `gs://` store over the emulator, the way an operator would configure it.
+/// A `gs://` store over the emulator, the way an operator would configure it, but without the
+/// writer lease: fake-gcs-server refuses `object_store`'s uploads, the lease object's included.
 fn gs_store(gcs: &GcsEmulator) -> ObjectKvStore {
 	StoreBuilder::from_url(format!("gs://{}/{}", gcs.bucket, gcs.backend.prefix))
 		.with_option("google_service_account_key", gcs.service_account_key())
 		.with_option("google_allow_http", "true")
+		.without_writer_lease()
 		.build()
 		.expect("gs:// store builds")
 }
@@ -241,7 +257,7 @@ fn fake_gcs_reads_lists_and_removes_seeded_objects() {
 	}
 
 	// Through a gs:// URL and through a store built in code.
-	for store in [gs_store(&gcs), gcs.backend.store()] {
+	for store in [gs_store(&gcs), gcs.backend.reader()] {
 		for (p, s, k, value) in keys {
 			assert_eq!(store.read(p, s, k).unwrap(), value, "{p}/{s}/{k}");
 		}

@@ -57,4 +57,17 @@ fn store_from_environment_variables() {
 	let (name, bytes) = &found[0];
 	assert!(!name.contains("monitors") && !name.contains("secret_name"), "{name}");
 	assert!(!bytes.windows(16).any(|w| w == b"PLAINTEXT-MARKER"));
+	drop(store);
+
+	// The writer lease is on unless turned off by name.
+	std::env::remove_var("LDK_OBJECT_STORE_ENCRYPTION_KEY");
+	std::env::set_var("LDK_OBJECT_STORE_PREFIX", "node-9");
+	let leased = StoreBuilder::from_env().unwrap().build().unwrap();
+	assert!(leased.writer_lease().unwrap().is_held());
+	std::env::set_var("LDK_OBJECT_STORE_WRITER_LEASE", "maybe");
+	let err = StoreBuilder::from_env().unwrap_err().to_string();
+	assert!(err.contains("LDK_OBJECT_STORE_WRITER_LEASE") && err.contains("maybe"), "{err}");
+	std::env::set_var("LDK_OBJECT_STORE_WRITER_LEASE", "false");
+	let unleased = StoreBuilder::from_env().unwrap().build().unwrap();
+	assert!(unleased.writer_lease().is_none());
 }

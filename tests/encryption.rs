@@ -97,11 +97,15 @@ impl Setup {
 		format!("{} names={:?} rooted={}", self.raw.name, self.names, self.rooted)
 	}
 
-	/// A store over `encrypted`, without retries (decryption failures are facts).
+	/// A store over `encrypted`, without retries (decryption failures are facts), and without
+	/// the writer lease: these tests count, copy and tamper with every raw object of a prefix,
+	/// and open several instances on it. (The lease through an encrypted store is tested in
+	/// `the_builder_refuses_a_wrong_key`.)
 	fn store_over(&self, encrypted: Arc<EncryptedStore>) -> ObjectKvStore {
 		StoreBuilder::from_store(encrypted)
 			.with_prefix(self.raw.prefix.clone())
 			.with_retry(RetryPolicy::none())
+			.without_writer_lease()
 			.build()
 			.unwrap()
 	}
@@ -651,6 +655,11 @@ fn the_builder_refuses_a_wrong_key() {
 		let err = build(other_key()).unwrap_err();
 		assert!(matches!(err, ldk_object_store::ConfigError::Encryption(_)), "{names:?}: {err}");
 		assert!(!format!("{err} {err:?}").contains(&"5a".repeat(8)), "the key leaked: {err}");
+		// The writer lease lives in the encrypted store too: a second instance with the right
+		// key is refused while the first runs, and starts once it stopped.
+		let held = build(key()).unwrap_err();
+		assert!(matches!(held, ldk_object_store::ConfigError::LeaseHeld { .. }), "{held}");
+		drop(store);
 		assert_eq!(build(key()).unwrap().read("", "", "manager").unwrap(), b"state");
 	}
 }

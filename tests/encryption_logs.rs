@@ -94,8 +94,19 @@ fn the_key_never_reaches_logs_errors_or_debug_output() {
 			names,
 		));
 		KVStoreSync::write(&store, "", "", "manager", CONTENTS.to_vec()).unwrap();
-		let wrong_store =
-			StoreBuilder::from_store(wrong.clone()).with_prefix("node").with_retry(quick).build();
+		// With plaintext names its writer lease is found but does not decrypt: refused at build.
+		// (With encrypted names a wrong key looks up another name; `with_encryption` checks the
+		// key before the lease.)
+		let lease = StoreBuilder::from_store(wrong.clone()).with_prefix("node").build();
+		if names == EncryptNames::No {
+			let err = lease.expect_err("a wrong key cannot read the lease");
+			record("wrong key lease", format!("{err} / {err:?}"));
+		}
+		let wrong_store = StoreBuilder::from_store(wrong.clone())
+			.with_prefix("node")
+			.with_retry(quick)
+			.without_writer_lease()
+			.build();
 		let err = KVStoreSync::read(&wrong_store.unwrap(), "", "", "manager").unwrap_err();
 		record("wrong key read", format!("{err} / {err:?}"));
 		if let Err(err) = runtime.block_on(wrong.check_key()) {

@@ -14,8 +14,10 @@ use ldk_object_store::{FailureKind, ObjectKvStore, RetryPolicy};
 use lightning::io::ErrorKind;
 use lightning::util::persist::KVStoreSync;
 
+/// A fenced store without the writer lease: these tests are about fencing as the second line of
+/// defence, with two writers on one prefix, which the lease (tests/lease.rs) otherwise keeps out.
 fn fenced(backend: &Backend) -> ObjectKvStore {
-	backend.builder().with_fencing(true).build().unwrap()
+	backend.builder().with_fencing(true).without_writer_lease().build().unwrap()
 }
 
 fn failure_kind(err: &lightning::io::Error) -> Option<FailureKind> {
@@ -117,13 +119,102 @@ fn our_own_write_landing_twice_is_not_a_second_writer() {
 			max_elapsed: Duration::from_secs(10),
 			attempt_timeout: Duration::from_secs(10),
 		};
-		let store = faulty.builder().with_fencing(true).with_retry(retry).build().unwrap();
+		// Without the lease: no put here ever reports success, so no lease could be confirmed.
+		let store = faulty
+			.builder()
+			.with_fencing(true)
+			.with_retry(retry)
+			.without_writer_lease()
+			.build()
+			.unwrap();
 		for round in 0..3u8 {
 			store.write("", "", "manager", vec![round]).unwrap();
 			store.write("monitor_updates", "aa_0", &round.to_string(), vec![round]).unwrap();
 		}
 		assert!(faults.total_injected() >= 6);
 		assert_eq!(backend.store().read("", "", "manager").unwrap(), vec![2]);
+	}
+}
+
+/// Reports a failure after the next `n` puts, which do land: a lost answer, or an outage that
+/// outlasts the retries.
+#[derive(Debug, Default)]
+struct LoseAnswers(std::sync::atomic::AtomicUsize);
+
+#[async_trait::async_trait]
+impl common::wrappers::Hook for LoseAnswers {
+	fn after_success(
+		&self, request: common::wrappers::Request, path: &object_store::path::Path,
+	) -> Option<object_store::Error> {
+		use std::sync::atomic::Ordering;
+		let lose = request == common::wrappers::Request::Put
+			&& self
+				.0
+				.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+				.is_ok();
+		lose.then(|| object_store::Error::Generic {
+			store: "test",
+			source: format!(
+				"Server returned non-2xx status code: 503 Service Unavailable ({path})"
+			)
+			.into(),
+		})
+	}
+}
+
+/// A write of ours that landed but reported an error, with no retry left to find it: the next
+/// writes of that key are ours to make, not a second writer's. Likewise for a remove.
+fn landed_but_failed_is_not_a_second_writer(backend: &Backend) {
+	println!("lost answers on {}", backend.name);
+	let hook = Arc::new(LoseAnswers::default());
+	let faulty = backend.wrapped(|s| Hooked::wrap(s, Arc::clone(&hook)));
+	let store = faulty
+		.builder()
+		.with_fencing(true)
+		.with_retry(RetryPolicy::none())
+		.without_writer_lease()
+		.build()
+		.unwrap();
+	store.write("", "", "manager", b"v1".to_vec()).unwrap();
+	hook.0.store(1, std::sync::atomic::Ordering::SeqCst);
+	store.write("", "", "manager", b"v2".to_vec()).expect_err("the answer was lost");
+	store.write("", "", "manager", b"v3".to_vec()).expect("our own landed write is no alarm");
+	store.write("", "", "manager", b"v4".to_vec()).unwrap();
+	assert_eq!(store.read("", "", "manager").unwrap(), b"v4");
+
+	// Two lost answers in a row.
+	hook.0.store(2, std::sync::atomic::Ordering::SeqCst);
+	store.write("", "", "manager", b"v5".to_vec()).unwrap_err();
+	store.write("", "", "manager", b"v6".to_vec()).unwrap_err();
+	store.write("", "", "manager", b"v7".to_vec()).expect("no alarm after two lost answers");
+	assert_eq!(store.read("", "", "manager").unwrap(), b"v7");
+
+	// A key created with its answer lost, then written again.
+	hook.0.store(1, std::sync::atomic::Ordering::SeqCst);
+	store.write("monitors", "", "aa_0", b"m1".to_vec()).unwrap_err();
+	store.write("monitors", "", "aa_0", b"m2".to_vec()).expect("our own create is no alarm");
+	assert_eq!(store.read("monitors", "", "aa_0").unwrap(), b"m2");
+
+	// Another writer is still refused.
+	let other = fenced(backend);
+	other.write("", "", "manager", b"other".to_vec()).unwrap_err();
+	assert_eq!(store.read("", "", "manager").unwrap(), b"v7");
+}
+
+#[test]
+fn landed_but_failed_memory() {
+	landed_but_failed_is_not_a_second_writer(&backends::memory("lost-answer"));
+}
+
+#[test]
+fn landed_but_failed_servers() {
+	for server in ["LOCALSTACK", "SEAWEEDFS"] {
+		if let Some(backend) = backends::s3(server, "lost-answer") {
+			landed_but_failed_is_not_a_second_writer(&backend);
+		}
+	}
+	if let Some(backend) = backends::azurite("lost-answer") {
+		landed_but_failed_is_not_a_second_writer(&backend);
 	}
 }
 

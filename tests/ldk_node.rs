@@ -599,7 +599,9 @@ fn background_processor_writes_through_async_store() {
 		force_closed: None,
 		monitor_checks: 0,
 	};
-	// A restart from fresh store instances reloads what the processors wrote.
+	// A restart from fresh store instances reloads what the processors wrote. The first
+	// instances stop first, as a restarted node's would: each holds its prefix's writer lease.
+	drop(stores);
 	let restarted = run_restart_phase(&open, Some(&expected)).expect("restart");
 	assert_restart_matches(&expected, &restarted);
 	println!(

@@ -138,7 +138,7 @@ fn async_replay(backend: &Backend, calls: &[Call], channel_id: ChannelId, bind: 
 	};
 	let live = decode(last, keys);
 	for mode in MODES {
-		let reader = ours(&backend.store(), cfg, config(5, mode));
+		let reader = ours(&backend.reader(), cfg, config(5, mode));
 		let loaded = reader.read_all_channel_monitors_with_updates_blocking().unwrap();
 		assert_eq!(loaded.len(), 1);
 		assert_eq!(loaded[0].1.get_latest_update_id(), live.get_latest_update_id(), "{mode:?}");
@@ -167,7 +167,7 @@ fn load_counted(backend: &Backend, mode: LoadMode) -> (LoadResult, Arc<CountRequ
 	cfgs[0].keys_manager = replay_keys();
 	let counter = Arc::new(CountRequests::default());
 	let counted = backend.wrapped(|s| Hooked::wrap(s, Arc::clone(&counter)));
-	let persister = ours(&counted.store(), &cfgs[0], config(1000, mode));
+	let persister = ours(&counted.reader(), &cfgs[0], config(1000, mode));
 	(persister.read_all_channel_monitors_with_updates_blocking(), counter)
 }
 
@@ -330,7 +330,7 @@ fn async_mode_completes_updates_in_a_real_chain_monitor() {
 		);
 		std::thread::sleep(Duration::from_millis(10));
 	}
-	let loaded = ours(&backend.store(), cfg, config(5, LoadMode::Probe))
+	let loaded = ours(&backend.reader(), cfg, config(5, LoadMode::Probe))
 		.read_all_channel_monitors_with_updates_blocking()
 		.unwrap();
 	let live = chain_monitor.get_monitor(flow.channel_id).unwrap();
@@ -363,7 +363,7 @@ fn superseded_full_writes_are_not_sent() {
 	let puts = counter.count(Request::Put);
 	println!("PUTs for 20 queued full writes: {puts}");
 	assert!(puts <= 3, "{puts} PUTs: superseded full writes were sent");
-	let loaded = ours(&backend.store(), cfg, config(1000, LoadMode::Probe))
+	let loaded = ours(&backend.reader(), cfg, config(1000, LoadMode::Probe))
 		.read_all_channel_monitors_with_updates_blocking()
 		.unwrap();
 	assert_eq!(loaded[0].1.get_latest_update_id(), live.get_latest_update_id());

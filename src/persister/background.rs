@@ -482,11 +482,12 @@ impl AsyncWrites {
 	}
 }
 
-/// Whether an error says another writer holds the store, so a retry cannot succeed.
+/// Whether an error says another writer holds the store (another writer changed the object, or
+/// the writer lease is lost), so no retry can succeed.
 fn fenced(error: &io::Error) -> bool {
 	error
 		.get_ref()
 		.and_then(|inner| inner.downcast_ref::<Error>())
 		.and_then(Error::failure_kind)
-		.is_some_and(|kind| kind == FailureKind::Fenced)
+		.is_some_and(|kind| matches!(kind, FailureKind::Fenced | FailureKind::LeaseLost))
 }

@@ -42,6 +42,13 @@ impl Backend {
 		self.builder().build().expect("store builds")
 	}
 
+	/// A second, read-only view of the store while its writer runs (as `ldk-object-store ls` or
+	/// a reload check opens it): it takes no writer lease, so it does not contend with the
+	/// writer's.
+	pub fn reader(&self) -> ObjectKvStore {
+		self.builder().without_writer_lease().build().expect("reader builds")
+	}
+
 	/// A builder over this backend, for tests that tune the store.
 	pub fn builder(&self) -> StoreBuilder {
 		let builder = StoreBuilder::from_store(Arc::clone(&self.object_store))
@@ -56,7 +63,10 @@ impl Backend {
 	pub fn tuned(
 		mut self, tune: impl Fn(StoreBuilder) -> StoreBuilder + Send + Sync + 'static,
 	) -> Self {
-		self.tune = Some(Arc::new(tune));
+		self.tune = Some(match self.tune.take() {
+			Some(before) => Arc::new(move |builder| tune(before(builder))),
+			None => Arc::new(tune),
+		});
 		self
 	}
 
@@ -103,7 +113,9 @@ pub fn local_dir(test: &str) -> Backend {
 		object_store: Arc::new(fs),
 		prefix: unique_prefix(test),
 		key_and_namespace_may_share_a_name: false,
-		tune: None,
+		// A local directory cannot replace an object conditionally, so it cannot hold a lease
+		// object (a `file://` store takes an OS lock instead; see tests/lease.rs).
+		tune: Some(Arc::new(|builder: StoreBuilder| builder.without_writer_lease())),
 		_dir: Some(dir),
 	}
 }

@@ -201,7 +201,7 @@ pub fn objects(store: &ObjectKvStore) -> BTreeMap<String, Vec<u8>> {
 pub fn reload_and_compare(
 	backend: &Backend, node: &Node<'_, '_, '_>, cfg: &TestChanMonCfg, max_pending: u64, label: &str,
 ) {
-	let reference_store = backend.store();
+	let reference_store = backend.reader();
 	let reference =
 		ldk(&reference_store, cfg, max_pending).read_all_channel_monitors_with_updates().unwrap();
 	let live_ids = node.chain_monitor.chain_monitor.list_monitors();
@@ -210,7 +210,7 @@ pub fn reload_and_compare(
 	for mode in MODES {
 		let counter = Arc::new(CountRequests::default());
 		let counted = backend.wrapped(|s| Hooked::wrap(s, Arc::clone(&counter)));
-		let persister = ours(&counted.store(), cfg, config(max_pending, mode));
+		let persister = ours(&counted.reader(), cfg, config(max_pending, mode));
 		let loaded = persister.read_all_channel_monitors_with_updates_blocking().unwrap();
 		assert_eq!(loaded.len(), live_ids.len(), "{label} {mode:?}: monitors loaded");
 		for (_, monitor) in &loaded {

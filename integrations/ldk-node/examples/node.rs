@@ -86,6 +86,25 @@ fn run() -> Result<(), String> {
 	let store = StoreBuilder::from_url(&args.store_url)
 		.build()
 		.map_err(|e| format!("cannot open the store {}: {e}", args.store_url))?;
+	// The store took its prefix's writer lease when it was built (a second instance of this node
+	// is refused there). Should the lease ever be lost, every write fails; stop at once rather
+	// than run on as a node that can no longer persist.
+	if let Some(lease) = store.writer_lease() {
+		println!("lease:     held as {}", lease.info());
+		std::thread::spawn(move || loop {
+			// An async application would await `lease.lost()` instead.
+			std::thread::sleep(std::time::Duration::from_millis(500));
+			if !lease.is_held() {
+				let reason = lease.lost_reason().unwrap_or_default();
+				// "released": this run's own clean shutdown.
+				if reason != "released" {
+					eprintln!("the store's writer lease is lost ({reason}); stopping");
+					std::process::exit(1);
+				}
+				return;
+			}
+		});
+	}
 	let before = list_keys(&store).map_err(|e| format!("cannot list the store: {e}"))?;
 	println!("store:     {} ({} keys in it)", args.store_url, before.len());
 

@@ -70,7 +70,8 @@ const LIST: &str = "list the root (credentials, bucket, network)";
 const MISSING: &str = "a missing key reads as NotFound";
 const ROUND_TRIP: &str = "write, read back and remove";
 const CONDITIONAL: &str = "conditional writes (create-only)";
-const CHECKS: u32 = 4;
+const REPLACE: &str = "conditional writes (replace if unchanged), needed by the writer lease";
+const CHECKS: u32 = 5;
 
 /// Runs `check` within an equal share of the time left before `deadline`; `None` if it ran out.
 async fn within<T>(
@@ -164,7 +165,7 @@ pub(crate) async fn run(args: &Args, options: &[(String, String)], out: &Output)
 	});
 
 	if let Some(why) = stop {
-		for name in [MISSING, ROUND_TRIP, CONDITIONAL] {
+		for name in [MISSING, ROUND_TRIP, CONDITIONAL, REPLACE] {
 			checks.push(Check { name, status: Status::NotRun, detail: format!("not run: {why}") });
 		}
 	} else {
@@ -175,14 +176,11 @@ pub(crate) async fn run(args: &Args, options: &[(String, String)], out: &Output)
 		);
 		checks.push(round_trip(&store, &probe_key, deadline, &explain).await);
 		let (conditional, budget) =
-			within(deadline, 1, conditional_writes(&store, &format!("{probe_key}-create"))).await;
-		checks.push(match conditional {
-			Some(Ok(detail)) => Check { name: CONDITIONAL, status: Status::Ok, detail },
-			Some(Err(detail)) => Check { name: CONDITIONAL, status: Status::Failed, detail },
-			None => {
-				Check { name: CONDITIONAL, status: Status::TimedOut, detail: timed_out(budget) }
-			},
-		});
+			within(deadline, 2, conditional_writes(&store, &format!("{probe_key}-create"))).await;
+		checks.push(outcome_check(CONDITIONAL, conditional, budget));
+		let (replace, budget) =
+			within(deadline, 1, conditional_replace(&store, &format!("{probe_key}-update"))).await;
+		checks.push(outcome_check(REPLACE, replace, budget));
 	}
 
 	// Local directories keep the folders a probe key needed; the probes must leave nothing.
@@ -293,6 +291,63 @@ async fn round_trip(
 		),
 	};
 	Check { name: ROUND_TRIP, status, detail }
+}
+
+/// The check of a probe that says what it saw, or why it failed, or ran out of time.
+fn outcome_check(
+	name: &'static str, outcome: Option<Result<String, String>>, budget: Duration,
+) -> Check {
+	match outcome {
+		Some(Ok(detail)) => Check { name, status: Status::Ok, detail },
+		Some(Err(detail)) => Check { name, status: Status::Failed, detail },
+		None => Check { name, status: Status::TimedOut, detail: timed_out(budget) },
+	}
+}
+
+/// `PutMode::Update`: a replacement on the current ETag succeeds, one on a stale ETag is refused.
+/// The writer lease depends on both.
+async fn conditional_replace(store: &ObjectKvStore, key: &str) -> Result<String, String> {
+	use object_store::UpdateVersion;
+	let path = store.key_mapper().object_path(
+		&ldk_object_store::keys::KvKey::new(PROBE_NAMESPACE, "", key).map_err(|e| e.to_string())?,
+	);
+	let backend = store.raw_backend();
+	let update = |version: &UpdateVersion| PutOptions {
+		mode: PutMode::Update(version.clone()),
+		..Default::default()
+	};
+	let outcome = async {
+		let first = backend
+			.put_opts(&path, PutPayload::from_static(b"first"), PutOptions::default())
+			.await
+			.map_err(|e| format!("a plain write failed: {e}"))?;
+		let first = UpdateVersion { e_tag: first.e_tag, version: first.version };
+		if first.e_tag.is_none() && first.version.is_none() {
+			return Err("writes return no ETag or version".to_owned());
+		}
+		backend
+			.put_opts(&path, PutPayload::from_static(b"second"), update(&first))
+			.await
+			.map_err(|e| format!("a replacement on the current ETag failed: {e}"))?;
+		let stale =
+			backend.put_opts(&path, PutPayload::from_static(b"stale"), update(&first)).await;
+		match stale {
+			Err(e) if FailureKind::of(&e) == FailureKind::Precondition => {
+				Ok("a replacement on a stale ETag is refused".to_owned())
+			},
+			Err(e) => Err(format!("a replacement on a stale ETag failed oddly: {e}")),
+			Ok(_) => Err("the server ignored If-Match and overwrote the object".to_owned()),
+		}
+	}
+	.await;
+	let _ = KVStore::remove(store, PROBE_NAMESPACE, "", key, false).await;
+	match outcome {
+		// A file:// store holds an OS lock instead of a lease object.
+		Err(why) if store.raw_backend().to_string().starts_with("LocalFileSystem") => Ok(format!(
+			"not offered by a local directory ({why}); a file:// store takes an OS lock instead"
+		)),
+		other => other,
+	}
 }
 
 async fn conditional_writes(store: &ObjectKvStore, key: &str) -> Result<String, String> {

@@ -22,7 +22,8 @@ pub(crate) struct Args {
 }
 
 pub(crate) async fn run(args: &Args, options: &[(String, String)], out: &Output) -> CommandResult {
-	let (store, url) = crate::open_existing(&args.url, options)?;
+	// --apply deletes, so it takes the writer lease: refused while a node runs on the prefix.
+	let (store, url) = crate::open_existing(&args.url, options, args.apply)?;
 	let inventory = Inventory::scan(&store).await.map_err(|e| e.to_string())?;
 	crate::location::require_node_data(&inventory, &url)?;
 	let mut batches: Vec<(String, Vec<String>, &str)> = Vec::new();

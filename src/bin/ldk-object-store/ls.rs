@@ -8,7 +8,7 @@ use serde_json::json;
 use crate::output::{bytes, CommandResult, Outcome, Output};
 
 pub(crate) async fn run(url: &str, options: &[(String, String)], out: &Output) -> CommandResult {
-	let (store, url) = crate::open_existing(url, options)?;
+	let (store, url) = crate::open_existing(url, options, false)?;
 	let inventory = Inventory::scan(&store).await.map_err(|e| e.to_string())?;
 	crate::location::require_node_data(&inventory, &url)?;
 	let mut text = String::new();

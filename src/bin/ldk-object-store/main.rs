@@ -6,6 +6,7 @@
 mod credentials;
 mod doctor;
 mod gc;
+mod lease;
 mod location;
 mod ls;
 mod migrate;
@@ -60,6 +61,9 @@ enum Command {
 	/// Check that a store is usable: credentials, "not found" for a missing key (not 403),
 	/// round-trip latency, and support for conditional writes. Leaves nothing behind.
 	Doctor(doctor::Args),
+	/// Show who holds the writer lease of a node's prefix, and until when; --break takes it
+	/// away from a holder that is certainly dead.
+	Lease(lease::Args),
 }
 
 /// The store to work on.
@@ -75,9 +79,24 @@ fn parse_option(raw: &str) -> Result<(String, String), String> {
 }
 
 /// Builds the store for `url` (already a URL: see [`location::url`]), with the command's backend
-/// options.
+/// options, without the writer lease: reading works while the node runs.
 fn open(url: &str, options: &[(String, String)]) -> Result<ObjectKvStore, String> {
+	open_with(url, options, false)
+}
+
+/// Builds the store for `url` as its one writer: takes the writer lease, so it is refused while
+/// a node runs on that prefix.
+fn open_writer(url: &str, options: &[(String, String)]) -> Result<ObjectKvStore, String> {
+	open_with(url, options, true)
+}
+
+fn open_with(
+	url: &str, options: &[(String, String)], lease: bool,
+) -> Result<ObjectKvStore, String> {
 	let mut builder = StoreBuilder::from_url(url);
+	if !lease {
+		builder = builder.without_writer_lease();
+	}
 	for (key, value) in options {
 		builder = builder.with_option(key.clone(), value.clone());
 	}
@@ -87,14 +106,15 @@ fn open(url: &str, options: &[(String, String)]) -> Result<ObjectKvStore, String
 	builder.with_encryption_from_env().map_err(cannot_open)?.build().map_err(cannot_open)
 }
 
-/// Opens a location that must already exist, for a command that reads it: a missing directory is
-/// an error, never created. Returns the store and its URL.
+/// Opens a location that must already exist, for a command that reads it (or, with `writer`,
+/// cleans it up as its one writer): a missing directory is an error, never created. Returns the
+/// store and its URL.
 fn open_existing(
-	raw: &str, options: &[(String, String)],
+	raw: &str, options: &[(String, String)], writer: bool,
 ) -> Result<(ObjectKvStore, String), String> {
 	let url = location::url(raw)?;
 	location::must_exist(&url)?;
-	Ok((open(&url, options)?, url))
+	Ok((open_with(&url, options, writer)?, url))
 }
 
 fn main() -> ExitCode {
@@ -121,6 +141,7 @@ fn main() -> ExitCode {
 			Command::Verify(args) => verify::run(args, &cli.options, &out).await,
 			Command::Gc(args) => gc::run(args, &cli.options, &out).await,
 			Command::Doctor(args) => doctor::run(args, &cli.options, &out).await,
+			Command::Lease(args) => lease::run(args, &cli.options, &out).await,
 		}
 	});
 	// A request abandoned at a timeout may still be waiting for an answer: do not wait for it.

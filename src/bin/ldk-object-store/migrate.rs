@@ -70,8 +70,9 @@ pub(crate) async fn run(args: &Args, options: &[(String, String)], out: &Output)
 	if !options.is_empty() && from_options.is_empty() && to_options.is_empty() {
 		return Err("-o options are for cloud stores, and neither store is one".to_owned());
 	}
-	let (from, from_url) = crate::open_existing(&from_url, from_options)?;
-	let to = crate::open(&to_url, to_options)?;
+	let (from, from_url) = crate::open_existing(&from_url, from_options, false)?;
+	// The destination's one writer: refused while a node runs on it.
+	let to = crate::open_writer(&to_url, to_options)?;
 	let keys = from.list_all_keys().map_err(|e| format!("listing {}: {e}", redact(&from_url)))?;
 	if keys.is_empty() {
 		return Err(format!("nothing to migrate: no keys at {}", redact(&from_url)));

@@ -80,7 +80,7 @@ fn structural(entry: &MonitorEntry) -> (Vec<String>, Vec<String>) {
 }
 
 pub(crate) async fn run(args: &Args, options: &[(String, String)], out: &Output) -> CommandResult {
-	let (store, url) = crate::open_existing(&args.url, options)?;
+	let (store, url) = crate::open_existing(&args.url, options, false)?;
 	let inventory = Inventory::scan(&store).await.map_err(|e| e.to_string())?;
 	crate::location::require_node_data(&inventory, &url)?;
 	let load_mode = match args.load_mode.as_str() {
