@@ -416,15 +416,20 @@ fn open_stores(url: &str, memory: &Arc<dyn ObjectStore>) -> Result<[NodeStore; 2
 		} else {
 			StoreBuilder::from_url(url)
 		};
-		let plain = builder
-			.with_prefix(name)
+		// One writer lease per node prefix: the node's (counted) store takes it, except on
+		// `file://`, where the lease is an OS lock on the directory that only a store built from
+		// the URL can take; there the plain store holds it for the process.
+		let local = url.starts_with("file:");
+		let builder = builder.with_prefix(name);
+		let plain = if local { builder } else { builder.without_writer_lease() }
 			.build()
 			.map_err(|e| format!("cannot build a store for {url}: {e}"))?;
 		let counts = Arc::new(Counts::default());
 		let counted =
 			Counted { inner: Arc::clone(plain.raw_backend()), counts: Arc::clone(&counts) };
-		let store = StoreBuilder::from_store(Arc::new(counted))
-			.with_prefix(plain.key_mapper().root().as_ref())
+		let builder = StoreBuilder::from_store(Arc::new(counted))
+			.with_prefix(plain.key_mapper().root().as_ref());
+		let store = if local { builder.without_writer_lease() } else { builder }
 			.build()
 			.map_err(|e| format!("cannot build a store for {url}: {e}"))?;
 		Ok(NodeStore { name, url: format!("{url}/{name}"), store, plain, counts })
@@ -568,7 +573,12 @@ fn run_flow(args: &Args, report: Report) -> Result<(), String> {
 		persist_flow(nodes, &stores, args.payments, report)
 	})?;
 	drop(persisters);
-	report(&format!("  took {:.1?}; nodes, monitors and persisters dropped", started.elapsed()));
+	// Dropping the last handle of a store releases its writer lease, so the restart can take it.
+	drop(stores);
+	report(&format!(
+		"  took {:.1?}; nodes, monitors, persisters and stores dropped",
+		started.elapsed()
+	));
 
 	report("");
 	report("Phase 2: restart. New stores on the same URL; per node a new MonitorPersister loads");
@@ -583,7 +593,7 @@ fn run_flow(args: &Args, report: Report) -> Result<(), String> {
 
 	report("");
 	report("What each node's store holds:");
-	for node in &stores {
+	for node in &fresh {
 		report_layout(node, report)?;
 	}
 	report("");
@@ -592,7 +602,7 @@ fn run_flow(args: &Args, report: Report) -> Result<(), String> {
 	} else {
 		report("OK. Inspect the data with the command-line tool:");
 		report("  cargo install --path . --features cli --locked");
-		for node in &stores {
+		for node in &fresh {
 			report(&format!("  ldk-object-store ls {}", node.url));
 			report(&format!("  ldk-object-store verify {}", node.url));
 		}
