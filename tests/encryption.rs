@@ -673,6 +673,8 @@ fn a_version_1_object_is_refused_as_the_old_format() {
 		let raw: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
 		let build = || {
 			StoreBuilder::from_store(Arc::clone(&raw))
+				// Several stores on one prefix on purpose: the lease is not what this tests.
+				.without_writer_lease()
 				.with_prefix("node")
 				.with_retry(RetryPolicy::none())
 				.with_encryption(key(), names)
@@ -710,6 +712,8 @@ fn a_version_1_object_is_refused_as_the_old_format() {
 	let runtime = tokio::runtime::Runtime::new().unwrap();
 	runtime.block_on(raw.put(&Path::from(v1_name), PutPayload::from(vec![1; 60]))).unwrap();
 	let err = StoreBuilder::from_store(Arc::clone(&raw))
+		// Several stores on one prefix on purpose: the lease is not what this tests.
+		.without_writer_lease()
 		.with_prefix("node")
 		.with_encryption(key(), EncryptNames::Yes)
 		.build()
@@ -727,6 +731,8 @@ fn the_store_identity_stops_a_cross_node_swap() {
 			let raw: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
 			let build = |node: &str, identity: Option<&str>| {
 				let builder = StoreBuilder::from_store(Arc::clone(&raw))
+					// Several stores on one prefix on purpose: the lease is not what this tests.
+					.without_writer_lease()
 					.with_prefix(node)
 					.with_retry(RetryPolicy::none())
 					.with_encryption(key(), names);
@@ -780,6 +786,8 @@ fn the_key_check_passes_over_directory_markers() {
 		let raw: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
 		let build = |key: EncryptionKey| {
 			StoreBuilder::from_store(Arc::clone(&raw))
+				// Several stores on one prefix on purpose: the lease is not what this tests.
+				.without_writer_lease()
 				.with_prefix("node")
 				.with_encryption(key, names)
 				.build()
