@@ -82,7 +82,7 @@ impl MonitorUpdateSink for Completions {
 /// A persister of any of the kinds, over one store.
 enum AnyPersister<'s> {
 	Ours {
-		persister: crate::env::Ours,
+		persister: Box<crate::env::Ours>,
 		/// Whether it reports completions (async mode).
 		reports: bool,
 		/// Kept alive here: the persister holds it weakly.
@@ -110,6 +110,7 @@ impl<'s> AnyPersister<'s> {
 				let sink = Arc::new(Completions(Mutex::new(tx)));
 				persister.bind_chain_monitor(&sink);
 				let reports = mode == PersistMode::Async;
+				let persister = Box::new(persister);
 				AnyPersister::Ours { persister, reports, _sink: sink, completed: Mutex::new(rx) }
 			},
 			Writer::Ldk => AnyPersister::Ldk(theirs(store, ldk, MAX_PENDING)),
