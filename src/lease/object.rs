@@ -159,6 +159,29 @@ fn backend_error(what: &str, err: object_store::Error) -> ConfigError {
 	ConfigError::Lease(format!("{what}: {}: {err}", FailureKind::of(&err)))
 }
 
+/// What a conditional put of the lease object while taking it means: its new version, `None` to
+/// read the object again (another instance won the condition, or a transient failure after a
+/// short pause), or a failure that ends the attempt to start.
+async fn put_outcome(
+	put: Result<object_store::PutResult, object_store::Error>, what: &str,
+) -> Result<Option<UpdateVersion>, ConfigError> {
+	match put {
+		Ok(result) => Ok(Some(UpdateVersion { e_tag: result.e_tag, version: result.version })),
+		Err(err) if is_condition_failure(&err) => Ok(None),
+		Err(err) if FailureKind::of(&err) == FailureKind::Unsupported => {
+			Err(unsupported_advice(&err.to_string()))
+		},
+		Err(err) if FailureKind::of(&err).is_transient() => {
+			tokio::time::sleep(RETRY_SOON).await;
+			Ok(None)
+		},
+		Err(err) => Err(backend_error(what, err)),
+	}
+}
+
+/// The pause before reading the lease again after a transient failure.
+const RETRY_SOON: Duration = Duration::from_millis(100);
+
 /// Takes the lease object at `path`, or fails with [`ConfigError::LeaseHeld`].
 pub(crate) async fn acquire_object(
 	backend: Arc<dyn ObjectStore>, path: Path, config: LeaseConfig,
@@ -168,7 +191,7 @@ pub(crate) async fn acquire_object(
 	let validity = config.ttl.saturating_sub(config.safety_margin);
 	// Validity counts from the first request: one of ours whose answer was lost may have landed.
 	let first_sent = Instant::now();
-	let retry_soon = || tokio::time::sleep(Duration::from_millis(100));
+	let retry_soon = || tokio::time::sleep(RETRY_SOON);
 	for _ in 0..8 {
 		// Read first: on a missing bucket this fails (some servers would create the bucket on a
 		// put, and the node would then start from nothing in the wrong place).
@@ -184,20 +207,14 @@ pub(crate) async fn acquire_object(
 		me.expires_unix_ms = config.wall_now_ms() + config.ttl.as_millis() as u64;
 		let version = match current {
 			None => {
+				// Another instance may create it first (or our own create land): then read it.
 				let create = PutOptions { mode: PutMode::Create, ..Default::default() };
 				let put = backend.put_opts(&path, PutPayload::from(me.encode()), create);
-				match within(limit, put).await {
-					Ok(result) => UpdateVersion { e_tag: result.e_tag, version: result.version },
-					// Another instance created it first (or our own create landed): read it.
-					Err(err) if is_condition_failure(&err) => continue,
-					Err(err) if FailureKind::of(&err) == FailureKind::Unsupported => {
-						return Err(unsupported_advice(&err.to_string()))
-					},
-					Err(err) if FailureKind::of(&err).is_transient() => {
-						retry_soon().await;
-						continue;
-					},
-					Err(err) => return Err(backend_error("creating the writer lease failed", err)),
+				match put_outcome(within(limit, put).await, "creating the writer lease failed")
+					.await?
+				{
+					Some(version) => version,
+					None => continue,
 				}
 			},
 			Some((holder, version))
@@ -218,22 +235,14 @@ pub(crate) async fn acquire_object(
 					});
 				}
 				me.generation = holder.generation + 1;
+				// Another instance may take it over first: then read who.
 				let update = PutOptions { mode: PutMode::Update(version), ..Default::default() };
 				let put = backend.put_opts(&path, PutPayload::from(me.encode()), update);
-				match within(limit, put).await {
-					Ok(result) => UpdateVersion { e_tag: result.e_tag, version: result.version },
-					// Another instance took it over first: read who.
-					Err(err) if is_condition_failure(&err) => continue,
-					Err(err) if FailureKind::of(&err) == FailureKind::Unsupported => {
-						return Err(unsupported_advice(&err.to_string()))
-					},
-					Err(err) if FailureKind::of(&err).is_transient() => {
-						retry_soon().await;
-						continue;
-					},
-					Err(err) => {
-						return Err(backend_error("taking over the writer lease failed", err))
-					},
+				match put_outcome(within(limit, put).await, "taking over the writer lease failed")
+					.await?
+				{
+					Some(version) => version,
+					None => continue,
 				}
 			},
 		};
