@@ -450,15 +450,19 @@ impl Core {
 	}
 
 	async fn list_all(self: Arc<Self>, span: Span) -> Result<Vec<KvKey>, Error> {
-		let root = self.keys.root().clone();
-		let objects = self
-			.attempt(&span, Operation::ListAll, ALL_KEYS, || {
-				self.backend.list(non_root(&root).then_some(&root)).try_collect::<Vec<_>>()
-			})
-			.await?;
-		crate::listing::keys_of_full_listing(&objects, &root)
+		let objects = self.list_everything(&span).await?;
+		crate::listing::keys_of_full_listing(&objects, self.keys.root())
 			.map(|meta| self.keys.kv_key(&meta.location))
 			.collect()
+	}
+
+	/// Every object below the root, as the backend lists it.
+	async fn list_everything(&self, span: &Span) -> Result<Vec<object_store::ObjectMeta>, Error> {
+		let root = self.keys.root();
+		self.attempt(span, Operation::ListAll, ALL_KEYS, || {
+			self.backend.list(non_root(root).then_some(root)).try_collect::<Vec<_>>()
+		})
+		.await
 	}
 
 	async fn remove_many(
@@ -577,11 +581,7 @@ impl ObjectKvStore {
 		let core = Arc::clone(&self.core);
 		let work = async move {
 			let span = op_span(Operation::ListAll, "", "", "", None);
-			let root = core.keys.root().clone();
-			let listing = core.attempt(&span, Operation::ListAll, ALL_KEYS, || {
-				core.backend.list(non_root(&root).then_some(&root)).try_collect::<Vec<_>>()
-			});
-			listing.instrument(span.clone()).await
+			core.list_everything(&span).instrument(span.clone()).await
 		};
 		self.start(Operation::ListAll, ALL_KEYS.to_owned(), work).await
 	}

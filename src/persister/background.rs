@@ -75,8 +75,6 @@ struct Channel {
 	pending: BTreeSet<u64>,
 	/// The id of the newest durable full monitor.
 	durable: Option<u64>,
-	/// The highest monitor id of a full write queued so far.
-	highest_full: Option<u64>,
 	jobs: VecDeque<Job>,
 	/// Whether a task is working through `jobs`.
 	running: bool,
@@ -201,7 +199,6 @@ impl AsyncWrites {
 				channel_id,
 				pending: BTreeSet::new(),
 				durable: None,
-				highest_full: None,
 				jobs: VecDeque::new(),
 				running: false,
 			}
@@ -266,15 +263,8 @@ impl AsyncWrites {
 	) {
 		self.pend(&monitor_key, channel_id, report, Some(monitor_id.saturating_add(1)));
 		let mut prune = prune;
+		// The persister never queues an older full monitor after a newer one (see `persist`).
 		self.queue(monitor_key, |channel| {
-			// LDK may serialize a monitor for a chain-sync write (no update) on one thread while
-			// another thread applies and queues a newer update: never queue an older monitor
-			// behind a newer one. (Equal ids: the later bytes, which may hold newer chain data.)
-			if report.is_none() && channel.highest_full.is_some_and(|highest| highest > monitor_id)
-			{
-				return;
-			}
-			channel.highest_full = channel.highest_full.max(Some(monitor_id));
 			// A full monitor not started yet holds nothing the newer one does not: drop it, and
 			// keep its pruning.
 			if let Some(Job::Full { prune: older, .. }) = channel.jobs.back() {

@@ -99,7 +99,7 @@ where
 	config: PersisterConfig,
 	/// Present in async mode only.
 	background: Option<Arc<AsyncWrites>>,
-	/// Sync mode: the highest monitor id of a full write started, per monitor key.
+	/// The highest monitor id of a full write started or queued, per monitor key.
 	highest_full: std::sync::Mutex<std::collections::HashMap<String, u64>>,
 	logger: L,
 	entropy_source: ES,

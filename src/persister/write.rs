@@ -81,8 +81,10 @@ where
 		};
 		let mut bytes = Vec::with_capacity(sentinel.len() + monitor.serialized_length());
 		bytes.extend_from_slice(sentinel);
-		// Writing into the buffer itself: one pass over the monitor, no copy.
-		monitor.write(&mut bytes).expect("writing to a Vec cannot fail");
+		// Writing into the buffer itself: one pass over the monitor, no copy. A `Vec` takes
+		// every write.
+		let written = monitor.write(&mut bytes);
+		debug_assert!(written.is_ok(), "writing into a Vec failed");
 		bytes
 	}
 
@@ -98,6 +100,23 @@ where
 	fn persist(
 		&self, monitor_key: String, channel_id: ChannelId, report: Option<u64>, write: Write,
 	) -> ChannelMonitorUpdateStatus {
+		// LDK may serialize a monitor for a chain-sync write (no update) on one thread while
+		// another applies a newer update and writes it: never write an older monitor after a
+		// newer one (equal ids: the later bytes, which may hold newer chain data). The check and
+		// the write's place in its key's order are taken under one lock, so that order is the
+		// order of the ids.
+		let mut highest = self.highest_full.lock().unwrap_or_else(|p| p.into_inner());
+		if let Write::Full { monitor_id, .. } = &write {
+			let newest = highest.entry(monitor_key.clone()).or_insert(*monitor_id);
+			if report.is_none() && *newest > *monitor_id {
+				// A newer monitor is written or queued; LDK tracks no chain-sync completion.
+				return match self.background {
+					Some(_) => ChannelMonitorUpdateStatus::InProgress,
+					None => ChannelMonitorUpdateStatus::Completed,
+				};
+			}
+			*newest = (*newest).max(*monitor_id);
+		}
 		if let Some(background) = &self.background {
 			match write {
 				Write::Update { update_id, bytes } => {
@@ -117,25 +136,15 @@ where
 		let (object, result) = match write {
 			Write::Update { update_id, bytes } => {
 				let id = update_id.to_string();
-				(update_id, block_on(self.store.start_write(UPDATES, &monitor_key, &id, bytes)))
+				let written = self.store.start_write(UPDATES, &monitor_key, &id, bytes);
+				drop(highest);
+				(update_id, block_on(written))
 			},
 			Write::Full { bytes, monitor_id, prune } => {
-				// LDK may serialize a monitor for a chain-sync write (no update) on one thread
-				// while another applies a newer update and writes it: never write an older
-				// monitor after a newer one. The check and the place in the key's queue are
-				// taken under one lock, so the queue's order is the order of the ids.
-				let write = {
-					let mut highest = self.highest_full.lock().unwrap_or_else(|p| p.into_inner());
-					let newest = highest.entry(monitor_key.clone()).or_insert(monitor_id);
-					if report.is_none() && *newest > monitor_id {
-						// A newer monitor is written or being written; LDK tracks no completion
-						// of a chain-sync write.
-						return ChannelMonitorUpdateStatus::Completed;
-					}
-					*newest = monitor_id.max(*newest);
-					self.store.start_write(MONITORS, MONITORS_SECONDARY, &monitor_key, bytes)
-				};
-				let written = block_on(write);
+				let written =
+					self.store.start_write(MONITORS, MONITORS_SECONDARY, &monitor_key, bytes);
+				drop(highest);
+				let written = block_on(written);
 				if let (Ok(()), Some(prune)) = (&written, prune) {
 					// Only once the full monitor is durable may the updates it holds go.
 					block_on(prune_after(self.store.clone(), monitor_key.clone(), prune));
@@ -248,14 +257,8 @@ pub(crate) async fn orphan_is_archived(
 ) -> Result<bool, io::Error> {
 	let absent = |result: Result<Vec<u8>, crate::Error>| match result {
 		Ok(_) => Ok(false),
-		Err(error) => {
-			let error = io::Error::from(error);
-			if error.kind() == io::ErrorKind::NotFound {
-				Ok(true)
-			} else {
-				Err(error)
-			}
-		},
+		Err(error) if error.failure_kind() == Some(crate::FailureKind::NotFound) => Ok(true),
+		Err(error) => Err(io::Error::from(error)),
 	};
 	if !absent(store.start_read(MONITORS, MONITORS_SECONDARY, monitor_key).await)? {
 		return Ok(false);
@@ -321,6 +324,7 @@ where
 
 	fn archive_persisted_channel(&self, monitor_name: MonitorName) {
 		let monitor_key = monitor_name.to_string();
+		self.highest_full.lock().unwrap_or_else(|p| p.into_inner()).remove(&monitor_key);
 		match &self.background {
 			// Never wait here: LDK holds the ChainMonitor's monitors lock for writing, which a
 			// completion being delivered may be waiting for. The archive runs after the
