@@ -113,7 +113,7 @@ impl Fencing {
 		let (meta, current) = match backend.get(path).await {
 			Ok(current) => {
 				let meta = current.meta.clone();
-				(meta, Some(current.bytes().await?))
+				(meta, current.bytes().await?)
 			},
 			Err(err) if FailureKind::of(&err) == FailureKind::NotFound => {
 				// Gone: fine if a remove of ours may have landed, and we still expected it.
@@ -125,7 +125,6 @@ impl Fencing {
 			},
 			Err(err) => return Err(err),
 		};
-		let current = current.unwrap_or_default();
 		if current == *bytes {
 			self.observe(&meta);
 			return Ok(());

@@ -96,16 +96,24 @@ impl RetryPolicy {
 	pub(crate) async fn timed<T>(
 		&self, request: impl Future<Output = Result<T, object_store::Error>>,
 	) -> Result<T, object_store::Error> {
-		match tokio::time::timeout(self.attempt_timeout, request).await {
-			Ok(outcome) => outcome,
-			Err(_) => Err(object_store::Error::Generic {
-				store: "ldk-object-store",
-				source: Box::new(std::io::Error::new(
-					std::io::ErrorKind::TimedOut,
-					format!("attempt abandoned after {:?}", self.attempt_timeout),
-				)),
-			}),
-		}
+		within(self.attempt_timeout, request).await
+	}
+}
+
+/// Runs `request`, abandoned as timed out (a transient failure) once it takes longer than
+/// `limit`.
+pub(crate) async fn within<T>(
+	limit: Duration, request: impl Future<Output = Result<T, object_store::Error>>,
+) -> Result<T, object_store::Error> {
+	match tokio::time::timeout(limit, request).await {
+		Ok(outcome) => outcome,
+		Err(_) => Err(object_store::Error::Generic {
+			store: "ldk-object-store",
+			source: Box::new(std::io::Error::new(
+				std::io::ErrorKind::TimedOut,
+				format!("request abandoned after {limit:?}"),
+			)),
+		}),
 	}
 }
 

@@ -90,11 +90,8 @@
 //! [`FailureKind::LeaseLost`]: crate::FailureKind::LeaseLost
 
 use std::fmt;
-use std::future::Future;
-use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use object_store::path::{Path, PathPart};
@@ -102,6 +99,8 @@ use object_store::{ObjectStore, PutMode, PutOptions, PutPayload, UpdateVersion};
 use tokio::sync::{watch, Notify};
 
 use crate::error::{ConfigError, FailureKind};
+// Every lease request is bounded: none may hang a start, a renewal or a release.
+use crate::retry::within;
 use crate::runtime::StoreRuntime;
 
 mod file;
@@ -524,23 +523,6 @@ impl LeaseState {
 	}
 }
 
-/// `request`, abandoned as timed out after `limit`: no lease request may hang a start, a
-/// renewal or a release.
-async fn within<T>(
-	limit: Duration, request: impl Future<Output = Result<T, object_store::Error>>,
-) -> Result<T, object_store::Error> {
-	match tokio::time::timeout(limit, request).await {
-		Ok(outcome) => outcome,
-		Err(_) => Err(object_store::Error::Generic {
-			store: "ldk-object-store",
-			source: Box::new(std::io::Error::new(
-				std::io::ErrorKind::TimedOut,
-				format!("writer lease request abandoned after {limit:?}"),
-			)),
-		}),
-	}
-}
-
 /// How long one request of a caller without a lease configuration may take.
 const TOOL_REQUEST_LIMIT: Duration = Duration::from_secs(30);
 
@@ -573,34 +555,14 @@ impl Guard {
 
 impl Drop for Guard {
 	fn drop(&mut self) {
+		// Bounded, so that dropping a store never wedges on an unreachable backend. Both run on
+		// the store's runtime; this thread only waits, so it works inside any executor.
 		let done = Box::pin(self.runtime.spawn(Arc::clone(&self.state).release()));
-		// Bounded, so that dropping a store never wedges on an unreachable backend.
-		wait_at_most(done, Duration::from_secs(5));
-	}
-}
-
-/// Polls `future` on this thread until it is done or `limit` has passed. The work runs on the
-/// store's runtime; this thread only waits, so it works inside any executor.
-pub(crate) fn wait_at_most<F: Future + Unpin>(future: F, limit: Duration) -> Option<F::Output> {
-	struct Unpark(std::thread::Thread);
-	impl Wake for Unpark {
-		fn wake(self: Arc<Self>) {
-			self.0.unpark();
-		}
-	}
-	let deadline = Instant::now() + limit;
-	let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-	let mut cx = Context::from_waker(&waker);
-	let mut future = pin!(future);
-	loop {
-		if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
-			return Some(output);
-		}
-		let left = deadline.saturating_duration_since(Instant::now());
-		if left.is_zero() {
-			return None;
-		}
-		std::thread::park_timeout(left);
+		// The timer is made inside the task: only the runtime has a clock to make it with.
+		let limit = Box::pin(self.runtime.spawn(async {
+			tokio::time::sleep(Duration::from_secs(5)).await;
+		}));
+		crate::runtime::block_on(futures::future::select(done, limit));
 	}
 }
 
