@@ -28,8 +28,11 @@ use crate::lease::{self, LeaseConfig};
 use crate::retry::RetryPolicy;
 use crate::store::{ObjectKvStore, StoreParams};
 
-/// Default bound on requests in flight at once, across all keys.
-pub const DEFAULT_MAX_IN_FLIGHT: usize = 64;
+/// Default bound on requests in flight at once, across all keys: twice the monitor persister's
+/// default ([`PersisterConfig::max_requests_in_flight`](crate::PersisterConfig)), so that a
+/// startup load or a burst of monitor writes leaves room for the `ChannelManager`, the network
+/// graph and the scorer.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 256;
 /// Default number of worker threads of the store's runtime.
 pub const DEFAULT_WORKER_THREADS: usize = 2;
 

@@ -602,3 +602,38 @@ impl ObjectKvStore {
 		self.start(Operation::Read, name, work).await
 	}
 }
+
+/// A recursive listing of one primary namespace: a startup load finds the update objects of
+/// every channel with it, in one request per 1,000 objects rather than one per channel.
+impl ObjectKvStore {
+	/// Every key below `primary_namespace`, whatever its secondary namespace.
+	pub(crate) fn start_list_below(
+		&self, primary_namespace: &str,
+	) -> impl Future<Output = Result<Vec<KvKey>, Error>> + Send + 'static {
+		let validated = validate_namespace(primary_namespace, "");
+		let core = Arc::clone(&self.core);
+		let primary = primary_namespace.to_owned();
+		let target = namespace_target(&primary, "*");
+		self.start(Operation::List, target.clone(), async move {
+			validated?;
+			let span = op_span(Operation::List, &primary, "*", "", None);
+			let prefix = core.keys.namespace_path(&primary, "");
+			let listed = core.attempt(&span, Operation::List, &target, || {
+				core.backend.list(Some(&prefix)).try_collect::<Vec<_>>()
+			});
+			let objects = listed.instrument(span.clone()).await?;
+			crate::listing::keys_of_full_listing(&objects, core.keys.root())
+				.map(|meta| {
+					let key = core.keys.kv_key(&meta.location)?;
+					if key.primary_namespace != primary {
+						return Err(Error::ForeignObject {
+							path: meta.location.to_string(),
+							reason: "the backend listed it in the wrong namespace",
+						});
+					}
+					Ok(key)
+				})
+				.collect()
+		})
+	}
+}

@@ -65,6 +65,7 @@
 mod background;
 mod completion;
 mod config;
+mod ledger;
 pub(crate) mod names;
 mod read;
 pub(crate) mod write;
@@ -99,8 +100,8 @@ where
 	config: PersisterConfig,
 	/// Present in async mode only.
 	background: Option<Arc<AsyncWrites>>,
-	/// The highest monitor id of a full write started or queued, per monitor key.
-	highest_full: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+	/// Per channel: the newest full write, and the update bytes stored after it.
+	ledger: ledger::Ledger,
 	logger: L,
 	entropy_source: ES,
 	signer_provider: SP,
@@ -150,7 +151,7 @@ where
 			store: store.limited_to(config.max_requests_in_flight),
 			config,
 			background: None,
-			highest_full: Default::default(),
+			ledger: Default::default(),
 			logger,
 			entropy_source,
 			signer_provider,
@@ -290,7 +291,7 @@ where
 			store: persister.store.clone(),
 			config: persister.config.clone(),
 			background: None,
-			highest_full: Default::default(),
+			ledger: Default::default(),
 			logger: persister.logger.clone(),
 			entropy_source: persister.entropy_source.clone(),
 			signer_provider: persister.signer_provider.clone(),

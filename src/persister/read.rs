@@ -1,11 +1,14 @@
 //! The read path: loading monitors with their pending updates, in parallel, without writing.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::ops::Deref;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread;
 
 use bitcoin::BlockHash;
 use futures::future::Either;
 use futures::stream::{self, Stream, StreamExt, TryStreamExt};
+use futures::TryFutureExt;
 use lightning::chain::chaininterface::{BroadcasterInterface, FeeEstimator};
 use lightning::chain::channelmonitor::{ChannelMonitor, ChannelMonitorUpdate};
 use lightning::io;
@@ -36,9 +39,12 @@ pub enum LoadMode {
 	List,
 }
 
+/// One pending update: its id, its object's size, and the update.
+type Pending = (u64, usize, ChannelMonitorUpdate);
+
 /// The pending updates of one monitor, in id order.
-trait UpdateStream: Stream<Item = Result<(u64, ChannelMonitorUpdate), io::Error>> {}
-impl<S: Stream<Item = Result<(u64, ChannelMonitorUpdate), io::Error>>> UpdateStream for S {}
+trait UpdateStream: Stream<Item = Result<Pending, io::Error>> {}
+impl<S: Stream<Item = Result<Pending, io::Error>>> UpdateStream for S {}
 
 /// A loaded monitor: the best block it had seen, and the monitor with its updates applied (what
 /// LDK's `read_channel_monitors` and `MonitorUpdatingPersister` return).
@@ -46,6 +52,20 @@ pub type LoadedMonitor<SP> =
 	(BlockHash, ChannelMonitor<<<SP as Deref>::Target as SignerProvider>::EcdsaSigner>);
 
 type Loaded<SP> = LoadedMonitor<SP>;
+
+/// What a load reads: the monitor keys, sorted, and in [`LoadMode::List`] every channel's
+/// update ids from one listing of `monitor_updates/`.
+struct LoadPlan {
+	keys: Vec<String>,
+	listed: Option<HashMap<String, Vec<u64>>>,
+}
+
+impl LoadPlan {
+	/// The listed update ids of `monitor_key`, in list mode.
+	fn listed(&self, monitor_key: &str) -> Option<&[u64]> {
+		self.listed.as_ref().map(|listed| listed.get(monitor_key).map_or(&[][..], Vec::as_slice))
+	}
+}
 
 fn invalid(message: String) -> io::Error {
 	crate::error::io_error(io::ErrorKind::InvalidData, message)
@@ -65,32 +85,111 @@ where
 	FE::Target: FeeEstimator,
 {
 	/// Loads every stored monitor with its pending updates applied, in parallel (see the module
-	/// docs). The result is sorted by monitor key. Writes nothing.
+	/// docs). The result is sorted by monitor key. Writes nothing. Decoding and applying updates
+	/// run on the task that awaits this; the blocking variant spreads them over every core.
 	pub async fn read_all_channel_monitors_with_updates(
 		&self,
 	) -> Result<Vec<LoadedMonitor<SP>>, io::Error> {
-		let mut keys = self.store.start_list(MONITORS, MONITORS_SECONDARY).await?;
-		keys.sort();
-		let loaded: Vec<Option<Loaded<SP>>> = stream::iter(keys)
-			.map(|key| async move { self.maybe_read_channel_monitor_with_updates(&key).await })
+		let plan = self.plan_load().await?;
+		let loaded: Vec<Option<Loaded<SP>>> = stream::iter(&plan.keys)
+			.map(|key| self.maybe_read_channel_monitor_with_updates(key, plan.listed(key)))
 			.buffered(self.config.max_monitors_loading.max(1))
 			.try_collect()
 			.await?;
 		Ok(loaded.into_iter().flatten().collect())
 	}
 
-	/// [`Self::read_all_channel_monitors_with_updates`] for synchronous callers.
+	/// [`Self::read_all_channel_monitors_with_updates`] for synchronous callers, decoding monitors
+	/// and applying their updates on [`PersisterConfig::load_threads`](super::PersisterConfig)
+	/// threads at once (every core by default): the calling thread and scoped helpers, which
+	/// share [`PersisterConfig::max_monitors_loading`](super::PersisterConfig) between them. The
+	/// result is the same as the async loader's.
 	pub fn read_all_channel_monitors_with_updates_blocking(
 		&self,
-	) -> Result<Vec<LoadedMonitor<SP>>, io::Error> {
-		block_on(self.read_all_channel_monitors_with_updates())
+	) -> Result<Vec<LoadedMonitor<SP>>, io::Error>
+	where
+		Self: Sync,
+		Loaded<SP>: Send,
+	{
+		let plan = block_on(self.plan_load())?;
+		let loading = self.config.max_monitors_loading.max(1);
+		let threads = self.config.decode_threads().min(loading).min(plan.keys.len()).max(1);
+		let per_thread = loading / threads;
+		let (next, failed) = (AtomicUsize::new(0), AtomicBool::new(false));
+		// Each thread claims the next monitor when it has room, so a slow one holds up no other.
+		let work = || {
+			let claims = std::iter::from_fn(|| {
+				let index = next.fetch_add(1, Ordering::Relaxed);
+				(index < plan.keys.len() && !failed.load(Ordering::Relaxed)).then_some(index)
+			});
+			let loads = stream::iter(claims)
+				.map(|index| {
+					let key = &plan.keys[index];
+					let load = self.maybe_read_channel_monitor_with_updates(key, plan.listed(key));
+					load.map_ok(move |loaded| (index, loaded))
+				})
+				.buffer_unordered(per_thread)
+				.try_collect::<Vec<_>>();
+			let outcome = block_on(loads);
+			if outcome.is_err() {
+				failed.store(true, Ordering::Relaxed);
+			}
+			outcome
+		};
+		let outcomes = thread::scope(|scope| {
+			// A helper that cannot be started leaves its share to the others.
+			let helpers: Vec<_> = (1..threads)
+				.filter_map(|_| {
+					thread::Builder::new()
+						.name("ldk-object-store-load".into())
+						.spawn_scoped(scope, &work)
+						.ok()
+				})
+				.collect();
+			let mut outcomes = vec![work()];
+			for helper in helpers {
+				outcomes
+					.push(helper.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
+			}
+			outcomes
+		});
+		let mut loaded = Vec::with_capacity(plan.keys.len());
+		for outcome in outcomes {
+			loaded.extend(outcome?);
+		}
+		loaded.sort_unstable_by_key(|(index, _)| *index);
+		Ok(loaded.into_iter().filter_map(|(_, loaded)| loaded).collect())
+	}
+
+	/// Lists the monitors and, in list mode, every update object, both at once.
+	async fn plan_load(&self) -> Result<LoadPlan, io::Error> {
+		// Both listings start when they are made.
+		let monitors = self.store.start_list(MONITORS, MONITORS_SECONDARY);
+		let updates = match self.config.load_mode {
+			LoadMode::List => Some(self.store.start_list_below(UPDATES)),
+			_ => None,
+		};
+		let mut keys = monitors.await?;
+		keys.sort();
+		let listed = match updates {
+			Some(updates) => {
+				let mut listed: HashMap<String, Vec<u64>> = HashMap::new();
+				for key in updates.await? {
+					let id = parse_update_key(&key.secondary_namespace, &key.key)?;
+					listed.entry(key.secondary_namespace).or_default().push(id);
+				}
+				Some(listed)
+			},
+			None => None,
+		};
+		Ok(LoadPlan { keys, listed })
 	}
 
 	/// Loads one monitor with its pending updates applied.
 	pub async fn read_channel_monitor_with_updates(
 		&self, monitor_key: &str,
 	) -> Result<LoadedMonitor<SP>, io::Error> {
-		self.maybe_read_channel_monitor_with_updates(monitor_key).await?.ok_or_else(|| {
+		self.maybe_read_channel_monitor_with_updates(monitor_key, None).await?.ok_or_else(|| {
 			invalid(format!(
 				"monitor {monitor_key} is a stale pre-0.0.118 monitor that LDK can no longer read; \
 				 it holds no funds: delete it by hand"
@@ -98,31 +197,37 @@ where
 		})
 	}
 
+	/// Loads a monitor and applies its pending updates; `listed` are its update ids from a
+	/// listing of all of them, in list mode. Notes what it found in the ledger, so that
+	/// consolidation counts the update objects already stored.
 	async fn maybe_read_channel_monitor_with_updates(
-		&self, monitor_key: &str,
+		&self, monitor_key: &str, listed: Option<&[u64]>,
 	) -> Result<Option<Loaded<SP>>, io::Error> {
-		let Some((block_hash, monitor)) = self.maybe_read_monitor(monitor_key).await? else {
+		let Some(((block_hash, monitor), monitor_len)) =
+			self.maybe_read_monitor(monitor_key).await?
+		else {
 			return Ok(None);
 		};
-		let first = match monitor.get_latest_update_id().checked_add(1) {
-			Some(first) => first,
-			None => return Ok(Some((block_hash, monitor))),
-		};
-		let mut updates = std::pin::pin!(self.pending_updates(monitor_key, first));
-		while let Some(update) = updates.next().await {
-			let (update_id, update) = update?;
-			monitor
-				.update_monitor(&update, &self.broadcaster, &self.fee_estimator, &self.logger)
-				.map_err(|()| {
-				crate::error::io_error(
-					io::ErrorKind::Other,
-					format!(
-						"update monitor_updates/{monitor_key}/{update_id} does not apply to \
-							 its monitor"
-					),
-				)
-			})?;
+		let (mut count, mut bytes) = (0, 0);
+		if let Some(first) = monitor.get_latest_update_id().checked_add(1) {
+			let mut updates = std::pin::pin!(self.pending_updates(monitor_key, first, listed));
+			while let Some(update) = updates.next().await {
+				let (update_id, len, update) = update?;
+				monitor
+					.update_monitor(&update, &self.broadcaster, &self.fee_estimator, &self.logger)
+					.map_err(|()| {
+						crate::error::io_error(
+							io::ErrorKind::Other,
+							format!(
+								"update monitor_updates/{monitor_key}/{update_id} does not apply \
+								 to its monitor"
+							),
+						)
+					})?;
+				(count, bytes) = (count + 1, bytes + len);
+			}
 		}
+		self.ledger.note_loaded(monitor_key, monitor_len, count, bytes);
 		Ok(Some((block_hash, monitor)))
 	}
 
@@ -130,12 +235,16 @@ where
 	pub(crate) async fn read_monitor_without_updates(
 		&self, monitor_key: &str,
 	) -> Result<LoadedMonitor<SP>, io::Error> {
-		self.maybe_read_monitor(monitor_key)
-			.await?
+		let monitor = self.maybe_read_monitor(monitor_key).await?;
+		monitor
+			.map(|(loaded, _)| loaded)
 			.ok_or_else(|| invalid(format!("monitor {monitor_key} is a stale pre-0.0.118 monitor")))
 	}
 
-	async fn maybe_read_monitor(&self, monitor_key: &str) -> Result<Option<Loaded<SP>>, io::Error> {
+	/// The stored monitor and its object's size.
+	async fn maybe_read_monitor(
+		&self, monitor_key: &str,
+	) -> Result<Option<(Loaded<SP>, usize)>, io::Error> {
 		let monitor_name = parse_monitor_key(monitor_key)?;
 		let bytes = self.store.start_read(MONITORS, MONITORS_SECONDARY, monitor_key).await?;
 		let body =
@@ -150,7 +259,7 @@ where
 						monitor.persistence_key()
 					)));
 				}
-				Ok(Some((block_hash, monitor)))
+				Ok(Some(((block_hash, monitor), bytes.len())))
 			},
 			Err(error) => Err(invalid(format!(
 				"monitors/{monitor_key} ({} bytes) does not decode as a ChannelMonitor: {error:?}",
@@ -160,11 +269,18 @@ where
 	}
 
 	/// The pending updates from `first` on, in id order, ending before the first absent id.
-	fn pending_updates<'a>(&'a self, monitor_key: &'a str, first: u64) -> impl UpdateStream + 'a {
-		let window = match self.config.load_mode {
-			LoadMode::Probe => 1,
-			LoadMode::Pipelined { window } => window,
-			LoadMode::List => return Either::Right(self.listed_updates(monitor_key, first)),
+	fn pending_updates<'a>(
+		&'a self, monitor_key: &'a str, first: u64, listed: Option<&[u64]>,
+	) -> impl UpdateStream + 'a {
+		let window = match (self.config.load_mode, listed) {
+			(LoadMode::Probe, _) => 1,
+			(LoadMode::Pipelined { window }, _) => window,
+			(LoadMode::List, Some(ids)) => {
+				return Either::Right(Either::Left(self.read_run(monitor_key, first, ids.to_vec())))
+			},
+			(LoadMode::List, None) => {
+				return Either::Right(Either::Right(self.listed_updates(monitor_key, first)))
+			},
 		};
 		Either::Left(self.read_updates(monitor_key, first..=u64::MAX, window))
 	}
@@ -174,23 +290,27 @@ where
 		stream::once(async move {
 			let mut ids = Vec::new();
 			for key in self.store.start_list(UPDATES, monitor_key).await? {
-				let id = parse_update_key(monitor_key, &key)?;
-				if id >= first {
-					ids.push(id);
-				}
+				ids.push(parse_update_key(monitor_key, &key)?);
 			}
-			ids.sort_unstable();
-			// Only the run of consecutive ids right after the monitor's: never past a gap.
-			let run: Vec<u64> = ids
-				.into_iter()
-				.zip(first..)
-				.take_while(|(id, next)| id == next)
-				.map(|(id, _)| id)
-				.collect();
-			let window = run.len();
-			Ok::<_, io::Error>(self.read_updates(monitor_key, run.into_iter(), window))
+			Ok::<_, io::Error>(self.read_run(monitor_key, first, ids))
 		})
 		.try_flatten()
+	}
+
+	/// Reads, all at once, the run of consecutive `ids` that starts at `first`: never past a gap.
+	fn read_run<'a>(
+		&'a self, monitor_key: &'a str, first: u64, mut ids: Vec<u64>,
+	) -> impl UpdateStream + 'a {
+		ids.retain(|id| *id >= first);
+		ids.sort_unstable();
+		let run: Vec<u64> = ids
+			.into_iter()
+			.zip(first..)
+			.take_while(|(id, next)| id == next)
+			.map(|(id, _)| id)
+			.collect();
+		let window = run.len();
+		self.read_updates(monitor_key, run.into_iter(), window)
 	}
 
 	/// Reads the updates `ids` in order with up to `window` reads in flight, and ends at the first
@@ -211,7 +331,9 @@ where
 			}
 			let (id, read) = in_flight.pop_front()?;
 			let item = match read.await.map_err(io::Error::from) {
-				Ok(bytes) => decode_update(monitor_key, id, &bytes).map(|update| (id, update)),
+				Ok(bytes) => {
+					decode_update(monitor_key, id, &bytes).map(|update| (id, bytes.len(), update))
+				},
 				Err(error) if error.kind() == io::ErrorKind::NotFound => return None,
 				Err(error) => Err(context(error, &format!("monitor {monitor_key}"))),
 			};

@@ -4,9 +4,9 @@
 use std::ops::Deref;
 
 use lightning::chain::chaininterface::{BroadcasterInterface, FeeEstimator};
-use lightning::chain::chainmonitor::Persist;
+use lightning::chain::chainmonitor::{ChainMonitor, Persist};
 use lightning::chain::channelmonitor::{ChannelMonitor, ChannelMonitorUpdate};
-use lightning::chain::ChannelMonitorUpdateStatus;
+use lightning::chain::{ChannelMonitorUpdateStatus, Filter};
 use lightning::io;
 use lightning::ln::types::ChannelId;
 use lightning::sign::ecdsa::EcdsaChannelSigner;
@@ -24,6 +24,10 @@ use crate::ObjectKvStore;
 
 /// The update id LDK before 0.1 gave every update after a channel closed.
 const LEGACY_CLOSED_CHANNEL_UPDATE_ID: u64 = u64::MAX;
+
+/// The buffer a channel's first full monitor of a run starts in: a fresh channel's monitor
+/// (about 8 KB with anchors) fits.
+const FIRST_FULL_CAPACITY: usize = 16 * 1024;
 
 /// Which update objects a full-monitor write makes stale.
 #[derive(Debug, Clone)]
@@ -70,19 +74,24 @@ where
 	BI::Target: BroadcasterInterface,
 	FE::Target: FeeEstimator,
 {
-	/// The full monitor's object: the sentinel, then the monitor, serialized once into a buffer
-	/// of the right size.
-	fn full_bytes<S: EcdsaChannelSigner>(&self, monitor: &ChannelMonitor<S>) -> Vec<u8> {
+	/// The full monitor's object: the sentinel, then the monitor, serialized in one pass into a
+	/// buffer sized from the channel's previous full monitor (sizing it exactly would cost a
+	/// second serialization; growing a buffer only copies bytes).
+	fn full_bytes<S: EcdsaChannelSigner>(
+		&self, monitor_key: &str, monitor: &ChannelMonitor<S>,
+	) -> Vec<u8> {
 		// Without update objects a monitor is always complete, so it carries no sentinel.
 		let sentinel: &[u8] = if self.config.maximum_pending_updates != 0 {
 			MONITOR_UPDATING_PERSISTER_PREPEND_SENTINEL
 		} else {
 			&[]
 		};
-		let mut bytes = Vec::with_capacity(sentinel.len() + monitor.serialized_length());
+		let previous = self.ledger.lock().get(monitor_key).and_then(|channel| channel.full_len);
+		// A monitor grows by a few hundred bytes per update at most: 1/16 leaves room for that.
+		let capacity = previous.map_or(FIRST_FULL_CAPACITY, |len| len + len / 16);
+		let mut bytes = Vec::with_capacity(capacity);
 		bytes.extend_from_slice(sentinel);
-		// Writing into the buffer itself: one pass over the monitor, no copy. A `Vec` takes
-		// every write.
+		// A `Vec` takes every write.
 		let written = monitor.write(&mut bytes);
 		debug_assert!(written.is_ok(), "writing into a Vec failed");
 		bytes
@@ -92,6 +101,17 @@ where
 	fn writes_update_object(&self, update_id: u64) -> bool {
 		let max = self.config.maximum_pending_updates;
 		update_id != LEGACY_CLOSED_CHANNEL_UPDATE_ID && max != 0 && !update_id.is_multiple_of(max)
+	}
+
+	/// Whether an update of `update_len` bytes is better stored by writing the full monitor
+	/// ([`PersisterConfig::consolidate_by_size`](super::PersisterConfig::consolidate_by_size)).
+	fn consolidates_by_size(&self, monitor_key: &str, update_len: usize) -> bool {
+		self.config.consolidate_by_size
+			&& self
+				.ledger
+				.lock()
+				.get(monitor_key)
+				.is_some_and(|channel| channel.update_reaches_monitor_size(update_len))
 	}
 
 	/// Carries out `write` for `monitor_key`: in sync mode now, returning `Completed` once it is
@@ -105,17 +125,22 @@ where
 		// newer one (equal ids: the later bytes, which may hold newer chain data). The check and
 		// the write's place in its key's order are taken under one lock, so that order is the
 		// order of the ids.
-		let mut highest = self.highest_full.lock().unwrap_or_else(|p| p.into_inner());
-		if let Write::Full { monitor_id, .. } = &write {
-			let newest = highest.entry(monitor_key.clone()).or_insert(*monitor_id);
-			if report.is_none() && *newest > *monitor_id {
-				// A newer monitor is written or queued; LDK tracks no chain-sync completion.
-				return match self.background {
-					Some(_) => ChannelMonitorUpdateStatus::InProgress,
-					None => ChannelMonitorUpdateStatus::Completed,
-				};
-			}
-			*newest = (*newest).max(*monitor_id);
+		let mut ledger = self.ledger.lock();
+		let channel = ledger.entry(monitor_key.clone()).or_default();
+		match &write {
+			Write::Full { monitor_id, bytes, .. } => {
+				let newest = channel.highest_full.get_or_insert(*monitor_id);
+				if report.is_none() && *newest > *monitor_id {
+					// A newer monitor is written or queued; LDK tracks no chain-sync completion.
+					return match self.background {
+						Some(_) => ChannelMonitorUpdateStatus::InProgress,
+						None => ChannelMonitorUpdateStatus::Completed,
+					};
+				}
+				*newest = (*newest).max(*monitor_id);
+				channel.note_full(bytes.len());
+			},
+			Write::Update { bytes, .. } => channel.note_update(bytes.len()),
 		}
 		if let Some(background) = &self.background {
 			match write {
@@ -137,13 +162,13 @@ where
 			Write::Update { update_id, bytes } => {
 				let id = update_id.to_string();
 				let written = self.store.start_write(UPDATES, &monitor_key, &id, bytes);
-				drop(highest);
+				drop(ledger);
 				(update_id, block_on(written))
 			},
 			Write::Full { bytes, monitor_id, prune } => {
 				let written =
 					self.store.start_write(MONITORS, MONITORS_SECONDARY, &monitor_key, bytes);
-				drop(highest);
+				drop(ledger);
 				let written = block_on(written);
 				if let (Ok(()), Some(prune)) = (&written, prune) {
 					// Only once the full monitor is durable may the updates it holds go.
@@ -158,6 +183,85 @@ where
 				tracing::error!(monitor = %monitor_key, update_id = object, %error, "monitor write failed");
 				ChannelMonitorUpdateStatus::UnrecoverableError
 			},
+		}
+	}
+
+	/// Writes the full monitor of every channel of `chain_monitor` that may have update objects
+	/// stored after its monitor, and waits until each is durable (in async mode, with every
+	/// other write: [`Self::flush`]); the update objects it makes stale are deleted. The next
+	/// startup then reads one object per monitor and finds no update after it. Returns how many
+	/// monitors were written.
+	///
+	/// Call it at shutdown, after the background processor has returned, from a thread that may
+	/// block (not from inside an async task: use `spawn_blocking`). Each monitor is serialized
+	/// under the `ChainMonitor`'s lock and written after the lock is released. Channels loaded
+	/// by this persister, or consolidated since, are skipped when nothing was stored after their
+	/// monitor; others are written.
+	pub fn consolidate<CS, C, T, F, CL, P, CES>(
+		&self, chain_monitor: &ChainMonitor<CS, C, T, F, CL, P, CES>,
+	) -> Result<usize, io::Error>
+	where
+		CS: EcdsaChannelSigner,
+		C: Deref,
+		C::Target: Filter,
+		T: Deref,
+		T::Target: BroadcasterInterface,
+		F: Deref,
+		F::Target: FeeEstimator,
+		CL: Deref,
+		CL::Target: Logger,
+		P: Deref,
+		P::Target: Persist<CS>,
+		CES: Deref,
+		CES::Target: EntropySource,
+	{
+		let mut written = 0;
+		for channel_id in chain_monitor.list_monitors() {
+			let (monitor_key, monitor_id, bytes) = {
+				// Archived since the listing: nothing to consolidate.
+				let Ok(monitor) = chain_monitor.get_monitor(channel_id) else { continue };
+				let monitor_key = monitor.persistence_key().to_string();
+				if !self.ledger.has_pending(&monitor_key) {
+					continue;
+				}
+				let bytes = self.full_bytes(&monitor_key, &monitor);
+				(monitor_key, monitor.get_latest_update_id(), bytes)
+			};
+			let prune = self.prune_for(monitor_id);
+			let write = Write::Full { bytes, monitor_id, prune: Some(prune) };
+			match self.persist(monitor_key.clone(), channel_id, None, write) {
+				ChannelMonitorUpdateStatus::UnrecoverableError => {
+					return Err(crate::error::io_error(
+						io::ErrorKind::Other,
+						format!("consolidating monitor {monitor_key} failed"),
+					));
+				},
+				_ => written += 1,
+			}
+		}
+		if self.background.is_some() {
+			self.flush_blocking();
+			let health = self.health();
+			if health.abandoned_writes > 0 {
+				return Err(crate::error::io_error(
+					io::ErrorKind::Other,
+					format!(
+						"consolidation abandoned: another writer took the store over ({})",
+						health.last_error.unwrap_or_default()
+					),
+				));
+			}
+		}
+		Ok(written)
+	}
+
+	/// The update objects a full monitor at `monitor_id` makes stale: those since the previous
+	/// full monitor, which was at most `maximum_pending_updates` ids before it.
+	fn prune_for(&self, monitor_id: u64) -> Prune {
+		if monitor_id == LEGACY_CLOSED_CHANNEL_UPDATE_ID {
+			Prune::AllUpTo(monitor_id)
+		} else {
+			Prune::Range(monitor_id.saturating_sub(self.config.maximum_pending_updates), monitor_id)
 		}
 	}
 
@@ -292,9 +396,10 @@ where
 	fn persist_new_channel(
 		&self, monitor_name: MonitorName, monitor: &ChannelMonitor<S>,
 	) -> ChannelMonitorUpdateStatus {
-		let monitor_id = monitor.get_latest_update_id();
-		let write = Write::Full { bytes: self.full_bytes(monitor), monitor_id, prune: None };
-		self.persist(monitor_name.to_string(), monitor.channel_id(), Some(monitor_id), write)
+		let (monitor_key, monitor_id) = (monitor_name.to_string(), monitor.get_latest_update_id());
+		let write =
+			Write::Full { bytes: self.full_bytes(&monitor_key, monitor), monitor_id, prune: None };
+		self.persist(monitor_key, monitor.channel_id(), Some(monitor_id), write)
 	}
 
 	fn update_persisted_channel(
@@ -305,26 +410,35 @@ where
 		let monitor_id = monitor.get_latest_update_id();
 		let Some(update) = update else {
 			// A chain-sync re-persist: the full monitor, nothing to report.
-			let write = Write::Full { bytes: self.full_bytes(monitor), monitor_id, prune: None };
-			return self.persist(monitor_key, channel_id, None, write);
+			let bytes = self.full_bytes(&monitor_key, monitor);
+			return self.persist(
+				monitor_key,
+				channel_id,
+				None,
+				Write::Full { bytes, monitor_id, prune: None },
+			);
 		};
 		let report = Some(update.update_id);
 		if self.writes_update_object(update.update_id) {
-			let write = Write::Update { update_id: update.update_id, bytes: update.encode() };
-			return self.persist(monitor_key, channel_id, report, write);
+			let bytes = update.encode();
+			if !self.consolidates_by_size(&monitor_key, bytes.len()) {
+				let write = Write::Update { update_id: update.update_id, bytes };
+				return self.persist(monitor_key, channel_id, report, write);
+			}
 		}
-		let prune = if monitor_id == LEGACY_CLOSED_CHANNEL_UPDATE_ID {
-			Prune::AllUpTo(monitor_id)
-		} else {
-			Prune::Range(monitor_id.saturating_sub(self.config.maximum_pending_updates), monitor_id)
-		};
-		let write = Write::Full { bytes: self.full_bytes(monitor), monitor_id, prune: Some(prune) };
-		self.persist(monitor_key, channel_id, report, write)
+		let prune = self.prune_for(monitor_id);
+		let bytes = self.full_bytes(&monitor_key, monitor);
+		self.persist(
+			monitor_key,
+			channel_id,
+			report,
+			Write::Full { bytes, monitor_id, prune: Some(prune) },
+		)
 	}
 
 	fn archive_persisted_channel(&self, monitor_name: MonitorName) {
 		let monitor_key = monitor_name.to_string();
-		self.highest_full.lock().unwrap_or_else(|p| p.into_inner()).remove(&monitor_key);
+		self.ledger.forget(&monitor_key);
 		match &self.background {
 			// Never wait here: LDK holds the ChainMonitor's monitors lock for writing, which a
 			// completion being delivered may be waiting for. The archive runs after the

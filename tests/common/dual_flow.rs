@@ -48,8 +48,13 @@ pub type Ldk<'a> = MonitorUpdatingPersister<
 pub const MODES: [LoadMode; 3] =
 	[LoadMode::Probe, LoadMode::Pipelined { window: 8 }, LoadMode::List];
 
+/// Writes where LDK's persister writes (no consolidation by size), so that both stores hold the
+/// same objects byte for byte.
 pub fn config(max_pending: u64, load_mode: LoadMode) -> PersisterConfig {
-	PersisterConfig::default().with_maximum_pending_updates(max_pending).with_load_mode(load_mode)
+	PersisterConfig::default()
+		.with_maximum_pending_updates(max_pending)
+		.with_load_mode(load_mode)
+		.with_consolidate_by_size(false)
 }
 
 pub fn ours<'a>(

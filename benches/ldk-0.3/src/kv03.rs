@@ -1,0 +1,114 @@
+//! What LDK 0.3's loader needs around an `object_store`: a [`KVStore`] (0.3's async trait) and a
+//! [`FutureSpawner`] on tokio.
+//!
+//! The adapter is as thin as an LDK user's would be: one `object_store` request per `KVStore`
+//! call, no bound on requests in flight, no retries, so the 0.3 loader's requests reach the store
+//! exactly as it issues them. Its layout is this crate's: `<root>/<primary>[/<secondary>]/<key>`,
+//! so both loaders read the same objects.
+
+use std::sync::Arc;
+
+use lightning::io;
+use lightning::util::native_async::FutureSpawner;
+use lightning::util::persist::KVStore;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
+
+/// LDK 0.3's async `KVStore` over an `object_store`, below `root`.
+#[derive(Debug, Clone)]
+pub struct ObjectKv03 {
+	store: Arc<dyn ObjectStore>,
+	root: Path,
+}
+
+impl ObjectKv03 {
+	pub fn new(store: Arc<dyn ObjectStore>, root: &str) -> Self {
+		ObjectKv03 { store, root: Path::from(root) }
+	}
+
+	fn namespace_path(&self, primary: &str, secondary: &str) -> Path {
+		let mut path = self.root.clone();
+		for part in [primary, secondary] {
+			if !part.is_empty() {
+				path = path.join(part);
+			}
+		}
+		path
+	}
+}
+
+/// Keeps `NotFound` a `NotFound`: LDK tells an absent key from a failed read by the kind.
+fn io_error(error: object_store::Error) -> io::Error {
+	let kind = match error {
+		object_store::Error::NotFound { .. } => io::ErrorKind::NotFound,
+		_ => io::ErrorKind::Other,
+	};
+	io::Error::new(kind, error.to_string())
+}
+
+impl KVStore for ObjectKv03 {
+	fn read(
+		&self, primary_namespace: &str, secondary_namespace: &str, key: &str,
+	) -> impl std::future::Future<Output = Result<Vec<u8>, io::Error>> + 'static + Send {
+		let path = self.namespace_path(primary_namespace, secondary_namespace).join(key);
+		let store = Arc::clone(&self.store);
+		async move {
+			let result = store.get(&path).await.map_err(io_error)?;
+			let bytes = result.bytes().await.map_err(io_error)?;
+			Ok(bytes.to_vec())
+		}
+	}
+
+	fn write(
+		&self, primary_namespace: &str, secondary_namespace: &str, key: &str, buf: Vec<u8>,
+	) -> impl std::future::Future<Output = Result<(), io::Error>> + 'static + Send {
+		// Loading never writes; a plain put is enough (no ordering of writes to one key).
+		let path = self.namespace_path(primary_namespace, secondary_namespace).join(key);
+		let store = Arc::clone(&self.store);
+		async move { store.put(&path, buf.into()).await.map(drop).map_err(io_error) }
+	}
+
+	fn remove(
+		&self, primary_namespace: &str, secondary_namespace: &str, key: &str, _lazy: bool,
+	) -> impl std::future::Future<Output = Result<(), io::Error>> + 'static + Send {
+		let path = self.namespace_path(primary_namespace, secondary_namespace).join(key);
+		let store = Arc::clone(&self.store);
+		async move {
+			match store.delete(&path).await {
+				Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+				Err(e) => Err(io_error(e)),
+			}
+		}
+	}
+
+	fn list(
+		&self, primary_namespace: &str, secondary_namespace: &str,
+	) -> impl std::future::Future<Output = Result<Vec<String>, io::Error>> + 'static + Send {
+		let prefix = self.namespace_path(primary_namespace, secondary_namespace);
+		let store = Arc::clone(&self.store);
+		async move {
+			// Delimited, as the keys of a namespace are its direct children only (a primary
+			// namespace's listing must not return its secondary namespaces' objects).
+			let listing = store.list_with_delimiter(Some(&prefix)).await.map_err(io_error)?;
+			Ok(listing
+				.objects
+				.into_iter()
+				.filter_map(|meta| meta.location.filename().map(str::to_owned))
+				.collect())
+		}
+	}
+}
+
+/// Spawns LDK 0.3's per-monitor load tasks on a tokio runtime, as an LDK node on tokio would.
+pub struct TokioSpawner(pub tokio::runtime::Handle);
+
+impl FutureSpawner for TokioSpawner {
+	type E = tokio::task::JoinError;
+	type SpawnedFutureResult<O> = tokio::task::JoinHandle<O>;
+
+	fn spawn<O: Send + 'static, T: std::future::Future<Output = O> + Send + 'static>(
+		&self, future: T,
+	) -> Self::SpawnedFutureResult<O> {
+		self.0.spawn(future)
+	}
+}
