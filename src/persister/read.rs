@@ -142,7 +142,7 @@ where
 				.filter_map(|_| {
 					thread::Builder::new()
 						.name("ldk-object-store-load".into())
-						.spawn_scoped(scope, &work)
+						.spawn_scoped(scope, work)
 						.ok()
 				})
 				.collect();
