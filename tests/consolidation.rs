@@ -74,7 +74,7 @@ fn updates_are_consolidated_by_size_and_at_shutdown() {
 			let monitor_id = stored_layout(&stores[0]).1;
 			if monitor_id != last_monitor_id {
 				// LDK's own rule writes the full monitor at multiples of `MAX_PENDING` only.
-				consolidations += usize::from(monitor_id % MAX_PENDING != 0);
+				consolidations += usize::from(!monitor_id.is_multiple_of(MAX_PENDING));
 				last_monitor_id = monitor_id;
 			}
 		}
