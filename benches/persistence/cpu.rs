@@ -26,6 +26,16 @@ impl Use {
 	pub fn cell(&self) -> String {
 		format!("{:.1} / {:.1}", self.process, self.machine)
 	}
+
+	/// Whether the machine's cores were at least 85% busy: then the CPU, not the round trips,
+	/// may have set the pace.
+	pub fn cpu_bound(&self) -> bool {
+		self.machine >= 0.85 * cores() as f64
+	}
+
+	pub fn cpu_bound_cell(&self) -> String {
+		if self.cpu_bound() { "yes".into() } else { "no".into() }
+	}
 }
 
 fn process_ticks() -> u64 {
@@ -59,7 +69,7 @@ impl Sample {
 		if wall <= 0.0 {
 			return Use::default();
 		}
-		let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
+		let cores = cores() as f64;
 		let total = now.machine_total.saturating_sub(self.machine_total) as f64;
 		let busy = now.machine_busy.saturating_sub(self.machine_busy) as f64;
 		Use {
@@ -67,4 +77,9 @@ impl Sample {
 			machine: if total > 0.0 { busy / total * cores } else { 0.0 },
 		}
 	}
+}
+
+/// The cores this process may use.
+pub fn cores() -> usize {
+	std::thread::available_parallelism().map_or(1, usize::from)
 }

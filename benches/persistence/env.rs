@@ -70,6 +70,10 @@ pub type Ours = ldk_object_store::MonitorPersister<
 	&'static FixedFees,
 >;
 
+/// A loaded monitor, as both persisters return it.
+pub type LoadedMonitor =
+	(bitcoin::BlockHash, lightning::chain::channelmonitor::ChannelMonitor<lightning::sign::InMemorySigner>);
+
 pub type Theirs<'s> = MonitorUpdatingPersister<
 	&'s ObjectKvStore,
 	&'static NullLogger,

@@ -32,12 +32,13 @@ pub(crate) struct Findings {
 
 pub(crate) struct StartupFinding {
 	pub(crate) scenario: String,
-	pub(crate) speedup: f64,
 	pub(crate) ldk_extrapolated: bool,
 	pub(crate) config: String,
 	pub(crate) elapsed: Duration,
 	pub(crate) bound: Duration,
-	pub(crate) cpu_floor: Option<Duration>,
+	pub(crate) cpu_floor: Option<startup::CpuFloor>,
+	/// (threads, wall time) of LDK's per-monitor read from many threads.
+	pub(crate) ldk_parallel: Vec<(usize, Duration)>,
 	pub(crate) default_speedup: Option<f64>,
 	/// Monitors and updates per monitor.
 	pub(crate) n: usize,
@@ -59,7 +60,7 @@ pub(crate) fn size_channels(set: &FixtureSet) -> Vec<&ChannelFixture> {
 }
 
 fn ours(mode: LoadMode, monitors: usize, in_flight: usize) -> Reader {
-	Reader::Ours { mode, monitors, in_flight }
+	Reader::Ours { mode, monitors, in_flight, threads: 0 }
 }
 
 pub(crate) fn startup_section(
@@ -72,22 +73,27 @@ pub(crate) fn startup_section(
 	let pipelined = |w| LoadMode::Pipelined { window: w };
 	let main_readers = match args.profile {
 		Profile::Smoke => vec![
-			ours(LoadMode::Probe, 32, 32),
+			Reader::OursDefault,
 			ours(LoadMode::Probe, 4, 4),
 			ours(pipelined(4), 4, 16),
 			ours(LoadMode::List, 4, 64),
+			Reader::LdkParallel { threads: 4 },
 			Reader::Ldk { sample: args.ldk_sample },
 			Reader::LdkAsync { sample: args.ldk_sample },
 		],
 		Profile::Full => vec![
+			Reader::OursDefault,
 			ours(LoadMode::Probe, 32, 32),
-			ours(LoadMode::Probe, 128, 128),
+			ours(LoadMode::Probe, 256, 256),
 			ours(LoadMode::Probe, 512, 512),
 			ours(LoadMode::Probe, 1000, 1000),
 			ours(pipelined(8), 16, 128),
 			ours(pipelined(8), 64, 512),
 			ours(LoadMode::List, 128, 128),
 			ours(LoadMode::List, 512, 512),
+			Reader::LdkParallel { threads: 32 },
+			Reader::LdkParallel { threads: 128 },
+			Reader::LdkParallel { threads: 256 },
 			Reader::Ldk { sample: args.ldk_sample },
 			Reader::LdkAsync { sample: Some(args.ldk_sample.unwrap_or(100)) },
 		],
@@ -100,16 +106,15 @@ pub(crate) fn startup_section(
 	};
 	let result = startup::run(memory, &main, ldk);
 	let default_speedup = result.ours.iter().find_map(|(r, t, _)| match r {
-		Reader::Ours { mode: LoadMode::Probe, monitors: 32, in_flight: 32 } => {
-			result.ldk.map(|(l, _)| l.as_secs_f64() / t.as_secs_f64())
-		},
+		Reader::OursDefault => result.ldk.map(|(l, _)| l.as_secs_f64() / t.as_secs_f64()),
 		_ => None,
 	});
-	let describe = |reader: &Reader| match reader {
-		Reader::Ours { mode, monitors, in_flight } => {
-			format!("{mode:?}, {monitors} monitors at once, {in_flight} requests in flight")
+	let describe = |reader: &Reader| match reader.as_ours() {
+		Some((mode, monitors, in_flight, _)) => {
+			let defaults = if matches!(reader, Reader::OursDefault) { "defaults: " } else { "" };
+			format!("{defaults}{mode:?}, {monitors} monitors at once, {in_flight} requests in flight")
 		},
-		_ => String::new(),
+		None => String::new(),
 	};
 	if let (Some((fastest, elapsed, Some(bound))), Some((ldk_time, extrapolated))) =
 		(result.ours.iter().min_by_key(|(_, t, _)| *t), result.ldk)
@@ -125,12 +130,12 @@ pub(crate) fn startup_section(
 		findings.startup = Some(StartupFinding {
 			rows,
 			scenario: format!("{n} × {u} × {} ms", args.rtt.as_secs_f64() * 1000.0),
-			speedup: ldk_time.as_secs_f64() / elapsed.as_secs_f64(),
 			ldk_extrapolated: extrapolated,
 			config,
 			elapsed: *elapsed,
 			bound: *bound,
 			cpu_floor: result.cpu_floor,
+			ldk_parallel: result.ldk_parallel.clone(),
 			default_speedup,
 			n,
 			u,
@@ -191,7 +196,7 @@ pub(crate) fn startup_section(
 				let best = result
 					.rates
 					.iter()
-					.filter(|(r, _)| matches!(r, Reader::Ours { .. }))
+					.filter(|(r, _)| r.as_ours().is_some())
 					.map(|(_, rate)| *rate)
 					.fold(0.0, f64::max);
 				let ldk = result

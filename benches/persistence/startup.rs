@@ -4,6 +4,8 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use ldk_object_store::{LoadMode, PersisterConfig};
@@ -21,26 +23,64 @@ use crate::report::{bytes, count, ratio, secs, Table};
 /// Who loads, and how.
 #[derive(Debug, Clone, Copy)]
 pub enum Reader {
-	/// This crate: a load mode, monitors loaded at once, requests in flight at once.
-	Ours { mode: LoadMode, monitors: usize, in_flight: usize },
+	/// This crate: a load mode, monitors loaded at once, requests in flight at once, threads that
+	/// decode (`0`: every core).
+	Ours { mode: LoadMode, monitors: usize, in_flight: usize, threads: usize },
+	/// This crate with no configuration at all: `PersisterConfig::default()` over a store built
+	/// with the store's default bound.
+	OursDefault,
 	/// LDK's `MonitorUpdatingPersister` (sync); `sample` monitors measured if set.
 	Ldk { sample: Option<usize> },
 	/// LDK's `MonitorUpdatingPersisterAsync`, awaited; `sample` monitors measured if set.
 	LdkAsync { sample: Option<usize> },
+	/// LDK 0.2's per-monitor `read_channel_monitor_with_updates`, called from `threads` threads
+	/// at once, as its docs suggest for a parallel load; the store allows `threads` requests in
+	/// flight.
+	LdkParallel { threads: usize },
 }
 
 impl Reader {
-	fn name(&self) -> String {
+	pub fn name(&self) -> String {
 		match self {
-			Reader::Ours { mode, .. } => match mode {
-				LoadMode::Probe => "this crate, probe".into(),
-				LoadMode::Pipelined { window } => {
-					format!("this crate, pipelined (window {window})")
-				},
-				LoadMode::List => "this crate, list".into(),
+			Reader::Ours { mode, threads, .. } => {
+				let threads = if *threads == 1 { ", one thread" } else { "" };
+				match mode {
+					LoadMode::Probe => format!("this crate, probe{threads}"),
+					LoadMode::Pipelined { window } => {
+						format!("this crate, pipelined (window {window}){threads}")
+					},
+					LoadMode::List => format!("this crate, list{threads}"),
+				}
 			},
+			Reader::OursDefault => "this crate, no configuration (probe)".into(),
 			Reader::Ldk { .. } => "LDK `MonitorUpdatingPersister`".into(),
 			Reader::LdkAsync { .. } => "LDK `MonitorUpdatingPersisterAsync`".into(),
+			Reader::LdkParallel { threads } => {
+				format!("LDK `read_channel_monitor_with_updates` from {threads} threads")
+			},
+		}
+	}
+
+	/// This crate's load as (mode, monitors at once, requests in flight, threads).
+	pub fn as_ours(&self) -> Option<(LoadMode, usize, usize, usize)> {
+		match *self {
+			Reader::Ours { mode, monitors, in_flight, threads } => {
+				Some((mode, monitors, in_flight, threads))
+			},
+			Reader::OursDefault => {
+				let c = PersisterConfig::default();
+				Some((c.load_mode, c.max_monitors_loading, c.max_requests_in_flight, c.load_threads))
+			},
+			_ => None,
+		}
+	}
+
+	/// (monitors at once, requests in flight) of any reader.
+	fn concurrency(&self) -> (usize, usize) {
+		match (self, self.as_ours()) {
+			(_, Some((_, monitors, in_flight, _))) => (monitors, in_flight),
+			(Reader::LdkParallel { threads }, None) => (*threads, *threads),
+			_ => (1, 1),
 		}
 	}
 }
@@ -56,21 +96,19 @@ pub struct Scenario {
 /// Requests one monitor needs and its chain of dependent round trips, per reader.
 fn shape(reader: &Reader, u: usize) -> (f64, f64) {
 	let u = u as f64;
-	match reader {
-		Reader::Ours { mode: LoadMode::Probe, .. }
-		| Reader::Ldk { .. }
-		| Reader::LdkAsync { .. } => {
+	match reader.as_ours().map(|(mode, ..)| mode) {
+		None | Some(LoadMode::Probe) => {
 			// The monitor, its U updates, and the read of U + 1 that finds nothing.
 			(u + 2.0, u + 2.0)
 		},
-		Reader::Ours { mode: LoadMode::Pipelined { window }, .. } => {
-			let w = *window as f64;
+		Some(LoadMode::Pipelined { window }) => {
+			let w = window as f64;
 			// U hits and the first miss take ceil((U + 1) / w) waves; w - 1 reads past the miss
 			// are already in flight when it is seen.
 			(1.0 + u + w, 1.0 + ((u + 1.0) / w).ceil())
 		},
-		// The monitor, the listing, then the U updates together.
-		Reader::Ours { mode: LoadMode::List, .. } => (u + 2.0, 3.0),
+		// The monitor and, with the one listing of all updates, the U updates together.
+		Some(LoadMode::List) => (u + 1.0, 2.0),
 	}
 }
 
@@ -80,10 +118,8 @@ fn shape(reader: &Reader, u: usize) -> (f64, f64) {
 pub fn bound_rtts(reader: &Reader, n: usize, u: usize) -> f64 {
 	let (requests, chain) = shape(reader, u);
 	let n_f = n as f64;
-	let (at_once, in_flight) = match reader {
-		Reader::Ours { monitors, in_flight, .. } => (*monitors as f64, *in_flight as f64),
-		_ => (1.0, 1.0),
-	};
+	let (at_once, in_flight) = reader.concurrency();
+	let (at_once, in_flight) = (at_once as f64, in_flight as f64);
 	let waves = (n_f / at_once).ceil() * chain;
 	let throughput = (n_f * requests / in_flight).ceil();
 	1.0 + waves.max(throughput)
@@ -115,8 +151,9 @@ fn load(
 	expected: &HashMap<String, u64>,
 ) -> Loaded {
 	let max_in_flight = match reader {
-		Reader::Ours { in_flight, .. } => *in_flight,
-		_ => 64,
+		Reader::OursDefault => ldk_object_store::config::DEFAULT_MAX_IN_FLIGHT,
+		Reader::Ldk { .. } | Reader::LdkAsync { .. } => 64,
+		_ => reader.concurrency().1,
 	};
 	let store = backend.kv(prefix, max_in_flight);
 	backend.reset_counts();
@@ -124,13 +161,17 @@ fn load(
 	let cpu = crate::cpu::sample();
 	let started = Instant::now();
 	let monitors = match reader {
-		Reader::Ours { mode, monitors, in_flight } => {
+		Reader::Ours { mode, monitors, in_flight, threads } => {
 			let config = PersisterConfig::default()
 				.with_load_mode(*mode)
 				.with_max_monitors_loading(*monitors)
-				.with_max_requests_in_flight(*in_flight);
+				.with_max_requests_in_flight(*in_flight)
+				.with_load_threads(*threads);
 			ours(&store, ldk, config).read_all_channel_monitors_with_updates_blocking()
 		},
+		Reader::OursDefault => ours(&store, ldk, PersisterConfig::default())
+			.read_all_channel_monitors_with_updates_blocking(),
+		Reader::LdkParallel { threads } => Ok(ldk_parallel(&store, &theirs(&store, ldk, 100), *threads)),
 		Reader::Ldk { .. } => theirs(&store, ldk, 100).read_all_channel_monitors_with_updates(),
 		Reader::LdkAsync { .. } => {
 			let persister = MonitorUpdatingPersisterAsync::new(
@@ -166,6 +207,40 @@ fn load(
 	Loaded { elapsed, cpu, counts, peak_heap, monitors: n }
 }
 
+/// LDK's per-monitor read from `threads` threads, each taking the next monitor key when done.
+pub fn ldk_parallel(
+	store: &ldk_object_store::ObjectKvStore, persister: &crate::env::Theirs<'_>, threads: usize,
+) -> Vec<crate::env::LoadedMonitor> {
+	let keys = lightning::util::persist::KVStoreSync::list(
+		store,
+		lightning::util::persist::CHANNEL_MONITOR_PERSISTENCE_PRIMARY_NAMESPACE,
+		"",
+	)
+	.expect("listing monitors");
+	let next = AtomicUsize::new(0);
+	let loaded = Mutex::new(Vec::with_capacity(keys.len()));
+	std::thread::scope(|scope| {
+		for _ in 0..threads.min(keys.len()).max(1) {
+			scope.spawn(|| loop {
+				let i = next.fetch_add(1, Ordering::Relaxed);
+				let Some(key) = keys.get(i) else { break };
+				let monitor =
+					persister.read_channel_monitor_with_updates(key).expect("LDK's read");
+				loaded.lock().expect("not poisoned").push(monitor);
+			});
+		}
+	});
+	loaded.into_inner().expect("not poisoned")
+}
+
+/// A load's time with no round trip at all.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuFloor {
+	pub one_thread: Duration,
+	pub all_cores: Duration,
+	pub cores: usize,
+}
+
 /// Results of one scenario, for the target checks.
 pub struct ScenarioResult {
 	pub table: Table,
@@ -174,8 +249,11 @@ pub struct ScenarioResult {
 	/// LDK's sync reader: the time for all N monitors (measured or extrapolated), and whether it
 	/// was extrapolated.
 	pub ldk: Option<(Duration, bool)>,
-	/// The load's CPU floor: this crate's fastest load with no round trip at all.
-	pub cpu_floor: Option<Duration>,
+	/// The load's CPU floors: this crate's fastest load with no round trip at all, decoding on
+	/// one thread and on every core.
+	pub cpu_floor: Option<CpuFloor>,
+	/// (threads, wall time) of LDK's per-monitor read from many threads.
+	pub ldk_parallel: Vec<(usize, Duration)>,
 	/// Requests per second of every reader.
 	pub rates: Vec<(Reader, f64)>,
 }
@@ -204,6 +282,7 @@ pub fn run(backend: &Backend, scenario: &Scenario, ldk: &'static Ldk) -> Scenari
 			"speed-up over LDK",
 			"peak heap",
 			"cores busy: process / machine",
+			"CPU-bound",
 		],
 	);
 	let mut result = ScenarioResult {
@@ -212,6 +291,7 @@ pub fn run(backend: &Backend, scenario: &Scenario, ldk: &'static Ldk) -> Scenari
 		ldk: None,
 		cpu_floor: None,
 		rates: vec![],
+		ldk_parallel: vec![],
 	};
 	// (reader, its load, (monitors, time) if it loaded a sample only)
 	type Row = (Reader, Loaded, Option<(usize, Duration)>);
@@ -219,11 +299,11 @@ pub fn run(backend: &Backend, scenario: &Scenario, ldk: &'static Ldk) -> Scenari
 
 	// This crate's readers first, then LDK's (which are slow).
 	let mut readers = scenario.readers.clone();
-	readers.sort_by_key(|r| !matches!(r, Reader::Ours { .. }));
+	readers.sort_by_key(|r| r.as_ours().is_none());
 	for reader in &readers {
 		let sample = match reader {
 			Reader::Ldk { sample } | Reader::LdkAsync { sample } => sample.filter(|s| *s < n),
-			Reader::Ours { .. } => None,
+			_ => None,
 		};
 		let loaded = match sample {
 			None => {
@@ -255,12 +335,8 @@ pub fn run(backend: &Backend, scenario: &Scenario, ldk: &'static Ldk) -> Scenari
 	result.ldk = ldk_full;
 
 	for (reader, loaded, sample) in &rows {
-		let (name, at_once, in_flight) = match reader {
-			Reader::Ours { monitors, in_flight, .. } => {
-				(reader.name(), monitors.to_string(), in_flight.to_string())
-			},
-			_ => (reader.name(), "1".into(), "1".into()),
-		};
+		let (at_once, in_flight) = reader.concurrency();
+		let (name, at_once, in_flight) = (reader.name(), at_once.to_string(), in_flight.to_string());
 		let rate = loaded.counts.requests() as f64 / loaded.elapsed.as_secs_f64();
 		let full_time = match sample {
 			Some((k, t)) => t.mul_f64(n as f64 / *k as f64),
@@ -288,10 +364,8 @@ pub fn run(backend: &Backend, scenario: &Scenario, ldk: &'static Ldk) -> Scenari
 			None => ("—".into(), "—".into()),
 		};
 		let speedup = match (&ldk_full, reader) {
-			(Some((ldk_t, _)), Reader::Ours { .. }) => {
-				ratio(ldk_t.as_secs_f64() / full_time.as_secs_f64())
-			},
-			_ => "—".into(),
+			(Some(_), Reader::Ldk { .. } | Reader::LdkAsync { .. }) | (None, _) => "—".into(),
+			(Some((ldk_t, _)), _) => ratio(ldk_t.as_secs_f64() / full_time.as_secs_f64()),
 		};
 		let heap = match sample {
 			Some((k, _)) => format!("{} (on {k})", bytes(loaded.peak_heap as u64)),
@@ -309,33 +383,44 @@ pub fn run(backend: &Backend, scenario: &Scenario, ldk: &'static Ldk) -> Scenari
 			speedup,
 			heap,
 			loaded.cpu.cell(),
+			loaded.cpu.cpu_bound_cell(),
 		]);
-		if let Reader::Ours { .. } = reader {
+		if reader.as_ours().is_some() {
 			result.ours.push((*reader, loaded.elapsed, bound));
+		} else if let Reader::LdkParallel { threads } = reader {
+			result.ldk_parallel.push((*threads, loaded.elapsed));
 		}
 		result.rates.push((*reader, rate));
 		assert_eq!(loaded.monitors, sample.map_or(n, |(k, _)| k));
 	}
 
-	// The CPU floor: the fastest configuration of ours with no round trip.
+	// The CPU floors: the fastest configuration of ours with no round trip, decoding on one
+	// thread and on every core.
 	if let Some(rtt) = rtt {
 		let fastest = result.ours.iter().min_by_key(|(_, t, _)| *t).map(|(r, _, _)| *r);
-		if let Some(reader) = fastest {
+		if let Some((mode, monitors, in_flight, _)) = fastest.and_then(|r| r.as_ours()) {
 			backend.control.set_rtt(Duration::ZERO);
-			let loaded = load(backend, &prefix, &reader, ldk, &expected);
+			let floor = |threads| {
+				let reader = Reader::Ours { mode, monitors, in_flight, threads };
+				let loaded = load(backend, &prefix, &reader, ldk, &expected);
+				(loaded.elapsed, loaded.cpu)
+			};
+			let (one, one_cpu) = floor(1);
+			let (all, all_cpu) = floor(0);
 			backend.control.set_rtt(rtt);
+			let cores = std::thread::available_parallelism().map_or(1, usize::from);
 			table.notes.push(format!(
-				"The fastest configuration ({}, {} requests in flight) loads the same objects in {} \
-				 with no round trip at all: decoding the monitors and applying the updates (on one \
-				 thread) and the store's own work. That is a floor no round-trip bound includes.",
-				reader.name(),
-				match reader {
-					Reader::Ours { in_flight, .. } => in_flight,
-					_ => 1,
-				},
-				secs(loaded.elapsed)
+				"CPU floor: the fastest configuration ({mode:?}, {in_flight} requests in flight) \
+				 loads the same objects with no round trip at all in {} decoding on one thread \
+				 (cores busy {}) and in {} decoding on all {cores} cores (cores busy {}): {} of \
+				 the one-thread floor. No round-trip bound includes this floor.",
+				secs(one),
+				one_cpu.cell(),
+				secs(all),
+				all_cpu.cell(),
+				ratio(all.as_secs_f64() / one.as_secs_f64()),
 			));
-			result.cpu_floor = Some(loaded.elapsed);
+			result.cpu_floor = Some(CpuFloor { one_thread: one, all_cores: all, cores });
 		}
 	}
 	if let (Some(rtt), Some((_, first, _))) = (rtt, rows.first()) {
@@ -350,7 +435,8 @@ pub fn run(backend: &Backend, scenario: &Scenario, ldk: &'static Ldk) -> Scenari
 		 (its update id is the recorded monitor's plus U). Peak heap: the most memory allocated \
 		 during the load above what was allocated before it, the loaded monitors included. \
 		 Cores busy: CPU time ÷ wall time, of this process and of the whole machine (other \
-		 processes included)."
+		 processes included); CPU-bound: the machine's cores were at least 85% busy, so the \
+		 CPU rather than the round trips may have set the time."
 			.into(),
 	);
 	result.table = table;
