@@ -128,10 +128,19 @@ pub fn theirs<'s>(store: &'s ObjectKvStore, ldk: &'static Ldk, max_pending: u64)
 pub fn kv_store(
 	backend: &Arc<dyn ObjectStore>, prefix: &str, max_in_flight: usize,
 ) -> ObjectKvStore {
+	builder(backend, prefix, max_in_flight).build().expect("store builds")
+}
+
+/// [`kv_store`] without the writer lease: a second look at a prefix whose writer is still open.
+pub fn kv_reader(
+	backend: &Arc<dyn ObjectStore>, prefix: &str, max_in_flight: usize,
+) -> ObjectKvStore {
+	builder(backend, prefix, max_in_flight).without_writer_lease().build().expect("store builds")
+}
+
+fn builder(backend: &Arc<dyn ObjectStore>, prefix: &str, max_in_flight: usize) -> StoreBuilder {
 	StoreBuilder::from_store(Arc::clone(backend))
 		.with_prefix(prefix)
 		.with_max_in_flight(max_in_flight)
 		.with_retry(RetryPolicy { max_elapsed: Duration::from_secs(600), ..RetryPolicy::default() })
-		.build()
-		.expect("store builds")
 }

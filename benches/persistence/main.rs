@@ -8,7 +8,7 @@
 //!
 //! Options: `--smoke` / `--full` (profile), `--write-md FILE`, `--rtt-ms N` (simulated round trip),
 //! `--fixtures DIR` (default `target/bench-fixtures`), `--regen` (regenerate the fixtures),
-//! `--only startup,updates,overhead` (sections), `--ldk-sample N` (measure LDK's sequential
+//! `--only startup,workload,updates,overhead` (sections), `--ldk-sample N` (measure LDK's sequential
 //! startup on N monitors and extrapolate, instead of all of them), `--no-localstack`.
 //! LocalStack runs when `LDK_OS_TEST_LOCALSTACK_URL` / `_ENDPOINT` are set
 //! (`eval "$(./localstack/servers.sh env)"`), and is skipped with a note otherwise.
@@ -31,6 +31,7 @@ mod setup;
 mod startup;
 mod updates;
 mod verdict;
+mod workload;
 
 #[global_allocator]
 static ALLOC: alloc::Counting = alloc::Counting;
@@ -44,7 +45,7 @@ use backend::Backend;
 use fixtures::FixtureSet;
 use flow::{GenParams, SizeTarget};
 use report::{secs, Report};
-use sections::{overhead_section, startup_section, updates_section, Findings};
+use sections::{overhead_section, startup_section, updates_section, workload_section, Findings};
 use setup::{describe_setup, machine, reproduce_line};
 use verdict::{closing, targets};
 
@@ -288,6 +289,9 @@ fn main() {
 	let mut findings = Findings::default();
 	if wants(&args, "startup") {
 		startup_section(&args, &set, &memory, server.as_ref(), ldk, &mut report, &mut findings);
+	}
+	if wants(&args, "workload") {
+		workload_section(&args, &set, &memory, ldk, &mut report, &mut findings);
 	}
 	if wants(&args, "updates") {
 		updates_section(&args, &set, &memory, server.as_ref(), ldk, &mut report, &mut findings);

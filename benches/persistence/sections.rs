@@ -26,6 +26,8 @@ pub(crate) struct Findings {
 	pub(crate) throughput_all: Vec<(usize, Writer, f64, cpu::Use)>,
 	/// (operation, overhead) on LocalStack.
 	pub(crate) overhead: Option<Vec<(String, f64)>>,
+	/// The workload: consolidation's requests and bytes, and the next startup against LDK's.
+	pub(crate) workload: Option<crate::workload::WorkloadFinding>,
 	/// Requests per second of this crate's fastest load and of LDK's on LocalStack.
 	pub(crate) localstack_rates: Option<(f64, f64)>,
 }
@@ -212,6 +214,23 @@ pub(crate) fn startup_section(
 				.push("LocalStack startup: failed during the run (see the console).".into()),
 		}
 	}
+}
+
+pub(crate) fn workload_section(
+	args: &Args, set: &FixtureSet, memory: &Backend, ldk: &'static env::Ldk, report: &mut Report,
+	findings: &mut Findings,
+) {
+	let channels = startup_channels(set);
+	let updates = args.profile.gen_params().updates;
+	let bounds: &[usize] = match args.profile {
+		Profile::Smoke => &[4, 16],
+		Profile::Full => &[32, 128, 256],
+	};
+	let (tables, finding) = crate::workload::run(memory, &channels, updates, bounds, ldk);
+	for table in tables {
+		report.add(table);
+	}
+	findings.workload = Some(finding);
 }
 
 pub(crate) fn updates_section(

@@ -97,8 +97,12 @@ impl<'s> AnyPersister<'s> {
 	fn new(writer: Writer, store: &'s ObjectKvStore, ldk: &'static Ldk, in_flight: usize) -> Self {
 		match writer {
 			Writer::OursSync | Writer::OursAsync => {
+				// Full monitors where LDK writes them, so both differential persisters do the
+				// same work per update (and the prepared monitor states are the ones written);
+				// the workload section measures consolidation.
 				let config = PersisterConfig::default()
 					.with_maximum_pending_updates(MAX_PENDING)
+					.with_consolidate_by_size(false)
 					.with_max_requests_in_flight(in_flight);
 				let persister = if writer == Writer::OursSync {
 					ours(store, ldk, config)

@@ -97,6 +97,61 @@ pub(crate) fn targets(args: &Args, report: &mut Report, findings: &Findings) {
 			why: "the startup section did not run".into(),
 		}),
 	}
+	if let Some(w) = &findings.workload {
+		report.target(Target {
+			what: format!(
+				"requests per monitor at startup after a clean shutdown (workload, {} monitors)",
+				w.channels
+			),
+			goal: "≤ 2".into(),
+			measured: format!(
+				"{:.3} probing (the default), {:.3} in list mode",
+				w.startup_requests_per_monitor, w.startup_requests_per_monitor_listed
+			),
+			met: w.startup_requests_per_monitor.min(w.startup_requests_per_monitor_listed) <= 2.0,
+			applies: main_scale,
+			why: format!(
+				"`consolidate` at shutdown leaves no update object. Probing reads each monitor and \
+				 finds its next update absent (2 per monitor) plus one listing of `monitors/`, so \
+				 it stays just above 2; list mode reads each monitor once after one listing of \
+				 `monitors/` and one of `monitor_updates/`{scale_note}"
+			),
+		});
+		report.target(Target {
+			what: "bytes written per payment against LDK's `MonitorUpdatingPersister` (workload)"
+				.into(),
+			goal: "≤ 2×".into(),
+			measured: ratio(w.write_bytes_vs_ldk),
+			met: w.write_bytes_vs_ldk <= 2.0,
+			applies: main_scale,
+			why: format!(
+				"consolidation by size writes the full monitor once the update objects after it \
+				 would weigh as much, so at most twice the bytes{scale_note}"
+			),
+		});
+		let worst = w
+			.at_bound
+			.iter()
+			.map(|(b, ours, theirs)| (*b, theirs.as_secs_f64() / ours.as_secs_f64(), *ours, *theirs))
+			.min_by(|a, b| a.1.partial_cmp(&b.1).expect("no NaN"));
+		if let Some((b, vs, ours, theirs)) = worst {
+			report.target(Target {
+				what: "startup against LDK's per-monitor read from as many threads, at 32, 128 \
+				       and 256 in flight (workload)"
+					.into(),
+				goal: "≥ 5× at every bound".into(),
+				measured: format!(
+					"{} at worst ({b} in flight: {} against {})",
+					ratio(vs),
+					secs(ours),
+					secs(theirs)
+				),
+				met: vs >= 5.0,
+				applies: main_scale,
+				why: scale_note.trim_start().to_owned(),
+			});
+		}
+	}
 	let ours_latency: Vec<_> = findings
 		.update_latency
 		.iter()

@@ -91,15 +91,9 @@ impl Control {
 
 	pub fn reset(&self) {
 		let c = &self.counters;
-		for counter in [
-			&c.gets,
-			&c.lists,
-			&c.other,
-			&c.bytes_got,
-			&c.max_in_flight,
-			&c.slept_nanos,
-			&c.sleeps,
-		] {
+		for counter in
+			[&c.gets, &c.lists, &c.other, &c.bytes_got, &c.max_in_flight, &c.slept_nanos, &c.sleeps]
+		{
 			counter.store(0, Ordering::Relaxed);
 		}
 	}

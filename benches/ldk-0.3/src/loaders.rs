@@ -76,7 +76,12 @@ pub mod v02 {
 	/// `'static`, as the persister borrows them for its lifetime.
 	pub fn leak() -> &'static Env {
 		let keys = KeysManager::new(&super::NODE0_SEED, super::starting_time_secs(), 0, true);
-		Box::leak(Box::new(Env { keys, logger: NullLogger, broadcaster: NullBroadcaster, fees: FixedFees }))
+		Box::leak(Box::new(Env {
+			keys,
+			logger: NullLogger,
+			broadcaster: NullBroadcaster,
+			fees: FixedFees,
+		}))
 	}
 }
 
@@ -117,7 +122,12 @@ pub mod v03 {
 	pub fn leak() -> &'static Env {
 		// 0.3's `KeysManager::new` takes the same arguments as 0.2.7's.
 		let keys = KeysManager::new(&super::NODE0_SEED, super::starting_time_secs(), 0, true);
-		Box::leak(Box::new(Env { keys, logger: NullLogger, broadcaster: NullBroadcaster, fees: FixedFees }))
+		Box::leak(Box::new(Env {
+			keys,
+			logger: NullLogger,
+			broadcaster: NullBroadcaster,
+			fees: FixedFees,
+		}))
 	}
 }
 

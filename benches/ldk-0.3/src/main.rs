@@ -217,6 +217,13 @@ fn load(
 		},
 	};
 	loaders::check(loader.name(), &loaded, expected)?;
+	if counts.other != 0 {
+		return Err(format!(
+			"{}: a load made {} write/delete/copy requests",
+			loader.name(),
+			counts.other
+		));
+	}
 	Ok(Measured { elapsed, counts, peak_heap })
 }
 
@@ -247,12 +254,16 @@ fn config_cell(bench: &Bench, loader: Loader) -> String {
 			let c = loader.config();
 			format!(
 				"load mode {:?}; ≤ {} monitors loading, ≤ {} requests in flight (store: ≤ {}); \
-				 decoding on {} threads",
+				 decoding on {}",
 				c.load_mode,
 				c.max_monitors_loading,
 				c.max_requests_in_flight,
 				ldk_object_store::config::DEFAULT_MAX_IN_FLIGHT,
-				if c.load_threads == 0 { "all cores'".to_string() } else { c.load_threads.to_string() }
+				if c.load_threads == 0 {
+					"every core (`load_threads` 0)".to_string()
+				} else {
+					format!("{} threads", c.load_threads)
+				}
 			)
 		},
 		Loader::Ldk03 => format!(
@@ -268,23 +279,24 @@ fn table(bench: &Bench, rows: &[Row]) -> String {
 	let mut out = String::new();
 	let _ = writeln!(
 		out,
-		"| loader | N × U | wall time | requests (GET + list pages) | most in flight | peak heap \
-		 | configuration / concurrency |"
+		"| loader | N × U | wall time | requests (GET + list pages) | most in flight | read \
+		 | peak heap | configuration / concurrency |"
 	);
-	let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---|");
+	let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---|");
 	for row in rows {
 		let size = format!("{} × {}", row.n, row.u);
 		let cells = match &row.result {
 			Ok(m) => format!(
-				"{} | {} ({} + {}) | {} | {}",
+				"{} | {} ({} + {}) | {} | {} | {}",
 				secs(m.elapsed),
 				m.counts.requests(),
 				m.counts.gets,
 				m.counts.lists,
 				m.counts.max_in_flight,
+				mib(m.counts.bytes_got as usize),
 				mib(m.peak_heap)
 			),
-			Err(why) => format!("not run: {why} | — | — | —"),
+			Err(why) => format!("not run: {why} | — | — | — | —"),
 		};
 		let _ = writeln!(
 			out,
@@ -384,19 +396,42 @@ fn run(args: &Args) -> Result<(), String> {
 	println!("this crate's PersisterConfig::default(): {config:?}");
 
 	if let Some(md) = &args.write_md {
-		let section = markdown(args, &path, &set, &table, mean_rtt, &config, bench.workers);
+		let ldk03_read_02 = rows.iter().any(|r| r.loader == Loader::Ldk03 && r.result.is_ok());
+		let cx = Context {
+			fixture: &path,
+			set: &set,
+			mean_rtt,
+			config: &config,
+			workers: bench.workers,
+			ldk03_read_02,
+		};
+		let section = markdown(args, &cx, &table);
 		std::fs::write(md, section).map_err(|e| format!("{}: {e}", md.display()))?;
 		println!("wrote {}", md.display());
 	}
 	Ok(())
 }
 
-fn markdown(
-	args: &Args, path: &Path, set: &FixtureSet, table: &str, mean_rtt: Option<Duration>,
-	config: &PersisterConfig, workers: usize,
-) -> String {
+/// What the markdown section says besides the table.
+struct Context<'a> {
+	fixture: &'a Path,
+	set: &'a FixtureSet,
+	mean_rtt: Option<Duration>,
+	config: &'a PersisterConfig,
+	workers: usize,
+	/// Whether LDK 0.3 loaded LDK 0.2.7's bytes (some 0.3 load ran and passed its check).
+	ldk03_read_02: bool,
+}
+
+fn markdown(args: &Args, cx: &Context, table: &str) -> String {
 	let mut out = String::new();
 	let _ = writeln!(out, "### Startup against LDK 0.3.0-rc3's loader\n");
+	let compat = if cx.ldk03_read_02 {
+		"LDK 0.3.0-rc3 reads LDK 0.2.7's monitor and update bytes as they are, so both loaders \
+		 read the very same objects. "
+	} else {
+		""
+	};
 	let _ = writeln!(
 		out,
 		"Both loaders load the same stored objects: real `ChannelMonitor`s and the \
@@ -406,28 +441,34 @@ fn markdown(
 		 N monitors with U pending updates each, in `object_store`'s in-memory store behind a \
 		 wrapper that makes every request take {} ms (measured mean of the simulated round \
 		 trips: {}) and counts requests (a listing page of up to 1,000 entries is one request). \
-		 LDK 0.3.0-rc3 reads LDK 0.2.7's monitor and update bytes as they are. LDK 0.3's \
-		 `MonitorUpdatingPersisterAsync::read_all_channel_monitors_with_updates` runs over a \
-		 minimal adapter from `object_store` to 0.3's async `KVStore` (one request per call, no \
-		 bound, no retries), with its tasks spawned on a tokio runtime of {workers} workers; \
+		 {compat}LDK 0.3's `MonitorUpdatingPersisterAsync::read_all_channel_monitors_with_updates` \
+		 runs over a minimal adapter from `object_store` to 0.3's async `KVStore` (one request \
+		 per call, no bound, no retries), its tasks spawned on a tokio runtime of {} workers; \
 		 this crate's `MonitorPersister::read_all_channel_monitors_with_updates_blocking` runs \
 		 over `StoreBuilder::from_store(..).without_writer_lease()` on the same wrapped store. \
 		 Both use LDK's `KeysManager` of the harness's node 0 seed. Every load is checked: all \
 		 N monitors come back, each at its recorded update id + U. Peak heap is the most memory \
 		 allocated during the load above the level before it (a counting global allocator), the \
 		 loaded monitors included. Wall time is the median of {} run(s) on a 2-core machine.\n",
-		path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
-		set.channels.len(),
+		cx.fixture.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
+		cx.set.channels.len(),
 		args.rtt.as_secs_f64() * 1000.0,
-		mean_rtt.map_or("—".into(), |d| format!("{:.2} ms", d.as_secs_f64() * 1000.0)),
+		cx.mean_rtt.map_or("—".into(), |d| format!("{:.2} ms", d.as_secs_f64() * 1000.0)),
+		cx.workers,
 		args.runs,
 	);
 	out.push_str(table);
 	let _ = writeln!(
 		out,
-		"\nThis crate's configuration: `{config:?}`.\n\nReproduce: `CARGO_TARGET_DIR=... cargo \
-		 run --release --manifest-path benches/ldk-0.3/Cargo.toml -- --write-md OUT.md` after \
-		 the main benchmark has written its fixtures."
+		"\nRequests per monitor: LDK 0.3 makes 2 + U (its monitor's GET and its update listing at \
+		 once, then its U update GETs at once) for about 3 round trips per load whatever N and \
+		 U; this crate's default `LoadMode::Probe` makes 2 + U one after another (GET monitor, \
+		 GET `id + 1`, `+ 2`, … until one is absent), bounded in monitors and requests at \
+		 once; `LoadMode::List` lists the update namespace instead of probing.\n\nThis \
+		 crate's configuration: `{:?}`.\n\nReproduce: `CARGO_TARGET_DIR=... cargo run \
+		 --release --manifest-path benches/ldk-0.3/Cargo.toml -- --write-md OUT.md` after the \
+		 main benchmark has written its fixtures (`benches/ldk-0.3/README.md`).",
+		cx.config
 	);
 	out
 }

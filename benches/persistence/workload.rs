@@ -1,0 +1,409 @@
+//! A node's working life, then its next start: the recorded monitors and updates of many real
+//! channels go through real `ChainMonitor`s, one over this crate's persister with no
+//! configuration and one over LDK's `MonitorUpdatingPersister`, in bursts of a few updates on
+//! one channel at a time, in one random order shared by both. Then the node shuts down (this
+//! crate's `consolidate`; LDK's persister has nothing of the kind) and starts again: each store
+//! is loaded at several bounds on requests in flight, this crate's loader against LDK's
+//! per-monitor read from as many threads. A load of this crate's store as a crash would leave it
+//! (before `consolidate`) is shown too.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use bitcoin::{BlockHash, Txid};
+use ldk_object_store::{LoadMode, PersisterConfig};
+use lightning::chain::chainmonitor::{ChainMonitor, Persist};
+use lightning::chain::{ChannelMonitorUpdateStatus, Filter, Watch, WatchedOutput};
+use lightning::sign::{InMemorySigner, KeysManager, NodeSigner};
+use lightning::util::ser::ReadableArgs;
+
+use crate::backend::Backend;
+use crate::env::{ours, theirs, FixedFees, Ldk, NullBroadcaster, NullLogger};
+use crate::fixtures::ChannelFixture;
+use crate::latency::Counts;
+use crate::report::{bytes, count, ratio, secs, Table};
+use crate::startup::ldk_parallel;
+use crate::updates::{decode_update, MAX_PENDING};
+
+/// S3 Standard request and storage prices, US East (N. Virginia), in US dollars, as the authors
+/// last read them on AWS's pricing page; the benchmark does not fetch them.
+pub const PRICES: &str = "S3 Standard, US East (N. Virginia): PUT, COPY, POST and LIST $0.005 \
+	per 1,000 requests; GET $0.0004 per 1,000; DELETE free; storage $0.023 per GB-month \
+	(AWS's public price list as read on 2026-11-29; the benchmark does not fetch it)";
+const PUT_CLASS_PER_REQUEST: f64 = 0.005 / 1000.0;
+const GET_CLASS_PER_REQUEST: f64 = 0.0004 / 1000.0;
+const STORAGE_PER_GB_MONTH: f64 = 0.023;
+
+/// No chain source: the workload connects no blocks.
+struct NoChain;
+
+impl Filter for NoChain {
+	fn register_tx(&self, _txid: &Txid, _script: &bitcoin::Script) {}
+	fn register_output(&self, _output: WatchedOutput) {}
+}
+
+type Monitors<'p, P> = ChainMonitor<
+	InMemorySigner,
+	&'static NoChain,
+	&'static NullBroadcaster,
+	&'static FixedFees,
+	&'static NullLogger,
+	&'p P,
+	&'static KeysManager,
+>;
+
+/// The order of the updates: bursts of 1–8 consecutive updates of one channel (about one or two
+/// payments), channels picked at random, the same for both persisters.
+fn bursts(channels: usize, updates: usize) -> Vec<(usize, usize)> {
+	let mut rng = fastrand::Rng::with_seed(11);
+	let mut left: Vec<usize> = vec![updates; channels];
+	let mut open: Vec<usize> = (0..channels).collect();
+	let mut plan = Vec::new();
+	while !open.is_empty() {
+		let slot = rng.usize(..open.len());
+		let channel = open[slot];
+		let burst = rng.usize(1..=8).min(left[channel]);
+		plan.push((channel, burst));
+		left[channel] -= burst;
+		if left[channel] == 0 {
+			open.swap_remove(slot);
+		}
+	}
+	plan
+}
+
+/// One persister's working life: the channels registered, then every update in `plan`, each
+/// completed before the next. Returns the `ChainMonitor` and the requests the updates made.
+fn drive<'p, P: Persist<InMemorySigner>>(
+	persister: &'p P, backend: &Backend, channels: &[ChannelFixture], plan: &[(usize, usize)],
+	updates: usize, ldk: &'static Ldk,
+) -> (Monitors<'p, P>, Counts) {
+	let no_chain: &'static NoChain = &NoChain;
+	let monitors = ChainMonitor::new(
+		Some(no_chain),
+		&ldk.broadcaster,
+		&ldk.logger,
+		&ldk.fees,
+		persister,
+		&ldk.keys,
+		ldk.keys.get_peer_storage_key(),
+	);
+	let mut ids = Vec::with_capacity(channels.len());
+	for c in channels {
+		let (_, monitor) = <(BlockHash, lightning::chain::channelmonitor::ChannelMonitor<
+			InMemorySigner,
+		>)>::read(&mut &c.monitor[..], (&ldk.keys, &ldk.keys))
+		.expect("fixture monitor decodes");
+		let id = monitor.channel_id();
+		let status = monitors.watch_channel(id, monitor).expect("a new channel");
+		assert_eq!(status, ChannelMonitorUpdateStatus::Completed, "{}", c.label);
+		ids.push(id);
+	}
+	let decoded: Vec<Vec<_>> =
+		channels.iter().map(|c| c.updates[..updates].iter().map(|u| decode_update(u)).collect()).collect();
+	backend.reset_counts();
+	let mut next = vec![0; channels.len()];
+	for &(channel, burst) in plan {
+		for update in &decoded[channel][next[channel]..next[channel] + burst] {
+			let status = monitors.update_channel(ids[channel], update);
+			assert_eq!(status, ChannelMonitorUpdateStatus::Completed, "{}", channels[channel].label);
+		}
+		next[channel] += burst;
+	}
+	(monitors, backend.counts())
+}
+
+/// Requests of the PUT class (PUT, LIST and the POST of a batch delete) and of the GET class;
+/// single DELETEs are free.
+fn priced(c: &Counts, batch_deletes: bool) -> (u64, u64) {
+	let deletes = if batch_deletes { c.delete_requests } else { 0 };
+	(c.puts + c.lists + deletes, c.gets + c.other)
+}
+
+fn dollars(c: &Counts, batch_deletes: bool) -> f64 {
+	let (put_class, get_class) = priced(c, batch_deletes);
+	put_class as f64 * PUT_CLASS_PER_REQUEST + get_class as f64 * GET_CLASS_PER_REQUEST
+}
+
+/// What the verdict needs.
+pub struct WorkloadFinding {
+	pub channels: usize,
+	/// Requests per monitor at the next startup of this crate's store after `consolidate`:
+	/// probing (the default) and in list mode.
+	pub startup_requests_per_monitor: f64,
+	pub startup_requests_per_monitor_listed: f64,
+	/// This crate's bytes written per update ÷ LDK's.
+	pub write_bytes_vs_ldk: f64,
+	/// (bound, this crate's load, LDK's per-monitor read from `bound` threads).
+	pub at_bound: Vec<(usize, Duration, Duration)>,
+}
+
+pub fn run(
+	backend: &Backend, channels: &[ChannelFixture], updates: usize, bounds: &[usize],
+	ldk: &'static Ldk,
+) -> (Vec<Table>, WorkloadFinding) {
+	let n = channels.len();
+	let plan = bursts(n, updates);
+	let total = (n * updates) as u64;
+	// Payments per update, from the fixtures: node 0's monitor update id after its warm-up
+	// payments over each channel, divided by those payments.
+	let (ids, payments) = channels
+		.iter()
+		.fold((0u64, 0u64), |(i, p), c| (i + c.update_id, p + u64::from(c.payments_before)));
+	let per_payment = if payments > 0 { ids as f64 / payments as f64 } else { 1.0 };
+	let rtt = backend.control.rtt();
+	let ours_prefix = backend.prefix("workload-ours");
+	let ldk_prefix = backend.prefix("workload-ldk");
+	let expected: HashMap<String, u64> =
+		channels.iter().map(|c| (c.key.clone(), c.update_id + updates as u64)).collect();
+
+	eprintln!("  workload: {n} channels × {updates} updates through both persisters");
+	backend.control.set_rtt(Duration::ZERO);
+	// This crate, with no configuration, over a store with the store's default bound.
+	let ours_store = backend.kv(&ours_prefix, ldk_object_store::config::DEFAULT_MAX_IN_FLIGHT);
+	let ours_persister = ours(&ours_store, ldk, PersisterConfig::default());
+	let (ours_monitors, ours_counts) =
+		drive(&ours_persister, backend, channels, &plan, updates, ldk);
+	// A crash here leaves the store as it is: load it as a restart would.
+	backend.control.set_rtt(rtt);
+	let crashed = load_ours(backend, &ours_prefix, 128, ldk, &expected);
+	backend.control.set_rtt(Duration::ZERO);
+	backend.reset_counts();
+	let consolidated = ours_persister.consolidate(&ours_monitors).expect("consolidate");
+	let shutdown = backend.counts();
+	drop(ours_monitors);
+	drop(ours_persister);
+	drop(ours_store);
+
+	let ldk_store = backend.kv(&ldk_prefix, 64);
+	let ldk_persister = theirs(&ldk_store, ldk, MAX_PENDING);
+	let (ldk_monitors, ldk_counts) = drive(&ldk_persister, backend, channels, &plan, updates, ldk);
+	drop(ldk_monitors);
+	drop(ldk_persister);
+	drop(ldk_store);
+	backend.control.set_rtt(rtt);
+
+	let mut writes = Table::new(
+		format!("Workload: {n} channels × {updates} updates, then a clean shutdown"),
+		&[
+			"persister",
+			"PUTs",
+			"deletes (requests / objects)",
+			"requests / update",
+			"requests / payment",
+			"bytes written / update",
+			"bytes written / payment",
+			"÷ LDK's bytes",
+		],
+	);
+	writes.intro.push(format!(
+		"Real monitors and updates (the startup fixtures: {n} channels, each monitor followed by \
+		 its next {updates} recorded updates) go through a real `ChainMonitor` over each \
+		 persister: every channel registered (not counted), then {} bursts of 1–8 consecutive \
+		 updates of one channel picked at random, the same order for both, each update \
+		 completed before the next. Per payment: ×{per_payment:.2} updates, node 0's monitor \
+		 update id after its warm-up payments over each channel divided by those payments \
+		 (from the fixtures). Writes are counted on the in-memory store with no round trip.",
+		count(plan.len() as u64)
+	));
+	let per_update = |x: u64| x as f64 / total as f64;
+	let row = |name: &str, c: &Counts| {
+		vec![
+			name.to_owned(),
+			count(c.puts),
+			format!("{} / {}", count(c.delete_requests), count(c.deleted_objects)),
+			format!("{:.3}", per_update(c.requests())),
+			format!("{:.3}", per_update(c.requests()) * per_payment),
+			bytes(per_update(c.bytes_put) as u64),
+			bytes((per_update(c.bytes_put) * per_payment) as u64),
+			ratio(c.bytes_put as f64 / ldk_counts.bytes_put.max(1) as f64),
+		]
+	};
+	writes.row(row("this crate, no configuration", &ours_counts));
+	writes.row(row("LDK `MonitorUpdatingPersister` (100)", &ldk_counts));
+	writes.notes.push(format!(
+		"Shutdown: `consolidate` wrote {consolidated} full monitors in {} requests ({} written).",
+		count(shutdown.requests()),
+		bytes(shutdown.bytes_put)
+	));
+
+	let mut startup = Table::new(
+		format!("Workload: the next startup of {n} monitors, {}", backend.name),
+		&[
+			"reader",
+			"store left by",
+			"requests in flight ≤",
+			"wall time",
+			"requests",
+			"requests / monitor",
+			"÷ LDK's time at the same bound",
+			"cores busy: process / machine",
+			"CPU-bound",
+		],
+	);
+	startup.intro.push(
+		"Each store loaded as a node starts: this crate's loader (the defaults, with the bound on \
+		 requests in flight and monitors at once set to the row's) and LDK 0.2's per-monitor \
+		 `read_channel_monitor_with_updates` from as many threads; every load checked (all \
+		 monitors, at their final update ids)."
+			.into(),
+	);
+	let mut at_bound = Vec::new();
+	let mut ours_clean_requests = None;
+	for &bound in bounds {
+		let clean = load_ours(backend, &ours_prefix, bound, ldk, &expected);
+		let theirs_load = load_ldk(backend, &ldk_prefix, bound, ldk, &expected);
+		let vs = theirs_load.0.as_secs_f64() / clean.0.as_secs_f64();
+		startup.row(load_row("this crate", "clean shutdown", bound, &clean, n, Some(vs)));
+		startup.row(load_row(
+			"LDK `read_channel_monitor_with_updates`",
+			"LDK's persister",
+			bound,
+			&theirs_load,
+			n,
+			None,
+		));
+		at_bound.push((bound, clean.0, theirs_load.0));
+		ours_clean_requests.get_or_insert(clean.1.requests());
+	}
+	let listed = load_ours_in(backend, &ours_prefix, 128, LoadMode::List, ldk, &expected);
+	startup.row(load_row("this crate, list mode", "clean shutdown", 128, &listed, n, None));
+	startup.row(load_row("this crate", "a crash (no `consolidate`)", 128, &crashed, n, None));
+
+	let startup_cost = format!("$ / startup of {n} monitors");
+	let mut cost = Table::new(
+		"Workload: requests and what they cost, per million payments and per startup",
+		&[
+			"persister",
+			"PUT-class requests / payment",
+			"GET-class / payment",
+			"$ / million payments",
+			&startup_cost,
+			"stored bytes / channel",
+			"$ / month for 1,000 channels' objects",
+		],
+	);
+	cost.intro.push(format!(
+		"{PRICES}. A batch delete is a POST (priced as PUT-class here); LDK's single DELETEs \
+		 are free. Startup: the loads above at {} in flight.",
+		bounds.first().copied().unwrap_or(0)
+	));
+	let first_bound = bounds.first().copied().unwrap_or(128);
+	let ours_start = load_ours(backend, &ours_prefix, first_bound, ldk, &expected);
+	let ldk_start = load_ldk(backend, &ldk_prefix, first_bound, ldk, &expected);
+	// Bytes stored below a prefix (listed with no round trip).
+	let stored = |prefix: &str| -> u64 {
+		let objects = backend.without_latency(|| {
+			futures::executor::block_on(async {
+				use futures::TryStreamExt;
+				let path = object_store::path::Path::from(prefix);
+				backend.store.list(Some(&path)).try_collect::<Vec<_>>().await
+			})
+		});
+		objects.expect("listing the store").iter().map(|o| o.size).sum()
+	};
+	for (name, counts, start, prefix, batch) in [
+		("this crate, no configuration", &ours_counts, &ours_start, &ours_prefix, true),
+		("LDK `MonitorUpdatingPersister` (100)", &ldk_counts, &ldk_start, &ldk_prefix, false),
+	] {
+		let (put_class, get_class) = priced(counts, batch);
+		let per_pay = |x: u64| per_update(x) * per_payment;
+		let per_channel = stored(prefix) / n.max(1) as u64;
+		cost.row(vec![
+			name.to_owned(),
+			format!("{:.3}", per_pay(put_class)),
+			format!("{:.3}", per_pay(get_class)),
+			format!("${:.2}", dollars(counts, batch) / total as f64 * per_payment * 1e6),
+			format!("${:.4}", dollars(&start.1, batch)),
+			bytes(per_channel),
+			format!("${:.4}", per_channel as f64 * 1000.0 / 1e9 * STORAGE_PER_GB_MONTH),
+		]);
+	}
+
+	let finding = WorkloadFinding {
+		channels: n,
+		startup_requests_per_monitor: ours_clean_requests.unwrap_or(0) as f64 / n as f64,
+		startup_requests_per_monitor_listed: listed.1.requests() as f64 / n as f64,
+		write_bytes_vs_ldk: ours_counts.bytes_put as f64 / ldk_counts.bytes_put.max(1) as f64,
+		at_bound,
+	};
+	(vec![writes, startup, cost], finding)
+}
+
+/// (wall time, counts, cores busy) of one load.
+type Load = (Duration, Counts, crate::cpu::Use);
+
+fn measure(backend: &Backend, load: impl FnOnce() -> usize, expected: usize) -> Load {
+	backend.reset_counts();
+	let cpu = crate::cpu::sample();
+	let started = Instant::now();
+	let loaded = load();
+	let elapsed = started.elapsed();
+	let cpu = cpu.usage();
+	assert_eq!(loaded, expected, "monitors loaded");
+	(elapsed, backend.counts(), cpu)
+}
+
+fn check(loaded: &[crate::env::LoadedMonitor], expected: &HashMap<String, u64>) -> usize {
+	for (_, monitor) in loaded {
+		let key = monitor.persistence_key().to_string();
+		assert_eq!(Some(&monitor.get_latest_update_id()), expected.get(&key), "monitor {key}");
+	}
+	loaded.len()
+}
+
+fn load_ours(
+	backend: &Backend, prefix: &str, bound: usize, ldk: &'static Ldk,
+	expected: &HashMap<String, u64>,
+) -> Load {
+	load_ours_in(backend, prefix, bound, LoadMode::Probe, ldk, expected)
+}
+
+fn load_ours_in(
+	backend: &Backend, prefix: &str, bound: usize, mode: LoadMode, ldk: &'static Ldk,
+	expected: &HashMap<String, u64>,
+) -> Load {
+	let store = crate::env::kv_reader(
+		&backend.store,
+		prefix,
+		bound.max(ldk_object_store::config::DEFAULT_MAX_IN_FLIGHT),
+	);
+	let config = PersisterConfig::default()
+		.with_load_mode(mode)
+		.with_max_requests_in_flight(bound)
+		.with_max_monitors_loading(bound);
+	let persister = ours(&store, ldk, config);
+	measure(
+		backend,
+		|| {
+			let loaded = persister.read_all_channel_monitors_with_updates_blocking();
+			check(&loaded.expect("this crate's load"), expected)
+		},
+		expected.len(),
+	)
+}
+
+fn load_ldk(
+	backend: &Backend, prefix: &str, bound: usize, ldk: &'static Ldk,
+	expected: &HashMap<String, u64>,
+) -> Load {
+	let store = crate::env::kv_reader(&backend.store, prefix, bound);
+	let persister = theirs(&store, ldk, MAX_PENDING);
+	measure(backend, || check(&ldk_parallel(&store, &persister, bound), expected), expected.len())
+}
+
+fn load_row(
+	reader: &str, left_by: &str, bound: usize, load: &Load, n: usize, vs: Option<f64>,
+) -> Vec<String> {
+	vec![
+		reader.to_owned(),
+		left_by.to_owned(),
+		bound.to_string(),
+		secs(load.0),
+		count(load.1.requests()),
+		format!("{:.3}", load.1.requests() as f64 / n as f64),
+		vs.map_or("—".into(), ratio),
+		load.2.cell(),
+		load.2.cpu_bound_cell(),
+	]
+}
