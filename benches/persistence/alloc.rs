@@ -8,6 +8,9 @@ pub struct Counting;
 
 static CURRENT: AtomicUsize = AtomicUsize::new(0);
 static PEAK: AtomicUsize = AtomicUsize::new(0);
+/// Every byte ever allocated (growth of a reallocation included): what a piece of work copied
+/// into fresh memory.
+static TOTAL: AtomicUsize = AtomicUsize::new(0);
 
 unsafe impl GlobalAlloc for Counting {
 	unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
@@ -49,6 +52,7 @@ unsafe impl GlobalAlloc for Counting {
 }
 
 fn added(bytes: usize) {
+	TOTAL.fetch_add(bytes, Ordering::Relaxed);
 	let now = CURRENT.fetch_add(bytes, Ordering::Relaxed) + bytes;
 	PEAK.fetch_max(now, Ordering::Relaxed);
 }
@@ -68,4 +72,9 @@ pub fn reset_peak() -> usize {
 /// The highest level since the last [`reset_peak`].
 pub fn peak() -> usize {
 	PEAK.load(Ordering::Relaxed)
+}
+
+/// Bytes allocated since the process started (never decreases).
+pub fn total() -> usize {
+	TOTAL.load(Ordering::Relaxed)
 }

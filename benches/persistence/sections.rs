@@ -255,6 +255,9 @@ pub(crate) fn updates_section(
 	}
 	report.add(table);
 
+	let table = updates::full_write_table(memory, &sizes, ldk);
+	report.add(table);
+
 	// Throughput as the bound on requests in flight grows.
 	let bounds: Vec<usize> = match args.profile {
 		Profile::Smoke => vec![1, 4, 16],

@@ -222,6 +222,80 @@ fn sequential(
 	LatencyResult { writer, latencies, requests: counts.requests(), bytes_put: counts.bytes_put }
 }
 
+/// Full-monitor writes of one monitor size with no round trip: the time each takes and the bytes
+/// each allocates on the whole path (serialization, the store, the in-memory backend), after
+/// one write to warm up.
+pub struct FullWrites {
+	pub monitor_bytes: usize,
+	pub per_write: Duration,
+	pub allocated_per_write: usize,
+}
+
+pub fn full_writes(
+	backend: &Backend, prefix: &str, writer: Writer, fixture: &ChannelFixture, writes: usize,
+	ldk: &'static Ldk,
+) -> FullWrites {
+	let store = backend.kv(prefix, 32);
+	let persister = AnyPersister::new(writer, &store, ldk, 32);
+	let monitor = decode_monitor(fixture, ldk);
+	backend.without_latency(|| {
+		expect_status(writer, persister.persist_new(&monitor));
+		let allocated = crate::alloc::total();
+		let started = Instant::now();
+		for _ in 0..writes {
+			expect_status(writer, persister.persist_new(&monitor));
+		}
+		let elapsed = started.elapsed();
+		FullWrites {
+			monitor_bytes: fixture.monitor.len(),
+			per_write: elapsed / writes.max(1) as u32,
+			allocated_per_write: (crate::alloc::total() - allocated) / writes.max(1),
+		}
+	})
+}
+
+pub fn full_write_table(
+	backend: &Backend, sizes: &[&ChannelFixture], ldk: &'static Ldk,
+) -> Table {
+	let mut table = Table::new(
+		"Full-monitor writes: time and bytes allocated per write, no round trip",
+		&[
+			"monitor",
+			"persister",
+			"time / write",
+			"throughput",
+			"bytes allocated / write",
+			"÷ monitor size",
+		],
+	)
+	.intro(
+		"One monitor written whole again and again (`persist_new_channel`) on the in-memory \
+		 store with the round trip off: the time per write is serialization plus the store's \
+		 own work; the bytes allocated per write count every allocation on the way \
+		 (serialization buffer and its growth, the store, the in-memory backend's copy). This \
+		 crate serializes each monitor once, into a buffer sized from the channel's previous \
+		 full monitor; LDK's persisters size the monitor first (a serialization pass that \
+		 counts bytes), then serialize it.",
+	);
+	for fixture in sizes {
+		let writes = (16_000_000 / fixture.monitor.len().max(1)).clamp(5, 200);
+		for writer in [Writer::OursSync, Writer::Ldk, Writer::LdkFull] {
+			let prefix = backend.prefix(&format!("full-{}-{:?}", fixture.label, writer));
+			eprintln!("  full writes: {} {} x {writes}", fixture.label, writer.name());
+			let r = full_writes(backend, &prefix, writer, fixture, writes, ldk);
+			table.row(vec![
+				format!("{} ({})", fixture.label, bytes(r.monitor_bytes as u64)),
+				writer.name().into(),
+				secs(r.per_write),
+				format!("{:.0} MB/s", r.monitor_bytes as f64 / r.per_write.as_secs_f64() / 1e6),
+				bytes(r.allocated_per_write as u64),
+				format!("{:.2}", r.allocated_per_write as f64 / r.monitor_bytes as f64),
+			]);
+		}
+	}
+	table
+}
+
 /// Per-update latency and bytes, for each monitor size.
 pub fn latency_table(
 	backend: &Backend, sizes: &[&ChannelFixture], n: usize, ldk: &'static Ldk,
