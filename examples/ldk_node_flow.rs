@@ -583,7 +583,7 @@ fn run_flow(args: &Args, report: Report) -> Result<(), String> {
 	report("");
 	report("Phase 2: restart. New stores on the same URL; per node a new MonitorPersister loads");
 	report(
-		"every monitor with read_all_channel_monitors_with_updates (up to 32 at once, each with",
+		"every monitor with read_all_channel_monitors_with_updates (up to 128 at once, each with",
 	);
 	report("its pending updates applied), then the ChannelManager is read over them");
 	let fresh = open_stores(&args.url, &memory)?;

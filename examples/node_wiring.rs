@@ -504,8 +504,14 @@ async fn run_background_processor(node: &Node, run_for: Duration) -> Result<(), 
 	task.await
 		.map_err(|e| format!("the background processor panicked: {e}"))?
 		.map_err(|e| format!("the background processor failed: {e}"))?;
-	// Async monitor writes still in flight finish before the node lets go of the store.
-	node.persister.flush().await;
+	// Async monitor writes still in flight finish before the node lets go of the store, and
+	// every channel's full monitor is written, so the next start reads one object per monitor
+	// (`consolidate` flushes too). It blocks: off the async workers.
+	let (persister, chain_monitor) = (Arc::clone(&node.persister), Arc::clone(&node.chain_monitor));
+	tokio::task::spawn_blocking(move || persister.consolidate(&*chain_monitor))
+		.await
+		.map_err(|e| format!("consolidating panicked: {e}"))?
+		.map_err(|e| format!("consolidating the monitors failed: {e}"))?;
 	Ok(())
 }
 

@@ -17,6 +17,14 @@
 //! or it is the legacy closed-channel id `u64::MAX`; then the full monitor is written and, once it
 //! is durable, the update objects it makes stale are deleted in one batch request.
 //!
+//! With [`PersisterConfig::consolidate_by_size`] (the default) the full monitor is also written in
+//! place of an update once the update objects stored after the channel's monitor would weigh as
+//! much as the monitor: a startup then reads at most about twice a monitor's bytes, and the writes
+//! cost at most twice LDK's bytes. Every reader, LDK's included, reads the stored monitor and then
+//! the updates after its id, so a full monitor at any id is valid. At shutdown,
+//! [`MonitorPersister::consolidate`] writes every channel's full monitor, so that the next start
+//! reads one object per monitor.
+//!
 //! # Writing
 //!
 //! Built with [`MonitorPersister::new`], the persister is synchronous: each `Persist` call returns
@@ -51,7 +59,8 @@
 //! strips the sentinel, decodes the monitor, checks that its `persistence_key()` is the key it was
 //! stored under, then applies the updates `update_id + 1, + 2, …` until one is absent; it never
 //! applies past a gap. Any error but "not found" fails the load, naming the key. Loading writes
-//! nothing.
+//! nothing. The blocking variant decodes and applies on [`PersisterConfig::load_threads`] threads
+//! (every core by default); the async one on the task that awaits it.
 //!
 //! The startup sequence with a `ChainMonitor`:
 //!
@@ -61,6 +70,10 @@
 //! 4. read the `ChannelManager` with `ChannelManagerReadArgs` over those monitors;
 //! 5. hand each monitor to `ChainMonitor::load_existing_monitor` (no re-persist happens);
 //! 6. start syncing the chain and the background processor.
+//!
+//! At shutdown, after the background processor has returned:
+//! [`consolidate`](MonitorPersister::consolidate) (it also waits for the async writes in flight,
+//! as [`flush`](MonitorPersister::flush) does), then drop the persister.
 
 mod background;
 mod completion;
