@@ -34,7 +34,11 @@ impl Use {
 	}
 
 	pub fn cpu_bound_cell(&self) -> String {
-		if self.cpu_bound() { "yes".into() } else { "no".into() }
+		if self.cpu_bound() {
+			"yes".into()
+		} else {
+			"no".into()
+		}
 	}
 }
 

@@ -71,8 +71,10 @@ pub type Ours = ldk_object_store::MonitorPersister<
 >;
 
 /// A loaded monitor, as both persisters return it.
-pub type LoadedMonitor =
-	(bitcoin::BlockHash, lightning::chain::channelmonitor::ChannelMonitor<lightning::sign::InMemorySigner>);
+pub type LoadedMonitor = (
+	bitcoin::BlockHash,
+	lightning::chain::channelmonitor::ChannelMonitor<lightning::sign::InMemorySigner>,
+);
 
 pub type Theirs<'s> = MonitorUpdatingPersister<
 	&'s ObjectKvStore,

@@ -114,7 +114,9 @@ pub(crate) fn startup_section(
 	let describe = |reader: &Reader| match reader.as_ours() {
 		Some((mode, monitors, in_flight, _)) => {
 			let defaults = if matches!(reader, Reader::OursDefault) { "defaults: " } else { "" };
-			format!("{defaults}{mode:?}, {monitors} monitors at once, {in_flight} requests in flight")
+			format!(
+				"{defaults}{mode:?}, {monitors} monitors at once, {in_flight} requests in flight"
+			)
 		},
 		None => String::new(),
 	};

@@ -69,7 +69,12 @@ impl Reader {
 			},
 			Reader::OursDefault => {
 				let c = PersisterConfig::default();
-				Some((c.load_mode, c.max_monitors_loading, c.max_requests_in_flight, c.load_threads))
+				Some((
+					c.load_mode,
+					c.max_monitors_loading,
+					c.max_requests_in_flight,
+					c.load_threads,
+				))
 			},
 			_ => None,
 		}
@@ -171,7 +176,9 @@ fn load(
 		},
 		Reader::OursDefault => ours(&store, ldk, PersisterConfig::default())
 			.read_all_channel_monitors_with_updates_blocking(),
-		Reader::LdkParallel { threads } => Ok(ldk_parallel(&store, &theirs(&store, ldk, 100), *threads)),
+		Reader::LdkParallel { threads } => {
+			Ok(ldk_parallel(&store, &theirs(&store, ldk, 100), *threads))
+		},
 		Reader::Ldk { .. } => theirs(&store, ldk, 100).read_all_channel_monitors_with_updates(),
 		Reader::LdkAsync { .. } => {
 			let persister = MonitorUpdatingPersisterAsync::new(
@@ -224,8 +231,7 @@ pub fn ldk_parallel(
 			scope.spawn(|| loop {
 				let i = next.fetch_add(1, Ordering::Relaxed);
 				let Some(key) = keys.get(i) else { break };
-				let monitor =
-					persister.read_channel_monitor_with_updates(key).expect("LDK's read");
+				let monitor = persister.read_channel_monitor_with_updates(key).expect("LDK's read");
 				loaded.lock().expect("not poisoned").push(monitor);
 			});
 		}
@@ -336,7 +342,8 @@ pub fn run(backend: &Backend, scenario: &Scenario, ldk: &'static Ldk) -> Scenari
 
 	for (reader, loaded, sample) in &rows {
 		let (at_once, in_flight) = reader.concurrency();
-		let (name, at_once, in_flight) = (reader.name(), at_once.to_string(), in_flight.to_string());
+		let (name, at_once, in_flight) =
+			(reader.name(), at_once.to_string(), in_flight.to_string());
 		let rate = loaded.counts.requests() as f64 / loaded.elapsed.as_secs_f64();
 		let full_time = match sample {
 			Some((k, t)) => t.mul_f64(n as f64 / *k as f64),

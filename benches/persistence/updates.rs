@@ -254,9 +254,7 @@ pub fn full_writes(
 	})
 }
 
-pub fn full_write_table(
-	backend: &Backend, sizes: &[&ChannelFixture], ldk: &'static Ldk,
-) -> Table {
+pub fn full_write_table(backend: &Backend, sizes: &[&ChannelFixture], ldk: &'static Ldk) -> Table {
 	let mut table = Table::new(
 		"Full-monitor writes: time and bytes allocated per write, no round trip",
 		&[

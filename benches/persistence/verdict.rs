@@ -132,7 +132,9 @@ pub(crate) fn targets(args: &Args, report: &mut Report, findings: &Findings) {
 		let worst = w
 			.at_bound
 			.iter()
-			.map(|(b, ours, theirs)| (*b, theirs.as_secs_f64() / ours.as_secs_f64(), *ours, *theirs))
+			.map(|(b, ours, theirs)| {
+				(*b, theirs.as_secs_f64() / ours.as_secs_f64(), *ours, *theirs)
+			})
 			.min_by(|a, b| a.1.partial_cmp(&b.1).expect("no NaN"));
 		if let Some((b, vs, ours, theirs)) = worst {
 			report.target(Target {
@@ -274,7 +276,8 @@ pub(crate) fn closing(report: &mut Report, f: &Findings) {
 				.ldk_parallel
 				.iter()
 				.map(|(threads, t)| {
-					let ours = s.rows.iter().find(|r| r.0.contains(&format!(" {threads} requests")));
+					let ours =
+						s.rows.iter().find(|r| r.0.contains(&format!(" {threads} requests")));
 					match ours {
 						Some(r) => format!(
 							"{threads} threads {} against this crate's {} at {threads} in flight",

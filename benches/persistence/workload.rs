@@ -52,12 +52,20 @@ type Monitors<'p, P> = ChainMonitor<
 	&'static KeysManager,
 >;
 
+/// How many of its recorded updates each channel makes: 1 to `updates - 1`, at random, so that
+/// channels stop at different points between two full monitors, as on a live node (were they all
+/// to stop at one update id, LDK's `maximum_pending_updates` might line up with it).
+fn counts(channels: usize, updates: usize) -> Vec<usize> {
+	let mut rng = fastrand::Rng::with_seed(7);
+	(0..channels).map(|_| rng.usize(1..updates.max(2))).collect()
+}
+
 /// The order of the updates: bursts of 1–8 consecutive updates of one channel (about one or two
 /// payments), channels picked at random, the same for both persisters.
-fn bursts(channels: usize, updates: usize) -> Vec<(usize, usize)> {
+fn bursts(counts: &[usize]) -> Vec<(usize, usize)> {
 	let mut rng = fastrand::Rng::with_seed(11);
-	let mut left: Vec<usize> = vec![updates; channels];
-	let mut open: Vec<usize> = (0..channels).collect();
+	let mut left = counts.to_vec();
+	let mut open: Vec<usize> = (0..counts.len()).filter(|c| left[*c] > 0).collect();
 	let mut plan = Vec::new();
 	while !open.is_empty() {
 		let slot = rng.usize(..open.len());
@@ -76,7 +84,7 @@ fn bursts(channels: usize, updates: usize) -> Vec<(usize, usize)> {
 /// completed before the next. Returns the `ChainMonitor` and the requests the updates made.
 fn drive<'p, P: Persist<InMemorySigner>>(
 	persister: &'p P, backend: &Backend, channels: &[ChannelFixture], plan: &[(usize, usize)],
-	updates: usize, ldk: &'static Ldk,
+	counts: &[usize], ldk: &'static Ldk,
 ) -> (Monitors<'p, P>, Counts) {
 	let no_chain: &'static NoChain = &NoChain;
 	let monitors = ChainMonitor::new(
@@ -90,23 +98,32 @@ fn drive<'p, P: Persist<InMemorySigner>>(
 	);
 	let mut ids = Vec::with_capacity(channels.len());
 	for c in channels {
-		let (_, monitor) = <(BlockHash, lightning::chain::channelmonitor::ChannelMonitor<
-			InMemorySigner,
-		>)>::read(&mut &c.monitor[..], (&ldk.keys, &ldk.keys))
+		let (_, monitor) = <(
+			BlockHash,
+			lightning::chain::channelmonitor::ChannelMonitor<InMemorySigner>,
+		)>::read(&mut &c.monitor[..], (&ldk.keys, &ldk.keys))
 		.expect("fixture monitor decodes");
 		let id = monitor.channel_id();
 		let status = monitors.watch_channel(id, monitor).expect("a new channel");
 		assert_eq!(status, ChannelMonitorUpdateStatus::Completed, "{}", c.label);
 		ids.push(id);
 	}
-	let decoded: Vec<Vec<_>> =
-		channels.iter().map(|c| c.updates[..updates].iter().map(|u| decode_update(u)).collect()).collect();
+	let decoded: Vec<Vec<_>> = channels
+		.iter()
+		.zip(counts)
+		.map(|(c, n)| c.updates[..*n].iter().map(|u| decode_update(u)).collect())
+		.collect();
 	backend.reset_counts();
 	let mut next = vec![0; channels.len()];
 	for &(channel, burst) in plan {
 		for update in &decoded[channel][next[channel]..next[channel] + burst] {
 			let status = monitors.update_channel(ids[channel], update);
-			assert_eq!(status, ChannelMonitorUpdateStatus::Completed, "{}", channels[channel].label);
+			assert_eq!(
+				status,
+				ChannelMonitorUpdateStatus::Completed,
+				"{}",
+				channels[channel].label
+			);
 		}
 		next[channel] += burst;
 	}
@@ -143,8 +160,9 @@ pub fn run(
 	ldk: &'static Ldk,
 ) -> (Vec<Table>, WorkloadFinding) {
 	let n = channels.len();
-	let plan = bursts(n, updates);
-	let total = (n * updates) as u64;
+	let counts = counts(n, updates);
+	let plan = bursts(&counts);
+	let total: u64 = counts.iter().map(|c| *c as u64).sum();
 	// Payments per update, from the fixtures: node 0's monitor update id after its warm-up
 	// payments over each channel, divided by those payments.
 	let (ids, payments) = channels
@@ -154,16 +172,19 @@ pub fn run(
 	let rtt = backend.control.rtt();
 	let ours_prefix = backend.prefix("workload-ours");
 	let ldk_prefix = backend.prefix("workload-ldk");
-	let expected: HashMap<String, u64> =
-		channels.iter().map(|c| (c.key.clone(), c.update_id + updates as u64)).collect();
+	let expected: HashMap<String, u64> = channels
+		.iter()
+		.zip(&counts)
+		.map(|(c, n)| (c.key.clone(), c.update_id + *n as u64))
+		.collect();
 
-	eprintln!("  workload: {n} channels × {updates} updates through both persisters");
+	eprintln!("  workload: {n} channels, {total} updates through both persisters");
 	backend.control.set_rtt(Duration::ZERO);
 	// This crate, with no configuration, over a store with the store's default bound.
 	let ours_store = backend.kv(&ours_prefix, ldk_object_store::config::DEFAULT_MAX_IN_FLIGHT);
 	let ours_persister = ours(&ours_store, ldk, PersisterConfig::default());
 	let (ours_monitors, ours_counts) =
-		drive(&ours_persister, backend, channels, &plan, updates, ldk);
+		drive(&ours_persister, backend, channels, &plan, &counts, ldk);
 	// A crash here leaves the store as it is: load it as a restart would.
 	backend.control.set_rtt(rtt);
 	let crashed = load_ours(backend, &ours_prefix, 128, ldk, &expected);
@@ -177,14 +198,14 @@ pub fn run(
 
 	let ldk_store = backend.kv(&ldk_prefix, 64);
 	let ldk_persister = theirs(&ldk_store, ldk, MAX_PENDING);
-	let (ldk_monitors, ldk_counts) = drive(&ldk_persister, backend, channels, &plan, updates, ldk);
+	let (ldk_monitors, ldk_counts) = drive(&ldk_persister, backend, channels, &plan, &counts, ldk);
 	drop(ldk_monitors);
 	drop(ldk_persister);
 	drop(ldk_store);
 	backend.control.set_rtt(rtt);
 
 	let mut writes = Table::new(
-		format!("Workload: {n} channels × {updates} updates, then a clean shutdown"),
+		format!("Workload: {n} channels, {} updates, then a clean shutdown", count(total)),
 		&[
 			"persister",
 			"PUTs",
@@ -198,12 +219,14 @@ pub fn run(
 	);
 	writes.intro.push(format!(
 		"Real monitors and updates (the startup fixtures: {n} channels, each monitor followed by \
-		 its next {updates} recorded updates) go through a real `ChainMonitor` over each \
-		 persister: every channel registered (not counted), then {} bursts of 1–8 consecutive \
-		 updates of one channel picked at random, the same order for both, each update \
-		 completed before the next. Per payment: ×{per_payment:.2} updates, node 0's monitor \
+		 a random number, 1 to {}, of its next recorded updates, so that channels stop at \
+		 different points between two full monitors) go through a real `ChainMonitor` over \
+		 each persister: every channel registered (not counted), then {} bursts of 1–8 \
+		 consecutive updates of one channel picked at random, the same order for both, each \
+		 update completed before the next. Per payment: ×{per_payment:.2} updates, node 0's monitor \
 		 update id after its warm-up payments over each channel divided by those payments \
 		 (from the fixtures). Writes are counted on the in-memory store with no round trip.",
+		updates - 1,
 		count(plan.len() as u64)
 	));
 	let per_update = |x: u64| x as f64 / total as f64;

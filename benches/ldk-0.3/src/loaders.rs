@@ -133,9 +133,10 @@ pub mod v03 {
 
 /// This crate's store over `store` below `root`: no writer lease, as a read-only load needs none
 /// (and the lease's own requests would be counted as the load's).
-pub fn our_store(store: Arc<dyn ObjectStore>, root: &str) -> ObjectKvStore {
+pub fn our_store(store: Arc<dyn ObjectStore>, root: &str, max_in_flight: usize) -> ObjectKvStore {
 	StoreBuilder::from_store(store)
 		.with_prefix(root)
+		.with_max_in_flight(max_in_flight)
 		.without_writer_lease()
 		.build()
 		.expect("building this crate's store")

@@ -117,15 +117,23 @@ enum Loader {
 	/// This crate with the default config but `LoadMode::List`: the same way of finding updates
 	/// as LDK 0.3 (one listing per monitor), for a like-for-like row.
 	OursList,
+	/// This crate with the default config but its bounds raised to about what LDK 0.3 has in
+	/// flight at these sizes: shows how much of the difference is the bound alone.
+	OursWide,
 	/// LDK 0.3.0-rc3's `MonitorUpdatingPersisterAsync`.
 	Ldk03,
 }
+
+/// [`Loader::OursWide`]'s bounds: monitors loading, and requests in flight (persister and store).
+const WIDE_MONITORS: usize = 1000;
+const WIDE_IN_FLIGHT: usize = 4096;
 
 impl Loader {
 	fn name(self) -> &'static str {
 		match self {
 			Loader::OursDefault => "ldk-object-store, `PersisterConfig::default()`",
 			Loader::OursList => "ldk-object-store, default with `LoadMode::List`",
+			Loader::OursWide => "ldk-object-store, default with bounds raised",
 			Loader::Ldk03 => "LDK 0.3.0-rc3 `MonitorUpdatingPersisterAsync`",
 		}
 	}
@@ -133,6 +141,9 @@ impl Loader {
 	fn config(self) -> PersisterConfig {
 		match self {
 			Loader::OursList => PersisterConfig::default().with_load_mode(LoadMode::List),
+			Loader::OursWide => PersisterConfig::default()
+				.with_max_monitors_loading(WIDE_MONITORS)
+				.with_max_requests_in_flight(WIDE_IN_FLIGHT),
 			_ => PersisterConfig::default(),
 		}
 	}
@@ -193,8 +204,13 @@ fn load(
 ) -> Result<Measured, String> {
 	// Everything but the load itself is built before the measurement starts.
 	let (elapsed, loaded, peak_heap, counts) = match loader {
-		Loader::OursDefault | Loader::OursList => {
-			let kv = loaders::our_store(Arc::clone(store), ROOT);
+		Loader::OursDefault | Loader::OursList | Loader::OursWide => {
+			// The store's bound is the total the persister's bound takes its places within.
+			let in_flight = match loader {
+				Loader::OursWide => WIDE_IN_FLIGHT,
+				_ => ldk_object_store::config::DEFAULT_MAX_IN_FLIGHT,
+			};
+			let kv = loaders::our_store(Arc::clone(store), ROOT, in_flight);
 			let persister = loaders::ours(&kv, bench.env02, loader.config());
 			control.reset();
 			let baseline = alloc::reset_peak();
@@ -241,24 +257,29 @@ fn mib(bytes: usize) -> String {
 
 /// One table row.
 struct Row {
-	loader: Loader,
+	/// `None`: a size no loader ran.
+	loader: Option<Loader>,
 	n: usize,
 	u: usize,
-	/// `None`: not run (the reason).
+	/// `Err`: not run (the reason).
 	result: Result<Measured, String>,
 }
 
 fn config_cell(bench: &Bench, loader: Loader) -> String {
 	match loader {
-		Loader::OursDefault | Loader::OursList => {
+		Loader::OursDefault | Loader::OursList | Loader::OursWide => {
 			let c = loader.config();
+			let store_bound = match loader {
+				Loader::OursWide => WIDE_IN_FLIGHT,
+				_ => ldk_object_store::config::DEFAULT_MAX_IN_FLIGHT,
+			};
 			format!(
 				"load mode {:?}; ≤ {} monitors loading, ≤ {} requests in flight (store: ≤ {}); \
 				 decoding on {}",
 				c.load_mode,
 				c.max_monitors_loading,
 				c.max_requests_in_flight,
-				ldk_object_store::config::DEFAULT_MAX_IN_FLIGHT,
+				store_bound,
 				if c.load_threads == 0 {
 					"every core (`load_threads` 0)".to_string()
 				} else {
@@ -301,8 +322,8 @@ fn table(bench: &Bench, rows: &[Row]) -> String {
 		let _ = writeln!(
 			out,
 			"| {} | {size} | {cells} | {} |",
-			row.loader.name(),
-			config_cell(bench, row.loader)
+			row.loader.map_or("every loader", Loader::name),
+			row.loader.map_or("—".into(), |l| config_cell(bench, l))
 		);
 	}
 	out
@@ -334,7 +355,7 @@ fn run(args: &Args) -> Result<(), String> {
 		.build()
 		.map_err(|e| format!("tokio runtime: {e}"))?;
 	let bench = Bench { rt, workers, env02: loaders::v02::leak(), env03: loaders::v03::leak() };
-	let loaders = [Loader::OursDefault, Loader::OursList, Loader::Ldk03];
+	let loaders = [Loader::OursDefault, Loader::OursList, Loader::OursWide, Loader::Ldk03];
 
 	// One unmeasured load by each at no latency, so that no measured load pays for a first use
 	// (lazy statics, the timer thread, the allocator's first pages).
@@ -357,9 +378,7 @@ fn run(args: &Args) -> Result<(), String> {
 				usable.len()
 			);
 			eprintln!("{n} × {u}: {why}");
-			for loader in loaders {
-				rows.push(Row { loader, n, u, result: Err(why.clone()) });
-			}
+			rows.push(Row { loader: None, n, u, result: Err(why) });
 			continue;
 		}
 		let (store, control) = seeded(&bench, &usable, u);
@@ -385,7 +404,7 @@ fn run(args: &Args) -> Result<(), String> {
 			let peak = runs.iter().map(|m| m.peak_heap).max().unwrap_or(0);
 			let mut median = runs.swap_remove(runs.len() / 2);
 			median.peak_heap = peak;
-			rows.push(Row { loader, n, u, result: Ok(median) });
+			rows.push(Row { loader: Some(loader), n, u, result: Ok(median) });
 		}
 	}
 
@@ -394,9 +413,17 @@ fn run(args: &Args) -> Result<(), String> {
 	println!("\n{table}");
 	let config = PersisterConfig::default();
 	println!("this crate's PersisterConfig::default(): {config:?}");
+	if rows.iter().all(|r| r.result.is_err()) {
+		return Err(format!(
+			"no size could be run with {}; nothing written (`--sizes` picks sizes the \
+			 fixtures hold)",
+			path.display()
+		));
+	}
 
 	if let Some(md) = &args.write_md {
-		let ldk03_read_02 = rows.iter().any(|r| r.loader == Loader::Ldk03 && r.result.is_ok());
+		let ldk03_read_02 =
+			rows.iter().any(|r| r.loader == Some(Loader::Ldk03) && r.result.is_ok());
 		let cx = Context {
 			fixture: &path,
 			set: &set,
@@ -461,10 +488,16 @@ fn markdown(args: &Args, cx: &Context, table: &str) -> String {
 	let _ = writeln!(
 		out,
 		"\nRequests per monitor: LDK 0.3 makes 2 + U (its monitor's GET and its update listing at \
-		 once, then its U update GETs at once) for about 3 round trips per load whatever N and \
-		 U; this crate's default `LoadMode::Probe` makes 2 + U one after another (GET monitor, \
+		 once, then its U update GETs at once), so a load is 3 round trips deep (the listing of \
+		 `monitors/`, then GET ‖ LIST, then the GETs) whatever N and U; this crate's default `LoadMode::Probe` makes 2 + U one after another (GET monitor, \
 		 GET `id + 1`, `+ 2`, … until one is absent), bounded in monitors and requests at \
-		 once; `LoadMode::List` lists the update namespace instead of probing.\n\nThis \
+		 once; `LoadMode::List` lists all of `monitor_updates/` once (in pages of 1,000) instead of \
+		 probing. The row with bounds \
+		 raised (≤ {WIDE_MONITORS} monitors loading, ≤ {WIDE_IN_FLIGHT} requests in flight) \
+		 shows how much of the difference is the bound alone. The simulated store has no \
+		 throughput limit, so LDK 0.3's unbounded concurrency costs nothing here; a real store \
+		 throttles (S3: about 5,500 GETs a second per prefix, answered with `SlowDown` past \
+		 it) and a client has a finite connection pool.\n\nThis \
 		 crate's configuration: `{:?}`.\n\nReproduce: `CARGO_TARGET_DIR=... cargo run \
 		 --release --manifest-path benches/ldk-0.3/Cargo.toml -- --write-md OUT.md` after the \
 		 main benchmark has written its fixtures (`benches/ldk-0.3/README.md`).",
