@@ -8,6 +8,7 @@
 //!
 //! Options: `--smoke` / `--full` (profile), `--write-md FILE`, `--rtt-ms N` (simulated round trip),
 //! `--fixtures DIR` (default `target/bench-fixtures`), `--regen` (regenerate the fixtures),
+//! `--include FILE` (a markdown section written by another program, such as `benches/ldk-0.3`),
 //! `--only startup,workload,updates,overhead` (sections), `--ldk-sample N` (measure LDK's sequential
 //! startup on N monitors and extrapolate, instead of all of them), `--no-localstack`.
 //! LocalStack runs when `LDK_OS_TEST_LOCALSTACK_URL` / `_ENDPOINT` are set
@@ -115,6 +116,8 @@ struct Args {
 	only: Option<Vec<String>>,
 	ldk_sample: Option<usize>,
 	localstack: bool,
+	/// Markdown sections written by other programs, embedded as they are (`--include FILE`).
+	include: Vec<PathBuf>,
 	/// The arguments after `--`, for the reproduce line.
 	given: Vec<String>,
 }
@@ -135,6 +138,7 @@ fn parse_args() -> Option<Args> {
 		only: None,
 		ldk_sample: None,
 		localstack: true,
+		include: vec![],
 		given: vec![],
 	};
 	let mut rtt = None;
@@ -169,6 +173,12 @@ fn parse_args() -> Option<Args> {
 				let v = value("--only");
 				args.given.extend([arg.clone(), v.clone()]);
 				args.only = Some(v.split(',').map(str::to_owned).collect());
+				continue;
+			},
+			"--include" => {
+				let v = value("--include");
+				args.given.extend([arg.clone(), v.clone()]);
+				args.include.push(PathBuf::from(v));
 				continue;
 			},
 			"--ldk-sample" => {
@@ -298,6 +308,11 @@ fn main() {
 	}
 	if wants(&args, "overhead") {
 		overhead_section(&args, &memory, server.as_ref(), &mut report, &mut findings);
+	}
+	for path in &args.include {
+		let section = std::fs::read_to_string(path)
+			.unwrap_or_else(|e| panic!("--include {}: {e}", path.display()));
+		report.included.push(section);
 	}
 	targets(&args, &mut report, &findings);
 	closing(&mut report, &findings);

@@ -121,6 +121,8 @@ pub struct Report {
 	pub tables: Vec<Table>,
 	pub targets: Vec<Target>,
 	pub closing: Vec<String>,
+	/// Sections measured by other programs in the same session (`--include`), as they wrote them.
+	pub included: Vec<String>,
 }
 
 impl Report {
@@ -170,6 +172,10 @@ impl Report {
 		for table in &self.tables {
 			out.push_str(&table.markdown());
 			out.push('\n');
+		}
+		for section in &self.included {
+			out.push_str(section.trim_end());
+			out.push_str("\n\n");
 		}
 		out.push_str("## Closing note\n\n");
 		for line in &self.closing {
