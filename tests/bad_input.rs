@@ -74,7 +74,8 @@ fn loads(backend: &Backend, mode: LoadMode) -> u64 {
 	loaded[0].1.get_latest_update_id()
 }
 
-const MODES: [LoadMode; 3] = [LoadMode::Probe, LoadMode::Pipelined { window: 4 }, LoadMode::List];
+const MODES: [LoadMode; 4] =
+	[LoadMode::Probe, LoadMode::Pipelined { window: 4 }, LoadMode::List, LoadMode::ListEach];
 
 #[test]
 fn damaged_objects_give_errors_that_name_them() {

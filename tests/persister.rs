@@ -186,9 +186,11 @@ fn probing_stops_at_not_found_and_at_a_gap() {
 	let last = *pending.last().unwrap();
 	assert_eq!(pending, (stored_id + 1..=last).collect::<Vec<_>>());
 
-	for (mode, gets) in
-		[(LoadMode::Probe, 1 + pending.len() + 1), (LoadMode::List, 1 + pending.len())]
-	{
+	for (mode, gets) in [
+		(LoadMode::Probe, 1 + pending.len() + 1),
+		(LoadMode::List, 1 + pending.len()),
+		(LoadMode::ListEach, 1 + pending.len()),
+	] {
 		let (loaded, counter) = load_counted(backend, mode);
 		assert_eq!(loaded.unwrap()[0].1.get_latest_update_id(), last, "{mode:?}");
 		assert_eq!(counter.count(Request::Get), gets, "{mode:?}: reads");
@@ -206,7 +208,7 @@ fn probing_stops_at_not_found_and_at_a_gap() {
 		);
 		match mode {
 			LoadMode::Probe => assert_eq!(counter.count(Request::Get), 1 + applied + 1),
-			LoadMode::List => {
+			LoadMode::List | LoadMode::ListEach => {
 				assert_eq!(counter.count(Request::Get), 1 + applied);
 				assert_eq!(
 					counter.count(Request::List),

@@ -50,6 +50,7 @@ impl Reader {
 						format!("this crate, pipelined (window {window}){threads}")
 					},
 					LoadMode::List => format!("this crate, list{threads}"),
+					LoadMode::ListEach => format!("this crate, list each{threads}"),
 				}
 			},
 			Reader::OursDefault => "this crate, no configuration (probe)".into(),
@@ -114,6 +115,8 @@ fn shape(reader: &Reader, u: usize) -> (f64, f64) {
 		},
 		// The monitor and, with the one listing of all updates, the U updates together.
 		Some(LoadMode::List) => (u + 1.0, 2.0),
+		// The monitor and its listing together, then the U updates together.
+		Some(LoadMode::ListEach) => (u + 2.0, 2.0),
 	}
 }
 

@@ -34,9 +34,15 @@ pub enum LoadMode {
 		/// Reads in flight ahead of the next update to apply.
 		window: usize,
 	},
-	/// List the monitor's update namespace once, then read the consecutive ids after the
-	/// monitor's in parallel. Relies on listing being complete (it is on S3 and the local stores).
+	/// List every update object once (`monitor_updates/`, one request per 1,000 objects) beside
+	/// the listing of `monitors/`, then read the consecutive ids after each monitor's in
+	/// parallel: the fewest requests. Relies on listing being complete (it is on S3, GCS, Azure
+	/// and the local stores).
 	List,
+	/// List each monitor's update namespace while its monitor is read, then read the consecutive
+	/// ids after the monitor's in parallel: two round trips per monitor whatever its updates,
+	/// one listing per monitor (LDK 0.3's way). Relies on listing being complete, as `List`.
+	ListEach,
 }
 
 /// One pending update: its id, its object's size, and the update.
@@ -203,11 +209,30 @@ where
 	async fn maybe_read_channel_monitor_with_updates(
 		&self, monitor_key: &str, listed: Option<&[u64]>,
 	) -> Result<Option<Loaded<SP>>, io::Error> {
+		// Listing the updates needs nothing from the monitor: started with its read, it costs no
+		// round trip of its own.
+		let early_listing = match (self.config.load_mode, listed) {
+			(LoadMode::ListEach, _) | (LoadMode::List, None) => {
+				Some(self.store.start_list(UPDATES, monitor_key))
+			},
+			_ => None,
+		};
 		let Some(((block_hash, monitor), monitor_len)) =
 			self.maybe_read_monitor(monitor_key).await?
 		else {
 			return Ok(None);
 		};
+		let own_listing = match early_listing {
+			Some(listing) => {
+				let mut ids = Vec::new();
+				for key in listing.await? {
+					ids.push(parse_update_key(monitor_key, &key)?);
+				}
+				Some(ids)
+			},
+			None => None,
+		};
+		let listed = own_listing.as_deref().or(listed);
 		let (mut count, mut bytes) = (0, 0);
 		if let Some(first) = monitor.get_latest_update_id().checked_add(1) {
 			let mut updates = std::pin::pin!(self.pending_updates(monitor_key, first, listed));
@@ -268,33 +293,20 @@ where
 		}
 	}
 
-	/// The pending updates from `first` on, in id order, ending before the first absent id.
+	/// The pending updates from `first` on, in id order, ending before the first absent id;
+	/// `listed` are the monitor's update ids in the list modes.
 	fn pending_updates<'a>(
 		&'a self, monitor_key: &'a str, first: u64, listed: Option<&[u64]>,
 	) -> impl UpdateStream + 'a {
 		let window = match (self.config.load_mode, listed) {
 			(LoadMode::Probe, _) => 1,
 			(LoadMode::Pipelined { window }, _) => window,
-			(LoadMode::List, Some(ids)) => {
-				return Either::Right(Either::Left(self.read_run(monitor_key, first, ids.to_vec())))
-			},
-			(LoadMode::List, None) => {
-				return Either::Right(Either::Right(self.listed_updates(monitor_key, first)))
+			(LoadMode::List | LoadMode::ListEach, ids) => {
+				let ids = ids.map(<[u64]>::to_vec).unwrap_or_default();
+				return Either::Right(self.read_run(monitor_key, first, ids));
 			},
 		};
 		Either::Left(self.read_updates(monitor_key, first..=u64::MAX, window))
-	}
-
-	/// Lists the monitor's update ids once, then reads the run right after `first` in parallel.
-	fn listed_updates<'a>(&'a self, monitor_key: &'a str, first: u64) -> impl UpdateStream + 'a {
-		stream::once(async move {
-			let mut ids = Vec::new();
-			for key in self.store.start_list(UPDATES, monitor_key).await? {
-				ids.push(parse_update_key(monitor_key, &key)?);
-			}
-			Ok::<_, io::Error>(self.read_run(monitor_key, first, ids))
-		})
-		.try_flatten()
 	}
 
 	/// Reads, all at once, the run of consecutive `ids` that starts at `first`: never past a gap.

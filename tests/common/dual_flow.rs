@@ -45,8 +45,8 @@ pub type Ldk<'a> = MonitorUpdatingPersister<
 	&'a TestFeeEstimator,
 >;
 
-pub const MODES: [LoadMode; 3] =
-	[LoadMode::Probe, LoadMode::Pipelined { window: 8 }, LoadMode::List];
+pub const MODES: [LoadMode; 4] =
+	[LoadMode::Probe, LoadMode::Pipelined { window: 8 }, LoadMode::List, LoadMode::ListEach];
 
 /// Writes where LDK's persister writes (no consolidation by size), so that both stores hold the
 /// same objects byte for byte.

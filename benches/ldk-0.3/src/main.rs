@@ -243,6 +243,14 @@ fn load(
 	Ok(Measured { elapsed, counts, peak_heap })
 }
 
+/// The 1-minute load average, or `?` where `/proc/loadavg` is not there.
+fn load_average() -> String {
+	std::fs::read_to_string("/proc/loadavg")
+		.ok()
+		.and_then(|s| s.split_whitespace().next().map(str::to_owned))
+		.unwrap_or_else(|| "?".into())
+}
+
 fn secs(d: Duration) -> String {
 	if d < Duration::from_secs(1) {
 		format!("{:.0} ms", d.as_secs_f64() * 1000.0)
@@ -338,6 +346,7 @@ fn run(args: &Args) -> Result<(), String> {
 			args.fixtures.display()
 		));
 	};
+	let load_before = load_average();
 	let set = FixtureSet::load(&path).map_err(|e| format!("{}: {e}", path.display()))?;
 	let channels = set.startup_channels();
 	let updates_available = channels.iter().map(|c| c.updates.len()).min().unwrap_or(0);
@@ -430,6 +439,7 @@ fn run(args: &Args) -> Result<(), String> {
 			mean_rtt,
 			config: &config,
 			workers: bench.workers,
+			load: (load_before, load_average()),
 			ldk03_read_02,
 		};
 		let section = markdown(args, &cx, &table);
@@ -446,6 +456,9 @@ struct Context<'a> {
 	mean_rtt: Option<Duration>,
 	config: &'a PersisterConfig,
 	workers: usize,
+	/// `/proc/loadavg`'s 1-minute figure before and after the run: the 2 cores are shared, and
+	/// CPU-bound rows are only as good as the machine was quiet.
+	load: (String, String),
 	/// Whether LDK 0.3 loaded LDK 0.2.7's bytes (some 0.3 load ran and passed its check).
 	ldk03_read_02: bool,
 }
@@ -476,13 +489,16 @@ fn markdown(args: &Args, cx: &Context, table: &str) -> String {
 		 Both use LDK's `KeysManager` of the harness's node 0 seed. Every load is checked: all \
 		 N monitors come back, each at its recorded update id + U. Peak heap is the most memory \
 		 allocated during the load above the level before it (a counting global allocator), the \
-		 loaded monitors included. Wall time is the median of {} run(s) on a 2-core machine.\n",
+		 loaded monitors included. Wall time is the median of {} run(s) on a 2-core machine \
+		 (load average {} before the run, {} after).\n",
 		cx.fixture.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
 		cx.set.channels.len(),
 		args.rtt.as_secs_f64() * 1000.0,
 		cx.mean_rtt.map_or("—".into(), |d| format!("{:.2} ms", d.as_secs_f64() * 1000.0)),
 		cx.workers,
 		args.runs,
+		cx.load.0,
+		cx.load.1,
 	);
 	out.push_str(table);
 	let _ = writeln!(

@@ -22,8 +22,9 @@ use crate::output::{CommandResult, Outcome, Output};
 pub(crate) struct Args {
 	/// Store URL, or an absolute directory path.
 	url: String,
-	/// How pending updates are found: probe (as LDK does), pipelined, or list.
-	#[arg(long, default_value = "probe", value_parser = ["probe", "pipelined", "list"])]
+	/// How pending updates are found: probe (as LDK does), pipelined, list (one listing of all
+	/// updates) or list-each (one listing per monitor).
+	#[arg(long, default_value = "probe", value_parser = ["probe", "pipelined", "list", "list-each"])]
 	load_mode: String,
 	/// Monitors loaded at once.
 	#[arg(long, default_value_t = 16)]
@@ -86,6 +87,7 @@ pub(crate) async fn run(args: &Args, options: &[(String, String)], out: &Output)
 	let load_mode = match args.load_mode.as_str() {
 		"pipelined" => LoadMode::Pipelined { window: 8 },
 		"list" => LoadMode::List,
+		"list-each" => LoadMode::ListEach,
 		_ => LoadMode::Probe,
 	};
 	let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
