@@ -24,6 +24,7 @@ mod env;
 mod fixtures;
 mod flow;
 mod latency;
+mod local_dir;
 mod overhead;
 mod report;
 mod sections;
@@ -294,6 +295,9 @@ fn main() {
 	}
 	if wants(&args, "overhead") {
 		overhead_section(&args, &memory, server.as_ref(), &mut report, &mut findings);
+	}
+	if wants(&args, "local") {
+		local_dir::local_dir_section(&args, &mut report);
 	}
 	targets(&args, &mut report, &findings);
 	closing(&mut report, &findings);
