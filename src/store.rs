@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
+use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use tokio::sync::Semaphore;
@@ -19,7 +20,7 @@ use crate::keys::{validate_namespace, KeyMapper, KvKey};
 use crate::lease::{self, LeaseState, WriterLease};
 use crate::ordering::{KeyQueues, Turn};
 use crate::retry::RetryPolicy;
-use crate::runtime::StoreRuntime;
+use crate::runtime::{block_on, StoreRuntime};
 
 /// An LDK key-value store over any [`ObjectStore`].
 ///
@@ -54,6 +55,8 @@ struct Core {
 	fencing: Option<Arc<Fencing>>,
 	/// The writer lease, checked right before every write and remove request (see `lease`).
 	lease: Option<Arc<LeaseState>>,
+	/// Set when `backend` is this `LocalFileSystem` itself (see [`StoreParams::local_files`]).
+	local_files: Option<LocalFileSystem>,
 }
 
 /// The part of the configuration that the store itself needs.
@@ -64,6 +67,12 @@ pub(crate) struct StoreParams {
 	pub(crate) retry: RetryPolicy,
 	pub(crate) worker_threads: usize,
 	pub(crate) fencing: bool,
+	/// The backend itself when it is a plain `LocalFileSystem` (a `file://` URL without
+	/// encryption). Reads then open the object's file directly, at the path object_store's own
+	/// `path_to_filesystem` gives: its `get` takes two hops to the blocking pool and one back
+	/// per read, which cost more than the read of a small file. Never set with fencing (which
+	/// `file://` refuses), so no read needs to observe an ETag.
+	pub(crate) local_files: Option<LocalFileSystem>,
 }
 
 impl ObjectKvStore {
@@ -77,6 +86,7 @@ impl ObjectKvStore {
 			in_flight: Arc::new(Semaphore::new(params.max_in_flight.max(1))),
 			view_limit: None,
 			retry: params.retry,
+			local_files: params.local_files.filter(|_| !params.fencing),
 			fencing: params.fencing.then(Arc::default),
 			lease: None,
 		};
@@ -115,7 +125,7 @@ impl ObjectKvStore {
 
 	/// [`Self::release_writer_lease`] for synchronous callers.
 	pub fn release_writer_lease_blocking(&self) {
-		crate::runtime::block_on(self.release_writer_lease());
+		block_on(self.release_writer_lease());
 	}
 
 	/// A view of the same store whose requests are at most `max_in_flight` at once, within the
@@ -157,6 +167,53 @@ impl ObjectKvStore {
 			None,
 			|core, op| core.read(op),
 		)
+	}
+
+	/// A read for synchronous callers. On a local directory the caller's thread, which would
+	/// only park until the store's runtime had done the read, reads the file itself once the
+	/// key's earlier operations are done, holding its place in the key's queue and under the
+	/// bounds on requests in flight like any read. Any outcome but the object or its absence
+	/// (and a full bound) goes the common way instead, with its retries and timeout.
+	pub(crate) fn read_blocking(
+		&self, primary_namespace: &str, secondary_namespace: &str, key: &str,
+	) -> Result<Vec<u8>, Error> {
+		let Some(files) = self.core.local_files.clone() else {
+			return block_on(self.start_read(primary_namespace, secondary_namespace, key));
+		};
+		let key = KvKey::new(primary_namespace, secondary_namespace, key)?;
+		let path = self.core.keys.object_path(&key);
+		let mut turn = self.core.queues.enqueue(&path);
+		let span = op_span(
+			Operation::Read,
+			primary_namespace,
+			secondary_namespace,
+			key.key.as_str(),
+			None,
+		);
+		// Parks only while an earlier operation on this key is pending; that operation runs on
+		// the store's runtime, which this thread never needs.
+		block_on(turn.wait());
+		let target = key.to_string();
+		let started = Instant::now();
+		let attempt = self.core.try_permits().map(|_permits| {
+			let _entered = span.enter();
+			read_local_file(&files, &path)
+		});
+		match attempt {
+			Some(read) if read.is_ok() || is_not_found(&read) => {
+				let _entered = span.enter();
+				if let Ok(data) = &read {
+					span.record("bytes", data.len());
+				}
+				finish(&span, Operation::Read, &target, started, 1, read)
+			},
+			_ => {
+				let op = KeyedOp { operation: Operation::Read, key, path, turn, span };
+				let core = Arc::clone(&self.core);
+				let span = op.span.clone();
+				block_on(self.start(Operation::Read, target, core.read(op).instrument(span)))
+			},
+		}
 	}
 
 	/// Starts a write; its place in the key's order is fixed by this call.
@@ -360,6 +417,25 @@ fn op_span(
 impl Core {
 	async fn read(self: Arc<Self>, mut op: KeyedOp) -> Result<Vec<u8>, Error> {
 		op.turn.wait().await;
+		if let Some(files) = &self.local_files {
+			return self
+				.attempt(&op.span, op.operation, &op.key.to_string(), || {
+					let (files, path) = (files.clone(), op.path.clone());
+					async move {
+						// One hop to the blocking pool for the whole read, not object_store's two.
+						tokio::task::spawn_blocking(move || read_local_file(&files, &path))
+							.await
+							.map_err(|e| object_store::Error::Generic {
+								store: LOCAL_STORE,
+								source: Box::new(e),
+							})?
+					}
+				})
+				.await
+				.inspect(|data| {
+					op.span.record("bytes", data.len());
+				});
+		}
 		let data = self
 			.attempt(&op.span, op.operation, &op.key.to_string(), || async {
 				let got = self.backend.get(&op.path).await?;
@@ -505,6 +581,17 @@ impl Core {
 		.await
 	}
 
+	/// Places under the view's bound and the store's, if both have one free now.
+	fn try_permits(
+		&self,
+	) -> Option<(Option<tokio::sync::SemaphorePermit<'_>>, tokio::sync::SemaphorePermit<'_>)> {
+		let view = match &self.view_limit {
+			Some(limit) => Some(limit.try_acquire().ok()?),
+			None => None,
+		};
+		Some((view, self.in_flight.try_acquire().ok()?))
+	}
+
 	/// Refuses a write or remove once the writer lease is lost.
 	fn check_lease(&self) -> Result<(), object_store::Error> {
 		self.lease.as_ref().map_or(Ok(()), |lease| lease.check())
@@ -539,6 +626,43 @@ impl Core {
 			.await;
 		finish(span, operation, target, started, attempts, result)
 	}
+}
+
+/// How object_store's `LocalFileSystem` names itself in its errors.
+const LOCAL_STORE: &str = "LocalFileSystem";
+
+fn is_not_found<T>(result: &Result<T, object_store::Error>) -> bool {
+	matches!(result, Err(e) if FailureKind::of(e) == FailureKind::NotFound)
+}
+
+/// Reads the object at `location` of `files` as its `get` and `bytes` would, with the same
+/// outcomes: the file at object_store's own path for the location, "not found" only when no
+/// file is there (or a directory is, which holds no object either), the whole file otherwise.
+/// object_store publishes every write by renaming a complete file into place, so an open file
+/// is always one whole version of the object. Blocking: call it where blocking is allowed.
+fn read_local_file(
+	files: &LocalFileSystem, location: &Path,
+) -> Result<Vec<u8>, object_store::Error> {
+	use std::io::Read;
+	let path = files.path_to_filesystem(location)?;
+	let failed = |source: std::io::Error| match source.kind() {
+		std::io::ErrorKind::NotFound => object_store::Error::NotFound {
+			path: path.display().to_string(),
+			source: source.into(),
+		},
+		_ => object_store::Error::Generic {
+			store: LOCAL_STORE,
+			source: format!("reading {}: {source}", path.display()).into(),
+		},
+	};
+	let mut file = std::fs::File::open(&path).map_err(failed)?;
+	let metadata = file.metadata().map_err(failed)?;
+	if metadata.is_dir() {
+		return Err(failed(std::io::Error::new(std::io::ErrorKind::NotFound, "is a directory")));
+	}
+	let mut data = Vec::with_capacity(usize::try_from(metadata.len()).unwrap_or(0));
+	file.read_to_end(&mut data).map_err(failed)?;
+	Ok(data)
 }
 
 fn non_root(prefix: &Path) -> bool {
