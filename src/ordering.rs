@@ -103,6 +103,14 @@ impl Turn {
 			self.previous = None;
 		}
 	}
+
+	/// [`Self::wait`] for a synchronous caller: parks the thread only while an earlier operation
+	/// is pending, so the common case (nothing pending) costs no waker.
+	pub(crate) fn wait_blocking(&mut self) {
+		if self.previous.is_some() {
+			crate::runtime::block_on(self.wait());
+		}
+	}
 }
 
 impl Drop for Turn {

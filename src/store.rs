@@ -192,8 +192,7 @@ impl ObjectKvStore {
 		);
 		// Parks only while an earlier operation on this key is pending; that operation runs on
 		// the store's runtime, which this thread never needs.
-		block_on(turn.wait());
-		let target = key.to_string();
+		turn.wait_blocking();
 		let started = Instant::now();
 		let attempt = self.core.try_permits().map(|_permits| {
 			let _entered = span.enter();
@@ -205,9 +204,12 @@ impl ObjectKvStore {
 				if let Ok(data) = &read {
 					span.record("bytes", data.len());
 				}
+				// Errors name the key; an object read needs no name.
+				let target = if read.is_ok() { String::new() } else { key.to_string() };
 				finish(&span, Operation::Read, &target, started, 1, read)
 			},
 			_ => {
+				let target = key.to_string();
 				let op = KeyedOp { operation: Operation::Read, key, path, turn, span };
 				let core = Arc::clone(&self.core);
 				let span = op.span.clone();
@@ -660,8 +662,15 @@ fn read_local_file(
 	if metadata.is_dir() {
 		return Err(failed(std::io::Error::new(std::io::ErrorKind::NotFound, "is a directory")));
 	}
-	let mut data = Vec::with_capacity(usize::try_from(metadata.len()).unwrap_or(0));
-	file.read_to_end(&mut data).map_err(failed)?;
+	// Exactly the length the metadata gave, as object_store reads it (and without the second
+	// metadata call `read_to_end` makes on a file for its size hint).
+	let len = metadata.len();
+	let mut data = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+	file.take(len).read_to_end(&mut data).map_err(failed)?;
+	if data.len() as u64 != len {
+		let short = format!("{} bytes of {len}", data.len());
+		return Err(failed(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, short)));
+	}
 	Ok(data)
 }
 
