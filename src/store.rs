@@ -657,7 +657,7 @@ fn read_local_file(
 			source: format!("reading {}: {source}", path.display()).into(),
 		},
 	};
-	let mut file = std::fs::File::open(&path).map_err(failed)?;
+	let file = std::fs::File::open(&path).map_err(failed)?;
 	let metadata = file.metadata().map_err(failed)?;
 	if metadata.is_dir() {
 		return Err(failed(std::io::Error::new(std::io::ErrorKind::NotFound, "is a directory")));
