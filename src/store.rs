@@ -477,9 +477,10 @@ impl Core {
 					// Local files, Azure and GCS report a missing object; the remove still
 					// achieved what it promises: nothing is stored under the key. (A missing
 					// bucket is not that.)
-					Err(e) if FailureKind::of(&e) == FailureKind::NotFound => Ok(()),
-					other => other,
+					Err(e) if FailureKind::of(&e) == FailureKind::NotFound => {},
+					other => other?,
 				}
+				self.sync_local_dirs(std::slice::from_ref(&op.path)).await
 			})
 			.await;
 		if let Some(fencing) = &self.fencing {
@@ -562,7 +563,7 @@ impl Core {
 						Err(err) => return Err(err),
 					}
 				}
-				Ok(())
+				self.sync_local_dirs(&paths).await
 			})
 			.await;
 		if let Some(fencing) = &self.fencing {
@@ -581,6 +582,27 @@ impl Core {
 			self.backend.list_with_delimiter(non_root(prefix).then_some(prefix))
 		})
 		.await
+	}
+
+	/// On a local directory, fsyncs the directories that held `removed`, in one blocking step:
+	/// object_store's `with_fsync` leaves deletes unsynced, and a remove that LDK was told is
+	/// done must not come back after a crash (`FilesystemStore` syncs the directory too). Also
+	/// after "not found": an earlier attempt may have unlinked the file and failed before its
+	/// sync.
+	async fn sync_local_dirs(&self, removed: &[Path]) -> Result<(), object_store::Error> {
+		let Some(files) = &self.local_files else { return Ok(()) };
+		let mut dirs = removed
+			.iter()
+			.map(|path| {
+				let file = files.path_to_filesystem(path)?;
+				Ok(file.parent().map(std::path::Path::to_path_buf))
+			})
+			.collect::<Result<Vec<_>, object_store::Error>>()?;
+		dirs.sort_unstable();
+		dirs.dedup();
+		tokio::task::spawn_blocking(move || dirs.iter().flatten().try_for_each(|dir| sync_dir(dir)))
+			.await
+			.map_err(|e| object_store::Error::Generic { store: LOCAL_STORE, source: Box::new(e) })?
 	}
 
 	/// Places under the view's bound and the store's, if both have one free now.
@@ -672,6 +694,19 @@ fn read_local_file(
 		return Err(failed(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, short)));
 	}
 	Ok(data)
+}
+
+/// Fsyncs `dir` so that the removal of an entry in it survives a crash. A directory that does
+/// not exist held nothing to remove (object_store never removes directories here).
+fn sync_dir(dir: &std::path::Path) -> Result<(), object_store::Error> {
+	let synced = std::fs::File::open(dir).and_then(|dir| dir.sync_all());
+	match synced {
+		Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(object_store::Error::Generic {
+			store: LOCAL_STORE,
+			source: format!("syncing directory {} after a remove: {e}", dir.display()).into(),
+		}),
+		_ => Ok(()),
+	}
 }
 
 fn non_root(prefix: &Path) -> bool {

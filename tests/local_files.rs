@@ -1,12 +1,17 @@
-//! Reads of a `file://` store, which open the object's file directly instead of going through
-//! object_store's `get` (synchronous reads in the caller's thread, async ones in one blocking
-//! step), keep every guarantee of the common path:
+//! What a `file://` store does itself rather than through object_store keeps every guarantee.
+//!
+//! Reads open the object's file directly instead of going through object_store's `get`
+//! (synchronous reads in the caller's thread, async ones in one blocking step):
 //!
 //! - a read sees every write and remove called before it on the key, even one whose future was
 //!   never awaited and is still running;
 //! - "not found" only when no object is there: never while the object is being replaced, and
 //!   exactly where object_store's own `get` says so (a directory at the path included).
+//!
+//! Removes sync the directory (object_store's `with_fsync` does not cover deletes): counted
+//! under `strace`.
 
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -139,4 +144,74 @@ fn outcomes_match_object_stores_own_get() {
 			Err(e) => panic!("{name}: object_store failed: {e}"),
 		}
 	}
+}
+
+const SYNC_CHILD_ENV: &str = "LDK_OS_REMOVE_SYNC_CHILD";
+const REMOVES: usize = 3;
+
+/// The child: opens a `file://` store on a directory holding `REMOVES` objects (written without
+/// any fsync, so every sync counted comes from the store) and removes them all (`remove`), or
+/// only opens it (`open`). Does nothing unless started by the parent.
+#[test]
+fn remove_sync_child() {
+	let Ok(spec) = std::env::var(SYNC_CHILD_ENV) else { return };
+	let (which, dir) = spec.split_once(';').expect("<which>;<dir>");
+	let keys: Vec<String> = (0..REMOVES).map(|i| format!("key{i}")).collect();
+	let namespace = std::path::Path::new(dir).join("ns");
+	std::fs::create_dir_all(&namespace).unwrap();
+	for key in &keys {
+		std::fs::write(namespace.join(key), b"value").unwrap();
+	}
+	let store = file_store(std::path::Path::new(dir));
+	if which == "remove" {
+		for key in &keys {
+			KVStoreSync::remove(&store, "ns", "", key, false).unwrap();
+		}
+		for key in &keys {
+			assert!(!namespace.join(key).exists());
+		}
+	}
+}
+
+/// The fsync and fdatasync calls a child makes, counted by strace.
+fn syncs_of(which: &str) -> Option<usize> {
+	let dir = tempfile::tempdir().unwrap();
+	let trace = dir.path().join("trace");
+	let data = dir.path().join("data");
+	std::fs::create_dir_all(&data).unwrap();
+	let status = Command::new("strace")
+		.arg("-f")
+		.args(["-e", "trace=fsync,fdatasync", "-o"])
+		.arg(&trace)
+		.arg(std::env::current_exe().unwrap())
+		.args(["--exact", "remove_sync_child", "--nocapture", "--test-threads=1"])
+		.env(SYNC_CHILD_ENV, format!("{which};{}", data.display()))
+		.status();
+	match status {
+		Ok(status) => assert!(status.success(), "the {which} child failed"),
+		Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+			let required = std::env::var("LDK_OS_TEST_REQUIRE_SERVERS").is_ok_and(|v| v == "1");
+			assert!(!required, "strace is not installed (.ci/run installs it)");
+			println!("skipping the fsync count: strace is not installed");
+			return None;
+		},
+		Err(e) => panic!("running strace: {e}"),
+	}
+	let trace = std::fs::read_to_string(&trace).unwrap();
+	Some(
+		trace.lines().filter(|line| line.contains("fsync(") || line.contains("fdatasync(")).count(),
+	)
+}
+
+#[test]
+fn file_url_removes_sync_their_directory() {
+	let (Some(removing), Some(opening)) = (syncs_of("remove"), syncs_of("open")) else { return };
+	println!(
+		"fsync calls: opening the store {opening}, opening it and {REMOVES} removes {removing}"
+	);
+	assert!(
+		removing >= opening + REMOVES,
+		"{REMOVES} removes made {} fsync calls",
+		removing.saturating_sub(opening)
+	);
 }
