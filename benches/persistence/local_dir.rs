@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use ldk_object_store::{ObjectKvStore, StoreBuilder};
-use lightning::util::persist::KVStoreSync;
+use lightning::util::persist::{KVStore, KVStoreSync};
 use lightning_persister::fs_store::FilesystemStore;
 
 use crate::report::{Report, Table};
@@ -93,12 +93,13 @@ fn ours_at(dir: &Path) -> ObjectKvStore {
 /// Runs every operation of one group on both stores, `rounds` times, and adds the means.
 fn measure(
 	theirs: &FilesystemStore, ours: &ObjectKvStore, group: &Group, rounds: usize,
-	reads_per_key: usize, sums: &mut [Pair; 4],
+	reads_per_key: usize, sums: &mut [Pair; 5],
 ) {
 	let payload = vec![0x5a_u8; group.size];
 	let keys: Vec<String> = (0..group.count).map(key).collect();
 	let sec = group.secondary;
 	let (mut reads, mut lists) = (Passes::default(), Passes::default());
+	let mut async_reads = Passes::default();
 	for round in 0..rounds {
 		let order = [first_is_ours(round), !first_is_ours(round)];
 		let store = |is_ours: bool| -> &dyn KVStoreSync {
@@ -116,7 +117,8 @@ fn measure(
 			});
 			sums[0].add(is_ours, write, keys.len());
 		}
-		read_and_list(theirs, ours, &keys, group, reads_per_key, &mut reads, &mut lists);
+		let passes = (&mut reads, &mut async_reads, &mut lists);
+		read_and_list(theirs, ours, &keys, group, reads_per_key, passes);
 		for is_ours in order {
 			let remove = timed(|| {
 				for k in &keys {
@@ -128,6 +130,7 @@ fn measure(
 	}
 	sums[1] = reads.median();
 	sums[2] = lists.median();
+	sums[4] = async_reads.median();
 }
 
 fn first_is_ours(round: usize) -> bool {
@@ -171,7 +174,7 @@ impl Passes {
 /// stores pass by pass (and which goes first).
 fn read_and_list(
 	theirs: &FilesystemStore, ours: &ObjectKvStore, keys: &[String], group: &Group, passes: usize,
-	reads: &mut Passes, lists: &mut Passes,
+	(reads, async_reads, lists): (&mut Passes, &mut Passes, &mut Passes),
 ) {
 	let sec = group.secondary;
 	for pass in 0..passes {
@@ -184,6 +187,19 @@ fn read_and_list(
 				}
 			});
 			reads.add(is_ours, read, keys.len());
+			if is_ours {
+				// The async trait, each read awaited before the next: what a startup load does
+				// through the store's futures, against the same sync reads of FilesystemStore.
+				let read = timed(|| {
+					for k in keys {
+						let got = futures::executor::block_on(KVStore::read(ours, PRIMARY, sec, k));
+						assert_eq!(got.expect("async read").len(), group.size);
+					}
+				});
+				async_reads.add(true, read, keys.len());
+			} else {
+				async_reads.add(false, read, keys.len());
+			}
 			let list = timed(|| {
 				let listed = store.list(PRIMARY, sec).expect("list");
 				assert_eq!(listed.len(), keys.len());
@@ -215,14 +231,15 @@ pub(crate) fn local_dir_section(args: &Args, report: &mut Report) {
 		 then the other (alternating which goes first); once both hold the keys, passes of one \
 		 read of every key and one list of the namespace alternate between the stores; then \
 		 every key is removed. Writes and removes: the mean over all rounds; reads and lists: \
-		 the median pass (the machine is shared). A ratio is this crate's time over \
-		 FilesystemStore's.",
+		 the median pass (the machine is shared). \"read, async\": this crate's `KVStore::read`, \
+		 each awaited before the next, against FilesystemStore's synchronous read. A ratio is \
+		 this crate's time over FilesystemStore's.",
 	);
 	for group in groups(args.profile) {
 		eprintln!("  local dir: {} x {}", group.count, group.label);
-		let mut sums = [Pair::default(); 4];
+		let mut sums = [Pair::default(); 5];
 		measure(&theirs, &ours, &group, rounds, reads_per_key, &mut sums);
-		for (pair, op) in sums.iter().zip(["write", "read", "list", "remove"]) {
+		for (pair, op) in sums.iter().zip(["write", "read", "list", "remove", "read, async"]) {
 			let label = match op {
 				"list" => format!("{} keys of {}", group.count, group.label),
 				_ => group.label.to_owned(),
