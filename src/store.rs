@@ -159,62 +159,87 @@ impl ObjectKvStore {
 	pub(crate) fn start_read(
 		&self, primary_namespace: &str, secondary_namespace: &str, key: &str,
 	) -> impl Future<Output = Result<Vec<u8>, Error>> + Send + 'static {
-		self.start_keyed(
+		if self.core.local_files.is_some() {
+			let read = self.start_local_read(primary_namespace, secondary_namespace, key);
+			return futures::future::Either::Left(read);
+		}
+		futures::future::Either::Right(self.start_keyed(
 			Operation::Read,
 			primary_namespace,
 			secondary_namespace,
 			key,
 			None,
 			|core, op| core.read(op),
-		)
+		))
 	}
 
 	/// A read for synchronous callers. On a local directory the caller's thread, which would
-	/// only park until the store's runtime had done the read, reads the file itself once the
-	/// key's earlier operations are done, holding its place in the key's queue and under the
-	/// bounds on requests in flight like any read. Any outcome but the object or its absence
-	/// (and a full bound) goes the common way instead, with its retries and timeout.
+	/// only park until the store's runtime had done the read, reads the file itself (see
+	/// [`Core::read_local`]).
 	pub(crate) fn read_blocking(
 		&self, primary_namespace: &str, secondary_namespace: &str, key: &str,
 	) -> Result<Vec<u8>, Error> {
-		let Some(files) = self.core.local_files.clone() else {
+		if self.core.local_files.is_none() {
 			return block_on(self.start_read(primary_namespace, secondary_namespace, key));
-		};
-		let key = KvKey::new(primary_namespace, secondary_namespace, key)?;
-		let path = self.core.keys.object_path(&key);
-		let mut turn = self.core.queues.enqueue(&path);
-		let span = op_span(
-			Operation::Read,
-			primary_namespace,
-			secondary_namespace,
-			key.key.as_str(),
-			None,
-		);
+		}
+		let mut op =
+			self.queue(Operation::Read, primary_namespace, secondary_namespace, key, None)?;
 		// Parks only while an earlier operation on this key is pending; that operation runs on
 		// the store's runtime, which this thread never needs.
-		turn.wait_blocking();
-		let started = Instant::now();
-		let attempt = self.core.try_permits().map(|_permits| {
-			let _entered = span.enter();
-			read_local_file(&files, &path)
-		});
-		match attempt {
-			Some(read) if read.is_ok() || is_not_found(&read) => {
-				let _entered = span.enter();
-				if let Ok(data) = &read {
-					span.record("bytes", data.len());
-				}
-				// Errors name the key; an object read needs no name.
-				let target = if read.is_ok() { String::new() } else { key.to_string() };
-				finish(&span, Operation::Read, &target, started, 1, read)
-			},
-			_ => {
-				let target = key.to_string();
-				let op = KeyedOp { operation: Operation::Read, key, path, turn, span };
-				let core = Arc::clone(&self.core);
+		op.turn.wait_blocking();
+		match self.core.try_read_local(op) {
+			Ok(done) => done,
+			Err(op) => {
+				let target = op.key.to_string();
 				let span = op.span.clone();
-				block_on(self.start(Operation::Read, target, core.read(op).instrument(span)))
+				let core = Arc::clone(&self.core);
+				block_on(self.start(Operation::Read, target, core.read(*op).instrument(span)))
 			},
+		}
+	}
+
+	/// An async read on a local directory: one task on the blocking pool does all of it (see
+	/// [`Core::try_read_local`]), one hop there and one back, where the common path takes two
+	/// more through the runtime's workers. A read queued behind a pending operation on its key
+	/// goes the common way at once (it waits for its turn without holding a thread), and so does
+	/// one the blocking task cannot finish, handed to the runtime from that task so that it runs
+	/// even if the caller never polls.
+	fn start_local_read(
+		&self, primary_namespace: &str, secondary_namespace: &str, key: &str,
+	) -> impl Future<Output = Result<Vec<u8>, Error>> + Send + 'static {
+		let core = Arc::clone(&self.core);
+		let runtime = self.runtime.handle().clone();
+		let mut queued =
+			self.queue(Operation::Read, primary_namespace, secondary_namespace, key, None);
+		let pending = queued.as_mut().is_ok_and(|op| op.turn.is_pending());
+		let task = match queued {
+			Ok(op) if !pending => {
+				runtime.clone().spawn_blocking(move || match core.try_read_local(op) {
+					Ok(done) => LocalRead::Done(done),
+					Err(op) => {
+						let span = op.span.clone();
+						LocalRead::Handed(runtime.spawn(core.read(*op).instrument(span)))
+					},
+				})
+			},
+			queued => runtime.spawn(async move {
+				LocalRead::Done(match queued {
+					Ok(op) => {
+						let span = op.span.clone();
+						core.read(op).instrument(span).await
+					},
+					Err(err) => Err(err),
+				})
+			}),
+		};
+		let target = format!("{primary_namespace}/{secondary_namespace}/{key}");
+		let cancelled = move || Error::Cancelled { operation: Operation::Read, target };
+		async move {
+			match task.await {
+				Ok(LocalRead::Done(done)) => done,
+				Ok(LocalRead::Handed(task)) => task.await.unwrap_or_else(|_| Err(cancelled())),
+				Err(_) => Err(cancelled()),
+			}
 		}
 	}
 
@@ -351,13 +376,7 @@ impl ObjectKvStore {
 		W: FnOnce(Arc<Core>, KeyedOp) -> Fut + Send + 'static,
 		Fut: Future<Output = Result<T, Error>> + Send + 'static,
 	{
-		let queued = KvKey::new(primary_namespace, secondary_namespace, key).map(|key| {
-			let path = self.core.keys.object_path(&key);
-			let turn = self.core.queues.enqueue(&path);
-			let span =
-				op_span(operation, primary_namespace, secondary_namespace, key.key.as_str(), bytes);
-			KeyedOp { operation, key, path, turn, span }
-		});
+		let queued = self.queue(operation, primary_namespace, secondary_namespace, key, bytes);
 		let core = Arc::clone(&self.core);
 		let target = format!("{primary_namespace}/{secondary_namespace}/{key}");
 		self.start(operation, target, async move {
@@ -365,6 +384,20 @@ impl ObjectKvStore {
 			let span = op.span.clone();
 			work(core, op).instrument(span).await
 		})
+	}
+
+	/// Validates the key and takes the operation's place in its queue: the call that fixes the
+	/// order.
+	fn queue(
+		&self, operation: Operation, primary_namespace: &str, secondary_namespace: &str, key: &str,
+		bytes: Option<u64>,
+	) -> Result<KeyedOp, Error> {
+		let key = KvKey::new(primary_namespace, secondary_namespace, key)?;
+		let path = self.core.keys.object_path(&key);
+		let turn = self.core.queues.enqueue(&path);
+		let span =
+			op_span(operation, primary_namespace, secondary_namespace, key.key.as_str(), bytes);
+		Ok(KeyedOp { operation, key, path, turn, span })
 	}
 
 	/// Starts `work` on the store's runtime at once, so that it runs even if the caller never
@@ -450,6 +483,32 @@ impl Core {
 			})
 			.await?;
 		Ok(data.to_vec())
+	}
+
+	/// A read on a local directory whose turn has come, in a thread that may block (a
+	/// synchronous caller's, or the blocking pool's): with a place under the bounds on requests
+	/// in flight taken without waiting, it reads the file itself, holding its place in the key's
+	/// queue like any read. Any outcome but the object or its absence (and a full bound) hands
+	/// the operation back, to go the common way with its retries and timeout.
+	fn try_read_local(&self, op: KeyedOp) -> Result<Result<Vec<u8>, Error>, Box<KeyedOp>> {
+		let Some(files) = &self.local_files else { return Err(Box::new(op)) };
+		let started = Instant::now();
+		let attempt = self.try_permits().map(|_permits| {
+			let _entered = op.span.enter();
+			read_local_file(files, &op.path)
+		});
+		match attempt {
+			Some(read) if read.is_ok() || is_not_found(&read) => {
+				let _entered = op.span.enter();
+				if let Ok(data) = &read {
+					op.span.record("bytes", data.len());
+				}
+				// Errors name the key; an object read needs no name.
+				let target = if read.is_ok() { String::new() } else { op.key.to_string() };
+				Ok(finish(&op.span, op.operation, &target, started, 1, read))
+			},
+			_ => Err(Box::new(op)),
+		}
 	}
 
 	async fn write(self: Arc<Self>, mut op: KeyedOp, bytes: Bytes) -> Result<(), Error> {
@@ -650,6 +709,12 @@ impl Core {
 			.await;
 		finish(span, operation, target, started, attempts, result)
 	}
+}
+
+/// Where a local read started on the blocking pool ended: done there, or handed to the runtime.
+enum LocalRead {
+	Done(Result<Vec<u8>, Error>),
+	Handed(tokio::task::JoinHandle<Result<Vec<u8>, Error>>),
 }
 
 /// How object_store's `LocalFileSystem` names itself in its errors.
