@@ -287,6 +287,9 @@ fn main() {
 	}
 
 	let mut findings = Findings::default();
+	if wants(&args, "local") {
+		local_dir::local_dir_section(&args, &mut report);
+	}
 	if wants(&args, "startup") {
 		startup_section(&args, &set, &memory, server.as_ref(), ldk, &mut report, &mut findings);
 	}
@@ -295,9 +298,6 @@ fn main() {
 	}
 	if wants(&args, "overhead") {
 		overhead_section(&args, &memory, server.as_ref(), &mut report, &mut findings);
-	}
-	if wants(&args, "local") {
-		local_dir::local_dir_section(&args, &mut report);
 	}
 	targets(&args, &mut report, &findings);
 	closing(&mut report, &findings);
