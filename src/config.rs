@@ -294,7 +294,7 @@ impl StoreBuilder {
 	/// key (and identity) is first checked against the objects already stored (a wrong key fails here, not
 	/// later).
 	pub fn build(self) -> Result<ObjectKvStore, ConfigError> {
-		let (backend, url_root, local_dir) = match &self.source {
+		let (backend, url_root, local) = match &self.source {
 			Source::Url(url) => backend_from_url(url, &self.options)?,
 			Source::Store(store) => {
 				if let Some((key, _)) = self.options.first() {
@@ -311,6 +311,7 @@ impl StoreBuilder {
 			tracing::warn!("an encryption identity is set without an encryption key: no effect");
 		}
 		let identity = self.encryption_identity.unwrap_or_default();
+		let local_dir = local.as_ref().map(|(dir, _)| dir.clone());
 		if self.fencing && local_dir.is_some() {
 			return Err(ConfigError::Lease(
 				"fencing needs conditional replacement, which a file:// store cannot do; leave \
@@ -339,12 +340,19 @@ impl StoreBuilder {
 			Some(encrypted) => Arc::clone(encrypted) as Arc<dyn ObjectStore>,
 			None => backend,
 		};
+		// Reads may open the files themselves only where the files hold the objects as they are:
+		// not through encryption (see `StoreParams::local_files`).
+		let local_files = match &encrypted {
+			Some(_) => None,
+			None => local.map(|(_, fs)| fs),
+		};
 		let params = StoreParams {
 			root,
 			max_in_flight: self.max_in_flight,
 			retry: self.retry,
 			worker_threads: self.worker_threads,
 			fencing: self.fencing,
+			local_files,
 		};
 		let store = ObjectKvStore::with_params(backend, params).map_err(|source| {
 			ConfigError::Io { what: "starting the store's runtime".into(), source }
@@ -411,8 +419,9 @@ fn join_prefix(a: &str, b: &str) -> Result<Path, ConfigError> {
 	Path::parse(&joined).map_err(|source| ConfigError::InvalidPrefix { prefix: joined, source })
 }
 
-/// A backend, the root prefix its URL gives, and for `file://` its directory.
-type UrlBackend = (Arc<dyn ObjectStore>, String, Option<std::path::PathBuf>);
+/// A backend, the root prefix its URL gives, and for `file://` its directory and the
+/// `LocalFileSystem` that is the backend.
+type UrlBackend = (Arc<dyn ObjectStore>, String, Option<(std::path::PathBuf, LocalFileSystem)>);
 
 /// Makes the backend for a URL and returns it with the root prefix the URL's path gives, and for
 /// `file://` the directory.
@@ -464,7 +473,7 @@ fn backend_from_url(url: &str, options: &[(String, String)]) -> Result<UrlBacken
 			let fs = LocalFileSystem::new_with_prefix(&dir)
 				.map_err(ConfigError::Backend)?
 				.with_fsync(true);
-			return Ok((Arc::new(fs), String::new(), Some(dir)));
+			return Ok((Arc::new(fs.clone()), String::new(), Some((dir, fs))));
 		},
 		#[cfg(feature = "aws")]
 		"s3" | "s3a" => {

@@ -103,6 +103,27 @@ impl Turn {
 			self.previous = None;
 		}
 	}
+
+	/// Whether an earlier operation on the key is still pending. Once false it stays false.
+	pub(crate) fn is_pending(&mut self) -> bool {
+		match self.previous.as_mut().map(|previous| previous.try_recv()) {
+			Some(Err(oneshot::error::TryRecvError::Empty)) => true,
+			Some(_) => {
+				// The predecessor finished (its sender was dropped).
+				self.previous = None;
+				false
+			},
+			None => false,
+		}
+	}
+
+	/// [`Self::wait`] for a synchronous caller: parks the thread only while an earlier operation
+	/// is pending, so the common case (nothing pending) costs no waker.
+	pub(crate) fn wait_blocking(&mut self) {
+		if self.previous.is_some() {
+			crate::runtime::block_on(self.wait());
+		}
+	}
 }
 
 impl Drop for Turn {
@@ -133,7 +154,10 @@ mod tests {
 		let blocked = tokio::time::timeout(Duration::from_millis(50), second.wait()).await;
 		assert!(blocked.is_err(), "the second turn ran before the first finished");
 
+		assert!(second.is_pending());
 		drop(first);
+		assert!(!second.is_pending(), "the first turn is over");
+		assert!(!other.is_pending());
 		tokio::time::timeout(Duration::from_secs(5), second.wait()).await.unwrap();
 		drop(second);
 		drop(other);

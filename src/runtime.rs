@@ -43,6 +43,11 @@ impl StoreRuntime {
 		let task = self.handle.spawn(work);
 		async move { task.await.ok() }
 	}
+
+	/// The runtime's handle, for work that must spawn on it without owning the runtime.
+	pub(crate) fn handle(&self) -> &Handle {
+		&self.handle
+	}
 }
 
 impl Drop for StoreRuntime {

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
+use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use tokio::sync::Semaphore;
@@ -19,7 +20,7 @@ use crate::keys::{validate_namespace, KeyMapper, KvKey};
 use crate::lease::{self, LeaseState, WriterLease};
 use crate::ordering::{KeyQueues, Turn};
 use crate::retry::RetryPolicy;
-use crate::runtime::StoreRuntime;
+use crate::runtime::{block_on, StoreRuntime};
 
 /// An LDK key-value store over any [`ObjectStore`].
 ///
@@ -54,6 +55,8 @@ struct Core {
 	fencing: Option<Arc<Fencing>>,
 	/// The writer lease, checked right before every write and remove request (see `lease`).
 	lease: Option<Arc<LeaseState>>,
+	/// Set when `backend` is this `LocalFileSystem` itself (see [`StoreParams::local_files`]).
+	local_files: Option<LocalFileSystem>,
 }
 
 /// The part of the configuration that the store itself needs.
@@ -64,6 +67,12 @@ pub(crate) struct StoreParams {
 	pub(crate) retry: RetryPolicy,
 	pub(crate) worker_threads: usize,
 	pub(crate) fencing: bool,
+	/// The backend itself when it is a plain `LocalFileSystem` (a `file://` URL without
+	/// encryption). Reads then open the object's file directly, at the path object_store's own
+	/// `path_to_filesystem` gives: its `get` takes two hops to the blocking pool and one back
+	/// per read, which cost more than the read of a small file. Never set with fencing (which
+	/// `file://` refuses), so no read needs to observe an ETag.
+	pub(crate) local_files: Option<LocalFileSystem>,
 }
 
 impl ObjectKvStore {
@@ -77,6 +86,7 @@ impl ObjectKvStore {
 			in_flight: Arc::new(Semaphore::new(params.max_in_flight.max(1))),
 			view_limit: None,
 			retry: params.retry,
+			local_files: params.local_files.filter(|_| !params.fencing),
 			fencing: params.fencing.then(Arc::default),
 			lease: None,
 		};
@@ -115,7 +125,7 @@ impl ObjectKvStore {
 
 	/// [`Self::release_writer_lease`] for synchronous callers.
 	pub fn release_writer_lease_blocking(&self) {
-		crate::runtime::block_on(self.release_writer_lease());
+		block_on(self.release_writer_lease());
 	}
 
 	/// A view of the same store whose requests are at most `max_in_flight` at once, within the
@@ -149,14 +159,88 @@ impl ObjectKvStore {
 	pub(crate) fn start_read(
 		&self, primary_namespace: &str, secondary_namespace: &str, key: &str,
 	) -> impl Future<Output = Result<Vec<u8>, Error>> + Send + 'static {
-		self.start_keyed(
+		if self.core.local_files.is_some() {
+			let read = self.start_local_read(primary_namespace, secondary_namespace, key);
+			return futures::future::Either::Left(read);
+		}
+		futures::future::Either::Right(self.start_keyed(
 			Operation::Read,
 			primary_namespace,
 			secondary_namespace,
 			key,
 			None,
 			|core, op| core.read(op),
-		)
+		))
+	}
+
+	/// A read for synchronous callers. On a local directory the caller's thread, which would
+	/// only park until the store's runtime had done the read, reads the file itself (see
+	/// [`Core::read_local`]).
+	pub(crate) fn read_blocking(
+		&self, primary_namespace: &str, secondary_namespace: &str, key: &str,
+	) -> Result<Vec<u8>, Error> {
+		if self.core.local_files.is_none() {
+			return block_on(self.start_read(primary_namespace, secondary_namespace, key));
+		}
+		let mut op =
+			self.queue(Operation::Read, primary_namespace, secondary_namespace, key, None)?;
+		// Parks only while an earlier operation on this key is pending; that operation runs on
+		// the store's runtime, which this thread never needs.
+		op.turn.wait_blocking();
+		match self.core.try_read_local(op) {
+			Ok(done) => done,
+			Err(op) => {
+				let target = op.key.to_string();
+				let span = op.span.clone();
+				let core = Arc::clone(&self.core);
+				block_on(self.start(Operation::Read, target, core.read(*op).instrument(span)))
+			},
+		}
+	}
+
+	/// An async read on a local directory: one task on the blocking pool does all of it (see
+	/// [`Core::try_read_local`]), one hop there and one back, where the common path takes two
+	/// more through the runtime's workers. A read queued behind a pending operation on its key
+	/// goes the common way at once (it waits for its turn without holding a thread), and so does
+	/// one the blocking task cannot finish, handed to the runtime from that task so that it runs
+	/// even if the caller never polls.
+	fn start_local_read(
+		&self, primary_namespace: &str, secondary_namespace: &str, key: &str,
+	) -> impl Future<Output = Result<Vec<u8>, Error>> + Send + 'static {
+		let core = Arc::clone(&self.core);
+		let runtime = self.runtime.handle().clone();
+		let mut queued =
+			self.queue(Operation::Read, primary_namespace, secondary_namespace, key, None);
+		let pending = queued.as_mut().is_ok_and(|op| op.turn.is_pending());
+		let task = match queued {
+			Ok(op) if !pending => {
+				runtime.clone().spawn_blocking(move || match core.try_read_local(op) {
+					Ok(done) => LocalRead::Done(done),
+					Err(op) => {
+						let span = op.span.clone();
+						LocalRead::Handed(runtime.spawn(core.read(*op).instrument(span)))
+					},
+				})
+			},
+			queued => runtime.spawn(async move {
+				LocalRead::Done(match queued {
+					Ok(op) => {
+						let span = op.span.clone();
+						core.read(op).instrument(span).await
+					},
+					Err(err) => Err(err),
+				})
+			}),
+		};
+		let target = format!("{primary_namespace}/{secondary_namespace}/{key}");
+		let cancelled = move || Error::Cancelled { operation: Operation::Read, target };
+		async move {
+			match task.await {
+				Ok(LocalRead::Done(done)) => done,
+				Ok(LocalRead::Handed(task)) => task.await.unwrap_or_else(|_| Err(cancelled())),
+				Err(_) => Err(cancelled()),
+			}
+		}
 	}
 
 	/// Starts a write; its place in the key's order is fixed by this call.
@@ -292,13 +376,7 @@ impl ObjectKvStore {
 		W: FnOnce(Arc<Core>, KeyedOp) -> Fut + Send + 'static,
 		Fut: Future<Output = Result<T, Error>> + Send + 'static,
 	{
-		let queued = KvKey::new(primary_namespace, secondary_namespace, key).map(|key| {
-			let path = self.core.keys.object_path(&key);
-			let turn = self.core.queues.enqueue(&path);
-			let span =
-				op_span(operation, primary_namespace, secondary_namespace, key.key.as_str(), bytes);
-			KeyedOp { operation, key, path, turn, span }
-		});
+		let queued = self.queue(operation, primary_namespace, secondary_namespace, key, bytes);
 		let core = Arc::clone(&self.core);
 		let target = format!("{primary_namespace}/{secondary_namespace}/{key}");
 		self.start(operation, target, async move {
@@ -306,6 +384,20 @@ impl ObjectKvStore {
 			let span = op.span.clone();
 			work(core, op).instrument(span).await
 		})
+	}
+
+	/// Validates the key and takes the operation's place in its queue: the call that fixes the
+	/// order.
+	fn queue(
+		&self, operation: Operation, primary_namespace: &str, secondary_namespace: &str, key: &str,
+		bytes: Option<u64>,
+	) -> Result<KeyedOp, Error> {
+		let key = KvKey::new(primary_namespace, secondary_namespace, key)?;
+		let path = self.core.keys.object_path(&key);
+		let turn = self.core.queues.enqueue(&path);
+		let span =
+			op_span(operation, primary_namespace, secondary_namespace, key.key.as_str(), bytes);
+		Ok(KeyedOp { operation, key, path, turn, span })
 	}
 
 	/// Starts `work` on the store's runtime at once, so that it runs even if the caller never
@@ -360,6 +452,25 @@ fn op_span(
 impl Core {
 	async fn read(self: Arc<Self>, mut op: KeyedOp) -> Result<Vec<u8>, Error> {
 		op.turn.wait().await;
+		if let Some(files) = &self.local_files {
+			return self
+				.attempt(&op.span, op.operation, &op.key.to_string(), || {
+					let (files, path) = (files.clone(), op.path.clone());
+					async move {
+						// One hop to the blocking pool for the whole read, not object_store's two.
+						tokio::task::spawn_blocking(move || read_local_file(&files, &path))
+							.await
+							.map_err(|e| object_store::Error::Generic {
+								store: LOCAL_STORE,
+								source: Box::new(e),
+							})?
+					}
+				})
+				.await
+				.inspect(|data| {
+					op.span.record("bytes", data.len());
+				});
+		}
 		let data = self
 			.attempt(&op.span, op.operation, &op.key.to_string(), || async {
 				let got = self.backend.get(&op.path).await?;
@@ -372,6 +483,32 @@ impl Core {
 			})
 			.await?;
 		Ok(data.to_vec())
+	}
+
+	/// A read on a local directory whose turn has come, in a thread that may block (a
+	/// synchronous caller's, or the blocking pool's): with a place under the bounds on requests
+	/// in flight taken without waiting, it reads the file itself, holding its place in the key's
+	/// queue like any read. Any outcome but the object or its absence (and a full bound) hands
+	/// the operation back, to go the common way with its retries and timeout.
+	fn try_read_local(&self, op: KeyedOp) -> Result<Result<Vec<u8>, Error>, Box<KeyedOp>> {
+		let Some(files) = &self.local_files else { return Err(Box::new(op)) };
+		let started = Instant::now();
+		let attempt = self.try_permits().map(|_permits| {
+			let _entered = op.span.enter();
+			read_local_file(files, &op.path)
+		});
+		match attempt {
+			Some(read) if read.is_ok() || is_not_found(&read) => {
+				let _entered = op.span.enter();
+				if let Ok(data) = &read {
+					op.span.record("bytes", data.len());
+				}
+				// Errors name the key; an object read needs no name.
+				let target = if read.is_ok() { String::new() } else { op.key.to_string() };
+				Ok(finish(&op.span, op.operation, &target, started, 1, read))
+			},
+			_ => Err(Box::new(op)),
+		}
 	}
 
 	async fn write(self: Arc<Self>, mut op: KeyedOp, bytes: Bytes) -> Result<(), Error> {
@@ -399,9 +536,10 @@ impl Core {
 					// Local files, Azure and GCS report a missing object; the remove still
 					// achieved what it promises: nothing is stored under the key. (A missing
 					// bucket is not that.)
-					Err(e) if FailureKind::of(&e) == FailureKind::NotFound => Ok(()),
-					other => other,
+					Err(e) if FailureKind::of(&e) == FailureKind::NotFound => {},
+					other => other?,
 				}
+				self.sync_local_dirs(std::slice::from_ref(&op.path)).await
 			})
 			.await;
 		if let Some(fencing) = &self.fencing {
@@ -484,7 +622,7 @@ impl Core {
 						Err(err) => return Err(err),
 					}
 				}
-				Ok(())
+				self.sync_local_dirs(&paths).await
 			})
 			.await;
 		if let Some(fencing) = &self.fencing {
@@ -503,6 +641,38 @@ impl Core {
 			self.backend.list_with_delimiter(non_root(prefix).then_some(prefix))
 		})
 		.await
+	}
+
+	/// On a local directory, fsyncs the directories that held `removed`, in one blocking step:
+	/// object_store's `with_fsync` leaves deletes unsynced, and a remove that LDK was told is
+	/// done must not come back after a crash (`FilesystemStore` syncs the directory too). Also
+	/// after "not found": an earlier attempt may have unlinked the file and failed before its
+	/// sync.
+	async fn sync_local_dirs(&self, removed: &[Path]) -> Result<(), object_store::Error> {
+		let Some(files) = &self.local_files else { return Ok(()) };
+		let mut dirs = removed
+			.iter()
+			.map(|path| {
+				let file = files.path_to_filesystem(path)?;
+				Ok(file.parent().map(std::path::Path::to_path_buf))
+			})
+			.collect::<Result<Vec<_>, object_store::Error>>()?;
+		dirs.sort_unstable();
+		dirs.dedup();
+		tokio::task::spawn_blocking(move || dirs.iter().flatten().try_for_each(|dir| sync_dir(dir)))
+			.await
+			.map_err(|e| object_store::Error::Generic { store: LOCAL_STORE, source: Box::new(e) })?
+	}
+
+	/// Places under the view's bound and the store's, if both have one free now.
+	fn try_permits(
+		&self,
+	) -> Option<(Option<tokio::sync::SemaphorePermit<'_>>, tokio::sync::SemaphorePermit<'_>)> {
+		let view = match &self.view_limit {
+			Some(limit) => Some(limit.try_acquire().ok()?),
+			None => None,
+		};
+		Some((view, self.in_flight.try_acquire().ok()?))
 	}
 
 	/// Refuses a write or remove once the writer lease is lost.
@@ -538,6 +708,69 @@ impl Core {
 			})
 			.await;
 		finish(span, operation, target, started, attempts, result)
+	}
+}
+
+/// Where a local read started on the blocking pool ended: done there, or handed to the runtime.
+enum LocalRead {
+	Done(Result<Vec<u8>, Error>),
+	Handed(tokio::task::JoinHandle<Result<Vec<u8>, Error>>),
+}
+
+/// How object_store's `LocalFileSystem` names itself in its errors.
+const LOCAL_STORE: &str = "LocalFileSystem";
+
+fn is_not_found<T>(result: &Result<T, object_store::Error>) -> bool {
+	matches!(result, Err(e) if FailureKind::of(e) == FailureKind::NotFound)
+}
+
+/// Reads the object at `location` of `files` as its `get` and `bytes` would, with the same
+/// outcomes: the file at object_store's own path for the location, "not found" only when no
+/// file is there (or a directory is, which holds no object either), the whole file otherwise.
+/// object_store publishes every write by renaming a complete file into place, so an open file
+/// is always one whole version of the object. Blocking: call it where blocking is allowed.
+fn read_local_file(
+	files: &LocalFileSystem, location: &Path,
+) -> Result<Vec<u8>, object_store::Error> {
+	use std::io::Read;
+	let path = files.path_to_filesystem(location)?;
+	let failed = |source: std::io::Error| match source.kind() {
+		std::io::ErrorKind::NotFound => object_store::Error::NotFound {
+			path: path.display().to_string(),
+			source: source.into(),
+		},
+		_ => object_store::Error::Generic {
+			store: LOCAL_STORE,
+			source: format!("reading {}: {source}", path.display()).into(),
+		},
+	};
+	let file = std::fs::File::open(&path).map_err(failed)?;
+	let metadata = file.metadata().map_err(failed)?;
+	if metadata.is_dir() {
+		return Err(failed(std::io::Error::new(std::io::ErrorKind::NotFound, "is a directory")));
+	}
+	// Exactly the length the metadata gave, as object_store reads it (and without the second
+	// metadata call `read_to_end` makes on a file for its size hint).
+	let len = metadata.len();
+	let mut data = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+	file.take(len).read_to_end(&mut data).map_err(failed)?;
+	if data.len() as u64 != len {
+		let short = format!("{} bytes of {len}", data.len());
+		return Err(failed(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, short)));
+	}
+	Ok(data)
+}
+
+/// Fsyncs `dir` so that the removal of an entry in it survives a crash. A directory that does
+/// not exist held nothing to remove (object_store never removes directories here).
+fn sync_dir(dir: &std::path::Path) -> Result<(), object_store::Error> {
+	let synced = std::fs::File::open(dir).and_then(|dir| dir.sync_all());
+	match synced {
+		Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(object_store::Error::Generic {
+			store: LOCAL_STORE,
+			source: format!("syncing directory {} after a remove: {e}", dir.display()).into(),
+		}),
+		_ => Ok(()),
 	}
 }
 

@@ -49,7 +49,7 @@ impl KVStoreSync for ObjectKvStore {
 	fn read(
 		&self, primary_namespace: &str, secondary_namespace: &str, key: &str,
 	) -> Result<Vec<u8>, io::Error> {
-		to_io(block_on(self.start_read(primary_namespace, secondary_namespace, key)))
+		to_io(self.read_blocking(primary_namespace, secondary_namespace, key))
 	}
 
 	fn write(

@@ -25,6 +25,7 @@ mod env;
 mod fixtures;
 mod flow;
 mod latency;
+mod local_dir;
 mod overhead;
 mod report;
 mod sections;
@@ -297,6 +298,9 @@ fn main() {
 	}
 
 	let mut findings = Findings::default();
+	if wants(&args, "local") {
+		local_dir::local_dir_section(&args, &mut report);
+	}
 	if wants(&args, "startup") {
 		startup_section(&args, &set, &memory, server.as_ref(), ldk, &mut report, &mut findings);
 	}
