@@ -114,9 +114,11 @@ fn fixture_file(dir: &Path) -> Option<PathBuf> {
 enum Loader {
 	/// This crate with `PersisterConfig::default()`.
 	OursDefault,
-	/// This crate with the default config but `LoadMode::List`: the same way of finding updates
-	/// as LDK 0.3 (one listing per monitor), for a like-for-like row.
+	/// This crate with the default config but `LoadMode::List`: one listing of every update.
 	OursList,
+	/// This crate with `LoadMode::ListEach` (LDK 0.3's way: each monitor's updates listed while
+	/// it is read) and its bounds raised as in [`Loader::OursWide`]: the like-for-like row.
+	OursEachWide,
 	/// This crate with the default config but its bounds raised to about what LDK 0.3 has in
 	/// flight at these sizes: shows how much of the difference is the bound alone.
 	OursWide,
@@ -134,6 +136,9 @@ impl Loader {
 			Loader::OursDefault => "ldk-object-store, `PersisterConfig::default()`",
 			Loader::OursList => "ldk-object-store, default with `LoadMode::List`",
 			Loader::OursWide => "ldk-object-store, default with bounds raised",
+			Loader::OursEachWide => {
+				"ldk-object-store, `LoadMode::ListEach` with bounds raised (LDK 0.3's way)"
+			},
 			Loader::Ldk03 => "LDK 0.3.0-rc3 `MonitorUpdatingPersisterAsync`",
 		}
 	}
@@ -144,6 +149,7 @@ impl Loader {
 			Loader::OursWide => PersisterConfig::default()
 				.with_max_monitors_loading(WIDE_MONITORS)
 				.with_max_requests_in_flight(WIDE_IN_FLIGHT),
+			Loader::OursEachWide => Loader::OursWide.config().with_load_mode(LoadMode::ListEach),
 			_ => PersisterConfig::default(),
 		}
 	}
@@ -204,10 +210,10 @@ fn load(
 ) -> Result<Measured, String> {
 	// Everything but the load itself is built before the measurement starts.
 	let (elapsed, loaded, peak_heap, counts) = match loader {
-		Loader::OursDefault | Loader::OursList | Loader::OursWide => {
+		Loader::OursDefault | Loader::OursList | Loader::OursWide | Loader::OursEachWide => {
 			// The store's bound is the total the persister's bound takes its places within.
 			let in_flight = match loader {
-				Loader::OursWide => WIDE_IN_FLIGHT,
+				Loader::OursWide | Loader::OursEachWide => WIDE_IN_FLIGHT,
 				_ => ldk_object_store::config::DEFAULT_MAX_IN_FLIGHT,
 			};
 			let kv = loaders::our_store(Arc::clone(store), ROOT, in_flight);
@@ -275,10 +281,10 @@ struct Row {
 
 fn config_cell(bench: &Bench, loader: Loader) -> String {
 	match loader {
-		Loader::OursDefault | Loader::OursList | Loader::OursWide => {
+		Loader::OursDefault | Loader::OursList | Loader::OursWide | Loader::OursEachWide => {
 			let c = loader.config();
 			let store_bound = match loader {
-				Loader::OursWide => WIDE_IN_FLIGHT,
+				Loader::OursWide | Loader::OursEachWide => WIDE_IN_FLIGHT,
 				_ => ldk_object_store::config::DEFAULT_MAX_IN_FLIGHT,
 			};
 			format!(
@@ -364,7 +370,13 @@ fn run(args: &Args) -> Result<(), String> {
 		.build()
 		.map_err(|e| format!("tokio runtime: {e}"))?;
 	let bench = Bench { rt, workers, env02: loaders::v02::leak(), env03: loaders::v03::leak() };
-	let loaders = [Loader::OursDefault, Loader::OursList, Loader::OursWide, Loader::Ldk03];
+	let loaders = [
+		Loader::OursDefault,
+		Loader::OursList,
+		Loader::OursWide,
+		Loader::OursEachWide,
+		Loader::Ldk03,
+	];
 
 	// One unmeasured load by each at no latency, so that no measured load pays for a first use
 	// (lazy statics, the timer thread, the allocator's first pages).
