@@ -59,9 +59,14 @@ impl Pair {
 		}
 	}
 
-	fn row(&self, op: &str, label: &str) -> Vec<String> {
+	/// (FilesystemStore's, ours) in µs per operation.
+	fn micros(&self) -> (f64, f64) {
 		let us = |t: Duration, n: u32| t.as_secs_f64() * 1e6 / n.max(1) as f64;
-		let (t, o) = (us(self.theirs, self.theirs_ops), us(self.ours, self.ours_ops));
+		(us(self.theirs, self.theirs_ops), us(self.ours, self.ours_ops))
+	}
+
+	fn row(&self, op: &str, label: &str) -> Vec<String> {
+		let (t, o) = self.micros();
 		vec![
 			op.into(),
 			label.into(),
@@ -209,7 +214,8 @@ fn read_and_list(
 	}
 }
 
-pub(crate) fn local_dir_section(args: &Args, report: &mut Report) {
+/// Returns this crate's synchronous read time over FilesystemStore's, per object size.
+pub(crate) fn local_dir_section(args: &Args, report: &mut Report) -> Vec<(String, f64)> {
 	let rounds = match args.profile {
 		Profile::Smoke => 2,
 		Profile::Full => 4,
@@ -235,6 +241,7 @@ pub(crate) fn local_dir_section(args: &Args, report: &mut Report) {
 		 each awaited before the next, against FilesystemStore's synchronous read. A ratio is \
 		 this crate's time over FilesystemStore's.",
 	);
+	let mut read_ratios = Vec::new();
 	for group in groups(args.profile) {
 		eprintln!("  local dir: {} x {}", group.count, group.label);
 		let mut sums = [Pair::default(); 5];
@@ -245,6 +252,10 @@ pub(crate) fn local_dir_section(args: &Args, report: &mut Report) {
 				_ => group.label.to_owned(),
 			};
 			table.row(pair.row(op, &label));
+			if op == "read" {
+				let (theirs, ours) = pair.micros();
+				read_ratios.push((group.label.to_owned(), ours / theirs));
+			}
 		}
 	}
 	table.notes.push(format!(
@@ -252,4 +263,5 @@ pub(crate) fn local_dir_section(args: &Args, report: &mut Report) {
 		load_average()
 	));
 	report.add(table);
+	read_ratios
 }

@@ -299,7 +299,7 @@ fn main() {
 
 	let mut findings = Findings::default();
 	if wants(&args, "local") {
-		local_dir::local_dir_section(&args, &mut report);
+		findings.local_reads = local_dir::local_dir_section(&args, &mut report);
 	}
 	if wants(&args, "startup") {
 		startup_section(&args, &set, &memory, server.as_ref(), ldk, &mut report, &mut findings);

@@ -26,6 +26,8 @@ pub(crate) struct Findings {
 	pub(crate) throughput_all: Vec<(usize, Writer, f64, cpu::Use)>,
 	/// (operation, overhead) on LocalStack.
 	pub(crate) overhead: Option<Vec<(String, f64)>>,
+	/// (object size, this crate's `file://` read time ÷ FilesystemStore's).
+	pub(crate) local_reads: Vec<(String, f64)>,
 	/// The workload: consolidation's requests and bytes, and the next startup against LDK's.
 	pub(crate) workload: Option<crate::workload::WorkloadFinding>,
 	/// Requests per second of this crate's fastest load and of LDK's on LocalStack.

@@ -154,6 +154,20 @@ pub(crate) fn targets(args: &Args, report: &mut Report, findings: &Findings) {
 			});
 		}
 	}
+	if let Some((size, worst)) =
+		findings.local_reads.iter().max_by(|a, b| a.1.partial_cmp(&b.1).expect("no NaN"))
+	{
+		report.target(Target {
+			what: "`file://` read against LDK's `FilesystemStore` on a local directory".into(),
+			goal: "≤ 1.2×".into(),
+			measured: format!("{} at worst ({size} objects)", ratio(*worst)),
+			met: *worst <= 1.2,
+			applies: true,
+			why: "a synchronous read reads the file in the caller's thread once its turn in the \
+			      key's queue has come; an async one in one blocking task"
+				.into(),
+		});
+	}
 	let ours_latency: Vec<_> = findings
 		.update_latency
 		.iter()
