@@ -24,7 +24,7 @@ use futures::stream::{self, BoxStream, StreamExt};
 use object_store::path::Path;
 use object_store::{
 	CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-	ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, Result,
+	PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, Result,
 };
 
 /// Objects per S3 `DeleteObjects` request and per listing page.
@@ -341,12 +341,10 @@ impl ObjectStore for LatencyStore {
 				let counters = &control.counters;
 				counters.deleted_objects.fetch_add(chunk.len() as u64, Ordering::Relaxed);
 				let _in_flight = control.round_trip(&counters.delete_requests).await;
-				for location in chunk {
-					results.push(match location {
-						Ok(path) => inner.delete(&path).await.map(|()| path),
-						Err(err) => Err(err),
-					});
-				}
+				// The inner store's own batch delete: one DeleteObjects on S3.
+				let deleted: Vec<Result<Path>> =
+					inner.delete_stream(stream::iter(chunk).boxed()).collect().await;
+				results.extend(deleted);
 			}
 			stream::iter(results)
 		})

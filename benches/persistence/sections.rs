@@ -283,7 +283,10 @@ pub(crate) fn updates_section(
 		 persisters: as many caller threads as the bound, each persisting its channels' \
 		 updates one by one (the most a node could get out of a blocking persister). The work \
 		 grows with the bound (about 50 round trips' worth at the bound) so each run lasts \
-		 about a second. The bound is what the requests allowed in flight permit: one update \
+		 about a second. Each channel's monitor is written once first, outside the timed part, \
+		 as in a running node: a channel's first write of a run costs this crate's async \
+		 persister one more request (the batch delete of leftover update objects of an earlier \
+		 run). The bound is what the requests allowed in flight permit: one update \
 		 per request per round trip.",
 	);
 	for &b in &bounds {
