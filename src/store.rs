@@ -354,6 +354,23 @@ impl ObjectKvStore {
 		})
 	}
 
+	/// Starts listing every key below `primary_namespace`, whatever its secondary namespace: a
+	/// startup load finds the update objects of every channel with it, in one request per 1,000
+	/// objects rather than one per channel.
+	pub(crate) fn start_list_below(
+		&self, primary_namespace: &str,
+	) -> impl Future<Output = Result<Vec<KvKey>, Error>> + Send + 'static {
+		let validated = validate_namespace(primary_namespace, "");
+		let core = Arc::clone(&self.core);
+		let primary = primary_namespace.to_owned();
+		let target = namespace_target(&primary, "*");
+		self.start(Operation::List, target.clone(), async move {
+			validated?;
+			let span = op_span(Operation::List, &primary, "*", "", None);
+			core.list_below(primary, target, span.clone()).instrument(span).await
+		})
+	}
+
 	/// Starts listing every key below the root.
 	pub(crate) fn start_list_all(
 		&self,
@@ -555,16 +572,7 @@ impl Core {
 		let target = namespace_target(&primary, &secondary);
 		let listing = self.list_delimited(&prefix, &target, &span).await?;
 		crate::listing::keys_of_listing(&listing, &prefix, self.keys.root())
-			.map(|meta| {
-				let key = self.keys.kv_key(&meta.location)?;
-				if key.primary_namespace != primary || key.secondary_namespace != secondary {
-					return Err(Error::ForeignObject {
-						path: meta.location.to_string(),
-						reason: "the backend listed it in the wrong namespace",
-					});
-				}
-				Ok(key.key)
-			})
+			.map(|meta| Ok(self.key_in(meta, &primary, Some(&secondary))?.key))
 			.collect()
 	}
 
@@ -587,6 +595,33 @@ impl Core {
 			.collect()
 	}
 
+	/// Every key below `primary`, from one recursive listing.
+	async fn list_below(
+		self: Arc<Self>, primary: String, target: String, span: Span,
+	) -> Result<Vec<KvKey>, Error> {
+		let prefix = self.keys.namespace_path(&primary, "");
+		let objects = self.list_recursive(&prefix, Operation::List, &target, &span).await?;
+		crate::listing::keys_of_full_listing(&objects, self.keys.root())
+			.map(|meta| self.key_in(meta, &primary, None))
+			.collect()
+	}
+
+	/// The key of a listed object, which must lie in `primary` (and `secondary`, if given).
+	fn key_in(
+		&self, meta: &object_store::ObjectMeta, primary: &str, secondary: Option<&str>,
+	) -> Result<KvKey, Error> {
+		let key = self.keys.kv_key(&meta.location)?;
+		if key.primary_namespace != primary
+			|| secondary.is_some_and(|secondary| key.secondary_namespace != secondary)
+		{
+			return Err(Error::ForeignObject {
+				path: meta.location.to_string(),
+				reason: "the backend listed it in the wrong namespace",
+			});
+		}
+		Ok(key)
+	}
+
 	async fn list_all(self: Arc<Self>, span: Span) -> Result<Vec<KvKey>, Error> {
 		let objects = self.list_everything(&span).await?;
 		crate::listing::keys_of_full_listing(&objects, self.keys.root())
@@ -596,9 +631,15 @@ impl Core {
 
 	/// Every object below the root, as the backend lists it.
 	async fn list_everything(&self, span: &Span) -> Result<Vec<object_store::ObjectMeta>, Error> {
-		let root = self.keys.root();
-		self.attempt(span, Operation::ListAll, ALL_KEYS, || {
-			self.backend.list(non_root(root).then_some(root)).try_collect::<Vec<_>>()
+		self.list_recursive(self.keys.root(), Operation::ListAll, ALL_KEYS, span).await
+	}
+
+	/// Every object below `prefix`, as the backend lists it (no delimiter).
+	async fn list_recursive(
+		&self, prefix: &Path, operation: Operation, target: &str, span: &Span,
+	) -> Result<Vec<object_store::ObjectMeta>, Error> {
+		self.attempt(span, operation, target, || {
+			self.backend.list(non_root(prefix).then_some(prefix)).try_collect::<Vec<_>>()
 		})
 		.await
 	}
@@ -833,40 +874,5 @@ impl ObjectKvStore {
 			read.instrument(span.clone()).await
 		};
 		self.start(Operation::Read, name, work).await
-	}
-}
-
-/// A recursive listing of one primary namespace: a startup load finds the update objects of
-/// every channel with it, in one request per 1,000 objects rather than one per channel.
-impl ObjectKvStore {
-	/// Every key below `primary_namespace`, whatever its secondary namespace.
-	pub(crate) fn start_list_below(
-		&self, primary_namespace: &str,
-	) -> impl Future<Output = Result<Vec<KvKey>, Error>> + Send + 'static {
-		let validated = validate_namespace(primary_namespace, "");
-		let core = Arc::clone(&self.core);
-		let primary = primary_namespace.to_owned();
-		let target = namespace_target(&primary, "*");
-		self.start(Operation::List, target.clone(), async move {
-			validated?;
-			let span = op_span(Operation::List, &primary, "*", "", None);
-			let prefix = core.keys.namespace_path(&primary, "");
-			let listed = core.attempt(&span, Operation::List, &target, || {
-				core.backend.list(Some(&prefix)).try_collect::<Vec<_>>()
-			});
-			let objects = listed.instrument(span.clone()).await?;
-			crate::listing::keys_of_full_listing(&objects, core.keys.root())
-				.map(|meta| {
-					let key = core.keys.kv_key(&meta.location)?;
-					if key.primary_namespace != primary {
-						return Err(Error::ForeignObject {
-							path: meta.location.to_string(),
-							reason: "the backend listed it in the wrong namespace",
-						});
-					}
-					Ok(key)
-				})
-				.collect()
-		})
 	}
 }

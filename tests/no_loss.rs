@@ -12,7 +12,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -61,34 +60,9 @@ fn fsync_child() {
 	}
 }
 
-/// The fsync and fdatasync calls a child makes, counted by strace.
+/// The fsync and fdatasync calls of the child `fsync_child` doing `which`.
 fn fsyncs_of(which: &str) -> Option<usize> {
-	let dir = tempfile::tempdir().unwrap();
-	let trace = dir.path().join("trace");
-	let data = dir.path().join("data");
-	std::fs::create_dir_all(&data).unwrap();
-	let status = Command::new("strace")
-		.arg("-f")
-		.args(["-e", "trace=fsync,fdatasync", "-o"])
-		.arg(&trace)
-		.arg(std::env::current_exe().unwrap())
-		.args(["--exact", "fsync_child", "--nocapture", "--test-threads=1"])
-		.env(FSYNC_CHILD_ENV, format!("{which};{}", data.display()))
-		.status();
-	match status {
-		Ok(status) => assert!(status.success(), "the {which} child failed"),
-		Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-			let required = std::env::var("LDK_OS_TEST_REQUIRE_SERVERS").is_ok_and(|v| v == "1");
-			assert!(!required, "strace is not installed (.ci/run installs it)");
-			println!("skipping the fsync count: strace is not installed");
-			return None;
-		},
-		Err(e) => panic!("running strace: {e}"),
-	}
-	let trace = std::fs::read_to_string(&trace).unwrap();
-	Some(
-		trace.lines().filter(|line| line.contains("fsync(") || line.contains("fdatasync(")).count(),
-	)
+	common::strace::syncs_of_child("fsync_child", FSYNC_CHILD_ENV, which)
 }
 
 #[test]

@@ -8,4 +8,5 @@ pub mod crash_support;
 pub mod dual_flow;
 pub mod ldk_flow;
 pub mod log_capture;
+pub mod strace;
 pub mod wrappers;
