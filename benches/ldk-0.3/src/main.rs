@@ -13,7 +13,13 @@
 //! (monitors × pending updates), `--rtt-ms 20`, `--runs 1` (the median wall time is shown),
 //! `--write-md FILE`.
 
+// The main benchmark's own allocator counter and fixture format, shared rather than copied (this
+// crate uses part of each).
+#[allow(dead_code)]
+#[path = "../../persistence/alloc.rs"]
 mod alloc;
+#[allow(dead_code)]
+#[path = "../../persistence/fixtures.rs"]
 mod fixtures;
 mod kv03;
 mod latency;
@@ -354,7 +360,9 @@ fn run(args: &Args) -> Result<(), String> {
 	};
 	let load_before = load_average();
 	let set = FixtureSet::load(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-	let channels = set.startup_channels();
+	// The startup channels in label order, as the main benchmark's startup section takes them.
+	let mut channels: Vec<&ChannelFixture> = set.by_prefix("startup-").collect();
+	channels.sort_by(|a, b| a.label.cmp(&b.label));
 	let updates_available = channels.iter().map(|c| c.updates.len()).min().unwrap_or(0);
 	eprintln!(
 		"fixtures: {} ({} startup channels, ≥ {updates_available} updates each; {})",
