@@ -111,10 +111,10 @@ impl ObjectKvStore {
 		self.core.lease.as_ref().map(LeaseState::handle)
 	}
 
-	/// Stops renewing the writer lease and releases it, so that another instance may take it
-	/// at once; every write and remove of this store fails from then on. Dropping the last
-	/// clone of the store does the same.
-	pub fn release_writer_lease(&self) -> impl Future<Output = ()> + Send + 'static {
+	/// Ends this store's writing, in every clone: stops renewing the writer lease and releases
+	/// it, so that another instance may take it at once; every write and remove of this store
+	/// fails from then on. Dropping the last clone of the store does the same.
+	pub fn close(&self) -> impl Future<Output = ()> + Send + 'static {
 		let release = self.core.lease.clone().map(|lease| self.runtime.spawn(lease.release()));
 		async move {
 			if let Some(release) = release {
@@ -123,9 +123,9 @@ impl ObjectKvStore {
 		}
 	}
 
-	/// [`Self::release_writer_lease`] for synchronous callers.
-	pub fn release_writer_lease_blocking(&self) {
-		block_on(self.release_writer_lease());
+	/// [`Self::close`] for synchronous callers.
+	pub fn close_blocking(&self) {
+		block_on(self.close());
 	}
 
 	/// A view of the same store whose requests are at most `max_in_flight` at once, within the

@@ -71,7 +71,7 @@ fn second_instance_is_refused(backend: &Backend) {
 	assert_eq!(inventory.namespaces.values().map(|n| n.keys).sum::<usize>(), 1);
 
 	// A clean release lets the next instance start at once, one generation later.
-	first.release_writer_lease_blocking();
+	first.close_blocking();
 	assert!(!lease.is_held());
 	assert_lease_lost(first.write("", "", "manager", b"late".to_vec()), "a write after release");
 	let second = backend.store();

@@ -48,7 +48,7 @@
 //!   checked just before the holder's validity ended and then spent time in flight.
 //! - **After a crash** (SIGKILL, power loss) nobody releases the lease: a restarted node is
 //!   refused until it expires, at most 30 + 5 = 35 s after the crash. A clean shutdown (dropping
-//!   the last clone of the store, or [`ObjectKvStore::release_writer_lease`]) releases it, and
+//!   the last clone of the store, or [`ObjectKvStore::close`]) releases it, and
 //!   the next instance starts at once.
 //!
 //! A paused process (SIGSTOP, a VM migration, a long GC-like stall) is the case the monotonic
@@ -85,7 +85,7 @@
 //! [`StoreBuilder::build`]: crate::StoreBuilder::build
 //! [`StoreBuilder::with_fencing`]: crate::StoreBuilder::with_fencing
 //! [`StoreBuilder::without_writer_lease`]: crate::StoreBuilder::without_writer_lease
-//! [`ObjectKvStore::release_writer_lease`]: crate::ObjectKvStore::release_writer_lease
+//! [`ObjectKvStore::close`]: crate::ObjectKvStore::close
 //! [`ConfigError::LeaseHeld`]: crate::ConfigError::LeaseHeld
 //! [`FailureKind::LeaseLost`]: crate::FailureKind::LeaseLost
 
