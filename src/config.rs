@@ -46,10 +46,13 @@ pub const ENV_MAX_IN_FLIGHT: &str = "LDK_OBJECT_STORE_MAX_IN_FLIGHT";
 pub const ENV_MAX_ATTEMPTS: &str = "LDK_OBJECT_STORE_MAX_ATTEMPTS";
 /// Optional: the number of worker threads of the store's runtime.
 pub const ENV_WORKER_THREADS: &str = "LDK_OBJECT_STORE_WORKER_THREADS";
-/// Optional: `true` makes writes conditional ([`StoreBuilder::with_fencing`]).
+/// Optional: `true` or `false` turns conditional writes on or off ([`StoreBuilder::with_fencing`]);
+/// unset, they are on wherever the writer lease is an object lease.
 pub const ENV_FENCING: &str = "LDK_OBJECT_STORE_FENCING";
 /// Optional: `false` turns the writer lease off ([`StoreBuilder::without_writer_lease`]).
 pub const ENV_WRITER_LEASE: &str = "LDK_OBJECT_STORE_WRITER_LEASE";
+/// Optional: `true` creates a missing `file://` directory ([`StoreBuilder::create_if_missing`]).
+pub const ENV_CREATE_IF_MISSING: &str = "LDK_OBJECT_STORE_CREATE_IF_MISSING";
 /// Optional: a 64-hex-digit key that turns encryption on ([`StoreBuilder::with_encryption`]).
 pub const ENV_ENCRYPTION_KEY: &str = "LDK_OBJECT_STORE_ENCRYPTION_KEY";
 /// Optional, with [`ENV_ENCRYPTION_KEY`]: `true` encrypts key names as well.
@@ -78,8 +81,12 @@ pub struct StoreBuilder {
 	max_in_flight: usize,
 	retry: RetryPolicy,
 	worker_threads: usize,
-	fencing: bool,
+	/// `None`: on wherever an object lease is taken (see [`StoreBuilder::with_fencing`]).
+	fencing: Option<bool>,
 	lease: Option<LeaseConfig>,
+	create_if_missing: bool,
+	#[cfg(feature = "_test_hooks")]
+	on_current_runtime: bool,
 	encryption: Option<(EncryptionKey, EncryptNames)>,
 	encryption_identity: Option<String>,
 }
@@ -101,6 +108,7 @@ impl fmt::Debug for StoreBuilder {
 			.field("worker_threads", &self.worker_threads)
 			.field("fencing", &self.fencing)
 			.field("lease", &self.lease)
+			.field("create_if_missing", &self.create_if_missing)
 			// The key's own Debug is redacted.
 			.field("encryption", &self.encryption)
 			.field("encryption_identity", &self.encryption_identity)
@@ -117,8 +125,11 @@ impl StoreBuilder {
 			max_in_flight: DEFAULT_MAX_IN_FLIGHT,
 			retry: RetryPolicy::default(),
 			worker_threads: DEFAULT_WORKER_THREADS,
-			fencing: false,
+			fencing: None,
 			lease: Some(LeaseConfig::default()),
+			create_if_missing: false,
+			#[cfg(feature = "_test_hooks")]
+			on_current_runtime: false,
 			encryption: None,
 			encryption_identity: None,
 		}
@@ -140,8 +151,8 @@ impl StoreBuilder {
 
 	/// A store configured by environment variables: [`ENV_URL`] (required), and optionally
 	/// [`ENV_PREFIX`], [`ENV_MAX_IN_FLIGHT`], [`ENV_MAX_ATTEMPTS`], [`ENV_WORKER_THREADS`],
-	/// [`ENV_FENCING`], [`ENV_WRITER_LEASE`], [`ENV_ENCRYPTION_KEY`], [`ENV_ENCRYPT_NAMES`] and
-	/// [`ENV_ENCRYPTION_IDENTITY`].
+	/// [`ENV_FENCING`], [`ENV_WRITER_LEASE`], [`ENV_CREATE_IF_MISSING`], [`ENV_ENCRYPTION_KEY`],
+	/// [`ENV_ENCRYPT_NAMES`] and [`ENV_ENCRYPTION_IDENTITY`].
 	pub fn from_env() -> Result<Self, ConfigError> {
 		let url = std::env::var(ENV_URL)
 			.map_err(|_| ConfigError::InvalidEnv { var: ENV_URL, reason: "not set".into() })?;
@@ -158,26 +169,14 @@ impl StoreBuilder {
 		if let Some(n) = env_number(ENV_WORKER_THREADS)? {
 			builder = builder.with_worker_threads(n);
 		}
-		if let Ok(value) = std::env::var(ENV_FENCING) {
-			let on = match value.trim() {
-				"true" | "1" => true,
-				"false" | "0" | "" => false,
-				other => {
-					let reason = format!("{other:?} is not true or false");
-					return Err(ConfigError::InvalidEnv { var: ENV_FENCING, reason });
-				},
-			};
+		if let Some(on) = env_bool(ENV_FENCING)? {
 			builder = builder.with_fencing(on);
 		}
-		if let Ok(value) = std::env::var(ENV_WRITER_LEASE) {
-			match value.trim() {
-				"true" | "1" | "" => {},
-				"false" | "0" => builder = builder.without_writer_lease(),
-				other => {
-					let reason = format!("{other:?} is not true or false");
-					return Err(ConfigError::InvalidEnv { var: ENV_WRITER_LEASE, reason });
-				},
-			}
+		if env_bool(ENV_WRITER_LEASE)? == Some(false) {
+			builder = builder.without_writer_lease();
+		}
+		if let Some(create) = env_bool(ENV_CREATE_IF_MISSING)? {
+			builder = builder.create_if_missing(create);
 		}
 		builder.with_encryption_from_env()
 	}
@@ -214,11 +213,34 @@ impl StoreBuilder {
 		self
 	}
 
-	/// Makes every write conditional, so that a second writer on the same prefix is refused
-	/// before it overwrites anything (see [`crate::fencing`]). Default off: it needs a backend
-	/// with conditional writes and ETags (S3, GCS, Azure, in-memory).
+	/// Makes every write conditional on the version of the object this store last saw, so that
+	/// a write that would replace another writer's (a second instance, or a request of an
+	/// earlier instance still in the network) is refused by the server (see
+	/// [`crate::fencing`]). Default: on wherever the writer lease is an object lease (S3, GCS,
+	/// Azure, memory: taking the lease proved that the backend honours conditional writes); off
+	/// for `file://` (which cannot replace conditionally; `true` is refused there) and without
+	/// a lease. It costs one HEAD request before the first write of a key this store has
+	/// neither read nor written since it started.
 	pub fn with_fencing(mut self, fencing: bool) -> Self {
-		self.fencing = fencing;
+		self.fencing = Some(fencing);
+		self
+	}
+
+	/// Creates a `file://` store's directory if it does not exist (default `false`: building
+	/// on a missing directory fails with [`ConfigError::MissingDirectory`], because an
+	/// unmounted volume must not look like a new, empty node). Turn it on when setting up a new
+	/// node. No effect on other backends.
+	pub fn create_if_missing(mut self, create: bool) -> Self {
+		self.create_if_missing = create;
+		self
+	}
+
+	/// Test hook: the store runs on the caller's tokio runtime instead of one of its own (a
+	/// current-thread runtime with paused time, for the takeover model). Build it with
+	/// [`Self::build_async`], use it through the async traits only, and close it explicitly.
+	#[cfg(feature = "_test_hooks")]
+	pub fn on_current_runtime(mut self) -> Self {
+		self.on_current_runtime = true;
 		self
 	}
 
@@ -291,11 +313,19 @@ impl StoreBuilder {
 	/// Builds the store and takes the writer lease on its prefix (unless
 	/// [`Self::without_writer_lease`]): fails with [`ConfigError::LeaseHeld`] while another
 	/// instance holds it, and with advice on a backend that cannot hold one. With encryption, the
-	/// key (and identity) is first checked against the objects already stored (a wrong key fails here, not
-	/// later).
+	/// key (and identity) is first checked against the objects already stored (a wrong key fails
+	/// here, not later). Blocks the calling thread (without entering any runtime): a lease that
+	/// looks abandoned is watched for its time to live plus the skew allowance before it is
+	/// taken over (35 s by default), so from async code prefer [`Self::build_async`].
 	pub fn build(self) -> Result<ObjectKvStore, ConfigError> {
-		let (backend, url_root, local) = match &self.source {
-			Source::Url(url) => backend_from_url(url, &self.options)?,
+		crate::runtime::block_on(self.build_async())
+	}
+
+	/// [`Self::build`] as a future, to await on any executor: the work runs on the store's own
+	/// runtime.
+	pub async fn build_async(self) -> Result<ObjectKvStore, ConfigError> {
+		let Built { backend, writer, url_root, local } = match &self.source {
+			Source::Url(url) => backend_from_url(url, &self.options, self.create_if_missing)?,
 			Source::Store(store) => {
 				if let Some((key, _)) = self.options.first() {
 					return Err(ConfigError::UnknownOption {
@@ -303,7 +333,12 @@ impl StoreBuilder {
 						key: key.clone(),
 					});
 				}
-				(Arc::clone(store), String::new(), None)
+				Built {
+					backend: Arc::clone(store),
+					writer: None,
+					url_root: String::new(),
+					local: None,
+				}
 			},
 		};
 		let root = join_prefix(&url_root, self.prefix.as_deref().unwrap_or(""))?;
@@ -311,24 +346,32 @@ impl StoreBuilder {
 			tracing::warn!("an encryption identity is set without an encryption key: no effect");
 		}
 		let identity = self.encryption_identity.unwrap_or_default();
-		let local_dir = local.as_ref().map(|(dir, _)| dir.clone());
-		if self.fencing && local_dir.is_some() {
-			return Err(ConfigError::Lease(
-				"fencing needs conditional replacement, which a file:// store cannot do; leave \
-				 it off (the writer lease, an OS file lock on file://, keeps a second instance \
-				 out)"
-					.into(),
-			));
+		// The store's own directory: the URL's, with the root prefix below it.
+		let local_dir = local
+			.as_ref()
+			.map(|(dir, _)| root.parts().fold(dir.clone(), |dir, part| dir.join(part.as_ref())));
+		if let Some(dir) = &local_dir {
+			ensure_directory(dir, self.create_if_missing)?;
 		}
+		// Fencing by default wherever the lease proves conditional writes: an object lease.
+		let fencing = match (self.fencing, &local_dir) {
+			(Some(true), Some(_)) => {
+				return Err(ConfigError::Lease(
+					"fencing needs conditional replacement, which a file:// store cannot do; \
+					 leave it off (the writer lease, an OS file lock on file://, keeps a second \
+					 instance out)"
+						.into(),
+				))
+			},
+			(Some(fencing), _) => fencing,
+			(None, local_dir) => self.lease.is_some() && local_dir.is_none(),
+		};
 		if let Some(config) = &self.lease {
 			config.validate()?;
 		}
 		// Taken before anything else, so a refused instance has not touched the store.
 		let file_lease = match (&self.lease, &local_dir) {
-			(Some(_), Some(dir)) => {
-				let dir = root.parts().fold(dir.clone(), |dir, part| dir.join(part.as_ref()));
-				Some(lease::acquire_file(&dir)?)
-			},
+			(Some(_), Some(dir)) => Some(lease::acquire_file(dir)?),
 			_ => None,
 		};
 		// The root prefix stays readable, so a node's tree can be found (and moved) by it.
@@ -336,9 +379,13 @@ impl StoreBuilder {
 			let encrypted = EncryptedStore::new(Arc::clone(&backend), key, names);
 			Arc::new(encrypted.with_root(root.clone()).with_identity(identity))
 		});
-		let backend: Arc<dyn ObjectStore> = match &encrypted {
-			Some(encrypted) => Arc::clone(encrypted) as Arc<dyn ObjectStore>,
-			None => backend,
+		let (backend, writer): (Arc<dyn ObjectStore>, _) = match &encrypted {
+			Some(encrypted) => {
+				let writer =
+					writer.map(|writer| Arc::new(encrypted.over(writer)) as Arc<dyn ObjectStore>);
+				(Arc::clone(encrypted) as Arc<dyn ObjectStore>, writer)
+			},
+			None => (backend, writer),
 		};
 		// Reads may open the files themselves only where the files hold the objects as they are:
 		// not through encryption (see `StoreParams::local_files`).
@@ -349,48 +396,44 @@ impl StoreBuilder {
 		let params = StoreParams {
 			root,
 			max_in_flight: self.max_in_flight,
-			retry: self.retry,
+			retry: self.retry.clone(),
 			worker_threads: self.worker_threads,
-			fencing: self.fencing,
+			fencing,
+			writer,
+			local_dir: local_dir.is_some(),
 			local_files,
+			#[cfg(feature = "_test_hooks")]
+			on_current_runtime: self.on_current_runtime,
 		};
 		let store = ObjectKvStore::with_params(backend, params).map_err(|source| {
 			ConfigError::Io { what: "starting the store's runtime".into(), source }
 		})?;
+		let stopped = |what: &str| ConfigError::Io {
+			what: what.to_owned(),
+			source: std::io::Error::other("the store's runtime stopped"),
+		};
 		if let Some(encrypted) = encrypted {
 			// With encrypted names a wrong key reads as an empty store, which LDK would take for
 			// a new node: check the key against what is stored before anyone reads.
-			let check = store.spawn(async move { encrypted.check_key().await });
-			match crate::runtime::block_on(check) {
+			match store.spawn(async move { encrypted.check_key().await }).await {
 				Some(Ok(_)) => {},
 				Some(Err(err)) => return Err(ConfigError::Encryption(err)),
-				None => {
-					let source = std::io::Error::other("the store's runtime stopped");
-					return Err(ConfigError::Io {
-						what: "checking the encryption key".into(),
-						source,
-					});
-				},
+				None => return Err(stopped("checking the encryption key")),
 			}
 		}
 		let lease = match (file_lease, self.lease) {
 			(Some(file_lease), _) => Some(file_lease),
 			(None, Some(config)) => {
-				let path = lease::lease_path(store.key_mapper().root());
-				let acquiring = store.spawn(lease::acquire_object(
+				let acquiring = lease::acquire_object(
 					Arc::clone(store.raw_backend()),
-					path,
+					Arc::clone(store.raw_writer()),
+					lease::lease_path(store.key_mapper().root()),
 					config,
-				));
-				match crate::runtime::block_on(acquiring) {
+					self.retry,
+				);
+				match store.spawn(acquiring).await {
 					Some(result) => Some(result?),
-					None => {
-						let source = std::io::Error::other("the store's runtime stopped");
-						return Err(ConfigError::Io {
-							what: "taking the writer lease".into(),
-							source,
-						});
-					},
+					None => return Err(stopped("taking the writer lease")),
 				}
 			},
 			(None, None) => None,
@@ -399,6 +442,33 @@ impl StoreBuilder {
 			Some(lease) => store.with_lease(lease),
 			None => store,
 		})
+	}
+}
+
+/// Checks that a `file://` store's directory exists, or creates it when asked to.
+fn ensure_directory(dir: &std::path::Path, create: bool) -> Result<(), ConfigError> {
+	if dir.is_dir() {
+		return Ok(());
+	}
+	if !create {
+		return Err(ConfigError::MissingDirectory(dir.to_path_buf()));
+	}
+	std::fs::create_dir_all(dir).map_err(|source| ConfigError::Io {
+		what: format!("creating directory {}", dir.display()),
+		source,
+	})
+}
+
+/// A boolean variable: `true`/`1` or `false`/`0`; unset or empty is `None`.
+fn env_bool(var: &'static str) -> Result<Option<bool>, ConfigError> {
+	match std::env::var(var).as_deref().map(str::trim) {
+		Err(_) | Ok("") => Ok(None),
+		Ok("true") | Ok("1") => Ok(Some(true)),
+		Ok("false") | Ok("0") => Ok(Some(false)),
+		Ok(other) => {
+			let reason = format!("{other:?} is not true or false");
+			Err(ConfigError::InvalidEnv { var, reason })
+		},
 	}
 }
 
@@ -419,15 +489,25 @@ fn join_prefix(a: &str, b: &str) -> Result<Path, ConfigError> {
 	Path::parse(&joined).map_err(|source| ConfigError::InvalidPrefix { prefix: joined, source })
 }
 
-/// A backend, the root prefix its URL gives, and for `file://` its directory and the
-/// `LocalFileSystem` that is the backend.
-type UrlBackend = (Arc<dyn ObjectStore>, String, Option<(std::path::PathBuf, LocalFileSystem)>);
+/// A backend made for a URL.
+struct Built {
+	/// Reads and listings.
+	backend: Arc<dyn ObjectStore>,
+	/// Writes and removes, where they need a client of their own (see `StoreParams::writer`).
+	writer: Option<Arc<dyn ObjectStore>>,
+	/// The root prefix the URL's path gives.
+	url_root: String,
+	/// For `file://`: the directory and the `LocalFileSystem` that is the backend.
+	local: Option<(std::path::PathBuf, LocalFileSystem)>,
+}
 
 /// Makes the backend for a URL and returns it with the root prefix the URL's path gives, and for
 /// `file://` the directory.
 // Without a cloud backend every arm returns early, so `backend` is never built.
 #[cfg_attr(not(feature = "cloud"), allow(unreachable_code, unused_variables))]
-fn backend_from_url(url: &str, options: &[(String, String)]) -> Result<UrlBackend, ConfigError> {
+fn backend_from_url(
+	url: &str, options: &[(String, String)], create_if_missing: bool,
+) -> Result<Built, ConfigError> {
 	let parsed = Url::parse(url).map_err(|e| ConfigError::InvalidUrl(e.to_string()))?;
 	if !parsed.username().is_empty() || parsed.password().is_some() {
 		// Never echo the URL here: it holds a secret.
@@ -452,73 +532,115 @@ fn backend_from_url(url: &str, options: &[(String, String)]) -> Result<UrlBacken
 			Ok(())
 		}
 	};
-	let backend: Arc<dyn ObjectStore> = match scheme.as_str() {
+	// A cloud client is made twice: for reads, and for writes and removes without re-sends of
+	// its own.
+	#[cfg(feature = "cloud")]
+	let cloud: Box<
+		dyn Fn(object_store::RetryConfig) -> Result<Arc<dyn ObjectStore>, ConfigError>,
+	> = match scheme.as_str() {
 		"memory" => {
 			no_options()?;
 			let root = [bucket.as_str(), path.as_str()].join("/");
-			return Ok((Arc::new(InMemory::new()), root, None));
+			let backend = Arc::new(InMemory::new());
+			return Ok(Built { backend, writer: None, url_root: root, local: None });
 		},
-		"file" => {
-			no_options()?;
-			let dir = parsed.to_file_path().map_err(|_| {
-				ConfigError::InvalidUrl("a file:// URL needs an absolute local path".into())
-			})?;
-			let io_err = |what: &str, source| ConfigError::Io {
-				what: format!("{what} {}", dir.display()),
-				source,
-			};
-			std::fs::create_dir_all(&dir).map_err(|e| io_err("creating directory", e))?;
-			// LDK's `Completed` means durable, fsyncs included (`FilesystemStore` syncs the file
-			// and its directory); object_store leaves fsync off unless asked.
-			let fs = LocalFileSystem::new_with_prefix(&dir)
-				.map_err(ConfigError::Backend)?
-				.with_fsync(true);
-			return Ok((Arc::new(fs.clone()), String::new(), Some((dir, fs))));
-		},
+		"file" => return local_backend(&parsed, no_options, create_if_missing),
 		#[cfg(feature = "aws")]
 		"s3" | "s3a" => {
 			use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 			needs_bucket()?;
-			let mut builder =
-				AmazonS3Builder::from_env().with_bucket_name(&bucket).with_retry(request_retry());
-			for (key, value) in options {
-				let config_key: AmazonS3ConfigKey = parse_option(&scheme, key)?;
-				builder = builder.with_config(config_key, value);
-			}
-			Arc::new(builder.build().map_err(ConfigError::Backend)?)
+			let keys = options
+				.iter()
+				.map(|(key, value)| Ok((parse_option::<AmazonS3ConfigKey>(&scheme, key)?, value)))
+				.collect::<Result<Vec<_>, ConfigError>>()?;
+			Box::new(move |retry| {
+				let builder = keys.iter().fold(
+					AmazonS3Builder::from_env().with_bucket_name(&bucket).with_retry(retry),
+					|builder, (key, value)| builder.with_config(*key, *value),
+				);
+				Ok(Arc::new(builder.build().map_err(ConfigError::Backend)?))
+			})
 		},
 		#[cfg(feature = "gcp")]
 		"gs" => {
 			use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
 			needs_bucket()?;
-			let mut builder = GoogleCloudStorageBuilder::from_env()
-				.with_bucket_name(&bucket)
-				.with_retry(request_retry());
-			for (key, value) in options {
-				let config_key: GoogleConfigKey = parse_option(&scheme, key)?;
-				builder = builder.with_config(config_key, value);
-			}
-			Arc::new(builder.build().map_err(ConfigError::Backend)?)
+			let keys = options
+				.iter()
+				.map(|(key, value)| Ok((parse_option::<GoogleConfigKey>(&scheme, key)?, value)))
+				.collect::<Result<Vec<_>, ConfigError>>()?;
+			Box::new(move |retry| {
+				let builder = keys.iter().fold(
+					GoogleCloudStorageBuilder::from_env()
+						.with_bucket_name(&bucket)
+						.with_retry(retry),
+					|builder, (key, value)| builder.with_config(*key, *value),
+				);
+				Ok(Arc::new(builder.build().map_err(ConfigError::Backend)?))
+			})
 		},
 		#[cfg(feature = "azure")]
 		"az" | "azure" => {
 			use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
 			needs_bucket()?;
-			let mut builder = MicrosoftAzureBuilder::from_env()
-				.with_container_name(&bucket)
-				.with_retry(request_retry());
-			for (key, value) in options {
-				let config_key: AzureConfigKey = parse_option(&scheme, key)?;
-				builder = builder.with_config(config_key, value);
-			}
-			Arc::new(builder.build().map_err(ConfigError::Backend)?)
+			let keys = options
+				.iter()
+				.map(|(key, value)| Ok((parse_option::<AzureConfigKey>(&scheme, key)?, value)))
+				.collect::<Result<Vec<_>, ConfigError>>()?;
+			Box::new(move |retry| {
+				let builder = keys.iter().fold(
+					MicrosoftAzureBuilder::from_env()
+						.with_container_name(&bucket)
+						.with_retry(retry),
+					|builder, (key, value)| builder.with_config(*key, *value),
+				);
+				Ok(Arc::new(builder.build().map_err(ConfigError::Backend)?))
+			})
 		},
 		_ => return Err(ConfigError::UnsupportedScheme(scheme)),
 	};
-	Ok((backend, path, None))
+	#[cfg(not(feature = "cloud"))]
+	match scheme.as_str() {
+		"memory" => {
+			no_options()?;
+			let root = [bucket.as_str(), path.as_str()].join("/");
+			let backend = Arc::new(InMemory::new());
+			return Ok(Built { backend, writer: None, url_root: root, local: None });
+		},
+		"file" => return local_backend(&parsed, no_options, create_if_missing),
+		_ => return Err(ConfigError::UnsupportedScheme(scheme)),
+	}
+	#[cfg(feature = "cloud")]
+	Ok(Built {
+		backend: cloud(request_retry())?,
+		writer: Some(cloud(no_resends())?),
+		url_root: path,
+		local: None,
+	})
 }
 
-/// How the HTTP client retries one request before the store's [`RetryPolicy`] repeats the whole
+/// The backend of a `file://` URL, whose directory must exist unless `create` (see
+/// `StoreBuilder::create_if_missing`).
+fn local_backend(
+	parsed: &Url, no_options: impl FnOnce() -> Result<(), ConfigError>, create: bool,
+) -> Result<Built, ConfigError> {
+	no_options()?;
+	let dir = parsed.to_file_path().map_err(|_| {
+		ConfigError::InvalidUrl("a file:// URL needs an absolute local path".into())
+	})?;
+	ensure_directory(&dir, create)?;
+	// LDK's `Completed` means durable, fsyncs included (`FilesystemStore` syncs the file and its
+	// directory); object_store leaves fsync off unless asked.
+	let fs = LocalFileSystem::new_with_prefix(&dir).map_err(ConfigError::Backend)?.with_fsync(true);
+	Ok(Built {
+		backend: Arc::new(fs.clone()),
+		writer: None,
+		url_root: String::new(),
+		local: Some((dir, fs)),
+	})
+}
+
+/// How the HTTP client retries one read before the store's [`RetryPolicy`] repeats the whole
 /// operation: briefly, so that the two layers together stay within the policy's time budget.
 #[cfg(feature = "cloud")]
 fn request_retry() -> object_store::RetryConfig {
@@ -527,6 +649,15 @@ fn request_retry() -> object_store::RetryConfig {
 		retry_timeout: std::time::Duration::from_secs(15),
 		..Default::default()
 	}
+}
+
+/// The client of writes and removes re-sends nothing by itself: a re-sent copy of a PUT or
+/// DELETE could land after the attempt that sent it ended, where no bound of this crate covers
+/// it. The store's [`RetryPolicy`] repeats a failed write as a new attempt instead, one at a
+/// time per key, each under the writer lease's deadline.
+#[cfg(feature = "cloud")]
+fn no_resends() -> object_store::RetryConfig {
+	object_store::RetryConfig { max_retries: 0, ..Default::default() }
 }
 
 #[cfg(feature = "cloud")]

@@ -401,17 +401,45 @@ pub enum ConfigError {
 	/// Another instance holds the writer lease on this prefix (see [`crate::lease`]).
 	#[error(
 		"another instance holds the writer lease on this prefix: {holder}, generation \
-		 {generation}, until {expires}; refusing to start a second writer (if that instance is \
-		 dead, wait for the expiry or break the lease with `ldk-object-store lease URL --break`)"
+		 {generation}: {expires}. Refusing to start a second writer; if that instance is dead, \
+		 start again later, or break the lease with `ldk-object-store lease URL --break`"
 	)]
 	LeaseHeld {
 		/// Who holds it: instance id, host and process id.
 		holder: String,
 		/// The lease's generation.
 		generation: u64,
-		/// Until when, in words.
+		/// Until when, and when a new instance may take it over, in words.
 		expires: String,
 	},
+	/// Another store holds the OS lock of this `file://` store's directory (see
+	/// [`crate::lease`]): a store of this process, or another process.
+	#[error(
+		"{holder} holds the lock of {}: refusing to start a second writer on it. The lock has \
+		 no expiry and nothing to break: it is released when that store is closed \
+		 (`ObjectKvStore::close`) or dropped, or when its process ends. {}",
+		dir.display(),
+		if holder.starts_with("a store of this process") {
+			"Use that store (clone it), or close it first"
+		} else {
+			"Stop that process first"
+		}
+	)]
+	DirectoryLocked {
+		/// The directory, as the operating system resolves it.
+		dir: std::path::PathBuf,
+		/// Who holds it, in words.
+		holder: String,
+	},
+	/// A `file://` store's directory does not exist. An unmounted volume looks like this, and
+	/// must not be taken for a new, empty node.
+	#[error(
+		"the store's directory {} does not exist (an unmounted volume looks like this): create \
+		 it, or build with StoreBuilder::create_if_missing(true) \
+		 (LDK_OBJECT_STORE_CREATE_IF_MISSING=true) for a new node",
+		.0.display()
+	)]
+	MissingDirectory(std::path::PathBuf),
 	/// The writer lease could not be taken (the backend cannot, or failed), or a setting needs
 	/// what the backend cannot do.
 	#[error("{0}")]

@@ -1,12 +1,20 @@
 //! Conditional writes that refuse to overwrite another writer's data.
 //!
-//! Two processes pointed at the same prefix by mistake would each overwrite the other's channel
-//! state; for a Lightning node that can lose money. With fencing on, the store remembers the
-//! version (ETag) of every object it has read or written, and writes only if the object is still
-//! at that version (`If-Match`), or still absent when it has never seen it (`If-None-Match: *`).
-//! Monitor update objects are only ever created, never replaced. A write that finds the object
-//! changed fails with [`FailureKind::Fenced`], before anything is
-//! overwritten; to LDK that is a failed write, which stops the node.
+//! Two processes pointed at the same prefix would each overwrite the other's channel state; for a
+//! Lightning node that can lose money. The writer lease keeps a second instance from starting,
+//! and ends every request of an instance that lost it; fencing is the part the server enforces:
+//! with it, the store remembers the version (ETag) of every object it has read or written, and
+//! writes only if the object is still at that version (`If-Match`). An object it has neither
+//! read nor written since it started (one an earlier run of this node left, say) is first looked
+//! up with a HEAD request, and the write is conditioned on what is there now (or on its absence,
+//! `If-None-Match: *`): an earlier copy of our own is not another writer's. Monitor update
+//! objects are only ever created, never replaced. A write that finds the object changed fails
+//! with [`FailureKind::Fenced`], before anything is overwritten; to LDK that is a failed write,
+//! which stops the node. So a request of an earlier instance that is still in the network when
+//! its successor writes the same object is refused by the server, whatever its delay.
+//!
+//! On by default wherever the writer lease is an object lease (taking it proved that the backend
+//! honours conditional writes); see [`StoreBuilder::with_fencing`](crate::StoreBuilder::with_fencing).
 //!
 //! The one exception is our own writes landing unannounced: a request that timed out on our side,
 //! or whose answer was lost, can still land. So when a condition fails the store reads the
@@ -102,8 +110,18 @@ impl Fencing {
 	) -> Result<(), object_store::Error> {
 		let known = self.lock().get(path).and_then(|known| known.version.clone());
 		let mode = match known {
-			Some(version) if !create_only => PutMode::Update(version),
-			_ => PutMode::Create,
+			_ if create_only => PutMode::Create,
+			Some(version) => PutMode::Update(version),
+			// Never seen since this store started (an object of an earlier run of this node,
+			// say): condition the write on what is there now.
+			None => match backend.head(path).await {
+				Ok(meta) => {
+					self.observe(&meta);
+					PutMode::Update(UpdateVersion { e_tag: meta.e_tag, version: meta.version })
+				},
+				Err(err) if FailureKind::of(&err) == FailureKind::NotFound => PutMode::Create,
+				Err(err) => return Err(err),
+			},
 		};
 		match self.put_once(backend, path, bytes, mode).await {
 			Err(err) if is_condition(&err) => {},

@@ -7,13 +7,26 @@
 //! (so it also works inside another executor's `block_on`).
 //! Async callers await the task's handle, which works on any executor.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::{self, Thread};
+use std::time::Duration;
 
 use tokio::runtime::{Builder, Handle, Runtime};
+
+thread_local! {
+	/// Set on every thread of a store's runtime, workers and blocking pool alike.
+	static STORE_THREAD: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether the calling thread belongs to a store's runtime: such a thread must never wait for
+/// work of that runtime (with one worker it would wait for itself).
+pub(crate) fn on_store_thread() -> bool {
+	STORE_THREAD.with(Cell::get)
+}
 
 /// A multi-thread runtime owned by the store and stopped without blocking when the last clone of
 /// the store is dropped, even from inside another runtime.
@@ -28,10 +41,33 @@ impl StoreRuntime {
 		let runtime = Builder::new_multi_thread()
 			.worker_threads(worker_threads.max(1))
 			.thread_name("ldk-object-store")
+			.on_thread_start(|| STORE_THREAD.with(|flag| flag.set(true)))
 			.enable_all()
 			.build()?;
 		let handle = runtime.handle().clone();
 		Ok(StoreRuntime { runtime: Some(runtime), handle })
+	}
+
+	/// Test hook: no runtime of its own; everything runs on the runtime of the caller (a
+	/// current-thread runtime with paused time, for the takeover model). Such a store must be
+	/// built with `build_async`, used through the async traits only, and closed explicitly.
+	#[cfg(feature = "_test_hooks")]
+	pub(crate) fn current() -> Self {
+		StoreRuntime { runtime: None, handle: Handle::current() }
+	}
+
+	/// Whether the store owns its runtime (always, but for the test hook above): only then may
+	/// a thread wait for its tasks.
+	pub(crate) fn is_owned(&self) -> bool {
+		self.runtime.is_some()
+	}
+
+	/// Stops the runtime from a thread that may block, waiting up to `limit` for its blocking
+	/// tasks (a local file being renamed into place, say) to end.
+	pub(crate) fn shut_down_within(mut self, limit: Duration) {
+		if let Some(runtime) = self.runtime.take() {
+			runtime.shutdown_timeout(limit);
+		}
 	}
 
 	/// Starts `work` now; its handle resolves to `None` if the runtime stopped before it finished.

@@ -4,7 +4,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
@@ -43,7 +43,11 @@ pub struct ObjectKvStore {
 /// dropped by the store's owner, never by one of its own tasks.
 #[derive(Debug, Clone)]
 struct Core {
+	/// Reads and listings go here.
 	backend: Arc<dyn ObjectStore>,
+	/// Writes and removes go here: the same backend, through a client that does not re-send a
+	/// request by itself where this crate made the client (see [`StoreParams::writer`]).
+	writer: Arc<dyn ObjectStore>,
 	keys: KeyMapper,
 	queues: Arc<KeyQueues>,
 	/// The store's bound on requests in flight, shared by every view of it.
@@ -53,8 +57,13 @@ struct Core {
 	retry: RetryPolicy,
 	/// Present when writes are conditional (see `fencing`).
 	fencing: Option<Arc<Fencing>>,
-	/// The writer lease, checked right before every write and remove request (see `lease`).
-	lease: Option<Arc<LeaseState>>,
+	/// The writer lease (or, without one, only the bookkeeping of requests in flight): every
+	/// write and remove request runs under one of its permits (see `lease`).
+	lease: Arc<LeaseState>,
+	/// Whether writes and removes run to their end rather than being abandoned at the attempt
+	/// timeout: on a local directory, where an abandoned one would go on renaming files on a
+	/// blocking thread beside its successor (see [`StoreParams::local_dir`]).
+	untimed_mutations: bool,
 	/// Set when `backend` is this `LocalFileSystem` itself (see [`StoreParams::local_files`]).
 	local_files: Option<LocalFileSystem>,
 }
@@ -67,12 +76,21 @@ pub(crate) struct StoreParams {
 	pub(crate) retry: RetryPolicy,
 	pub(crate) worker_threads: usize,
 	pub(crate) fencing: bool,
+	/// The client for writes and removes, when it is not `backend` itself: for a store built from
+	/// a URL, the same backend with the HTTP client's own re-sends turned off, so that every copy
+	/// of a request on the wire is one attempt of this store's, bounded and accounted for.
+	pub(crate) writer: Option<Arc<dyn ObjectStore>>,
+	/// Whether the backend is a local directory (a `file://` URL, encrypted or not).
+	pub(crate) local_dir: bool,
 	/// The backend itself when it is a plain `LocalFileSystem` (a `file://` URL without
 	/// encryption). Reads then open the object's file directly, at the path object_store's own
 	/// `path_to_filesystem` gives: its `get` takes two hops to the blocking pool and one back
 	/// per read, which cost more than the read of a small file. Never set with fencing (which
 	/// `file://` refuses), so no read needs to observe an ETag.
 	pub(crate) local_files: Option<LocalFileSystem>,
+	/// Test hook: run on the caller's runtime (see `StoreBuilder::on_current_runtime`).
+	#[cfg(feature = "_test_hooks")]
+	pub(crate) on_current_runtime: bool,
 }
 
 impl ObjectKvStore {
@@ -80,6 +98,7 @@ impl ObjectKvStore {
 		backend: Arc<dyn ObjectStore>, params: StoreParams,
 	) -> std::io::Result<Self> {
 		let core = Core {
+			writer: params.writer.unwrap_or_else(|| Arc::clone(&backend)),
 			backend,
 			keys: KeyMapper::new(params.root),
 			queues: Arc::new(KeyQueues::default()),
@@ -88,38 +107,59 @@ impl ObjectKvStore {
 			retry: params.retry,
 			local_files: params.local_files.filter(|_| !params.fencing),
 			fencing: params.fencing.then(Arc::default),
-			lease: None,
+			lease: LeaseState::unleased(),
+			untimed_mutations: params.local_dir,
 		};
+		#[cfg(feature = "_test_hooks")]
+		if params.on_current_runtime {
+			let runtime = Arc::new(StoreRuntime::current());
+			return Ok(ObjectKvStore { core: Arc::new(core), runtime, lease_guard: None });
+		}
 		let runtime = StoreRuntime::new(params.worker_threads)?;
 		Ok(ObjectKvStore { core: Arc::new(core), runtime: Arc::new(runtime), lease_guard: None })
 	}
 
 	/// Makes every write and remove depend on `lease`, keeps it renewed on the store's runtime,
-	/// and releases it when the last clone is dropped.
+	/// and closes the store when the last clone is dropped.
 	pub(crate) fn with_lease(mut self, lease: Arc<LeaseState>) -> Self {
 		let mut core = Core::clone(&self.core);
-		core.lease = Some(Arc::clone(&lease));
+		core.lease = Arc::clone(&lease);
 		self.core = Arc::new(core);
 		drop(self.runtime.spawn(Arc::clone(&lease).keep()));
-		self.lease_guard = Some(Arc::new(lease::Guard::new(lease, Arc::clone(&self.runtime))));
+		let limit = self.core.close_limit();
+		self.lease_guard =
+			Some(Arc::new(lease::Guard::new(lease, Arc::clone(&self.runtime), limit)));
 		self
 	}
 
 	/// The writer lease this store holds (`None` if it was built without one): whether it is
 	/// still held, and a signal to await that fires when it is lost (see [`crate::lease`]).
 	pub fn writer_lease(&self) -> Option<WriterLease> {
-		self.core.lease.as_ref().map(LeaseState::handle)
+		self.core.lease.handle()
 	}
 
-	/// Ends this store's writing, in every clone: stops renewing the writer lease and releases
-	/// it, so that another instance may take it at once; every write and remove of this store
-	/// fails from then on. Dropping the last clone of the store does the same.
+	/// Ends this store's writing, in every clone, and lets a successor start:
+	///
+	/// 1. every write and remove called from now on fails (as
+	///    [`FailureKind::LeaseLost`](crate::FailureKind::LeaseLost), saying the store was
+	///    closed);
+	/// 2. it waits for the writes and removes in flight to end (each is bounded by the retry
+	///    policy's attempt timeout and by the lease's validity), and, if one was abandoned
+	///    without an answer, for the lease's safety margin after that (it may still land);
+	/// 3. it releases the writer lease, so that the next instance starts at once. If step 2
+	///    cannot finish within the attempt timeout plus the margin, the lease is not released
+	///    but left to expire (a `file://` lock stays held until the requests end).
+	///
+	/// Reads still work. Call it at shutdown, after the node has stopped writing (after
+	/// ldk-node's `Node::stop()`, or after the background processor returned and the monitor
+	/// persister was flushed): a store kept alive by a clone somewhere never releases its lease
+	/// on drop. Dropping the last clone closes the store too. Calling it again waits for the
+	/// first call.
 	pub fn close(&self) -> impl Future<Output = ()> + Send + 'static {
-		let release = self.core.lease.clone().map(|lease| self.runtime.spawn(lease.release()));
+		let closing =
+			self.runtime.spawn(Arc::clone(&self.core.lease).close(self.core.close_limit()));
 		async move {
-			if let Some(release) = release {
-				release.await;
-			}
+			closing.await;
 		}
 	}
 
@@ -148,6 +188,13 @@ impl ObjectKvStore {
 	#[doc(hidden)]
 	pub fn raw_backend(&self) -> &Arc<dyn ObjectStore> {
 		&self.core.backend
+	}
+
+	/// The client writes and removes go through (see [`Self::raw_backend`]; with the same
+	/// warning).
+	#[doc(hidden)]
+	pub fn raw_writer(&self) -> &Arc<dyn ObjectStore> {
+		&self.core.writer
 	}
 
 	/// The key mapping, which also knows the root prefix.
@@ -532,13 +579,12 @@ impl Core {
 		op.turn.wait().await;
 		// Update objects are written once and never replaced.
 		let create_only = op.key.primary_namespace == crate::persister::names::UPDATES;
-		self.attempt(&op.span, op.operation, &op.key.to_string(), || async {
-			self.check_lease()?;
+		self.attempt_mutation(&op.span, op.operation, &op.key.to_string(), || async {
 			match &self.fencing {
 				Some(fencing) => {
-					fencing.put(self.backend.as_ref(), &op.path, &bytes, create_only).await
+					fencing.put(self.writer.as_ref(), &op.path, &bytes, create_only).await
 				},
-				None => self.backend.put(&op.path, PutPayload::from(bytes.clone())).await.map(drop),
+				None => self.writer.put(&op.path, PutPayload::from(bytes.clone())).await.map(drop),
 			}
 		})
 		.await
@@ -547,9 +593,8 @@ impl Core {
 	async fn remove(self: Arc<Self>, mut op: KeyedOp) -> Result<(), Error> {
 		op.turn.wait().await;
 		let result = self
-			.attempt(&op.span, op.operation, &op.key.to_string(), || async {
-				self.check_lease()?;
-				match self.backend.delete(&op.path).await {
+			.attempt_mutation(&op.span, op.operation, &op.key.to_string(), || async {
+				match self.writer.delete(&op.path).await {
 					// Local files, Azure and GCS report a missing object; the remove still
 					// achieved what it promises: nothing is stored under the key. (A missing
 					// bucket is not that.)
@@ -652,10 +697,9 @@ impl Core {
 		}
 		let paths: Vec<Path> = turns.iter().map(|turn| turn.path().clone()).collect();
 		let result = self
-			.attempt(&span, Operation::Remove, &target, || async {
-				self.check_lease()?;
+			.attempt_mutation(&span, Operation::Remove, &target, || async {
 				let locations = futures::stream::iter(paths.clone().into_iter().map(Ok)).boxed();
-				let mut deleted = self.backend.delete_stream(locations);
+				let mut deleted = self.writer.delete_stream(locations);
 				while let Some(outcome) = deleted.next().await {
 					match outcome {
 						Ok(_) => {},
@@ -716,9 +760,55 @@ impl Core {
 		Some((view, self.in_flight.try_acquire().ok()?))
 	}
 
-	/// Refuses a write or remove once the writer lease is lost.
-	fn check_lease(&self) -> Result<(), object_store::Error> {
-		self.lease.as_ref().map_or(Ok(()), |lease| lease.check())
+	/// How long closing may take to drain the writes and removes in flight: the longest one
+	/// attempt of them may last, then the margin after which an abandoned one cannot land.
+	fn close_limit(&self) -> Duration {
+		self.retry.attempt_timeout + Duration::from_secs(1)
+	}
+
+	/// [`Self::attempt`] for a write or remove: each attempt runs under a permit of the writer
+	/// lease ([`LeaseState::enter`]), refused once the lease is lost or the store closed, and
+	/// dropped unanswered when the lease's trust ends while the request is in flight, so no
+	/// request of this store is outstanding past the end of its trust. On a local directory an
+	/// attempt is not abandoned at the attempt timeout: its work goes on on a blocking thread,
+	/// and the key's next operation must not start beside it.
+	async fn attempt_mutation<T, F, Fut>(
+		&self, span: &Span, operation: Operation, target: &str, mut request: F,
+	) -> Result<T, Error>
+	where
+		F: FnMut() -> Fut,
+		Fut: Future<Output = Result<T, object_store::Error>>,
+	{
+		let started = Instant::now();
+		let (result, attempts) = self
+			.retry
+			.run(|| {
+				let request = request();
+				async {
+					let _permits = self.permits().await;
+					let mutation = self.lease.enter()?;
+					if self.untimed_mutations {
+						mutation.run(request).await
+					} else {
+						mutation.run(self.retry.timed(request)).await
+					}
+				}
+			})
+			.await;
+		finish(span, operation, target, started, attempts, result)
+	}
+
+	/// Places under the view's bound and the store's, waiting for them: the view's first, so
+	/// that a request waiting for it holds no place under the store's. (The semaphores are never
+	/// closed, so acquiring cannot fail.)
+	async fn permits(
+		&self,
+	) -> (Option<tokio::sync::SemaphorePermit<'_>>, Option<tokio::sync::SemaphorePermit<'_>>) {
+		let view = match &self.view_limit {
+			Some(limit) => limit.acquire().await.ok(),
+			None => None,
+		};
+		(view, self.in_flight.acquire().await.ok())
 	}
 
 	/// Runs `request` under the bound on requests in flight, with retries, and records the
@@ -737,13 +827,7 @@ impl Core {
 			.run(|| {
 				let request = request();
 				async {
-					// The semaphores are never closed, so acquiring cannot fail. The view's bound
-					// first: a request waiting for it holds no place under the store's.
-					let _view = match &self.view_limit {
-						Some(limit) => limit.acquire().await.ok(),
-						None => None,
-					};
-					let _permit = self.in_flight.acquire().await.ok();
+					let _permits = self.permits().await;
 					self.retry.timed(request).await
 				}
 			})

@@ -14,7 +14,7 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use common::backends::{self, Backend};
-use ldk_object_store::lease::{LeaseConfig, LEASE_OBJECT};
+use ldk_object_store::lease::{LeaseConfig, TestClock, LEASE_OBJECT};
 use ldk_object_store::{ConfigError, FailureKind, ObjectKvStore, StoreBuilder};
 use lightning::util::persist::{KVStoreSync, MigratableKVStore};
 
@@ -148,7 +148,7 @@ fn frozen_holder_is_taken_over(backend: &Backend, skew_ms: i64) {
 	let a_lease = a.writer_lease().unwrap();
 
 	// While A renews, B is refused, for several times the lease's life.
-	let b_config = short().with_wall_clock_offset_ms(skew_ms);
+	let b_config = short().with_test_clock(TestClock::new(skew_ms));
 	let until = Instant::now() + Duration::from_secs(5);
 	while Instant::now() < until {
 		let err = open(backend, b_config.clone()).expect_err("B must not start while A renews");
@@ -260,21 +260,25 @@ fn a_holder_that_cannot_renew_stops_writing() {
 	assert!(!lease.is_held());
 	assert_lease_lost(store.write("", "", "manager", b"x".to_vec()), "a write past validity");
 	assert_lease_lost(store.remove("", "", "manager", false), "a remove past validity");
-	assert!(lease.lost_reason().unwrap().contains("renewals failed"), "{:?}", lease.lost_reason());
+	let reason = lease.lost_reason().unwrap();
+	assert!(reason.contains("no renewal was confirmed") && reason.contains("failed"), "{reason}");
 }
 
 #[test]
 fn file_urls_take_an_os_lock() {
 	let dir = tempfile::tempdir().unwrap();
 	let url = format!("file://{}/node", dir.path().display());
-	let first = StoreBuilder::from_url(&url).build().unwrap();
+	let first = StoreBuilder::from_url(&url).create_if_missing(true).build().unwrap();
 	first.write("", "", "manager", b"A".to_vec()).unwrap();
 	let err = StoreBuilder::from_url(&url).build().expect_err("the lock is held");
-	assert!(matches!(err, ConfigError::LeaseHeld { .. }), "{err}");
-	assert!(err.to_string().contains("another process"), "{err}");
+	assert!(matches!(err, ConfigError::DirectoryLocked { .. }), "{err}");
+	// Told as it is: this process holds it, and there is nothing to wait for or break.
+	let text = err.to_string();
+	assert!(text.contains("a store of this process") && text.contains("close"), "{text}");
+	assert!(!text.contains("--break") && !text.contains("wait for the expiry"), "{text}");
 	assert!(ldk_object_store::lease::directory_is_locked(&dir.path().join("node")).unwrap());
 	// Another prefix in the same directory is another node.
-	StoreBuilder::from_url(&url).with_prefix("other").build().unwrap();
+	StoreBuilder::from_url(&url).with_prefix("other").create_if_missing(true).build().unwrap();
 	// The lock file is not a key.
 	assert_eq!(first.list("", "").unwrap(), ["manager"]);
 	assert_eq!(first.list_all_keys().unwrap().len(), 1);
@@ -286,6 +290,48 @@ fn file_urls_take_an_os_lock() {
 	drop(second);
 	let err = StoreBuilder::from_url(&url).with_fencing(true).build().unwrap_err();
 	assert!(err.to_string().contains("fencing"), "{err}");
+
+	// Held by another process (util-linux `flock` on the directory): said so, with what to do.
+	let node = dir.path().join("node");
+	let mut holder = std::process::Command::new("flock")
+		.arg("-x")
+		.arg(&node)
+		.args(["sleep", "30"])
+		.spawn()
+		.expect("flock(1) runs");
+	let deadline = Instant::now() + Duration::from_secs(10);
+	while !ldk_object_store::lease::directory_is_locked(&node).unwrap() {
+		assert!(Instant::now() < deadline, "flock(1) never took the lock");
+		std::thread::sleep(Duration::from_millis(20));
+	}
+	let err = StoreBuilder::from_url(&url).build().expect_err("another process holds it");
+	let text = err.to_string();
+	assert!(text.contains("another process") && text.contains("Stop that process"), "{text}");
+	holder.kill().unwrap();
+	holder.wait().unwrap();
+}
+
+/// A `file://` store on a directory that does not exist is refused (an unmounted volume looks
+/// like that, and must not read as a new, empty node), unless the caller asked to create it.
+#[test]
+fn a_missing_directory_is_not_a_new_node() {
+	let dir = tempfile::tempdir().unwrap();
+	let missing = dir.path().join("unmounted/node");
+	let url = format!("file://{}", missing.display());
+	let err = StoreBuilder::from_url(&url).build().expect_err("missing directory");
+	assert!(matches!(err, ConfigError::MissingDirectory(_)), "{err}");
+	let text = err.to_string();
+	assert!(text.contains("unmounted") && text.contains("create_if_missing"), "{text}");
+	assert!(!missing.exists() && !dir.path().join("unmounted").exists(), "nothing is created");
+	// A prefix below an existing directory is the store's directory too.
+	let err = StoreBuilder::from_url(format!("file://{}", dir.path().display()))
+		.with_prefix("node")
+		.build()
+		.expect_err("missing prefix directory");
+	assert!(matches!(err, ConfigError::MissingDirectory(_)), "{err}");
+	let store = StoreBuilder::from_url(&url).create_if_missing(true).build().unwrap();
+	store.write("", "", "manager", b"A".to_vec()).unwrap();
+	assert!(missing.join("manager").is_file());
 }
 
 /// A store built in code over a backend that cannot replace conditionally is refused with

@@ -137,6 +137,12 @@ impl EncryptedStore {
 		self.map_shared(|shared| shared.identity = identity)
 	}
 
+	/// The same encryption (keys, root, identity) over another client of the same backend (the
+	/// store sends its writes through a client of their own).
+	pub(crate) fn over(&self, inner: Arc<dyn ObjectStore>) -> Self {
+		EncryptedStore { inner, shared: Arc::clone(&self.shared) }
+	}
+
 	fn map_shared(self, change: impl FnOnce(&mut Shared)) -> Self {
 		// With clones of the store alive: the same keys, copied.
 		let mut shared = Arc::unwrap_or_clone(self.shared);

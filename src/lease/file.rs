@@ -1,36 +1,73 @@
 //! The OS lock of a `file://` store.
+//!
+//! An exclusive `flock` on the store's directory, held while the store (or a request of it still
+//! in flight) lives and released by the OS when the process ends, crash included. Stores of this
+//! process are also known by directory, so that a second store on the same directory in the same
+//! process is told so rather than blamed on "another process".
 
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
 
-use super::{Held, Kind, LeaseConfig, LeaseInfo, LeaseState, LOCK_FILE};
+use super::state::{Held, Kind, LeaseState};
+use super::{LeaseConfig, LeaseInfo, LOCK_FILE};
 use crate::error::ConfigError;
 
-/// Takes the OS lock of a `file://` store at `dir` (its root prefix's directory).
-pub(crate) fn acquire_file(dir: &std::path::Path) -> Result<Arc<LeaseState>, ConfigError> {
+/// The directories locked by stores of this process, with the locking store's instance id.
+fn locked_here() -> &'static Mutex<HashMap<PathBuf, String>> {
+	static LOCKED: OnceLock<Mutex<HashMap<PathBuf, String>>> = OnceLock::new();
+	LOCKED.get_or_init(Default::default)
+}
+
+/// A locked directory: the lock is held while this lives.
+#[derive(Debug)]
+pub(crate) struct LockedDir {
+	/// Closing it releases the OS lock.
+	_file: std::fs::File,
+	key: PathBuf,
+}
+
+impl Drop for LockedDir {
+	fn drop(&mut self) {
+		locked_here().lock().unwrap_or_else(|p| p.into_inner()).remove(&self.key);
+	}
+}
+
+/// Takes the OS lock of a `file://` store at `dir` (its root prefix's directory), which must
+/// exist.
+pub(crate) fn acquire_file(dir: &Path) -> Result<Arc<LeaseState>, ConfigError> {
 	use fs4::fs_std::FileExt;
 	let io =
 		|what: &str, source| ConfigError::Io { what: format!("{what} {}", dir.display()), source };
-	std::fs::create_dir_all(dir).map_err(|e| io("creating directory", e))?;
-	let file = open_lock_target(dir).map_err(|e| io("opening for locking", e))?;
-	let locked = FileExt::try_lock_exclusive(&file).map_err(|e| io("locking", e))?;
-	if !locked {
-		return Err(ConfigError::LeaseHeld {
-			holder: format!("another process (it holds an exclusive lock on {})", dir.display()),
-			generation: 0,
-			expires: "that process ends or drops its store".to_owned(),
+	let key = dir.canonicalize().map_err(|e| io("resolving", e))?;
+	let me = LeaseInfo::new_for_this_process(LeaseConfig::default().ttl)?;
+	let mut here = locked_here().lock().unwrap_or_else(|p| p.into_inner());
+	if let Some(instance) = here.get(&key) {
+		return Err(ConfigError::DirectoryLocked {
+			dir: key.clone(),
+			holder: format!("a store of this process (instance {instance})"),
 		});
 	}
-	let me = LeaseInfo::new_for_this_process()?;
+	let file = open_lock_target(&key).map_err(|e| io("opening for locking", e))?;
+	if !FileExt::try_lock_exclusive(&file).map_err(|e| io("locking", e))? {
+		return Err(ConfigError::DirectoryLocked {
+			dir: key.clone(),
+			holder: "another process".to_owned(),
+		});
+	}
+	here.insert(key.clone(), me.instance.clone());
+	drop(here);
+	let locked = Arc::new(LockedDir { _file: file, key });
 	Ok(LeaseState::new(
-		Kind::File { file: Mutex::new(Some(file)) },
+		Kind::File { dir: Mutex::new(Some(locked)) },
 		LeaseConfig::default(),
-		Held { info: me, version: None, valid_until: None },
+		Held { info: me, version: None, valid_until: None, wall_valid_until_ms: None },
 	))
 }
 
 /// What a `file://` store locks: the directory itself where the OS allows it (so that nothing
 /// is added to a directory LDK's own `FilesystemStore` may read), a lock file otherwise.
-fn open_lock_target(dir: &std::path::Path) -> std::io::Result<std::fs::File> {
+fn open_lock_target(dir: &Path) -> std::io::Result<std::fs::File> {
 	if cfg!(unix) {
 		std::fs::File::open(dir)
 	} else {
@@ -45,8 +82,13 @@ fn open_lock_target(dir: &std::path::Path) -> std::io::Result<std::fs::File> {
 
 /// Whether a `file://` store's directory is locked by a store right now (for the CLI). Takes a
 /// shared lock for an instant: a store starting in that instant is refused and may retry.
-pub fn directory_is_locked(dir: &std::path::Path) -> std::io::Result<bool> {
+pub fn directory_is_locked(dir: &Path) -> std::io::Result<bool> {
 	use fs4::fs_std::FileExt;
+	if let Ok(key) = dir.canonicalize() {
+		if locked_here().lock().unwrap_or_else(|p| p.into_inner()).contains_key(&key) {
+			return Ok(true);
+		}
+	}
 	let file = open_lock_target(dir)?;
 	// Called through the trait: std's own `File::try_lock_shared` needs a newer Rust than the MSRV.
 	Ok(!FileExt::try_lock_shared(&file)?)

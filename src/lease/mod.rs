@@ -90,26 +90,28 @@
 //! [`FailureKind::LeaseLost`]: crate::FailureKind::LeaseLost
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::Duration;
 
 use object_store::path::{Path, PathPart};
-use object_store::{ObjectStore, PutMode, PutOptions, PutPayload, UpdateVersion};
-use tokio::sync::{watch, Notify};
 
-use crate::error::{ConfigError, FailureKind};
-// Every lease request is bounded: none may hang a start, a renewal or a release.
-use crate::retry::within;
-use crate::runtime::StoreRuntime;
+use crate::error::ConfigError;
 
+mod clock;
 mod file;
+mod guard;
 mod object;
+mod state;
 
+pub(crate) use clock::Clock;
+#[cfg(feature = "_test_hooks")]
+pub use clock::TestClock;
 pub(crate) use file::acquire_file;
 pub use file::directory_is_locked;
+pub(crate) use guard::Guard;
 pub(crate) use object::acquire_object;
-pub use object::{break_lease, read_lease};
+pub use object::{break_lease, read_lease, BreakOutcome};
+pub(crate) use state::LeaseState;
 
 /// The name of the lease object below the root prefix.
 pub const LEASE_OBJECT: &str = ".ldk-object-store-lease";
@@ -148,14 +150,15 @@ pub struct LeaseConfig {
 	/// it.
 	pub ttl: Duration,
 	/// How long before the written expiry the holder stops trusting its lease, measured from the
-	/// moment it sent the renewal (default 10 s). Must be less than two thirds of `ttl`.
+	/// moment it sent the renewal (default 10 s). It is also the longest a request may stay in
+	/// the network after this instance stopped waiting for it (see the module docs). Must be
+	/// less than two thirds of `ttl`.
 	pub safety_margin: Duration,
 	/// How far apart the wall clocks of two instances may be (default 5 s): a successor waits
-	/// this long past the written expiry.
+	/// this long past the written expiry, and watches an abandoned lease this much longer than
+	/// its time to live.
 	pub clock_skew: Duration,
-	/// Test hook: added to this instance's wall clock, to simulate a skewed clock.
-	#[doc(hidden)]
-	pub wall_clock_offset_ms: i64,
+	pub(crate) clock: Clock,
 }
 
 impl Default for LeaseConfig {
@@ -164,7 +167,7 @@ impl Default for LeaseConfig {
 			ttl: Duration::from_secs(30),
 			safety_margin: Duration::from_secs(10),
 			clock_skew: Duration::from_secs(5),
-			wall_clock_offset_ms: 0,
+			clock: Clock::System,
 		}
 	}
 }
@@ -188,33 +191,51 @@ impl LeaseConfig {
 		self
 	}
 
-	/// Test hook: offsets this instance's wall clock by `offset_ms` milliseconds.
-	#[doc(hidden)]
-	pub fn with_wall_clock_offset_ms(mut self, offset_ms: i64) -> Self {
-		self.wall_clock_offset_ms = offset_ms;
+	/// Test hook: reads the time from `clock` (tokio's time, skewed and suspended at will).
+	#[cfg(feature = "_test_hooks")]
+	pub fn with_test_clock(mut self, clock: Arc<TestClock>) -> Self {
+		self.clock = Clock::Test(clock);
 		self
 	}
 
 	pub(crate) fn validate(&self) -> Result<(), ConfigError> {
-		let renewal = self.ttl / 3;
-		if renewal.is_zero() || self.safety_margin >= self.ttl.saturating_sub(renewal) {
+		if self.renew_every().is_zero() || self.validity() <= self.renew_every() {
 			return Err(ConfigError::Lease(format!(
 				"lease timing: the safety margin ({:?}) must be less than two thirds of the time \
-				 to live ({:?}), so that a renewal is due before the holder stops trusting its \
-				 lease",
+				 to live ({:?}), so that a renewal is due, and can be retried, before the holder \
+				 stops trusting its lease",
 				self.safety_margin, self.ttl
 			)));
 		}
 		Ok(())
 	}
 
+	/// How long the holder trusts its lease after sending a renewal that succeeded.
+	pub(crate) fn validity(&self) -> Duration {
+		self.ttl.saturating_sub(self.safety_margin)
+	}
+
 	fn renew_every(&self) -> Duration {
 		self.ttl / 3
 	}
 
-	fn wall_now_ms(&self) -> u64 {
-		let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
-		(now as i64).saturating_add(self.wall_clock_offset_ms).max(0) as u64
+	/// The limit of one renewal request: a quarter of the time between a renewal's due time and
+	/// the end of the holder's trust, so that a stalled request is abandoned with time for three
+	/// more (default 2.5 s).
+	pub(crate) fn renewal_attempt_limit(&self) -> Duration {
+		self.validity().saturating_sub(self.renew_every()) / 4
+	}
+
+	/// The pause before the next renewal attempt after one failed.
+	fn renewal_retry_pause(&self) -> Duration {
+		self.renewal_attempt_limit() / 5
+	}
+
+	/// How long a successor watches a lease that looks abandoned before it takes it over: the
+	/// lease's time to live (the longest its holder can go on trusting it without renewing) plus
+	/// the skew allowance. Measured on the successor's own clock, so no wall clock decides it.
+	fn takeover_wait(&self, holder: &LeaseInfo) -> Duration {
+		Duration::from_millis(holder.ttl_ms).max(self.ttl) + self.clock_skew
 	}
 }
 
@@ -233,6 +254,9 @@ pub struct LeaseInfo {
 	/// The expiry on the holder's wall clock, in milliseconds since the Unix epoch; 0 once
 	/// released.
 	pub expires_unix_ms: u64,
+	/// The holder's time to live in milliseconds (0 in objects written before it was recorded):
+	/// a successor watches an abandoned lease at least this long.
+	pub ttl_ms: u64,
 }
 
 impl LeaseInfo {
@@ -241,34 +265,35 @@ impl LeaseInfo {
 		self.expires_unix_ms == 0
 	}
 
+	/// Whether an operator broke it (`ldk-object-store lease --break --force`): no instance
+	/// renews it; a successor takes it over once it expired.
+	pub fn is_broken(&self) -> bool {
+		self.host.starts_with(BROKEN_HOST_PREFIX)
+	}
+
 	/// "instance … on host … (pid …)".
 	pub fn holder(&self) -> String {
+		if self.is_broken() {
+			return format!("a lease broken by an operator ({})", self.host);
+		}
 		format!("instance {} on host {} (pid {})", self.instance, self.host, self.pid)
 	}
 
-	/// The expiry in words, relative to this machine's clock.
+	/// The expiry in words, relative to this machine's wall clock.
 	pub fn expiry_text(&self) -> String {
-		if self.is_released() {
-			return "released".to_owned();
-		}
-		let now = LeaseConfig::default().wall_now_ms();
-		let at = format!(
-			"unix time {}.{:03} s",
-			self.expires_unix_ms / 1000,
-			self.expires_unix_ms % 1000
-		);
-		if self.expires_unix_ms >= now {
-			format!("{at} (in {:.1} s)", (self.expires_unix_ms - now) as f64 / 1000.0)
-		} else {
-			format!("{at} ({:.1} s ago)", (now - self.expires_unix_ms) as f64 / 1000.0)
-		}
+		expiry_text(self.expires_unix_ms, Clock::System.wall_ms())
 	}
 
 	/// The object's text.
 	pub fn encode(&self) -> String {
 		format!(
-			"{HEADER}\ninstance={}\nhost={}\npid={}\ngeneration={}\nexpires_unix_ms={}\n",
-			self.instance, self.host, self.pid, self.generation, self.expires_unix_ms
+			"{HEADER}\ninstance={}\nhost={}\npid={}\ngeneration={}\nexpires_unix_ms={}\nttl_ms={}\n",
+			self.instance,
+			self.host,
+			self.pid,
+			self.generation,
+			self.expires_unix_ms,
+			self.ttl_ms
 		)
 	}
 
@@ -284,6 +309,7 @@ impl LeaseInfo {
 			pid: 0,
 			generation: 0,
 			expires_unix_ms: 0,
+			ttl_ms: 0,
 		};
 		let mut seen = 0;
 		for line in lines {
@@ -294,6 +320,11 @@ impl LeaseInfo {
 				"pid" => info.pid = value.parse().ok()?,
 				"generation" => info.generation = value.parse().ok()?,
 				"expires_unix_ms" => info.expires_unix_ms = value.parse().ok()?,
+				// Optional: objects written before it was recorded lack it.
+				"ttl_ms" => {
+					info.ttl_ms = value.parse().ok()?;
+					continue;
+				},
 				// Fields of later versions.
 				_ => continue,
 			}
@@ -302,19 +333,50 @@ impl LeaseInfo {
 		(seen >= 5 && !info.instance.is_empty()).then_some(info)
 	}
 
-	fn new_for_this_process() -> Result<LeaseInfo, ConfigError> {
-		use chacha20poly1305::aead::Generate;
-		let bytes = <[u8; 16]>::try_generate().map_err(|_| {
-			ConfigError::Lease("the operating system's random generator failed".to_owned())
-		})?;
-		let instance = bytes.iter().map(|b| format!("{b:02x}")).collect();
+	pub(crate) fn new_for_this_process(ttl: Duration) -> Result<LeaseInfo, ConfigError> {
 		Ok(LeaseInfo {
-			instance,
+			instance: random_instance_id()?,
 			host: host_name(),
 			pid: std::process::id(),
 			generation: 1,
 			expires_unix_ms: 0,
+			ttl_ms: ttl.as_millis() as u64,
 		})
+	}
+
+	/// Whether `other` is this very lease (same instance and generation), at any version.
+	fn same_lease(&self, other: &LeaseInfo) -> bool {
+		self.instance == other.instance && self.generation == other.generation
+	}
+}
+
+/// How a broken lease's host field starts.
+const BROKEN_HOST_PREFIX: &str = "broken-by-operator-on-";
+
+fn random_instance_id() -> Result<String, ConfigError> {
+	use chacha20poly1305::aead::Generate;
+	let bytes = <[u8; 16]>::try_generate().map_err(|_| {
+		ConfigError::Lease("the operating system's random generator failed".to_owned())
+	})?;
+	Ok(hex_conservative::DisplayHex::to_lower_hex_string(&bytes[..]))
+}
+
+/// An expiry in words against the wall clock `now_ms`.
+fn expiry_text(expires_unix_ms: u64, now_ms: u64) -> String {
+	if expires_unix_ms == 0 {
+		return "released".to_owned();
+	}
+	let at = format!("unix time {}.{:03} s", expires_unix_ms / 1000, expires_unix_ms % 1000);
+	if expires_unix_ms >= now_ms {
+		format!(
+			"{at} (in {:.1} s by this machine's clock)",
+			(expires_unix_ms - now_ms) as f64 / 1000.0
+		)
+	} else {
+		format!(
+			"{at} ({:.1} s ago by this machine's clock)",
+			(now_ms - expires_unix_ms) as f64 / 1000.0
+		)
 	}
 }
 
@@ -345,13 +407,29 @@ fn host_name() -> String {
 	}
 }
 
-/// Why writes and removes are refused: the lease is lost. Classified as
-/// [`FailureKind::LeaseLost`].
+/// Why writes and removes are refused: this instance does not hold the lease (it lost it, or its
+/// store was closed). Classified as [`FailureKind::LeaseLost`](crate::FailureKind::LeaseLost).
 #[derive(Debug, thiserror::Error)]
-#[error("this instance no longer holds the writer lease on the prefix ({reason}); refusing to write or remove anything: stop this node (another instance may be running)")]
+#[error("{}", self.text())]
 pub struct LeaseLostError {
-	/// Why the lease was lost.
+	/// Why the lease was lost, or that the store was closed.
 	pub reason: String,
+	/// True when the store was closed (released its lease) rather than lost it.
+	pub closed: bool,
+}
+
+impl LeaseLostError {
+	fn text(&self) -> String {
+		if self.closed {
+			format!("this store was closed ({}); it writes and removes nothing more", self.reason)
+		} else {
+			format!(
+				"this instance no longer holds the writer lease on the prefix ({}); refusing to \
+				 write or remove anything: stop this node (another instance may be running)",
+				self.reason
+			)
+		}
+	}
 }
 
 /// The application's view of the store's writer lease ([`ObjectKvStore::writer_lease`]).
@@ -363,163 +441,40 @@ pub struct WriterLease {
 }
 
 impl WriterLease {
-	/// Whether this instance still holds the lease: not lost, and (for an object lease) still
-	/// within its validity on the monotonic clock.
+	/// Whether this instance still holds the lease: not lost nor released, and (for an object
+	/// lease) still within its validity.
 	pub fn is_held(&self) -> bool {
 		self.state.check().is_ok()
 	}
 
 	/// What the lease object says as this instance last wrote it.
 	pub fn info(&self) -> LeaseInfo {
-		self.state.lock().info.clone()
+		self.state.info()
 	}
 
-	/// Why the lease was lost, once it was.
+	/// Why the lease was lost, once it was. `None` while it is held, and after the store was
+	/// closed normally (a release is not a loss).
 	pub fn lost_reason(&self) -> Option<String> {
-		self.state.lost.borrow().clone()
+		self.state.lost_reason()
 	}
 
-	/// Resolves once the lease is lost (or released). Works on any executor. Shut the node down
-	/// when it does: every write and remove fails from then on.
+	/// Whether the store was closed and the lease released (or left to expire).
+	pub fn is_closed(&self) -> bool {
+		self.state.is_closed()
+	}
+
+	/// Resolves once this instance no longer holds the lease: lost ([`Self::lost_reason`] then
+	/// says why: shut the node down, every write and remove fails from then on), or released
+	/// because the store was closed. Works on any executor.
 	pub async fn lost(&self) {
-		let mut receiver = self.state.lost.subscribe();
-		// The sender lives as long as `self`, so waiting cannot fail.
-		let _ = receiver.wait_for(|lost| lost.is_some()).await;
+		self.state.ended().await
 	}
 
 	/// Test hook: freezes the lease's own task (renewals and the deadline watch), as if the
 	/// process were stopped; `false` resumes it.
-	#[doc(hidden)]
+	#[cfg(feature = "_test_hooks")]
 	pub fn freeze_for_testing(&self, frozen: bool) {
-		self.state.frozen.store(frozen, Ordering::SeqCst);
-		self.state.wake.notify_one();
-	}
-}
-
-enum Kind {
-	/// A lease object renewed on a backend with conditional writes.
-	Object { backend: Arc<dyn ObjectStore>, path: Path },
-	/// An OS lock on a file, held while the file is open.
-	File { file: Mutex<Option<std::fs::File>> },
-}
-
-struct Held {
-	info: LeaseInfo,
-	version: Option<UpdateVersion>,
-	/// Until when this instance trusts the lease (monotonic).
-	valid_until: Option<Instant>,
-}
-
-/// The lease as the store holds it: checked before every write and remove.
-pub(crate) struct LeaseState {
-	kind: Kind,
-	config: LeaseConfig,
-	held: Mutex<Held>,
-	lost: watch::Sender<Option<String>>,
-	frozen: AtomicBool,
-	stopped: AtomicBool,
-	wake: Notify,
-}
-
-impl fmt::Debug for LeaseState {
-	fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-		let kind = match &self.kind {
-			Kind::Object { path, .. } => format!("object {path}"),
-			Kind::File { .. } => "file lock".to_owned(),
-		};
-		f.debug_struct("LeaseState")
-			.field("kind", &kind)
-			.field("lost", &*self.lost.borrow())
-			.finish_non_exhaustive()
-	}
-}
-
-impl LeaseState {
-	fn new(kind: Kind, config: LeaseConfig, held: Held) -> Arc<Self> {
-		Arc::new(LeaseState {
-			kind,
-			config,
-			held: Mutex::new(held),
-			lost: watch::Sender::new(None),
-			frozen: AtomicBool::new(false),
-			stopped: AtomicBool::new(false),
-			wake: Notify::new(),
-		})
-	}
-
-	fn lock(&self) -> MutexGuard<'_, Held> {
-		self.held.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-	}
-
-	pub(crate) fn handle(self: &Arc<Self>) -> WriterLease {
-		WriterLease { state: Arc::clone(self) }
-	}
-
-	/// Ok while the lease is held; called right before each write or remove request is sent.
-	pub(crate) fn check(&self) -> Result<(), object_store::Error> {
-		if let Some(reason) = self.lost.borrow().clone() {
-			return Err(lost_error(reason));
-		}
-		let valid_until = self.lock().valid_until;
-		if let Some(valid_until) = valid_until {
-			if Instant::now() >= valid_until {
-				let reason = format!(
-					"not renewed within {:?} of the last renewal sent",
-					self.config.ttl.saturating_sub(self.config.safety_margin)
-				);
-				self.mark_lost(reason.clone());
-				return Err(lost_error(self.lost.borrow().clone().unwrap_or(reason)));
-			}
-		}
-		Ok(())
-	}
-
-	fn mark_lost(&self, reason: String) {
-		let first = self.lost.send_if_modified(|lost| {
-			if lost.is_none() {
-				*lost = Some(reason.clone());
-				true
-			} else {
-				false
-			}
-		});
-		if first {
-			tracing::error!(%reason, "writer lease lost: every write and remove is refused from now on");
-		}
-	}
-
-	/// Stops renewing and releases the lease so that a successor may take it at once.
-	pub(crate) async fn release(self: Arc<Self>) {
-		self.stopped.store(true, Ordering::SeqCst);
-		self.wake.notify_one();
-		let held = self.lost.borrow().is_none();
-		self.mark_lost("released".to_owned());
-		match &self.kind {
-			Kind::File { file } => {
-				// Closing the file releases the OS lock.
-				file.lock().unwrap_or_else(|p| p.into_inner()).take();
-			},
-			Kind::Object { backend, path } => {
-				if !held {
-					return;
-				}
-				let (mut info, version) = {
-					let held = self.lock();
-					(held.info.clone(), held.version.clone())
-				};
-				let Some(version) = version else { return };
-				info.expires_unix_ms = 0;
-				let options = PutOptions { mode: PutMode::Update(version), ..Default::default() };
-				if let Err(err) = within(
-					Duration::from_secs(5),
-					backend.put_opts(path, PutPayload::from(info.encode()), options),
-				)
-				.await
-				{
-					tracing::warn!(error = %err, "releasing the writer lease failed; it expires on its own");
-				}
-			},
-		}
+		self.state.freeze(frozen);
 	}
 }
 
@@ -529,40 +484,14 @@ const TOOL_REQUEST_LIMIT: Duration = Duration::from_secs(30);
 fn lost_error(reason: String) -> object_store::Error {
 	object_store::Error::Generic {
 		store: "ldk-object-store",
-		source: Box::new(LeaseLostError { reason }),
+		source: Box::new(LeaseLostError { reason, closed: false }),
 	}
 }
 
-fn is_condition_failure(err: &object_store::Error) -> bool {
-	matches!(
-		FailureKind::of(err),
-		FailureKind::AlreadyExists | FailureKind::Precondition | FailureKind::NotFound
-	)
-}
-
-/// Releases the lease when the last clone of the store is dropped.
-#[derive(Debug)]
-pub(crate) struct Guard {
-	state: Arc<LeaseState>,
-	runtime: Arc<StoreRuntime>,
-}
-
-impl Guard {
-	pub(crate) fn new(state: Arc<LeaseState>, runtime: Arc<StoreRuntime>) -> Self {
-		Guard { state, runtime }
-	}
-}
-
-impl Drop for Guard {
-	fn drop(&mut self) {
-		// Bounded, so that dropping a store never wedges on an unreachable backend. Both run on
-		// the store's runtime; this thread only waits, so it works inside any executor.
-		let done = Box::pin(self.runtime.spawn(Arc::clone(&self.state).release()));
-		// The timer is made inside the task: only the runtime has a clock to make it with.
-		let limit = Box::pin(self.runtime.spawn(async {
-			tokio::time::sleep(Duration::from_secs(5)).await;
-		}));
-		crate::runtime::block_on(futures::future::select(done, limit));
+fn closed_error(reason: &str) -> object_store::Error {
+	object_store::Error::Generic {
+		store: "ldk-object-store",
+		source: Box::new(LeaseLostError { reason: reason.to_owned(), closed: true }),
 	}
 }
 
@@ -572,7 +501,7 @@ mod tests {
 
 	#[test]
 	fn lease_objects_round_trip_and_refuse_garbage() {
-		let info = LeaseInfo::new_for_this_process().unwrap();
+		let info = LeaseInfo::new_for_this_process(Duration::from_secs(30)).unwrap();
 		assert_eq!(info.instance.len(), 32);
 		assert!(info.instance.bytes().all(|b| b.is_ascii_hexdigit()));
 		let mut info = info;
@@ -586,6 +515,9 @@ mod tests {
 		assert_eq!(LeaseInfo::parse("manager bytes"), None);
 		assert!(!info.is_released());
 		assert!(info.to_string().contains("generation 7"));
+		// Objects written before the time to live was recorded still parse.
+		let old = info.encode().replace("ttl_ms=30000\n", "");
+		assert_eq!(LeaseInfo::parse(&old).map(|old| old.ttl_ms), Some(0));
 	}
 
 	#[test]

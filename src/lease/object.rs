@@ -1,71 +1,129 @@
-//! The lease object on a backend with conditional writes: taking it, renewing it, reading it,
-//! breaking it.
+//! The lease object on a backend with conditional writes: taking it, renewing it, releasing it,
+//! reading it, breaking it.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
 
+use super::state::{Held, Kind, LeaseState};
 use super::{
-	is_condition_failure, lease_path, within, Held, Kind, LeaseConfig, LeaseInfo, LeaseState,
-	TOOL_REQUEST_LIMIT,
+	expiry_text, lease_path, Clock, LeaseConfig, LeaseInfo, BROKEN_HOST_PREFIX, TOOL_REQUEST_LIMIT,
 };
 use crate::error::{ConfigError, FailureKind};
+use crate::retry::{within, RetryPolicy};
 
 impl LeaseState {
-	/// Renews the lease until it is lost or released. Runs on the store's runtime.
+	/// Renews the lease until it is lost or the store closed. Runs on the store's runtime.
 	pub(crate) async fn keep(self: Arc<Self>) {
-		let Kind::Object { backend, path } = &self.kind else { return };
-		let mut next_renewal = Instant::now() + self.config.renew_every();
+		let Kind::Object { writer, reader, path, .. } = &self.kind else { return };
+		let clock = &self.config.clock;
+		let mut next_renewal = clock.trust_now() + self.config.renew_every();
+		let mut last_turn = clock.trust_now();
 		loop {
-			if self.stopped.load(Ordering::SeqCst) || self.lost.borrow().is_some() {
+			if !self.renewing() {
 				return;
 			}
-			if self.frozen.load(Ordering::SeqCst) {
+			if self.is_frozen() {
 				self.wake.notified().await;
+				last_turn = clock.trust_now();
 				continue;
 			}
-			let valid_until = self.lock().valid_until.unwrap_or_else(Instant::now);
-			let now = Instant::now();
-			if now >= valid_until {
-				self.mark_lost("the renewals failed until the lease's validity ran out".to_owned());
+			let now = clock.trust_now();
+			// The loop turns at least every second: a longer gap means this instance did not run.
+			let stalled = now.saturating_sub(last_turn);
+			last_turn = now;
+			let left = self.trust_left().unwrap_or_default();
+			if left.is_zero() {
+				self.trust_ran_out(reader.as_ref(), path, stalled).await;
 				return;
 			}
 			if now < next_renewal {
-				let wake_at = next_renewal.min(valid_until);
+				let nap = (next_renewal - now).min(left).min(Duration::from_secs(1));
 				tokio::select! {
-					_ = tokio::time::sleep_until(wake_at.into()) => {},
+					_ = tokio::time::sleep(nap) => {},
 					_ = self.wake.notified() => {},
 				}
 				continue;
 			}
-			let sent = Instant::now();
-			let outcome = tokio::time::timeout(
-				valid_until.saturating_duration_since(sent),
-				self.renew(backend.as_ref(), path, sent),
-			)
-			.await;
-			next_renewal = match outcome {
-				Ok(Ok(())) => sent + self.config.renew_every(),
+			let attempt = tokio::time::timeout(
+				self.config.renewal_attempt_limit(),
+				self.renew(writer.as_ref(), reader.as_ref(), path, now),
+			);
+			next_renewal = match attempt.await {
+				Ok(Ok(())) => now + self.config.renew_every(),
 				Ok(Err(Some(reason))) => {
 					self.mark_lost(reason);
 					return;
 				},
-				Ok(Err(None)) | Err(_) => {
-					Instant::now() + Duration::from_secs(1).min(self.config.renew_every())
+				Ok(Err(None)) => {
+					self.renewals.failed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+					clock.trust_now() + self.config.renewal_retry_pause()
+				},
+				Err(_) => {
+					self.renewals.unanswered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+					clock.trust_now() + self.config.renewal_retry_pause()
 				},
 			};
 		}
 	}
 
+	/// Whether renewals go on: while held, and while closing (the requests being drained need
+	/// the lease).
+	fn renewing(&self) -> bool {
+		use super::state::Status;
+		matches!(*self.status.borrow(), Status::Held | Status::Closing)
+	}
+
+	/// Marks the lease lost because no renewal was confirmed in time, then finds out and records
+	/// what happened: renewals that landed with their answers lost, a takeover, an outage, or a
+	/// stall of this instance.
+	async fn trust_ran_out(&self, reader: &dyn ObjectStore, path: &Path, stalled: Duration) {
+		use std::sync::atomic::Ordering::SeqCst;
+		let validity = self.config.validity();
+		self.mark_lost(format!(
+			"no renewal was confirmed within {validity:?} of the last one sent"
+		));
+		let unanswered = self.renewals.unanswered.load(SeqCst);
+		let failed = self.renewals.failed.load(SeqCst);
+		let last_error = self.renewals.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone();
+		let mut reason = if stalled > Duration::from_secs(2) {
+			format!(
+				"this instance did not run for about {:.0} s (host suspended or process \
+				 paused), longer than the lease's validity of {validity:?}",
+				stalled.as_secs_f64()
+			)
+		} else {
+			format!(
+				"no renewal was confirmed within {validity:?} of the last one sent: since then \
+				 {unanswered} renewal request(s) got no answer within {:?} and {failed} failed{}",
+				self.config.renewal_attempt_limit(),
+				last_error.map(|e| format!(" (last: {e})")).unwrap_or_default()
+			)
+		};
+		let mine = self.info();
+		let limit = self.config.renewal_attempt_limit();
+		reason.push_str(&match read(reader, path, limit).await {
+			Ok(Some((current, _))) if current.same_lease(&mine) => {
+				"; the lease object still names this instance, so renewals may have landed with \
+				 their answers lost or late: writes stopped to be safe"
+					.to_owned()
+			},
+			Ok(Some((current, _))) => format!("; it is now held by {current}"),
+			Ok(None) => "; the lease object is gone".to_owned(),
+			Err(err) => format!("; reading it failed too ({}: {err})", FailureKind::of(&err)),
+		});
+		self.explain_loss(reason);
+	}
+
 	/// One renewal. `Err(Some(reason))`: the lease is someone else's; `Err(None)`: try again.
+	/// `sent` is when it started, on the trust clock: the validity counts from there.
 	async fn renew(
-		&self, backend: &dyn ObjectStore, path: &Path, sent: Instant,
+		&self, writer: &dyn ObjectStore, reader: &dyn ObjectStore, path: &Path, sent: Duration,
 	) -> Result<(), Option<String>> {
 		for _ in 0..2 {
-			if self.frozen.load(Ordering::SeqCst) || self.stopped.load(Ordering::SeqCst) {
+			if self.is_frozen() || !self.renewing() {
 				return Err(None);
 			}
 			let (mut info, version) = {
@@ -73,28 +131,27 @@ impl LeaseState {
 				(held.info.clone(), held.version.clone())
 			};
 			let Some(version) = version else { return Err(None) };
-			info.expires_unix_ms = self.config.wall_now_ms() + self.config.ttl.as_millis() as u64;
-			let options = PutOptions { mode: PutMode::Update(version), ..Default::default() };
-			let limit = self.config.renew_every();
-			let put = backend.put_opts(path, PutPayload::from(info.encode()), options);
-			match within(limit, put).await {
-				Ok(result) => {
+			info.expires_unix_ms = expiry_from(&self.config.clock, &self.config);
+			match put(writer, path, &info, PutMode::Update(version)).await {
+				Ok(version) => {
 					let mut held = self.lock();
+					held.wall_valid_until_ms = Some(
+						info.expires_unix_ms
+							.saturating_sub(self.config.safety_margin.as_millis() as u64),
+					);
 					held.info = info;
-					held.version =
-						Some(UpdateVersion { e_tag: result.e_tag, version: result.version });
-					held.valid_until =
-						Some(sent + self.config.ttl.saturating_sub(self.config.safety_margin));
+					held.version = Some(version);
+					held.valid_until = Some(sent + self.config.validity());
+					drop(held);
+					self.renewals.unanswered.store(0, std::sync::atomic::Ordering::SeqCst);
+					self.renewals.failed.store(0, std::sync::atomic::Ordering::SeqCst);
 					return Ok(());
 				},
 				Err(err) if is_condition_failure(&err) => {
 					// Our own renewal may have landed with its answer lost: then the object is
 					// still ours, at a version we did not hear of.
-					match read(backend, path, self.config.renew_every()).await {
-						Ok(Some((current, version)))
-							if current.instance == info.instance
-								&& current.generation == info.generation =>
-						{
+					match read_unbounded(reader, path).await {
+						Ok(Some((current, version))) if current.same_lease(&info) => {
 							self.lock().version = Some(version);
 							continue;
 						},
@@ -103,19 +160,71 @@ impl LeaseState {
 						},
 						Ok(None) => return Err(Some("the lease object was deleted".to_owned())),
 						Err(err) => {
-							tracing::warn!(error = %err, "reading the writer lease failed");
+							self.note_renewal_error(&err);
 							return Err(None);
 						},
 					}
 				},
 				Err(err) => {
-					tracing::warn!(error = %err, "renewing the writer lease failed; retrying");
+					self.note_renewal_error(&err);
 					return Err(None);
 				},
 			}
 		}
 		Err(None)
 	}
+
+	fn note_renewal_error(&self, err: &object_store::Error) {
+		tracing::warn!(error = %err, "renewing the writer lease failed; retrying");
+		*self.renewals.last_error.lock().unwrap_or_else(|p| p.into_inner()) =
+			Some(format!("{}: {err}", FailureKind::of(err)));
+	}
+
+	/// Replaces the lease object by a released one, on the condition that it is still ours.
+	/// Whether it was released.
+	pub(super) async fn release_object(&self, writer: &Arc<dyn ObjectStore>, path: &Path) -> bool {
+		let limit = self.config.renewal_attempt_limit();
+		for _ in 0..3 {
+			let (mut info, version) = {
+				let held = self.lock();
+				(held.info.clone(), held.version.clone())
+			};
+			let Some(version) = version else { return false };
+			info.expires_unix_ms = 0;
+			match within(limit, put(writer.as_ref(), path, &info, PutMode::Update(version))).await {
+				Ok(_) => return true,
+				// Someone else's now, or ours released by a request whose answer was lost: either
+				// way there is nothing left to release.
+				Err(err) if is_condition_failure(&err) => return false,
+				Err(err) => {
+					tracing::warn!(error = %err, "releasing the writer lease failed; retrying");
+				},
+			}
+		}
+		tracing::warn!("releasing the writer lease failed; it expires on its own");
+		false
+	}
+}
+
+/// The expiry a write of the lease object now sets: the time to live from now, on the wall clock.
+fn expiry_from(clock: &Clock, config: &LeaseConfig) -> u64 {
+	clock.wall_ms().saturating_add(config.ttl.as_millis() as u64)
+}
+
+/// Puts `info` at `path` with `mode`; the new version.
+async fn put(
+	store: &dyn ObjectStore, path: &Path, info: &LeaseInfo, mode: PutMode,
+) -> Result<UpdateVersion, object_store::Error> {
+	let options = PutOptions { mode, ..Default::default() };
+	let result = store.put_opts(path, PutPayload::from(info.encode()), options).await?;
+	Ok(UpdateVersion { e_tag: result.e_tag, version: result.version })
+}
+
+fn is_condition_failure(err: &object_store::Error) -> bool {
+	matches!(
+		FailureKind::of(err),
+		FailureKind::AlreadyExists | FailureKind::Precondition | FailureKind::NotFound
+	)
 }
 
 /// Reads and parses the lease object; `None` if there is none.
@@ -155,160 +264,246 @@ fn unsupported_advice(what: &str) -> ConfigError {
 	))
 }
 
-fn backend_error(what: &str, err: object_store::Error) -> ConfigError {
-	ConfigError::Lease(format!("{what}: {}: {err}", FailureKind::of(&err)))
+/// One request of taking the lease, under the store's retry policy: transient failures are
+/// retried as for any other request; what remains is returned with how long it took.
+async fn with_policy<T, F, Fut>(
+	retry: &RetryPolicy, clock: &Clock, mut request: F,
+) -> Result<T, Failed>
+where
+	F: FnMut() -> Fut,
+	Fut: std::future::Future<Output = Result<T, object_store::Error>>,
+{
+	let started = clock.trust_now();
+	let (result, attempts) = retry.run(|| retry.timed(request())).await;
+	result.map_err(|error| Failed { error, attempts, elapsed: clock.trust_now() - started })
 }
 
-/// What a conditional put of the lease object while taking it means: its new version, `None` to
-/// read the object again (another instance won the condition, or a transient failure after a
-/// short pause), or a failure that ends the attempt to start.
-async fn put_outcome(
-	put: Result<object_store::PutResult, object_store::Error>, what: &str,
-) -> Result<Option<UpdateVersion>, ConfigError> {
-	match put {
-		Ok(result) => Ok(Some(UpdateVersion { e_tag: result.e_tag, version: result.version })),
-		Err(err) if is_condition_failure(&err) => Ok(None),
-		Err(err) if FailureKind::of(&err) == FailureKind::Unsupported => {
-			Err(unsupported_advice(&err.to_string()))
-		},
-		Err(err) if FailureKind::of(&err).is_transient() => {
-			tokio::time::sleep(RETRY_SOON).await;
-			Ok(None)
-		},
-		Err(err) => Err(backend_error(what, err)),
+/// A request of taking the lease that failed for good.
+struct Failed {
+	error: object_store::Error,
+	attempts: u32,
+	elapsed: Duration,
+}
+
+impl Failed {
+	fn into_config_error(self, what: &str) -> ConfigError {
+		let kind = FailureKind::of(&self.error);
+		if kind == FailureKind::Unsupported {
+			return unsupported_advice(&self.error.to_string());
+		}
+		ConfigError::Lease(format!(
+			"{what} failed after {} attempt(s) over {:.1} s ({kind}): {}; check that the \
+			 backend is reachable and answers correctly (`ldk-object-store doctor URL`)",
+			self.attempts,
+			self.elapsed.as_secs_f64(),
+			self.error
+		))
 	}
 }
 
-/// The pause before reading the lease again after a transient failure.
-const RETRY_SOON: Duration = Duration::from_millis(100);
+/// What a conditional put while taking the lease came to.
+enum Taken {
+	Version(UpdateVersion),
+	/// The condition failed: another instance was faster, or our own put landed with its
+	/// answer lost. Read again.
+	Contended,
+}
 
-/// Takes the lease object at `path`, or fails with [`ConfigError::LeaseHeld`].
+async fn put_to_take(
+	writer: &dyn ObjectStore, path: &Path, info: &LeaseInfo, mode: PutMode, retry: &RetryPolicy,
+	clock: &Clock, what: &str,
+) -> Result<Taken, ConfigError> {
+	match with_policy(retry, clock, || put(writer, path, info, mode.clone())).await {
+		Ok(version) => Ok(Taken::Version(version)),
+		Err(failed) if is_condition_failure(&failed.error) => Ok(Taken::Contended),
+		Err(failed) => Err(failed.into_config_error(what)),
+	}
+}
+
+/// How often the lease may change hands under a starting instance before it gives up.
+const MAX_CONTENDED: u32 = 8;
+
+/// Takes the lease object at `path`, or fails with [`ConfigError::LeaseHeld`]. Reads go to
+/// `reader`, puts to `writer`; transient failures are retried under `retry`.
+///
+/// A lease that its expiry says is abandoned is watched for its time to live plus the skew
+/// allowance on this instance's own clock, and taken over only if it did not change meanwhile:
+/// a wall clock that runs fast cannot make a live lease look abandoned for that long.
 pub(crate) async fn acquire_object(
-	backend: Arc<dyn ObjectStore>, path: Path, config: LeaseConfig,
+	reader: Arc<dyn ObjectStore>, writer: Arc<dyn ObjectStore>, path: Path, config: LeaseConfig,
+	retry: RetryPolicy,
 ) -> Result<Arc<LeaseState>, ConfigError> {
 	config.validate()?;
-	let mut me = LeaseInfo::new_for_this_process()?;
-	let validity = config.ttl.saturating_sub(config.safety_margin);
-	// Validity counts from the first request: one of ours whose answer was lost may have landed.
-	let first_sent = Instant::now();
-	let retry_soon = || tokio::time::sleep(RETRY_SOON);
-	for _ in 0..8 {
+	let clock = config.clock.clone();
+	let mut me = LeaseInfo::new_for_this_process(config.ttl)?;
+	let read_lease = || with_policy(&retry, &clock, || read_unbounded(reader.as_ref(), &path));
+	let mut contended = 0;
+	// When the first put was sent: one whose answer was lost may have landed any time after.
+	let mut first_put: Option<std::time::Duration> = None;
+	let (version, sent) = loop {
+		if contended >= MAX_CONTENDED {
+			return Err(ConfigError::Lease(format!(
+				"the writer lease changed hands {contended} times while this instance tried to \
+				 take it: several instances are starting on this prefix at once; start one"
+			)));
+		}
 		// Read first: on a missing bucket this fails (some servers would create the bucket on a
 		// put, and the node would then start from nothing in the wrong place).
-		let limit = config.renew_every();
-		let current = match read(backend.as_ref(), &path, limit).await {
-			Ok(current) => current,
-			Err(err) if FailureKind::of(&err).is_transient() => {
-				retry_soon().await;
-				continue;
-			},
-			Err(err) => return Err(backend_error("reading the writer lease failed", err)),
-		};
-		me.expires_unix_ms = config.wall_now_ms() + config.ttl.as_millis() as u64;
-		let version = match current {
+		let current =
+			read_lease().await.map_err(|f| f.into_config_error("reading the writer lease"))?;
+		let sent = clock.trust_now();
+		me.expires_unix_ms = expiry_from(&clock, &config);
+		let taken = match current {
 			None => {
-				// Another instance may create it first (or our own create land): then read it.
-				let create = PutOptions { mode: PutMode::Create, ..Default::default() };
-				let put = backend.put_opts(&path, PutPayload::from(me.encode()), create);
-				match put_outcome(within(limit, put).await, "creating the writer lease failed")
+				first_put.get_or_insert(sent);
+				let what = "creating the writer lease";
+				put_to_take(writer.as_ref(), &path, &me, PutMode::Create, &retry, &clock, what)
 					.await?
-				{
-					Some(version) => version,
-					None => continue,
-				}
 			},
-			Some((holder, version))
-				if holder.instance == me.instance && holder.generation == me.generation =>
-			{
-				// Our own create or takeover landed, its answer lost.
-				version
+			// Our own create or takeover landed, its answer lost.
+			Some((holder, version)) if holder.same_lease(&me) => {
+				break (version, first_put.unwrap_or(sent));
 			},
 			Some((holder, version)) => {
-				let now = config.wall_now_ms();
-				let free_at =
-					holder.expires_unix_ms.saturating_add(config.clock_skew.as_millis() as u64);
-				if !holder.is_released() && now < free_at {
-					return Err(ConfigError::LeaseHeld {
-						holder: holder.holder(),
-						generation: holder.generation,
-						expires: holder.expiry_text(),
-					});
+				if !holder.is_released() {
+					refuse_if_live(&holder, &clock, &config)?;
+					let wait = config.takeover_wait(&holder);
+					tracing::info!(
+						holder = %holder.holder(), ?wait,
+						"the writer lease looks abandoned; watching it before taking it over"
+					);
+					tokio::time::sleep(wait).await;
+					let again = read_lease()
+						.await
+						.map_err(|f| f.into_config_error("reading the writer lease"))?;
+					if again.as_ref().map(|(_, v)| v) != Some(&version) {
+						// Renewed, released or taken meanwhile: look again.
+						contended += 1;
+						continue;
+					}
 				}
 				me.generation = holder.generation + 1;
-				// Another instance may take it over first: then read who.
-				let update = PutOptions { mode: PutMode::Update(version), ..Default::default() };
-				let put = backend.put_opts(&path, PutPayload::from(me.encode()), update);
-				match put_outcome(within(limit, put).await, "taking over the writer lease failed")
-					.await?
-				{
-					Some(version) => version,
-					None => continue,
+				let what = "taking over the writer lease";
+				let mode = PutMode::Update(version);
+				let sent = clock.trust_now();
+				first_put.get_or_insert(sent);
+				me.expires_unix_ms = expiry_from(&clock, &config);
+				match put_to_take(writer.as_ref(), &path, &me, mode, &retry, &clock, what).await? {
+					Taken::Version(version) => break (version, sent),
+					Taken::Contended => {
+						contended += 1;
+						continue;
+					},
 				}
 			},
 		};
-		if version.e_tag.is_none() && version.version.is_none() {
-			return Err(unsupported_advice("its puts return no ETag or version"));
+		match taken {
+			Taken::Version(version) => break (version, sent),
+			Taken::Contended => contended += 1,
 		}
-		let state = LeaseState::new(
-			Kind::Object { backend: Arc::clone(&backend), path: path.clone() },
-			config.clone(),
-			Held {
-				info: me.clone(),
-				version: Some(version),
-				valid_until: Some(first_sent + validity),
-			},
-		);
-		// Renew once at once: it proves that the backend replaces conditionally, before the node
-		// relies on it (a local directory creates conditionally but cannot replace).
-		// A failed request may have landed (its answer lost): the next try recognizes its own
-		// object and goes on from its version.
-		let mut renewed = Err(None);
-		for _ in 0..3 {
-			renewed = state.renew(backend.as_ref(), &path, Instant::now()).await;
-			if !matches!(renewed, Err(None)) {
-				break;
-			}
-			retry_soon().await;
-		}
-		match renewed {
-			Ok(()) => return Ok(state),
-			Err(Some(reason)) => {
-				return Err(ConfigError::Lease(format!(
-					"the writer lease was lost at once: {reason}"
-				)))
-			},
-			Err(None) => {
-				// Find out whether the backend can replace at all.
-				let probe = PutOptions {
-					mode: PutMode::Update(
-						state
-							.lock()
-							.version
-							.clone()
-							.unwrap_or(UpdateVersion { e_tag: None, version: None }),
-					),
-					..Default::default()
-				};
-				let mut released = me.clone();
-				released.expires_unix_ms = 0;
-				let put = backend.put_opts(&path, PutPayload::from(released.encode()), probe);
-				return match within(config.renew_every(), put).await {
-					Err(err) if FailureKind::of(&err) == FailureKind::Unsupported => {
-						// Leave nothing behind that would block the next attempt.
-						let _ = within(config.renew_every(), backend.delete(&path)).await;
-						Err(unsupported_advice(&err.to_string()))
-					},
-					Err(err) => Err(backend_error("renewing the new writer lease failed", err)),
-					Ok(_) => Err(ConfigError::Lease(
-						"renewing the new writer lease failed; it was released, try again".into(),
-					)),
-				};
-			},
-		}
+	};
+	if version.e_tag.is_none() && version.version.is_none() {
+		return Err(unsupported_advice("its puts return no ETag or version"));
 	}
-	Err(ConfigError::Lease(
-		"the writer lease changed hands repeatedly while this instance tried to take it".into(),
-	))
+	let state = LeaseState::new(
+		Kind::Object {
+			reader: Arc::clone(&reader),
+			writer: Arc::clone(&writer),
+			path: path.clone(),
+		},
+		config.clone(),
+		Held {
+			wall_valid_until_ms: Some(
+				me.expires_unix_ms.saturating_sub(config.safety_margin.as_millis() as u64),
+			),
+			info: me.clone(),
+			version: Some(version),
+			// Validity counts from the put that won: one of ours whose answer was lost may have
+			// landed at any time after it was sent.
+			valid_until: Some(sent + config.validity()),
+		},
+	);
+	// Renew once at once: it proves that the backend replaces conditionally, before the node
+	// relies on it (a local directory creates conditionally but cannot replace). A failed
+	// request may have landed (its answer lost): the next try recognizes its own object.
+	let mut renewed = Err(None);
+	for _ in 0..3 {
+		let sent = clock.trust_now();
+		let renewal = state.renew(writer.as_ref(), reader.as_ref(), &path, sent);
+		renewed = within(config.renewal_attempt_limit(), async { Ok(renewal.await) })
+			.await
+			.unwrap_or(Err(None));
+		if !matches!(renewed, Err(None)) {
+			break;
+		}
+		tokio::time::sleep(config.renewal_retry_pause()).await;
+	}
+	match renewed {
+		Ok(()) => Ok(state),
+		Err(Some(reason)) => {
+			Err(ConfigError::Lease(format!("the writer lease was lost at once: {reason}")))
+		},
+		Err(None) => Err(probe_replacement(&state, writer.as_ref(), &path, &me, &config).await),
+	}
+}
+
+/// After the first renewal of a new lease failed: whether the backend can replace conditionally
+/// at all, as the error to return.
+async fn probe_replacement(
+	state: &LeaseState, writer: &dyn ObjectStore, path: &Path, me: &LeaseInfo, config: &LeaseConfig,
+) -> ConfigError {
+	let version =
+		state.lock().version.clone().unwrap_or(UpdateVersion { e_tag: None, version: None });
+	let mut released = me.clone();
+	released.expires_unix_ms = 0;
+	let limit = config.renewal_attempt_limit();
+	match within(limit, put(writer, path, &released, PutMode::Update(version))).await {
+		Err(err) if FailureKind::of(&err) == FailureKind::Unsupported => {
+			// Leave nothing behind that would block the next attempt.
+			let _ = within(limit, writer.delete(path)).await;
+			unsupported_advice(&err.to_string())
+		},
+		Err(err) => ConfigError::Lease(format!(
+			"renewing the new writer lease failed ({}): {err}",
+			FailureKind::of(&err)
+		)),
+		Ok(_) => ConfigError::Lease(
+			"renewing the new writer lease failed; it was released, try again".into(),
+		),
+	}
+}
+
+/// Refuses to start while `holder`'s expiry, with the skew allowance, has not passed on this
+/// instance's wall clock.
+fn refuse_if_live(
+	holder: &LeaseInfo, clock: &Clock, config: &LeaseConfig,
+) -> Result<(), ConfigError> {
+	let now = clock.wall_ms();
+	let skew = config.clock_skew.as_millis() as u64;
+	let free_at = holder.expires_unix_ms.saturating_add(skew);
+	if now >= free_at {
+		return Ok(());
+	}
+	let when = if now < holder.expires_unix_ms {
+		format!("it expires at {}", expiry_text(holder.expires_unix_ms, now))
+	} else {
+		format!(
+			"it expired at {}, within the {:?} allowed for clock skew, so it may still be live",
+			expiry_text(holder.expires_unix_ms, now),
+			config.clock_skew
+		)
+	};
+	let wait = config.takeover_wait(holder);
+	Err(ConfigError::LeaseHeld {
+		holder: holder.holder(),
+		generation: holder.generation,
+		expires: format!(
+			"{when}; an instance started {:.1} s from now or later watches it for {:?} and \
+			 takes it over if nobody renewed it",
+			(free_at - now) as f64 / 1000.0,
+			wait
+		),
+	})
 }
 
 /// What the lease object of `store`'s prefix says, if there is one (for operators and tools;
@@ -320,29 +515,110 @@ pub async fn read_lease(
 	Ok(read(store.raw_backend().as_ref(), &path, TOOL_REQUEST_LIMIT).await?.map(|(info, _)| info))
 }
 
-/// Breaks the lease of `store`'s prefix, for an operator who knows its holder is dead: replaces
-/// it, on the condition that it is still held by `instance` at the version just read, by a
-/// released lease of the next generation under a new instance id, so that the next instance
-/// starts at once and a holder that is alive after all finds it lost at its next renewal.
-/// Returns what was broken.
+/// What [`break_lease`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BreakOutcome {
+	/// The holder had not renewed for its time to live plus the skew allowance, so it no longer
+	/// trusted the lease: it was released, and the next instance starts at once.
+	Released {
+		/// The lease as it was.
+		broken: LeaseInfo,
+	},
+	/// Forced while the holder may be alive: the lease now belongs to nobody until
+	/// `free_after_unix_ms` (wall clock), long enough for the old holder to have stopped
+	/// trusting it (it finds it taken over at its next renewal at the latest). A successor
+	/// starting after that watches it for the time to live plus the skew allowance, then takes
+	/// it over.
+	Forced {
+		/// The lease as it was.
+		broken: LeaseInfo,
+		/// When a successor may start watching it.
+		free_after_unix_ms: u64,
+	},
+}
+
+/// Breaks the lease of `store`'s prefix, held by `instance`, for an operator who knows its
+/// holder is dead. Never lets a live holder and a successor write at the same time:
+///
+/// - Without `force`, a lease whose expiry has not passed is refused (its holder renewed
+///   recently, so it looks alive). Otherwise the lease is watched for the holder's time to live
+///   plus `config`'s skew allowance (`on_wait` is told how long, then called about once a second
+///   with the time left); if nobody renewed it meanwhile, its holder no longer trusts it, and it
+///   is replaced, on the condition that it did not change, by a released lease of the next
+///   generation: the next instance starts at once.
+/// - With `force`, it is replaced at once, on the same condition, by a lease of the next
+///   generation that nobody renews and that expires only after the old holder's trust has
+///   ended for sure (time to live plus skew allowance from now); the old holder finds it taken
+///   over at its next renewal.
 pub async fn break_lease(
-	store: &crate::ObjectKvStore, instance: &str,
-) -> Result<LeaseInfo, String> {
+	store: &crate::ObjectKvStore, instance: &str, force: bool, config: &LeaseConfig,
+	mut on_wait: impl FnMut(Duration),
+) -> Result<BreakOutcome, String> {
 	let path = lease_path(store.key_mapper().root());
-	let backend = store.raw_backend();
-	let (held, version) = read(backend.as_ref(), &path, TOOL_REQUEST_LIMIT)
-		.await
-		.map_err(|e| format!("reading the lease: {e}"))?
-		.ok_or_else(|| "there is no lease to break".to_owned())?;
+	let reader = store.raw_backend();
+	let writer = store.raw_writer();
+	let read_now = || async {
+		read(reader.as_ref(), &path, TOOL_REQUEST_LIMIT)
+			.await
+			.map_err(|e| format!("reading the lease: {e}"))
+	};
+	let (held, version) =
+		read_now().await?.ok_or_else(|| "there is no lease to break".to_owned())?;
 	if held.instance != instance {
 		return Err(format!("the lease is held by {}, not by instance {instance}", held.holder()));
 	}
-	let mut broken = LeaseInfo::new_for_this_process().map_err(|e| e.to_string())?;
+	if held.is_released() {
+		return Err("the lease is already released: the next instance starts at once".to_owned());
+	}
+	let clock = Clock::System;
+	let wait = config.takeover_wait(&held);
+	let mut broken =
+		LeaseInfo::new_for_this_process(Duration::from_millis(held.ttl_ms).max(config.ttl))
+			.map_err(|e| e.to_string())?;
+	broken.host = format!("{BROKEN_HOST_PREFIX}{}", broken.host);
 	broken.generation = held.generation + 1;
-	broken.expires_unix_ms = 0;
-	let options = PutOptions { mode: PutMode::Update(version), ..Default::default() };
-	within(TOOL_REQUEST_LIMIT, backend.put_opts(&path, PutPayload::from(broken.encode()), options))
-		.await
-		.map_err(|e| format!("the lease changed meanwhile or cannot be replaced: {e}"))?;
-	Ok(held)
+	let outcome = if force {
+		let free_after = clock.wall_ms().saturating_add(wait.as_millis() as u64);
+		broken.expires_unix_ms = free_after;
+		BreakOutcome::Forced { broken: held.clone(), free_after_unix_ms: free_after }
+	} else {
+		let now = clock.wall_ms();
+		if now < held.expires_unix_ms {
+			return Err(format!(
+				"{} renewed it recently (it expires at {}): it looks alive. Stop that instance \
+				 rather than break its lease; or wait until it expired; or pass --force to break \
+				 it anyway (the holder then stops at its next renewal, and the next instance may \
+				 start only after {wait:?})",
+				held.holder(),
+				expiry_text(held.expires_unix_ms, now),
+			));
+		}
+		on_wait(wait);
+		let until = clock.trust_now() + wait;
+		loop {
+			let now = clock.trust_now();
+			if now >= until {
+				break;
+			}
+			tokio::time::sleep((until - now).min(Duration::from_secs(1))).await;
+			on_wait(until.saturating_sub(clock.trust_now()));
+			match read_now().await? {
+				Some((_, current)) if current == version => {},
+				_ => {
+					return Err(format!(
+						"the lease changed while it was watched: {} (or another instance) is \
+						 alive; nothing was broken",
+						held.holder()
+					))
+				},
+			}
+		}
+		broken.expires_unix_ms = 0;
+		BreakOutcome::Released { broken: held.clone() }
+	};
+	put(writer.as_ref(), &path, &broken, PutMode::Update(version)).await.map_err(|e| {
+		format!("the lease changed meanwhile or cannot be replaced; nothing was broken: {e}")
+	})?;
+	Ok(outcome)
 }

@@ -12,10 +12,17 @@ use crate::output::{redact, CommandResult, Outcome, Output};
 pub(crate) struct Args {
 	/// Store URL.
 	url: String,
-	/// Take the lease away from its holder, so that a new instance starts at once. Only when
-	/// that holder is certainly dead: two live instances of one node lose money.
+	/// Take the lease away from a dead holder. Refused while the holder renewed recently;
+	/// otherwise watches the lease for its time to live plus the clock skew allowance (35 s by
+	/// default) and releases it only if nobody renewed it meanwhile, so that the next instance
+	/// starts at once and never beside a live holder.
 	#[arg(long = "break")]
 	break_it: bool,
+	/// With --break: break a lease whose holder may be alive. The holder stops at its next
+	/// renewal, and the next instance may start only once the holder's trust has ended for sure
+	/// (time to live plus skew allowance from now, then watched as long again).
+	#[arg(long, requires = "break_it")]
+	force: bool,
 	/// Confirm --break without typing the holder's instance id.
 	#[arg(long, requires = "break_it")]
 	yes: bool,
@@ -28,7 +35,9 @@ fn info_json(info: &LeaseInfo) -> serde_json::Value {
 		"pid": info.pid,
 		"generation": info.generation,
 		"expires_unix_ms": info.expires_unix_ms,
+		"ttl_ms": info.ttl_ms,
 		"released": info.is_released(),
+		"broken": info.is_broken(),
 	})
 }
 
@@ -83,11 +92,54 @@ pub(crate) async fn run(args: &Args, options: &[(String, String)], out: &Output)
 			return Err("not confirmed: the lease was left as it is".into());
 		}
 	}
-	let broken = lease::break_lease(&store, &held.instance).await?;
-	out.report(
-		&format!("broke the lease of {} (generation {})\n", broken.holder(), broken.generation),
-		json!({ "broken": info_json(&broken) }),
-	);
+	let config = lease::LeaseConfig::default();
+	let mut told = false;
+	let outcome = lease::break_lease(&store, &held.instance, args.force, &config, |left| {
+		if !told {
+			eprintln!(
+				"watching the lease for {left:.0?}: it is released only if nobody renews it \
+				 meanwhile"
+			);
+			told = true;
+		}
+	})
+	.await?;
+	let (text, value) = match outcome {
+		lease::BreakOutcome::Released { broken } => (
+			format!(
+				"released the lease of {} (generation {}): it was not renewed for its time to \
+				 live plus the skew allowance, so its holder no longer trusted it. The next \
+				 instance starts at once.\n",
+				broken.holder(),
+				broken.generation
+			),
+			json!({ "broken": info_json(&broken), "released": true }),
+		),
+		lease::BreakOutcome::Forced { broken, free_after_unix_ms } => {
+			let now = std::time::SystemTime::now()
+				.duration_since(std::time::UNIX_EPOCH)
+				.map_or(0, |d| d.as_millis() as u64);
+			(
+				format!(
+					"broke the lease of {} (generation {}) by force: the holder stops at its next \
+					 renewal. No instance can take the lease for {:.0} s (until unix time {} s); \
+					 one started after that watches it for {:?} more, then starts.\n",
+					broken.holder(),
+					broken.generation,
+					free_after_unix_ms.saturating_sub(now) as f64 / 1000.0,
+					free_after_unix_ms / 1000,
+					config.ttl + config.clock_skew,
+				),
+				json!({
+					"broken": info_json(&broken),
+					"released": false,
+					"free_after_unix_ms": free_after_unix_ms,
+				}),
+			)
+		},
+		_ => return Err("the lease was broken in a way this tool does not describe".into()),
+	};
+	out.report(&text, value);
 	Ok(Outcome::from_problems(0))
 }
 

@@ -85,7 +85,8 @@ fn open(url: &str, options: &[(String, String)]) -> Result<ObjectKvStore, String
 }
 
 /// Builds the store for `url` as its one writer: takes the writer lease, so it is refused while
-/// a node runs on that prefix.
+/// a node runs on that prefix. A missing `file://` directory is created (a migration's
+/// destination).
 fn open_writer(url: &str, options: &[(String, String)]) -> Result<ObjectKvStore, String> {
 	open_with(url, options, true)
 }
@@ -93,7 +94,7 @@ fn open_writer(url: &str, options: &[(String, String)]) -> Result<ObjectKvStore,
 fn open_with(
 	url: &str, options: &[(String, String)], lease: bool,
 ) -> Result<ObjectKvStore, String> {
-	let mut builder = StoreBuilder::from_url(url);
+	let mut builder = StoreBuilder::from_url(url).create_if_missing(lease);
 	if !lease {
 		builder = builder.without_writer_lease();
 	}
