@@ -42,7 +42,8 @@ use ldk_node::{BuildError, Builder, Node, NodeError};
 use ldk_object_store::{ObjectKvStore, StoreBuilder};
 use ldk_object_store_ldk_node::{NodeOnStore, StubBitcoind, StubEsplora};
 
-const USAGE: &str = "usage: node [STORE_URL] [--esplora URL | --bitcoind-rpc USER:PASSWORD@HOST:PORT|stub] \
+const USAGE: &str =
+	"usage: node [STORE_URL] [--esplora URL | --bitcoind-rpc USER:PASSWORD@HOST:PORT|stub] \
 	 [--local-dir DIR]\n  STORE_URL defaults to file://<current dir>/ldk-node-data";
 
 struct Args {
@@ -68,6 +69,24 @@ struct BitcoindRpc {
 enum Stub {
 	Esplora(StubEsplora),
 	Bitcoind(StubBitcoind),
+}
+
+impl Stub {
+	/// What the stub was asked.
+	fn served(&self) -> String {
+		match self {
+			Stub::Esplora(stub) => format!(
+				"{} fee-estimate requests, {} others (404)",
+				stub.fee_estimate_requests(),
+				stub.other_requests()
+			),
+			Stub::Bitcoind(stub) => {
+				let calls = ["getblockchaininfo", "getblockheader", "estimatesmartfee"]
+					.map(|method| format!("{} {method}", stub.calls(method)));
+				format!("{}, unknown: {:?}", calls.join(", "), stub.unknown_calls())
+			},
+		}
+	}
 }
 
 /// Sets `builder`'s chain source, starting a stub if asked for one. Returns the stub and what
@@ -99,8 +118,10 @@ fn set_chain_source(
 		ChainArg::Bitcoind(None) => {
 			let stub = StubBitcoind::start().map_err(failed)?;
 			stub.set_as_chain_source(builder);
-			let what =
-				format!("bitcoind RPC 127.0.0.1:{} (stub: a regtest chain of one block)", stub.port());
+			let what = format!(
+				"bitcoind RPC 127.0.0.1:{} (stub: a regtest chain of one block)",
+				stub.port()
+			);
 			(Some(Stub::Bitcoind(stub)), what)
 		},
 	})
@@ -207,7 +228,7 @@ fn run() -> Result<(), String> {
 		.set_entropy_seed_path(format!("{local_dir}/keys_seed"))
 		.set_filesystem_logger(Some(log_file.clone()), Some(LogLevel::Debug));
 	// Keep the stub, if any, alive as long as the node runs.
-	let (_stub, chain) = set_chain_source(&args.chain, &mut builder)?;
+	let (stub, chain) = set_chain_source(&args.chain, &mut builder)?;
 	println!("chain:     {chain}");
 	// Stopping it stops the node and closes the store (which releases its lease).
 	let node =
@@ -242,6 +263,9 @@ fn run() -> Result<(), String> {
 			.map(|data| format!("{} bytes", data.len()))
 			.unwrap_or_else(|e| format!("unreadable: {e}"));
 		println!("  {:<60} {size}", display_key(primary, secondary, key));
+	}
+	if let Some(stub) = &stub {
+		println!("\nthe stub answered: {}", stub.served());
 	}
 	println!("\nrun again with the same store URL to reload this node");
 	Ok(())

@@ -6,13 +6,14 @@
 //! An `ObjectKvStore` holds a writer lease on its location from the moment it is built (an OS
 //! lock on a `file://` directory, a renewed lease object on object storage), and a second store
 //! on the same location is refused
-//! ([`ConfigError::LeaseHeld`](ldk_object_store::ConfigError::LeaseHeld)) until the first one ends. Ending
-//! it by dropping it only works if *every* clone is dropped, and ldk-node 0.7.1 does not drop
-//! its clones: with a bitcoind chain source (RPC or REST), its gossip verifier and the gossip
-//! sync hold each other (`P2PGossipSync` → `GossipVerifier` → `P2PGossipSync`), and through the
-//! peer manager the whole node, its store clones included, stays alive after `Node::stop()` and
-//! the drop of the `Node`. On object storage that leaked store even keeps renewing its lease. So
-//! a node stopped that way cannot be started again in the same process, however long one waits.
+//! ([`ConfigError::LeaseHeld`](ldk_object_store::ConfigError::LeaseHeld)) until the first one
+//! ends. Ending it by dropping it only works if *every* clone is dropped, and ldk-node 0.7.1 does
+//! not drop its clones: with a bitcoind chain source (RPC or REST), its gossip verifier and the
+//! gossip sync hold each other (`P2PGossipSync` → `GossipVerifier` → `P2PGossipSync`), and what
+//! they reach through the peer manager, four clones of the store among it, stays alive after
+//! `Node::stop()` and the drop of the `Node`. On object storage that leaked store even keeps
+//! renewing its lease. So a node stopped that way cannot be started again in the same process,
+//! however long one waits.
 //!
 //! [`NodeOnStore`] owns the node and a clone of its store; its [`stop`](NodeOnStore::stop) stops
 //! the node and then calls [`ObjectKvStore::close`], which ends writing in every clone of the
@@ -27,9 +28,9 @@
 //!
 //! let mut builder = ldk_node::Builder::new();
 //! builder
-//! 	.set_network(Network::Regtest)
-//! 	.set_entropy_seed_path("/secure/keys_seed".into())
-//! 	.set_chain_source_bitcoind_rpc("127.0.0.1".into(), 18443, "user".into(), "pass".into());
+//!     .set_network(Network::Regtest)
+//!     .set_entropy_seed_path("/secure/keys_seed".into())
+//!     .set_chain_source_bitcoind_rpc("127.0.0.1".into(), 18443, "user".into(), "pass".into());
 //! let store = StoreBuilder::from_url("s3://my-bucket/node-1").build()?;
 //! let node = NodeOnStore::build(&builder, &store)?;
 //! node.start()?;
@@ -45,9 +46,12 @@
 //!
 //! # Stand-in chain sources
 //!
-//! `Node::start` asks its chain source for fee estimates and fails if it gets no answer in time.
-//! [`StubEsplora`] and [`StubBitcoind`] answer on `127.0.0.1` with a regtest chain that holds
-//! only its genesis block and an empty mempool; see each for what it serves.
+//! `Node::start` asks its chain source for fee estimates once. An Esplora source that does not
+//! answer fails it (`FeerateEstimationUpdateFailed`); a bitcoind source on regtest survives a
+//! refused connection (ldk-node falls back to 1 sat/vB) but not a timeout, and its chain sync
+//! never runs. [`StubEsplora`] answers only the fee estimates; [`StubBitcoind`] serves a regtest
+//! chain of one block (the genesis) and an empty mempool, so that a bitcoind-RPC node's chain
+//! sync runs for real. Both listen on `127.0.0.1`; see each for what it serves.
 
 #![warn(missing_docs)]
 
@@ -183,6 +187,9 @@ struct Response {
 
 type Handler = dyn Fn(&Request) -> Response + Send + Sync;
 
+/// The open connections, each with the thread serving it.
+type Connections = Mutex<Vec<(TcpStream, JoinHandle<()>)>>;
+
 /// An HTTP/1.1 server on `127.0.0.1` with keep-alive (the bitcoind RPC client keeps one
 /// connection for all its calls), one thread per connection. Dropping it ends every thread.
 #[derive(Debug)]
@@ -190,7 +197,7 @@ struct HttpStub {
 	addr: SocketAddr,
 	stop: Arc<AtomicBool>,
 	accept: Option<JoinHandle<()>>,
-	connections: Arc<Mutex<Vec<(TcpStream, JoinHandle<()>)>>>,
+	connections: Arc<Connections>,
 }
 
 impl HttpStub {
@@ -198,7 +205,7 @@ impl HttpStub {
 		let listener = TcpListener::bind("127.0.0.1:0")?;
 		let addr = listener.local_addr()?;
 		let stop = Arc::new(AtomicBool::new(false));
-		let connections: Arc<Mutex<Vec<(TcpStream, JoinHandle<()>)>>> = Arc::default();
+		let connections: Arc<Connections> = Arc::default();
 		let (stopping, accepted) = (Arc::clone(&stop), Arc::clone(&connections));
 		let thread_name = name.to_owned();
 		let accept = thread::Builder::new().name(name.to_owned()).spawn(move || {
@@ -312,36 +319,48 @@ fn serve_connection(stream: TcpStream, handler: &Handler) -> io::Result<()> {
 #[derive(Debug)]
 pub struct StubEsplora {
 	server: HttpStub,
-	counts: Arc<Mutex<Counts>>,
+	counts: Arc<Counts>,
 }
 
+/// What a stub was asked, by path or RPC method: what it serves, and what it does not know.
 #[derive(Debug, Default)]
-struct Counts {
-	answered: BTreeMap<String, usize>,
+struct Counts(Mutex<CountMaps>);
+
+#[derive(Debug, Default, Clone)]
+struct CountMaps {
+	known: BTreeMap<String, usize>,
 	unknown: BTreeMap<String, usize>,
 }
 
 impl Counts {
-	fn count(counts: &Mutex<Counts>, what: &str, known: bool) {
-		let mut counts = counts.lock().unwrap_or_else(|p| p.into_inner());
-		let map = if known { &mut counts.answered } else { &mut counts.unknown };
+	fn record(&self, what: &str, known: bool) {
+		let mut maps = self.0.lock().unwrap_or_else(|p| p.into_inner());
+		let map = if known { &mut maps.known } else { &mut maps.unknown };
 		*map.entry(what.to_owned()).or_default() += 1;
+	}
+
+	fn get(&self) -> CountMaps {
+		self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
 	}
 }
 
 impl StubEsplora {
 	/// Binds a free port on `127.0.0.1` and serves from threads of its own.
 	pub fn start() -> io::Result<Self> {
-		let counts: Arc<Mutex<Counts>> = Arc::default();
+		let counts: Arc<Counts> = Arc::default();
 		let counted = Arc::clone(&counts);
 		let server = HttpStub::start(
 			"stub-esplora",
 			Arc::new(move |request: &Request| {
 				let fees = request.method == "GET"
 					&& request.path.trim_end_matches('/').ends_with("/fee-estimates");
-				Counts::count(&counted, &request.path, fees);
+				counted.record(&request.path, fees);
 				if fees {
-					Response { status: "200 OK", content_type: "application/json", body: "{}".into() }
+					Response {
+						status: "200 OK",
+						content_type: "application/json",
+						body: "{}".into(),
+					}
 				} else {
 					Response {
 						status: "404 Not Found",
@@ -366,14 +385,12 @@ impl StubEsplora {
 
 	/// How many `GET /fee-estimates` requests were answered.
 	pub fn fee_estimate_requests(&self) -> usize {
-		let counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-		counts.answered.values().sum()
+		self.counts.get().known.values().sum()
 	}
 
 	/// How many other requests were answered (with `404`).
 	pub fn other_requests(&self) -> usize {
-		let counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-		counts.unknown.values().sum()
+		self.counts.get().unknown.values().sum()
 	}
 }
 
@@ -390,9 +407,10 @@ impl StubEsplora {
 /// - at build, for the chain tip: `getblockchaininfo` (`bestblockhash`, `blocks`), then
 ///   `getblockheader <hash>` (the verbose header: version, merkle root, time, bits, nonce,
 ///   height, chainwork; genesis has no `previousblockhash`);
-/// - at start, for the fee-rate cache (`Node::start` fails if this does not answer in 5 s):
-///   `estimatesmartfee <target> <mode>` for each confirmation target and `getmempoolinfo`
-///   (`mempoolminfee`), both 1 sat/vB (0.00001 BTC/kvB);
+/// - at start, for the fee-rate cache (no answer within 5 s fails `Node::start`; on regtest an
+///   error answer falls back to 1 sat/vB): `estimatesmartfee <target> <mode>` for each
+///   confirmation target but one, and `getmempoolinfo` (`mempoolminfee`) for that one, all
+///   1 sat/vB (0.00001 BTC/kvB);
 /// - in the background chain sync: `getblockchaininfo` and `getblockheader` again (every
 ///   listener is at genesis, so no block is connected), then every 2 s `getblockchaininfo` and
 ///   `getrawmempool false` (`[]`);
@@ -405,7 +423,7 @@ impl StubEsplora {
 #[derive(Debug)]
 pub struct StubBitcoind {
 	server: HttpStub,
-	counts: Arc<Mutex<Counts>>,
+	counts: Arc<Counts>,
 }
 
 /// 1 sat/vB in Bitcoin Core's unit, BTC per 1000 vbytes.
@@ -425,7 +443,7 @@ impl StubBitcoind {
 	/// Binds a free port on `127.0.0.1` and serves from threads of its own.
 	pub fn start() -> io::Result<Self> {
 		let chain = Arc::new(Chain::regtest_genesis());
-		let counts: Arc<Mutex<Counts>> = Arc::default();
+		let counts: Arc<Counts> = Arc::default();
 		let counted = Arc::clone(&counts);
 		let server = HttpStub::start(
 			"stub-bitcoind",
@@ -434,7 +452,8 @@ impl StubBitcoind {
 				let method = call["method"].as_str().unwrap_or_default();
 				let params = call["params"].as_array().cloned().unwrap_or_default();
 				let answer = chain.answer(method, &params);
-				Counts::count(&counted, method, !matches!(&answer, Err((code, _)) if *code == RPC_METHOD_NOT_FOUND));
+				let known = !matches!(&answer, Err((code, _)) if *code == RPC_METHOD_NOT_FOUND);
+				counted.record(method, known);
 				rpc_response(&call["id"], answer)
 			}),
 		)?;
@@ -458,13 +477,12 @@ impl StubBitcoind {
 
 	/// How many calls of `method` were answered.
 	pub fn calls(&self, method: &str) -> usize {
-		let counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-		counts.answered.get(method).copied().unwrap_or_default()
+		self.counts.get().known.get(method).copied().unwrap_or_default()
 	}
 
 	/// The methods called that the stub does not know, with how many times each.
 	pub fn unknown_calls(&self) -> BTreeMap<String, usize> {
-		self.counts.lock().unwrap_or_else(|p| p.into_inner()).unknown.clone()
+		self.counts.get().unknown
 	}
 }
 
@@ -571,7 +589,11 @@ fn rpc_response(id: &Value, answer: RpcAnswer) -> Response {
 	let (status, body) = match answer {
 		Ok(result) => ("200 OK", json!({ "result": result, "error": null, "id": id })),
 		Err((code, message)) => (
-			if code == RPC_METHOD_NOT_FOUND { "404 Not Found" } else { "500 Internal Server Error" },
+			if code == RPC_METHOD_NOT_FOUND {
+				"404 Not Found"
+			} else {
+				"500 Internal Server Error"
+			},
 			json!({ "result": null, "error": { "code": code, "message": message }, "id": id }),
 		),
 	};
