@@ -4,10 +4,13 @@
 //! Lightning node that can lose money. The writer lease keeps a second instance from starting,
 //! and ends every request of an instance that lost it; fencing is the part the server enforces:
 //! with it, the store remembers the version (ETag) of every object it has read or written, and
-//! writes only if the object is still at that version (`If-Match`). An object it has neither
-//! read nor written since it started (one an earlier run of this node left, say) is first looked
-//! up with a HEAD request, and the write is conditioned on what is there now (or on its absence,
-//! `If-None-Match: *`): an earlier copy of our own is not another writer's. Monitor update
+//! writes only if the object is still at that version (`If-Match`), or still absent when it knows
+//! it absent or has never seen it (`If-None-Match: *`). An object it has neither read, written
+//! nor removed since it started but that exists (one an earlier run of this node left, say: the
+//! archived copy of a monitor written just before a crash) is then looked up with a HEAD request,
+//! and the write is conditioned on what is there now: an earlier copy of our own is not another
+//! writer's. (So a second writer without the lease is refused on every object the first has
+//! seen since it started; the lease keeps it from starting at all.) Monitor update
 //! objects are only ever created, never replaced. A write that finds the object changed fails
 //! with [`FailureKind::Fenced`], before anything is overwritten; to LDK that is a failed write,
 //! which stops the node. So a request of an earlier instance that is still in the network when
@@ -66,6 +69,12 @@ struct Known {
 	remove_unconfirmed: bool,
 }
 
+/// Whether the store has seen an object (read, written or removed it) since it started. What it
+/// has not seen may be an earlier run's copy of its own.
+fn unseen(versions: &HashMap<Path, Known>, path: &Path) -> bool {
+	!versions.contains_key(path)
+}
+
 /// How many unconfirmed writes of one object are remembered.
 const MAX_UNCONFIRMED: usize = 8;
 
@@ -93,13 +102,19 @@ impl Fencing {
 	}
 
 	/// Records the outcome of a remove: after a success the next write must find the object
-	/// absent; after a failure it may be either way.
-	pub(crate) fn removed(&self, path: &Path, confirmed: bool) {
+	/// absent (remembered only where `remember`: not for monitor updates, which are only ever
+	/// created, and of which there are too many to remember); after a failure it may be either
+	/// way.
+	pub(crate) fn removed(&self, path: &Path, confirmed: bool, remember: bool) {
 		let mut versions = self.lock();
-		if confirmed {
-			versions.remove(path);
-		} else {
-			versions.entry(path.clone()).or_default().remove_unconfirmed = true;
+		match (confirmed, remember) {
+			(true, true) => {
+				versions.insert(path.clone(), Known::default());
+			},
+			(true, false) => {
+				versions.remove(path);
+			},
+			(false, _) => versions.entry(path.clone()).or_default().remove_unconfirmed = true,
 		}
 	}
 
@@ -108,22 +123,25 @@ impl Fencing {
 	pub(crate) async fn put(
 		&self, backend: &dyn ObjectStore, path: &Path, bytes: &Bytes, create_only: bool,
 	) -> Result<(), object_store::Error> {
-		let known = self.lock().get(path).and_then(|known| known.version.clone());
+		let (unseen, known) = {
+			let versions = self.lock();
+			(unseen(&versions, path), versions.get(path).and_then(|known| known.version.clone()))
+		};
 		let mode = match known {
-			_ if create_only => PutMode::Create,
-			Some(version) => PutMode::Update(version),
-			// Never seen since this store started (an object of an earlier run of this node,
-			// say): condition the write on what is there now.
-			None => match backend.head(path).await {
-				Ok(meta) => {
-					self.observe(&meta);
-					PutMode::Update(UpdateVersion { e_tag: meta.e_tag, version: meta.version })
-				},
-				Err(err) if FailureKind::of(&err) == FailureKind::NotFound => PutMode::Create,
-				Err(err) => return Err(err),
-			},
+			Some(version) if !create_only => PutMode::Update(version),
+			_ => PutMode::Create,
 		};
 		match self.put_once(backend, path, bytes, mode).await {
+			Err(err)
+				if unseen && !create_only && FailureKind::of(&err) == FailureKind::AlreadyExists =>
+			{
+				// Not seen since this store started: an earlier run's copy (of a monitor
+				// archived just before a crash, say). Condition the write on what is there now.
+				match self.adopt(backend, path, bytes).await {
+					Err(err) if is_condition(&err) => {},
+					other => return other,
+				}
+			},
 			Err(err) if is_condition(&err) => {},
 			other => return other,
 		}
@@ -159,6 +177,22 @@ impl Fencing {
 			return self.put_once(backend, path, bytes, PutMode::Update(version)).await;
 		}
 		Err(fenced(path))
+	}
+
+	/// Writes over an object this store had not seen, on the condition that it is still at the
+	/// version a HEAD request finds now (or still absent).
+	async fn adopt(
+		&self, backend: &dyn ObjectStore, path: &Path, bytes: &Bytes,
+	) -> Result<(), object_store::Error> {
+		let mode = match backend.head(path).await {
+			Ok(meta) => {
+				self.observe(&meta);
+				PutMode::Update(UpdateVersion { e_tag: meta.e_tag, version: meta.version })
+			},
+			Err(err) if FailureKind::of(&err) == FailureKind::NotFound => PutMode::Create,
+			Err(err) => return Err(err),
+		};
+		self.put_once(backend, path, bytes, mode).await
 	}
 
 	async fn put_once(

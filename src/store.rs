@@ -605,7 +605,8 @@ impl Core {
 			})
 			.await;
 		if let Some(fencing) = &self.fencing {
-			fencing.removed(&op.path, result.is_ok());
+			let remember = op.key.primary_namespace != crate::persister::names::UPDATES;
+			fencing.removed(&op.path, result.is_ok(), remember);
 		}
 		result
 	}
@@ -711,7 +712,8 @@ impl Core {
 			})
 			.await;
 		if let Some(fencing) = &self.fencing {
-			paths.iter().for_each(|path| fencing.removed(path, result.is_ok()));
+			// Batches delete monitor updates (see `Fencing::removed`), and archived channels'.
+			paths.iter().for_each(|path| fencing.removed(path, result.is_ok(), false));
 		}
 		// The turns are held until here, so later operations on these keys wait for the batch.
 		drop(turns);

@@ -86,19 +86,18 @@ fn boot_time() -> Duration {
 #[derive(Debug)]
 pub struct TestClock {
 	start: tokio::time::Instant,
-	wall_start_ms: u64,
 	wall_offset_ms: AtomicI64,
 	suspended_ms: AtomicU64,
 }
 
 #[cfg(feature = "_test_hooks")]
 impl TestClock {
-	/// A clock whose wall time starts at the host's and runs `wall_offset_ms` ahead of it
-	/// (behind, if negative). Make it inside the runtime whose time it should follow.
+	/// A clock whose wall time runs `wall_offset_ms` ahead of the host's (behind, if negative),
+	/// where the host's advances with tokio's time: clocks made at different moments of one
+	/// paused runtime agree. Make it inside the runtime whose time it should follow.
 	pub fn new(wall_offset_ms: i64) -> Arc<Self> {
 		Arc::new(TestClock {
 			start: tokio::time::Instant::now(),
-			wall_start_ms: system_wall_ms(),
 			wall_offset_ms: AtomicI64::new(wall_offset_ms),
 			suspended_ms: AtomicU64::new(0),
 		})
@@ -119,8 +118,17 @@ impl TestClock {
 	}
 
 	fn wall_ms(&self) -> u64 {
-		let elapsed = self.trust_now().as_millis() as i64;
+		use std::sync::OnceLock;
+		// One origin for the process: the host's wall clock at a moment of std's clock, which
+		// tokio's (paused or not) is measured against.
+		static ORIGIN: OnceLock<(std::time::Instant, u64)> = OnceLock::new();
+		let (origin, origin_wall) =
+			*ORIGIN.get_or_init(|| (std::time::Instant::now(), system_wall_ms()));
+		let now = tokio::time::Instant::now().into_std();
+		let host = origin_wall as i64 + now.saturating_duration_since(origin).as_millis() as i64
+			- origin.saturating_duration_since(now).as_millis() as i64;
+		let suspended = self.suspended_ms.load(Ordering::SeqCst) as i64;
 		let offset = self.wall_offset_ms.load(Ordering::SeqCst);
-		(self.wall_start_ms as i64).saturating_add(elapsed).saturating_add(offset).max(0) as u64
+		host.saturating_add(suspended).saturating_add(offset).max(0) as u64
 	}
 }

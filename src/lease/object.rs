@@ -20,23 +20,30 @@ impl LeaseState {
 		let Kind::Object { writer, reader, path, .. } = &self.kind else { return };
 		let clock = &self.config.clock;
 		let mut next_renewal = clock.trust_now() + self.config.renew_every();
-		let mut last_turn = clock.trust_now();
+		// The trust clock counts a suspend of the host, tokio's timers do not: the difference
+		// between the two since the last turn is how long the host slept.
+		let mut last_turn = (clock.trust_now(), tokio::time::Instant::now());
+		let slept = |last: (Duration, tokio::time::Instant)| {
+			clock.trust_now().saturating_sub(last.0).saturating_sub(last.1.elapsed())
+		};
 		loop {
 			if !self.renewing() {
+				if self.trust_ran_out.swap(false, std::sync::atomic::Ordering::SeqCst) {
+					self.trust_ran_out(reader.as_ref(), path, slept(last_turn)).await;
+				}
 				return;
 			}
 			if self.is_frozen() {
 				self.wake.notified().await;
-				last_turn = clock.trust_now();
+				last_turn = (clock.trust_now(), tokio::time::Instant::now());
 				continue;
 			}
 			let now = clock.trust_now();
-			// The loop turns at least every second: a longer gap means this instance did not run.
-			let stalled = now.saturating_sub(last_turn);
-			last_turn = now;
+			let suspended = slept(last_turn);
+			last_turn = (now, tokio::time::Instant::now());
 			let left = self.trust_left().unwrap_or_default();
 			if left.is_zero() {
-				self.trust_ran_out(reader.as_ref(), path, stalled).await;
+				self.trust_ran_out(reader.as_ref(), path, suspended).await;
 				return;
 			}
 			if now < next_renewal {
@@ -78,8 +85,8 @@ impl LeaseState {
 
 	/// Marks the lease lost because no renewal was confirmed in time, then finds out and records
 	/// what happened: renewals that landed with their answers lost, a takeover, an outage, or a
-	/// stall of this instance.
-	async fn trust_ran_out(&self, reader: &dyn ObjectStore, path: &Path, stalled: Duration) {
+	/// suspend of the host (`slept`).
+	async fn trust_ran_out(&self, reader: &dyn ObjectStore, path: &Path, slept: Duration) {
 		use std::sync::atomic::Ordering::SeqCst;
 		let validity = self.config.validity();
 		self.mark_lost(format!(
@@ -88,11 +95,11 @@ impl LeaseState {
 		let unanswered = self.renewals.unanswered.load(SeqCst);
 		let failed = self.renewals.failed.load(SeqCst);
 		let last_error = self.renewals.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone();
-		let mut reason = if stalled > Duration::from_secs(2) {
+		let mut reason = if slept > Duration::from_secs(1) {
 			format!(
-				"this instance did not run for about {:.0} s (host suspended or process \
-				 paused), longer than the lease's validity of {validity:?}",
-				stalled.as_secs_f64()
+				"the host was suspended for about {:.0} s, and the lease's validity of \
+				 {validity:?} ran out meanwhile",
+				slept.as_secs_f64()
 			)
 		} else {
 			format!(
@@ -376,10 +383,24 @@ pub(crate) async fn acquire_object(
 					let again = read_lease()
 						.await
 						.map_err(|f| f.into_config_error("reading the writer lease"))?;
-					if again.as_ref().map(|(_, v)| v) != Some(&version) {
-						// Renewed, released or taken meanwhile: look again.
-						contended += 1;
-						continue;
+					match again {
+						Some((_, current)) if current == version => {},
+						Some((renewed, _)) if renewed.same_lease(&holder) => {
+							return Err(ConfigError::LeaseHeld {
+								holder: holder.holder(),
+								generation: holder.generation,
+								expires: format!(
+									"it was renewed while this instance watched it for \
+									 {wait:?}, so its holder is alive (its expiry looked past \
+									 by this machine's wall clock, which may run ahead)"
+								),
+							});
+						},
+						// Released or taken meanwhile: look again.
+						_ => {
+							contended += 1;
+							continue;
+						},
 					}
 				}
 				me.generation = holder.generation + 1;
@@ -571,7 +592,7 @@ pub async fn break_lease(
 	if held.is_released() {
 		return Err("the lease is already released: the next instance starts at once".to_owned());
 	}
-	let clock = Clock::System;
+	let clock = config.clock.clone();
 	let wait = config.takeover_wait(&held);
 	let mut broken =
 		LeaseInfo::new_for_this_process(Duration::from_millis(held.ttl_ms).max(config.ttl))

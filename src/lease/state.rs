@@ -67,6 +67,9 @@ pub(crate) struct LeaseState {
 	pub(super) frozen: AtomicBool,
 	pub(super) wake: Notify,
 	pub(super) renewals: RenewalStats,
+	/// Set when a write found the lease's trust run out before the renewal task did: that task
+	/// then finds out why.
+	pub(super) trust_ran_out: AtomicBool,
 }
 
 impl std::fmt::Debug for LeaseState {
@@ -96,6 +99,7 @@ impl LeaseState {
 			frozen: AtomicBool::new(false),
 			wake: Notify::new(),
 			renewals: RenewalStats::default(),
+			trust_ran_out: AtomicBool::new(false),
 		})
 	}
 
@@ -169,11 +173,7 @@ impl LeaseState {
 	fn check_trust(&self) -> Result<(), object_store::Error> {
 		match self.trust_left() {
 			Some(left) if left.is_zero() => {
-				let reason = format!(
-					"no renewal was confirmed within {:?} of the last one sent",
-					self.config.validity()
-				);
-				self.mark_lost(reason);
+				self.lose_trust();
 				Err(lost_error(self.lost_reason().unwrap_or_default()))
 			},
 			_ => Ok(()),
@@ -192,6 +192,17 @@ impl LeaseState {
 			Duration::from_millis(until.saturating_sub(self.config.clock.wall_ms()))
 		});
 		Some(left.min(wall_left))
+	}
+
+	/// Marks the lease lost because its validity ran out; the renewal task explains it.
+	pub(super) fn lose_trust(&self) {
+		let reason = format!(
+			"no renewal was confirmed within {:?} of the last one sent",
+			self.config.validity()
+		);
+		if self.mark_lost(reason) {
+			self.trust_ran_out.store(true, Ordering::SeqCst);
+		}
 	}
 
 	pub(super) fn mark_lost(&self, reason: String) -> bool {
@@ -390,11 +401,11 @@ impl Mutation {
 				(outcome, answered)
 			},
 			_ = self.state.trust_ends() => {
-				let reason = self.state.lost_reason().unwrap_or_else(|| {
-					"its validity ended while a request was in flight".to_owned()
-				});
-				self.state.mark_lost(reason.clone());
-				(Err(lost_error(format!("{reason}; the request was abandoned"))), false)
+				if self.state.lost_reason().is_none() {
+					self.state.lose_trust();
+				}
+				let reason = self.state.lost_reason().unwrap_or_default();
+				(Err(lost_error(format!("{reason}; a request in flight was abandoned"))), false)
 			},
 		};
 		self.answered = answered;

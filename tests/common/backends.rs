@@ -142,6 +142,16 @@ fn server_env<const N: usize>(server: &str, test: &str, vars: [&str; N]) -> Opti
 /// The S3 server `server` (one of [`S3_SERVERS`]) if the environment configures it. Otherwise
 /// prints why the test skips and returns `None`, or panics when servers are required.
 pub fn s3(server: &str, test: &str) -> Option<Backend> {
+	s3_with(server, test, object_store::RetryConfig::default())
+}
+
+/// [`s3`] with a client that re-sends nothing by itself, as the store's own client of writes
+/// (for tests that account for every request on the wire).
+pub fn s3_without_resends(server: &str, test: &str) -> Option<Backend> {
+	s3_with(server, test, object_store::RetryConfig { max_retries: 0, ..Default::default() })
+}
+
+fn s3_with(server: &str, test: &str, retry: object_store::RetryConfig) -> Option<Backend> {
 	let url_var = format!("LDK_OS_TEST_{server}_URL");
 	let endpoint_var = format!("LDK_OS_TEST_{server}_ENDPOINT");
 	let (Ok(url), Ok(endpoint)) = (std::env::var(&url_var), std::env::var(&endpoint_var)) else {
@@ -157,6 +167,7 @@ pub fn s3(server: &str, test: &str) -> Option<Backend> {
 		.with_endpoint(endpoint)
 		.with_allow_http(true)
 		.with_virtual_hosted_style_request(false)
+		.with_retry(retry)
 		.build()
 		.expect("S3 client builds");
 	Some(Backend {

@@ -8,5 +8,6 @@ pub mod crash_support;
 pub mod dual_flow;
 pub mod ldk_flow;
 pub mod log_capture;
+pub mod network;
 pub mod strace;
 pub mod wrappers;
