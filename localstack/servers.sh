@@ -7,7 +7,12 @@
 #   ./localstack/servers.sh env       print the `export` lines the tests read
 #   ./localstack/servers.sh logs      print the last 200 lines of each server log
 #   ./localstack/servers.sh check     signed boto3 smoke check of the S3 servers (check_servers.py)
-#   ./localstack/servers.sh test ...  start, run `cargo test --all-targets --no-fail-fast ...`, stop, exit with its status
+#   ./localstack/servers.sh test      start, run the whole test suite (`cargo test --all-targets
+#                                     --features cli --no-fail-fast`, then the doc tests, the
+#                                     README's included: `cargo test --doc --features cli`), stop,
+#                                     exit non-zero if either failed
+#   ./localstack/servers.sh test ...  the same, but only `cargo test --all-targets --features cli
+#                                     --no-fail-fast ...` with these arguments (targets, test names)
 #
 # Two S3 implementations on purpose: LocalStack (Python, what most people test against) and
 # SeaweedFS (Go, its own storage engine, and it checks request signatures, which LocalStack does
@@ -449,11 +454,23 @@ cmd_test() {
 		log "tests failed (exit $status); server logs follow"
 		cmd_logs >&2
 	fi
+	# `--all-targets` leaves out doc tests, and the README's Rust blocks are doc tests
+	# (`ReadmeDoctests` in src/lib.rs). Run even after a failure, like --no-fail-fast; with
+	# arguments the caller picked what to run (and `--doc` cannot be mixed with `--test NAME`).
+	# The same features as above, so that the library is not built a second time.
+	if (($# == 0)); then
+		local doc_status=0
+		(cd "$ROOT" && cargo test --doc --features cli) || doc_status=$?
+		if ((doc_status != 0)); then
+			log "doc tests failed (exit $doc_status)"
+			((status != 0)) || status=$doc_status
+		fi
+	fi
 	return "$status"
 }
 
 usage() {
-	sed -n '2,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+	sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
 	exit "${1:-2}"
 }
 

@@ -547,3 +547,117 @@ fn lease_shows_and_breaks_the_holder() {
 	assert_eq!(after["lease"]["released"], true, "{after}");
 	assert_eq!(after["lease"]["generation"], 2, "{after}");
 }
+
+/// `lease` takes every location form the other commands take: a `file://` URL, an absolute path
+/// and a relative one (before, a plain path failed with "relative URL without a base").
+#[test]
+fn lease_takes_the_same_locations_as_the_other_commands() {
+	let dir = tempfile::tempdir().unwrap();
+	let node = dir.path().join("node");
+	std::fs::create_dir(&node).unwrap();
+	let url = format!("file://{}", node.display());
+	let absolute = node.display().to_string();
+	let expected = json(&["lease", &url]);
+	assert_eq!(expected.0, 0, "{}", expected.1);
+	assert_eq!(expected.1["locked"], false, "{}", expected.1);
+	assert_eq!(json(&["lease", &absolute]), expected);
+	for relative in ["node", "./node"] {
+		let output =
+			command(&["--json", "lease", relative]).current_dir(dir.path()).output().unwrap();
+		assert_eq!(code(&output), 0, "{relative}: {}", text(&output));
+		let shown: Value = serde_json::from_slice(&output.stdout).unwrap();
+		assert_eq!(shown, expected.1, "{relative}");
+	}
+	// A missing directory is an error, as for the other read-only commands, and is not created.
+	let output = command(&["lease", "./no-such-node"]).current_dir(dir.path()).output().unwrap();
+	assert_eq!(code(&output), 2, "{}", text(&output));
+	assert!(text(&output).contains("does not exist"), "{}", text(&output));
+	assert!(!dir.path().join("no-such-node").exists());
+}
+
+/// On a folder that is no node root, `ls`, `verify` and `gc` find the node roots below it level
+/// by level, without listing what lies below a found root, below a cache folder (`CACHEDIR.TAG`,
+/// as in Cargo's `target/`) or deeper than 4 levels. Those places hold a symlink to their own
+/// folder: listing one fails ("File system loop found"), so the command succeeding in finding the
+/// roots shows that none of them was listed. Before, one listing of everything below the location
+/// walked all of a repository's `target/` (and failed here on the first loop).
+#[cfg(unix)]
+#[test]
+fn parent_folders_are_searched_level_by_level_without_listing_unrelated_trees() {
+	use std::os::unix::fs::symlink;
+	let dir = tempfile::tempdir().unwrap();
+	let parent = dir.path().join("parent");
+	let write = |path: &str, contents: &[u8]| {
+		let path = parent.join(path);
+		std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+		std::fs::write(path, contents).unwrap();
+	};
+	let never_listed = |folder: &str| {
+		let folder = parent.join(folder);
+		std::fs::create_dir_all(&folder).unwrap();
+		symlink(".", folder.join("loop")).unwrap();
+	};
+	// Only the names matter to the search (it reads no node data), so plain bytes stand in for a
+	// node's objects.
+	write("notes.txt", b"not a node");
+	write("node-a/manager", b"m");
+	write(".hidden-node/manager", b"m");
+	write(&format!("nodes/node-b/monitors/{}_0", "ab".repeat(32)), b"monitor");
+	never_listed("nodes/node-b/extra");
+	// An empty monitors folder does not make a node root.
+	std::fs::create_dir_all(parent.join("decoy/monitors")).unwrap();
+	// A cache, by the Cache Directory Tagging Specification.
+	write("target/CACHEDIR.TAG", b"Signature: 8a477f597d28d172789f06886806bc55\n# cargo\n");
+	never_listed("target/debug");
+	// A tag without the signature does not make a cache.
+	write("not-a-cache/CACHEDIR.TAG", b"Signature: this is not the signature of the spec\n");
+	write("not-a-cache/node-c/manager", b"m");
+	// A node root 4 levels down is found; nothing deeper is listed.
+	write("deep/1/2/node-d/manager", b"m");
+	never_listed("deep/1/2/3/4");
+
+	let url = format!("file://{}", parent.display());
+	let roots = ["node-a", ".hidden-node", "nodes/node-b", "not-a-cache/node-c", "deep/1/2/node-d"];
+	for command in ["ls", "verify", "gc"] {
+		let output = cli(&[command, &url]);
+		let shown = text(&output);
+		assert_eq!(code(&output), 2, "{command}: {shown}");
+		assert!(shown.contains("5 node root(s) below it"), "{command}: {shown}");
+		for root in roots {
+			assert!(shown.contains(&format!("{url}/{root}\n")), "{command}, {root}: {shown}");
+		}
+		assert!(!shown.contains("decoy"), "{command}: {shown}");
+		// parent, its 7 folders, decoy/monitors, deep/1, nodes/node-b and its monitors,
+		// not-a-cache/node-c, deep/1/2, deep/1/2/3 and deep/1/2/node-d.
+		assert!(
+			shown.contains(
+				"searched 16 folder(s), up to 4 levels down, skipping the cache folder(s) target \
+				 (tagged by a CACHEDIR.TAG); deeper folders were not searched"
+			),
+			"{command}: {shown}"
+		);
+	}
+
+	// Without node roots below, the error says how far it looked and what to point it at.
+	for root in ["node-a", ".hidden-node", "nodes", "not-a-cache", "deep/1/2/node-d"] {
+		std::fs::remove_dir_all(parent.join(root)).unwrap();
+	}
+	let output = cli(&["verify", &url]);
+	let shown = text(&output);
+	assert_eq!(code(&output), 2, "{shown}");
+	assert!(shown.contains("nor in the folders below it (searched 8 folder(s)"), "{shown}");
+	assert!(shown.contains("point the command at a node's root"), "{shown}");
+
+	// At most 1,000 folders are listed: a node root past them is not found, and the error says
+	// that the search stopped.
+	for i in 0..1000 {
+		std::fs::create_dir(parent.join(format!("empty-{i:04}"))).unwrap();
+	}
+	write("zz-node/manager", b"m");
+	let output = cli(&["verify", &url]);
+	let shown = text(&output);
+	assert_eq!(code(&output), 2, "{shown}");
+	assert!(shown.contains("searched 1000 folder(s)"), "{shown}");
+	assert!(shown.contains("stopped at 1000 folders, so some were not searched"), "{shown}");
+	assert!(!shown.contains("zz-node"), "{shown}");
+}

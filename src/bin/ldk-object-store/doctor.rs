@@ -26,8 +26,8 @@ const PROBE_NAMESPACE: &str = "ldk_object_store_doctor";
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-	/// Store URL, or an absolute directory path.
-	url: String,
+	#[command(flatten)]
+	store: crate::location::StoreArg,
 	/// The most the whole command takes, in seconds. The first check (listing) gets half, each
 	/// later one an equal share of the time left; one that runs out is reported as timed out.
 	#[arg(long, default_value_t = 20.0, value_name = "SECONDS", value_parser = parse_seconds)]
@@ -113,8 +113,7 @@ fn no_answer(err: &lightning::io::Error) -> bool {
 pub(crate) async fn run(args: &Args, options: &[(String, String)], out: &Output) -> CommandResult {
 	let started = Instant::now();
 	let deadline = started + Duration::from_secs_f64(args.timeout);
-	let url = location::url(&args.url)?;
-	location::must_exist(&url)?;
+	let url = args.store.existing_url()?;
 	let local_dir = location::local_dir(&url);
 	let entries_before = local_dir.as_deref().map(entries).unwrap_or_default();
 	let no_credentials = missing_credentials(&url, options);

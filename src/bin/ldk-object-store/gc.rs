@@ -5,7 +5,6 @@
 
 use std::fmt::Write;
 
-use ldk_object_store::inspect::Inventory;
 use serde_json::json;
 
 use crate::output::{CommandResult, Outcome, Output};
@@ -14,8 +13,8 @@ use lightning::util::persist::CHANNEL_MONITOR_UPDATE_PERSISTENCE_PRIMARY_NAMESPA
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-	/// Store URL, or an absolute directory path.
-	url: String,
+	#[command(flatten)]
+	store: crate::location::StoreArg,
 	/// Delete; without it, only show what would be deleted.
 	#[arg(long)]
 	apply: bool,
@@ -23,9 +22,8 @@ pub(crate) struct Args {
 
 pub(crate) async fn run(args: &Args, options: &[(String, String)], out: &Output) -> CommandResult {
 	// --apply deletes, so it takes the writer lease: refused while a node runs on the prefix.
-	let (store, url) = crate::open_existing(&args.url, options, args.apply)?;
-	let inventory = Inventory::scan(&store).await.map_err(|e| e.to_string())?;
-	crate::location::require_node_data(&inventory, &url)?;
+	let (store, url) = crate::open_existing(&args.store.location, options, args.apply)?;
+	let inventory = crate::roots::node_inventory(&store, &url).await?;
 	let mut batches: Vec<(String, Vec<String>, &str)> = Vec::new();
 	for monitor in &inventory.monitors {
 		if !monitor.stale.is_empty() {

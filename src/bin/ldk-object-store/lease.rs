@@ -6,12 +6,13 @@ use std::io::BufRead;
 use ldk_object_store::lease::{self, LeaseInfo};
 use serde_json::json;
 
+use crate::location;
 use crate::output::{redact, CommandResult, Outcome, Output};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-	/// Store URL.
-	url: String,
+	#[command(flatten)]
+	store: crate::location::StoreArg,
 	/// Take the lease away from a dead holder. Refused while the holder renewed recently;
 	/// otherwise watches the lease for its time to live plus the clock skew allowance (35 s by
 	/// default) and releases it only if nobody renewed it meanwhile, so that the next instance
@@ -42,7 +43,9 @@ fn info_json(info: &LeaseInfo) -> serde_json::Value {
 }
 
 pub(crate) async fn run(args: &Args, options: &[(String, String)], out: &Output) -> CommandResult {
-	if let Some(dir) = local_dir(&args.url) {
+	// The same location forms as every other command; a missing directory is never created.
+	let url = args.store.existing_url()?;
+	if let Some(dir) = location::local_dir(&url) {
 		// A file:// store holds an OS lock instead; it ends with its process.
 		let locked =
 			lease::directory_is_locked(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -51,7 +54,7 @@ pub(crate) async fn run(args: &Args, options: &[(String, String)], out: &Output)
 		} else {
 			"free"
 		};
-		out.report(&format!("{}: {text}\n", redact(&args.url)), json!({ "locked": locked }));
+		out.report(&format!("{}: {text}\n", redact(&url)), json!({ "locked": locked }));
 		return if args.break_it {
 			Err("a file:// store's lock cannot be broken: stop the process that holds it".into())
 		} else {
@@ -59,7 +62,7 @@ pub(crate) async fn run(args: &Args, options: &[(String, String)], out: &Output)
 		};
 	}
 	// Read-only: this tool must not contend for the lease it shows.
-	let store = crate::open(&args.url, options)?;
+	let store = crate::open(&url, options)?;
 	let held = lease::read_lease(&store).await.map_err(|e| format!("reading the lease: {e}"))?;
 	let Some(held) = held else {
 		out.report(
@@ -141,10 +144,4 @@ pub(crate) async fn run(args: &Args, options: &[(String, String)], out: &Output)
 	};
 	out.report(&text, value);
 	Ok(Outcome::from_problems(0))
-}
-
-/// The directory of a `file://` URL.
-fn local_dir(url: &str) -> Option<std::path::PathBuf> {
-	let parsed = url::Url::parse(url).ok()?;
-	(parsed.scheme() == "file").then(|| parsed.to_file_path().ok()).flatten()
 }

@@ -9,6 +9,22 @@ use url::Url;
 
 use crate::output::redact;
 
+/// The location a command works on, as typed; [`url()`] makes it a store URL.
+#[derive(Debug, clap::Args)]
+pub(crate) struct StoreArg {
+	/// Store URL (s3://bucket/prefix, gs://, az://, file:///abs/dir, memory://) or a local
+	/// directory's path, absolute or relative to the current directory.
+	#[arg(value_name = "URL")]
+	pub(crate) location: String,
+}
+
+impl StoreArg {
+	/// The store URL of a location that must already exist (see [`existing`]).
+	pub(crate) fn existing_url(&self) -> Result<String, String> {
+		existing(&self.location)
+	}
+}
+
 /// The store URL for `raw`: a URL as it is, and a local path (absolute, or relative to the current
 /// directory) as its `file://` URL.
 pub(crate) fn url(raw: &str) -> Result<String, String> {
@@ -35,6 +51,14 @@ pub(crate) fn url(raw: &str) -> Result<String, String> {
 	}
 }
 
+/// The store URL for `raw`, for a command that needs it to exist already: a missing local
+/// directory is an error, never created.
+pub(crate) fn existing(raw: &str) -> Result<String, String> {
+	let url = url(raw)?;
+	must_exist(&url)?;
+	Ok(url)
+}
+
 /// Fails if `url` is a local directory that does not exist, so that nothing creates it.
 pub(crate) fn must_exist(url: &str) -> Result<(), String> {
 	let Some(dir) = local_dir(url) else { return Ok(()) };
@@ -59,32 +83,48 @@ pub(crate) fn require_node_data(inventory: &Inventory, url: &str) -> Result<(), 
 		return Ok(());
 	}
 	let url = redact(url);
+	let base = url.trim_end_matches('/');
 	if !inventory.node_roots_below.is_empty() {
-		let base = url.trim_end_matches('/');
-		let below = &inventory.node_roots_below;
-		let mut roots: Vec<String> =
-			below.iter().take(SHOWN_ROOTS).map(|root| format!("{base}/{root}")).collect();
-		if below.len() > SHOWN_ROOTS {
-			roots.push(format!("… and {} more", below.len() - SHOWN_ROOTS));
-		}
-		return Err(format!(
-			"no node data at {url}, but {} node root(s) below it; point the command at one of \
-			 them:\n  {}",
-			below.len(),
-			roots.join("\n  ")
-		));
+		let roots: Vec<String> =
+			inventory.node_roots_below.iter().map(|root| format!("{base}/{root}")).collect();
+		return Err(roots_below(&url, &roots, "found by listing everything below it"));
 	}
 	if inventory.objects == 0 {
-		return Err(format!(
-			"no node data at {url}: nothing is stored there (check the bucket, the prefix and, for \
-			 an encrypted store, LDK_OBJECT_STORE_ENCRYPTION_KEY)"
-		));
+		return Err(nothing_stored(&url));
 	}
-	Err(format!(
-		"no node data at {url}: {} object(s), but no ChannelManager (`manager`), monitor or \
-		 monitor update among them",
-		inventory.objects
-	))
+	Err(no_node_objects(&url, inventory.objects))
+}
+
+/// The error for a location without a node's data but with node roots below it (their URLs);
+/// `how` says how they were found.
+pub(crate) fn roots_below(url: &str, roots: &[String], how: &str) -> String {
+	let mut shown: Vec<&str> = roots.iter().take(SHOWN_ROOTS).map(String::as_str).collect();
+	let more = format!("… and {} more", roots.len().saturating_sub(SHOWN_ROOTS));
+	if roots.len() > SHOWN_ROOTS {
+		shown.push(&more);
+	}
+	format!(
+		"no node data at {url}, but {} node root(s) below it ({how}); point the command at one \
+		 of them:\n  {}",
+		roots.len(),
+		shown.join("\n  ")
+	)
+}
+
+/// The error for a location that holds nothing at all.
+pub(crate) fn nothing_stored(url: &str) -> String {
+	format!(
+		"no node data at {url}: nothing is stored there (check the bucket, the prefix and, for an \
+		 encrypted store, LDK_OBJECT_STORE_ENCRYPTION_KEY)"
+	)
+}
+
+/// The error for a location whose objects are none of a node's.
+pub(crate) fn no_node_objects(url: &str, objects: usize) -> String {
+	format!(
+		"no node data at {url}: {objects} object(s), but no ChannelManager (`manager`), monitor \
+		 or monitor update among them; point the command at a node's root"
+	)
 }
 
 /// The local directory of a `file://` URL.

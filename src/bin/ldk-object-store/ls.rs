@@ -2,15 +2,16 @@
 
 use std::fmt::Write;
 
-use ldk_object_store::inspect::Inventory;
 use serde_json::json;
 
+use crate::location::StoreArg;
 use crate::output::{bytes, CommandResult, Outcome, Output};
 
-pub(crate) async fn run(url: &str, options: &[(String, String)], out: &Output) -> CommandResult {
-	let (store, url) = crate::open_existing(url, options, false)?;
-	let inventory = Inventory::scan(&store).await.map_err(|e| e.to_string())?;
-	crate::location::require_node_data(&inventory, &url)?;
+pub(crate) async fn run(
+	location: &StoreArg, options: &[(String, String)], out: &Output,
+) -> CommandResult {
+	let (store, url) = crate::open_existing(&location.location, options, false)?;
+	let inventory = crate::roots::node_inventory(&store, &url).await?;
 	let mut text = String::new();
 	let _ = writeln!(text, "{:<48} {:>8} {:>12}", "namespace (primary/secondary)", "keys", "bytes");
 	for ((primary, secondary), stats) in &inventory.namespaces {

@@ -11,6 +11,7 @@ mod location;
 mod ls;
 mod migrate;
 mod output;
+mod roots;
 mod verify;
 
 use std::process::ExitCode;
@@ -24,7 +25,7 @@ use output::Output;
 /// Migrate, inspect, verify and clean up an LDK node's state in object storage.
 ///
 /// Store URLs: s3://bucket/prefix, gs://bucket/prefix, az://container/prefix, file:///abs/dir (or
-/// just /abs/dir), memory://. Credentials come from the standard AWS_*, GOOGLE_* and AZURE_*
+/// just a path, /abs/dir or ./dir), memory://. Credentials come from the standard AWS_*, GOOGLE_* and AZURE_*
 /// variables (AWS_ENDPOINT for MinIO, LocalStack, SeaweedFS). An encrypted store needs its key in
 /// LDK_OBJECT_STORE_ENCRYPTION_KEY (and LDK_OBJECT_STORE_ENCRYPT_NAMES=true if names are).
 ///
@@ -51,7 +52,7 @@ enum Command {
 	/// skipped, and a key that exists with other contents is never overwritten unless asked.
 	Migrate(migrate::Args),
 	/// List the namespaces with their sizes, and each monitor with its size and pending updates.
-	Ls(StoreArg),
+	Ls(location::StoreArg),
 	/// Load every monitor with its updates (as a node would at startup), and check keys, gaps,
 	/// and stale or orphaned update objects. Exit code 1 if anything is wrong.
 	Verify(verify::Args),
@@ -64,13 +65,6 @@ enum Command {
 	/// Show who holds the writer lease of a node's prefix, and until when; --break takes it
 	/// away from a holder that is certainly dead.
 	Lease(lease::Args),
-}
-
-/// The store to work on.
-#[derive(Debug, clap::Args)]
-struct StoreArg {
-	/// Store URL, or an absolute directory path.
-	url: String,
 }
 
 fn parse_option(raw: &str) -> Result<(String, String), String> {
@@ -111,10 +105,9 @@ fn open_with(
 /// cleans it up as its one writer): a missing directory is an error, never created. Returns the
 /// store and its URL.
 fn open_existing(
-	raw: &str, options: &[(String, String)], writer: bool,
+	location: &str, options: &[(String, String)], writer: bool,
 ) -> Result<(ObjectKvStore, String), String> {
-	let url = location::url(raw)?;
-	location::must_exist(&url)?;
+	let url = location::existing(location)?;
 	Ok((open_with(&url, options, writer)?, url))
 }
 
@@ -138,7 +131,7 @@ fn main() -> ExitCode {
 	let result = runtime.block_on(async {
 		match &cli.command {
 			Command::Migrate(args) => migrate::run(args, &cli.options, &out).await,
-			Command::Ls(store) => ls::run(&store.url, &cli.options, &out).await,
+			Command::Ls(store) => ls::run(store, &cli.options, &out).await,
 			Command::Verify(args) => verify::run(args, &cli.options, &out).await,
 			Command::Gc(args) => gc::run(args, &cli.options, &out).await,
 			Command::Doctor(args) => doctor::run(args, &cli.options, &out).await,

@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bitcoin::Transaction;
 use futures::stream::{self, StreamExt};
-use ldk_object_store::inspect::{Inventory, MonitorEntry};
+use ldk_object_store::inspect::MonitorEntry;
 use ldk_object_store::{LoadMode, MonitorPersister, PersisterConfig};
 use lightning::chain::chaininterface::{BroadcasterInterface, ConfirmationTarget, FeeEstimator};
 use lightning::sign::KeysManager;
@@ -20,8 +20,8 @@ use crate::output::{CommandResult, Outcome, Output};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-	/// Store URL, or an absolute directory path.
-	url: String,
+	#[command(flatten)]
+	store: crate::location::StoreArg,
 	/// How pending updates are found: probe (as LDK does), pipelined, list (one listing of all
 	/// updates) or list-each (one listing per monitor).
 	#[arg(long, default_value = "probe", value_parser = ["probe", "pipelined", "list", "list-each"])]
@@ -81,9 +81,8 @@ fn structural(entry: &MonitorEntry) -> (Vec<String>, Vec<String>) {
 }
 
 pub(crate) async fn run(args: &Args, options: &[(String, String)], out: &Output) -> CommandResult {
-	let (store, url) = crate::open_existing(&args.url, options, false)?;
-	let inventory = Inventory::scan(&store).await.map_err(|e| e.to_string())?;
-	crate::location::require_node_data(&inventory, &url)?;
+	let (store, url) = crate::open_existing(&args.store.location, options, false)?;
+	let inventory = crate::roots::node_inventory(&store, &url).await?;
 	let load_mode = match args.load_mode.as_str() {
 		"pipelined" => LoadMode::Pipelined { window: 8 },
 		"list" => LoadMode::List,
