@@ -133,7 +133,8 @@ impl Fencing {
 		};
 		match self.put_once(backend, path, bytes, mode).await {
 			Err(err)
-				if unseen && !create_only && FailureKind::of(&err) == FailureKind::AlreadyExists =>
+				if unseen
+					&& !create_only && FailureKind::of(&err) == FailureKind::AlreadyExists =>
 			{
 				// Not seen since this store started: an earlier run's copy (of a monitor
 				// archived just before a crash, say). Condition the write on what is there now.

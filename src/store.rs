@@ -10,7 +10,7 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ListResult, ObjectStore, ObjectStoreExt, PutPayload};
 use tokio::sync::Semaphore;
 use tracing::{field, Instrument, Span};
 
@@ -944,6 +944,28 @@ impl ObjectKvStore {
 			core.list_everything(&span).instrument(span.clone()).await
 		};
 		self.start(Operation::ListAll, ALL_KEYS.to_owned(), work).await
+	}
+
+	/// One delimiter listing of any folder `prefix` (not only a namespace): for tools that look
+	/// for node roots below a location. `target` names it in errors.
+	#[doc(hidden)]
+	pub async fn list_folder(&self, prefix: Path, target: String) -> Result<ListResult, Error> {
+		let core = Arc::clone(&self.core);
+		let name = target.clone();
+		let work = async move {
+			let span = op_span(Operation::List, "", "", &target, None);
+			core.list_delimited(&prefix, &target, &span).instrument(span.clone()).await
+		};
+		self.start(Operation::List, name, work).await
+	}
+
+	/// The bytes `range` of the object at `path` (any path below the backend's root), for tools;
+	/// `target` names it in errors.
+	#[doc(hidden)]
+	pub async fn read_object_range(
+		&self, path: Path, range: std::ops::Range<u64>, target: String,
+	) -> Result<Bytes, Error> {
+		self.read_range(path, range, target).await
 	}
 
 	/// The bytes `range` of the object at `path`; `target` names it in errors.

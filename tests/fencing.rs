@@ -54,7 +54,10 @@ fn second_writer_is_refused(backend: &Backend) {
 	// wrote, is refused from then on.
 	first.write("monitors", "", "aa_0", b"monitor".to_vec()).unwrap();
 	second.write("monitors", "", "aa_0", b"other".to_vec()).unwrap();
-	assert_fenced(first.write("monitors", "", "aa_0", b"monitor 2".to_vec()), "after a blind write");
+	assert_fenced(
+		first.write("monitors", "", "aa_0", b"monitor 2".to_vec()),
+		"after a blind write",
+	);
 	assert_eq!(second.read("monitors", "", "aa_0").unwrap(), b"other");
 
 	// Monitor updates are created once: another writer's different update is refused, the same
@@ -267,7 +270,9 @@ fn fencing_is_on_by_default_where_the_lease_is_an_object() {
 /// nothing is counted as given up, and consolidation at shutdown succeeds.
 #[test]
 fn archiving_again_after_a_crash_is_not_fenced() {
-	use common::dual_flow::{config, decode, ours, ours_async, run_dual_flow, static_replay_cfg, Call};
+	use common::dual_flow::{
+		config, decode, ours, ours_async, run_dual_flow, static_replay_cfg, Call,
+	};
 	use ldk_object_store::{LoadMode, PersistMode};
 	use lightning::chain::chainmonitor::Persist;
 	use lightning::util::test_channel_signer::TestChannelSigner;
@@ -284,7 +289,12 @@ fn archiving_again_after_a_crash_is_not_fenced() {
 			persister.persist_new_channel(*name, &decode(monitor, &cfg.keys_manager));
 			// The crash: the archived copy is written, the monitor is not removed yet.
 			store
-				.write("archived_monitors", "", &key, b"the archive of the run that crashed".to_vec())
+				.write(
+					"archived_monitors",
+					"",
+					&key,
+					b"the archive of the run that crashed".to_vec(),
+				)
 				.unwrap();
 		}
 		let store = backend.store();

@@ -18,13 +18,11 @@
 //! Its error names the node roots it found and says how far it looked.
 
 use std::collections::BTreeMap;
-use std::future::Future;
-use std::time::Instant;
 
 use futures::stream::{self, StreamExt};
 use ldk_object_store::inspect::Inventory;
 use ldk_object_store::lease::{LEASE_OBJECT, LOCK_FILE};
-use ldk_object_store::{Error, FailureKind, ObjectKvStore, Operation, RetryPolicy};
+use ldk_object_store::{Error, FailureKind, ObjectKvStore};
 use lightning::util::persist::{
 	ARCHIVED_CHANNEL_MONITOR_PERSISTENCE_PRIMARY_NAMESPACE as ARCHIVED,
 	CHANNEL_MANAGER_PERSISTENCE_KEY, CHANNEL_MONITOR_PERSISTENCE_PRIMARY_NAMESPACE as MONITORS,
@@ -32,7 +30,6 @@ use lightning::util::persist::{
 	OUTPUT_SWEEPER_PERSISTENCE_KEY, SCORER_PERSISTENCE_KEY,
 };
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt};
 
 use crate::location;
 use crate::output::redact;
@@ -65,7 +62,7 @@ const CACHE_TAG_SIGNATURE: &[u8] = b"Signature: 8a477f597d28d172789f06886806bc55
 pub(crate) async fn node_inventory(store: &ObjectKvStore, url: &str) -> Result<Inventory, String> {
 	let root = store.key_mapper().root().clone();
 	let mut search = Search {
-		backend: store.raw_backend().as_ref(),
+		store,
 		url: redact(url).trim_end_matches('/').to_owned(),
 		root: root.clone(),
 		listed: BTreeMap::new(),
@@ -102,7 +99,8 @@ enum Cut {
 }
 
 struct Search<'a> {
-	backend: &'a dyn ObjectStore,
+	/// Every request goes through the store: its retry policy and bound on requests in flight.
+	store: &'a ObjectKvStore,
 	/// The location, for messages.
 	url: String,
 	root: Path,
@@ -136,11 +134,11 @@ impl Search<'_> {
 	}
 
 	async fn list_one(&self, folder: &Path) -> Result<Folder, String> {
-		let prefix = (!folder.as_ref().is_empty()).then_some(folder);
-		let listing = retried(Operation::List, &self.shown(folder), &self.url, || {
-			self.backend.list_with_delimiter(prefix)
-		})
-		.await?;
+		let listing = self
+			.store
+			.list_folder(folder.clone(), self.shown(folder))
+			.await
+			.map_err(|e| self.failed(e))?;
 		let objects = listing
 			.objects
 			.into_iter()
@@ -190,14 +188,16 @@ impl Search<'_> {
 			return Ok(false);
 		}
 		let tag = folder.clone().join(CACHE_TAG);
-		let head = retried(Operation::Read, &self.shown(&tag), &self.url, || async {
-			match self.backend.get_range(&tag, 0..signature_len).await {
-				// Gone since the listing.
-				Err(e) if FailureKind::of(&e) == FailureKind::NotFound => Ok(None),
-				other => other.map(Some),
-			}
-		})
-		.await?;
+		let head = match self
+			.store
+			.read_object_range(tag.clone(), 0..signature_len, self.shown(&tag))
+			.await
+		{
+			Ok(head) => Some(head),
+			// Gone since the listing.
+			Err(e) if e.failure_kind() == Some(FailureKind::NotFound) => None,
+			Err(e) => return Err(self.failed(e)),
+		};
 		Ok(head.is_some_and(|head| head.as_ref() == CACHE_TAG_SIGNATURE))
 	}
 
@@ -289,6 +289,22 @@ impl Search<'_> {
 		}
 	}
 
+	/// A failed request as the command reports it: the error, and what to check.
+	fn failed(&self, failed: Error) -> String {
+		let check = match failed.failure_kind() {
+			Some(
+				FailureKind::PermissionDenied
+				| FailureKind::Unauthenticated
+				| FailureKind::CredentialsExpired,
+			) => "check the credentials; ",
+			Some(FailureKind::ConnectFailed | FailureKind::TimedOut) => {
+				"check the endpoint and that the store is reachable; "
+			},
+			_ => "",
+		};
+		format!("{failed} ({check}`ldk-object-store doctor {}` checks the store)", self.url)
+	}
+
 	/// `path` as a URL below the location, for errors.
 	fn shown(&self, path: &Path) -> String {
 		let relative = self.relative(path);
@@ -300,55 +316,6 @@ impl Search<'_> {
 	}
 }
 
-/// Runs `request` with the retry policy the command's stores have (the default one), as the store
-/// runs its own operations: these requests go to the backend directly, since the store offers no
-/// delimiter listing of arbitrary folders. The error names `target` and says what to check.
-async fn retried<T, Fut>(
-	operation: Operation, target: &str, url: &str, mut request: impl FnMut() -> Fut,
-) -> Result<T, String>
-where
-	Fut: Future<Output = object_store::Result<T>>,
-{
-	let policy = RetryPolicy::default();
-	let started = Instant::now();
-	let mut pause = policy.initial_backoff;
-	let mut attempts = 0;
-	loop {
-		attempts += 1;
-		let error = match tokio::time::timeout(policy.attempt_timeout, request()).await {
-			Ok(Ok(value)) => return Ok(value),
-			Ok(Err(error)) => error,
-			Err(_) => object_store::Error::Generic {
-				store: "ldk-object-store",
-				source: Box::new(std::io::Error::new(
-					std::io::ErrorKind::TimedOut,
-					format!("request abandoned after {:?}", policy.attempt_timeout),
-				)),
-			},
-		};
-		let kind = FailureKind::of(&error);
-		let out_of_time = started.elapsed() + pause > policy.max_elapsed;
-		if !kind.is_transient() || attempts >= policy.max_attempts || out_of_time {
-			let target = target.to_owned();
-			let failed = Error::Storage { operation, target, kind, attempts, source: error };
-			let check = match kind {
-				FailureKind::PermissionDenied
-				| FailureKind::Unauthenticated
-				| FailureKind::CredentialsExpired => "check the credentials; ",
-				FailureKind::ConnectFailed | FailureKind::TimedOut => {
-					"check the endpoint and that the store is reachable; "
-				},
-				_ => "",
-			};
-			return Err(format!(
-				"{failed} ({check}`ldk-object-store doctor {url}` checks the store)"
-			));
-		}
-		tokio::time::sleep(pause).await;
-		pause = (pause * 2).min(policy.max_backoff);
-	}
-}
-
 #[cfg(test)]
 mod tests {
 	use std::sync::{Arc, Mutex};
@@ -357,7 +324,7 @@ mod tests {
 	use ldk_object_store::StoreBuilder;
 	use object_store::memory::InMemory;
 	use object_store::{
-		CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta,
+		CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
 		PutMultipartOptions, PutOptions, PutPayload, PutResult, Result,
 	};
 
