@@ -79,19 +79,21 @@ mod background;
 mod completion;
 mod config;
 mod ledger;
+mod leftovers;
 pub(crate) mod names;
 mod read;
 pub(crate) mod write;
 
 use std::ops::Deref;
 use std::sync::Arc;
+use std::time::Duration;
 
 use lightning::chain::chaininterface::{BroadcasterInterface, FeeEstimator};
 use lightning::sign::{EntropySource, SignerProvider};
 use lightning::util::logger::Logger;
 use tokio::sync::watch;
 
-pub use background::PersisterHealth;
+pub use background::{Pending, PersisterHealth};
 pub use completion::MonitorUpdateSink;
 pub use config::{PersistMode, PersisterConfig};
 pub use read::{LoadMode, LoadedMonitor};
@@ -115,6 +117,10 @@ where
 	background: Option<Arc<AsyncWrites>>,
 	/// Per channel: the newest full write, and the update bytes stored after it.
 	ledger: ledger::Ledger,
+	/// Sync mode: the channels whose earlier run's leftovers are cleared (see `leftovers`).
+	cleared: leftovers::Cleared,
+	#[cfg(feature = "_test_hooks")]
+	hooks: TestHooks,
 	logger: L,
 	entropy_source: ES,
 	signer_provider: SP,
@@ -165,6 +171,9 @@ where
 			config,
 			background: None,
 			ledger: Default::default(),
+			cleared: Default::default(),
+			#[cfg(feature = "_test_hooks")]
+			hooks: Default::default(),
 			logger,
 			entropy_source,
 			signer_provider,
@@ -248,11 +257,12 @@ where
 
 	/// Waits until every asynchronous write and archive has finished (those started while it
 	/// waits included): durable, or given up because another writer took the store over; and
-	/// until their completions are delivered (to the bound `ChainMonitor`, or queued for it). A write that keeps failing is
-	/// retried, so this waits for the backend to come back; wrap it in a timeout if shutdown must
-	/// not wait (LDK replays unreported updates from the `ChannelManager` on the next start).
-	/// Call it at shutdown, after the background processor has returned and before the persister
-	/// is dropped: dropping the persister stops its retries.
+	/// until their completions are delivered (to the bound `ChainMonitor`, or queued for it). A
+	/// write that keeps failing is retried, so this waits for the backend to come back, however
+	/// long; where shutdown must not wait, use [`Self::flush_within`] (LDK replays unreported
+	/// updates from the `ChannelManager` on the next start). Call it at shutdown, after the
+	/// background processor has returned and before the persister is dropped: dropping the
+	/// persister stops its retries. Returns at once in sync mode.
 	pub async fn flush(&self) {
 		if let Some(background) = &self.background {
 			background.flush().await;
@@ -262,6 +272,29 @@ where
 	/// [`Self::flush`] for synchronous callers.
 	pub fn flush_blocking(&self) {
 		crate::runtime::block_on(self.flush());
+	}
+
+	/// [`Self::flush`] for at most `limit`: `Ok` once everything is finished, or, when the time
+	/// is up, the work still [`Pending`] (the objects, how many updates LDK still waits for, and
+	/// the last error), which goes on in the background. Awaitable on any executor.
+	pub async fn flush_within(&self, limit: Duration) -> Result<(), Pending> {
+		match &self.background {
+			Some(background) => background.flush_within(limit).await,
+			None => Ok(()),
+		}
+	}
+
+	/// [`Self::flush_within`] for synchronous callers.
+	pub fn flush_within_blocking(&self, limit: Duration) -> Result<(), Pending> {
+		crate::runtime::block_on(self.flush_within(limit))
+	}
+
+	/// Test hook: runs `hook` once, inside the next full-monitor write, between reading the
+	/// monitor's update id and serializing the monitor. Not part of the API.
+	#[cfg(feature = "_test_hooks")]
+	#[doc(hidden)]
+	pub fn set_full_write_hook(&self, hook: impl FnOnce() + Send + 'static) {
+		*self.hooks.full_write.lock().unwrap_or_else(|p| p.into_inner()) = Some(Box::new(hook));
 	}
 }
 
@@ -305,6 +338,9 @@ where
 			config: persister.config.clone(),
 			background: None,
 			ledger: Default::default(),
+			cleared: Default::default(),
+			#[cfg(feature = "_test_hooks")]
+			hooks: Default::default(),
 			logger: persister.logger.clone(),
 			entropy_source: persister.entropy_source.clone(),
 			signer_provider: persister.signer_provider.clone(),
@@ -318,6 +354,25 @@ where
 		persister.background =
 			Some(AsyncWrites::new(persister.store.clone(), &persister.config, archiver)?);
 		Ok(persister)
+	}
+}
+
+/// Test hooks (feature `_test_hooks`).
+#[cfg(feature = "_test_hooks")]
+#[derive(Default)]
+struct TestHooks {
+	/// Runs once, in a full write, between reading the id and serializing the monitor.
+	full_write: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+#[cfg(feature = "_test_hooks")]
+impl TestHooks {
+	fn between_id_and_bytes(&self) {
+		// Taken before it runs: the hook may itself cause a full write.
+		let hook = self.full_write.lock().unwrap_or_else(|p| p.into_inner()).take();
+		if let Some(hook) = hook {
+			hook();
+		}
 	}
 }
 
