@@ -25,11 +25,27 @@
 //! [`MonitorPersister::consolidate`] writes every channel's full monitor, so that the next start
 //! reads one object per monitor.
 //!
+//! Every full write reads the monitor's update id before it serializes the monitor, so the bytes
+//! stored are at least as new as the id they are stored under: an update that the `ChainMonitor`
+//! applies in between (it needs only its shared lock, so it can run beside `consolidate`) is in
+//! the bytes, and its own object, above that id, is neither pruned nor reported as held by the
+//! full write.
+//!
 //! # Writing
 //!
 //! Built with [`MonitorPersister::new`], the persister is synchronous: each `Persist` call returns
 //! `Completed` once the object is durable (after the store's retries; `UnrecoverableError` if it
 //! still fails, which stops LDK as its own persister does).
+//!
+//! In both modes, before a channel's first write in this process lands, the update objects an
+//! earlier run left at or above the first new update id are deleted: the channel's
+//! `monitor_updates/<key>/` is listed once and every such id goes, whatever
+//! `maximum_pending_updates` that run had. Otherwise an old object above a gap would be read after
+//! this run's updates (LDK 0.3's persister applies every listed update above the monitor), or, with
+//! fencing, refuse this run's object of the same id. No write of the channel starts before the
+//! clear has succeeded: in sync mode a failed clear fails the write (`UnrecoverableError`, and the
+//! next call tries again); in async mode the clear is retried in the background as a failing write
+//! is, and the channel's writes wait for it.
 //!
 //! Built with [`MonitorPersister::new_async`], each call returns `InProgress` at once and nothing
 //! inside `Persist` waits for I/O, the archive included. This rests on LDK's asynchronous
@@ -48,7 +64,9 @@
 //!   [`health`](MonitorPersister::health) says which writes are failing, so the application can
 //!   shut down rather than run with a frozen channel;
 //! - a full-monitor write that a newer one of the same channel replaces before it starts is not
-//!   sent, so at most one full monitor per channel waits in memory besides the one being written.
+//!   sent, so at most one full monitor per channel waits in memory besides the one being written;
+//!   one that keeps failing while a newer one waits gives up, and the newer one deletes the update
+//!   objects both make stale once it is durable.
 //!
 //! Writes to one monitor keep their call order, so a full monitor never regresses to an older one.
 //!
@@ -73,7 +91,20 @@
 //!
 //! At shutdown, after the background processor has returned:
 //! [`consolidate`](MonitorPersister::consolidate) (it also waits for the async writes in flight,
-//! as [`flush`](MonitorPersister::flush) does), then drop the persister.
+//! as [`flush`](MonitorPersister::flush) does), then drop the persister. Both wait for as long as
+//! a write keeps failing (a 403 on `archived_monitors/` fails for good); where shutdown must end,
+//! [`consolidate_within`](MonitorPersister::consolidate_within) and
+//! [`flush_within`](MonitorPersister::flush_within) return when their time is up, with the
+//! [`Pending`] work: the objects, how many updates LDK still waits for, and the last error.
+//!
+//! # Maintenance
+//!
+//! [`cleanup_stale_updates`](MonitorPersister::cleanup_stale_updates) deletes update objects at or
+//! below each stored monitor's id, and those of archived channels. A stored monitor that LDK no
+//! longer reads (last updated before 0.0.118 and resolved; every loader skips it) is skipped with
+//! its update objects, as LDK's own cleanup does. An archive that cannot tell whether the archived
+//! copy exists (a 403 or a 5xx on reading it) fails with that error, and is retried; only "not
+//! found" on both the monitor and the archived copy means "neither stored nor archived".
 
 mod background;
 mod completion;

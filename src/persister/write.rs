@@ -19,7 +19,7 @@ use lightning::util::ser::Writeable;
 use super::names::{
 	parse_update_key, ARCHIVE, ARCHIVE_SECONDARY, MONITORS, MONITORS_SECONDARY, UPDATES,
 };
-use super::{MonitorPersister, Pending};
+use super::MonitorPersister;
 use crate::runtime::block_on;
 use crate::ObjectKvStore;
 
@@ -254,7 +254,7 @@ where
 	}
 
 	/// [`Self::consolidate`], returning after at most about `limit`: then with an error of kind
-	/// `TimedOut` that carries the [`Pending`] work (`error.get_ref()` downcasts to it; its text
+	/// `TimedOut` that carries the [`Pending`](super::Pending) work (`error.get_ref()` downcasts to it; its text
 	/// names the objects). In async mode the monitors are queued at once and the rest of the
 	/// time goes to waiting, as in [`Self::flush_within`]; the writes named go on in the
 	/// background. In sync mode each write returns after the store's own retries, and the
@@ -309,7 +309,8 @@ where
 					continue;
 				}
 				if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
-					// Sync mode only: async writes are queued without waiting.
+					// Out of time (in sync mode each write waits; in async mode serializing many
+					// large monitors takes a while too): named, not written.
 					unwritten.push(format!("{MONITORS}/{monitor_key}"));
 					continue;
 				}
@@ -328,17 +329,23 @@ where
 				_ => written += 1,
 			}
 		}
-		if !unwritten.is_empty() {
-			return Err(Pending { objects: unwritten, ..Pending::default() }.into());
-		}
+		let mut timed_out = None;
 		if self.background.is_some() {
 			match deadline {
 				None => self.flush_blocking(),
 				Some(deadline) => {
 					let left = deadline.saturating_duration_since(Instant::now());
-					self.flush_within_blocking(left)?;
+					timed_out = self.flush_within_blocking(left).err();
 				},
 			}
+		}
+		if timed_out.is_some() || !unwritten.is_empty() {
+			let mut pending = timed_out.unwrap_or_default();
+			pending.objects.extend(unwritten);
+			pending.objects.sort_unstable();
+			return Err(pending.into());
+		}
+		if self.background.is_some() {
 			let health = self.health();
 			if health.abandoned_writes > 0 {
 				return Err(crate::error::io_error(
