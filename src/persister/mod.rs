@@ -37,16 +37,6 @@
 //! `Completed` once the object is durable (after the store's retries; `UnrecoverableError` if it
 //! still fails, which stops LDK as its own persister does).
 //!
-//! In both modes, before a channel's first write in this process lands, the update objects an
-//! earlier run left at or above the first new update id are deleted: the channel's
-//! `monitor_updates/<key>/` is listed once and every such id goes, whatever
-//! `maximum_pending_updates` that run had. Otherwise an old object above a gap would be read after
-//! this run's updates (LDK 0.3's persister applies every listed update above the monitor), or, with
-//! fencing, refuse this run's object of the same id. No write of the channel starts before the
-//! clear has succeeded: in sync mode a failed clear fails the write (`UnrecoverableError`, and the
-//! next call tries again); in async mode the clear is retried in the background as a failing write
-//! is, and the channel's writes wait for it.
-//!
 //! Built with [`MonitorPersister::new_async`], each call returns `InProgress` at once and nothing
 //! inside `Persist` waits for I/O, the archive included. This rests on LDK's asynchronous
 //! persistence, which LDK itself calls beta and warns may lead to loss of funds if misused; prefer
@@ -69,6 +59,16 @@
 //!   objects both make stale once it is durable.
 //!
 //! Writes to one monitor keep their call order, so a full monitor never regresses to an older one.
+//!
+//! In both modes, before a channel's first write in this process lands, the update objects an
+//! earlier run left at or above the first new update id are deleted: the channel's
+//! `monitor_updates/<key>/` is listed once and every such id goes, whatever
+//! `maximum_pending_updates` that run had. Otherwise an old object above a gap would be read after
+//! this run's updates (LDK 0.3's persister applies every listed update above the monitor), or, with
+//! fencing, refuse this run's object of the same id. No write of the channel starts before the
+//! clear has succeeded: in sync mode a failed clear fails the write (`UnrecoverableError`, and the
+//! next call tries again); in async mode the clear is retried in the background as a failing write
+//! is, and the channel's writes wait for it.
 //!
 //! # Reading at startup
 //!
