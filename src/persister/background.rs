@@ -15,12 +15,20 @@
 //! - A full monitor queued behind a newer one of the same channel is dropped unsent: the newer
 //!   one holds all it holds. So at most one full monitor per channel waits beside the one being
 //!   written.
+//! - A full monitor that fails while a newer one is queued gives up, and hands the pruning it
+//!   would have done to the newer one: once that is durable, everything both would have deleted
+//!   is stale.
 //! - The archive runs after the full writes queued before it, so it archives the latest state
 //!   and no full write can bring the monitor back after it.
+//! - On a channel's first write in this process, an earlier run's update objects from the first
+//!   new id on are cleared (see `leftovers`), retried as a failing write is; none of the
+//!   channel's writes (nor its archive) starts before the clear has succeeded.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::fmt;
 use std::future::Future;
-use std::pin::Pin;
+use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -32,6 +40,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::completion::Completions;
+use super::leftovers::clear_from;
 use super::names::{MONITORS, MONITORS_SECONDARY, UPDATES};
 use super::write::{prune_after, Prune};
 use super::PersisterConfig;
@@ -63,10 +72,81 @@ impl PersisterHealth {
 	}
 }
 
+/// What a bounded [`flush_within`](super::MonitorPersister::flush_within) or
+/// [`consolidate_within`](super::MonitorPersister::consolidate_within) left unfinished when its
+/// time was up. Nothing is given up: in async mode the writes named here go on being retried in
+/// the background for as long as the persister lives (LDK replays the updates it has no
+/// completion for from the `ChannelManager` on the next start).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Pending {
+	/// The work not finished, sorted: objects being written or waiting to be
+	/// (`monitor_updates/<key>/<id>`, `monitors/<key> at update id <id>`), archives
+	/// (`archive of monitors/<key>`) and clears of an earlier run's update objects
+	/// (`clearing monitor_updates/<key>/ from update id <id>`).
+	pub objects: Vec<String>,
+	/// Updates LDK was answered `InProgress` for and has not been told are durable.
+	pub unreported_updates: usize,
+	/// Of the work named, how much has failed and is being retried.
+	pub failing_writes: usize,
+	/// The most recent failure: the object and the error.
+	pub last_error: Option<String>,
+}
+
+impl fmt::Display for Pending {
+	fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+		write!(f, "not finished in time: {} pending", self.objects.len())?;
+		if !self.objects.is_empty() {
+			write!(f, " ({})", self.objects.join(", "))?;
+		}
+		write!(
+			f,
+			"; {} updates not reported; {} failing",
+			self.unreported_updates, self.failing_writes
+		)?;
+		if let Some(error) = &self.last_error {
+			write!(f, "; last error: {error}")?;
+		}
+		Ok(())
+	}
+}
+
+impl std::error::Error for Pending {}
+
+impl From<Pending> for io::Error {
+	/// An error of kind `TimedOut` that carries the [`Pending`]: get it back with
+	/// `error.get_ref().and_then(|inner| inner.downcast_ref::<Pending>())`.
+	fn from(pending: Pending) -> Self {
+		io::Error::new(io::ErrorKind::TimedOut, pending)
+	}
+}
+
 /// One job of a channel's queue.
 enum Job {
 	Full { bytes: Bytes, monitor_id: u64, prune: Option<Prune> },
 	Archive,
+}
+
+impl Job {
+	/// The job's name in logs, the health and [`Pending`].
+	fn name(&self, monitor_key: &str) -> String {
+		match self {
+			Job::Full { monitor_id, .. } => {
+				format!("{MONITORS}/{monitor_key} at update id {monitor_id}")
+			},
+			Job::Archive => format!("archive of {MONITORS}/{monitor_key}"),
+		}
+	}
+}
+
+/// Where a channel's clear of an earlier run's update objects stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Clear {
+	Running,
+	Done,
+	/// Another writer holds the store, or the persister is being dropped: the channel's writes
+	/// must not start.
+	Abandoned,
 }
 
 struct Channel {
@@ -78,6 +158,8 @@ struct Channel {
 	jobs: VecDeque<Job>,
 	/// Whether a task is working through `jobs`.
 	running: bool,
+	/// The channel's writes wait for this to be `Done`.
+	clear: watch::Sender<Clear>,
 }
 
 /// Clears a channel's runner mark if its runner ends by a panic, so a later job starts a new
@@ -98,6 +180,18 @@ impl Drop for Running<'_> {
 	}
 }
 
+/// Work named in [`Pending`] while it runs: removes its name when dropped.
+struct Active<'a> {
+	writes: &'a AsyncWrites,
+	id: u64,
+}
+
+impl Drop for Active<'_> {
+	fn drop(&mut self) {
+		self.writes.active_names().remove(&self.id);
+	}
+}
+
 /// Why a background write stopped without succeeding.
 enum GaveUp {
 	/// A newer durable or queued write holds what this one would have stored.
@@ -112,11 +206,14 @@ pub(crate) struct AsyncWrites {
 	archiver: Archiver,
 	channels: Mutex<HashMap<String, Channel>>,
 	tasks: TaskTracker,
+	/// How many flushes are waiting: the tracker reopens when the last one ends.
+	flushes: Mutex<usize>,
+	/// The names of the work running now (writes, archives, clears), by a serial number.
+	active: Mutex<HashMap<u64, String>>,
+	next_active: AtomicU64,
 	stop: CancellationToken,
 	health: watch::Sender<PersisterHealth>,
 	max_backoff: Duration,
-	/// `PersisterConfig::maximum_pending_updates`.
-	max_pending: u64,
 }
 
 impl std::fmt::Debug for AsyncWrites {
@@ -139,11 +236,13 @@ impl AsyncWrites {
 			archiver,
 			channels: Mutex::default(),
 			tasks: TaskTracker::new(),
+			flushes: Mutex::default(),
+			active: Mutex::default(),
+			next_active: AtomicU64::new(0),
 			stop: CancellationToken::new(),
 			health: watch::channel(PersisterHealth::default()).0,
 			// A zero pause would spin on a failure that answers at once (a 403, say).
 			max_backoff: config.max_retry_backoff.max(Duration::from_millis(100)),
-			max_pending: config.maximum_pending_updates,
 		}))
 	}
 
@@ -162,10 +261,68 @@ impl AsyncWrites {
 	/// Waits until every task has finished (those started while it waits too), then until their
 	/// completions are delivered.
 	pub(crate) async fn flush(&self) {
-		self.tasks.close();
+		/// Reopens the tracker when the last waiting flush ends, also one dropped unfinished.
+		struct Waiting<'a>(&'a AsyncWrites);
+		impl Drop for Waiting<'_> {
+			fn drop(&mut self) {
+				let mut flushes = self.0.flushes.lock().unwrap_or_else(|p| p.into_inner());
+				*flushes -= 1;
+				if *flushes == 0 {
+					self.0.tasks.reopen();
+				}
+			}
+		}
+		let waiting = {
+			let mut flushes = self.flushes.lock().unwrap_or_else(|p| p.into_inner());
+			*flushes += 1;
+			self.tasks.close();
+			Waiting(self)
+		};
 		self.tasks.wait().await;
-		self.tasks.reopen();
+		drop(waiting);
 		self.completions.drained().await;
+	}
+
+	/// [`Self::flush`], for at most `limit`; then what is still pending.
+	pub(crate) async fn flush_within(&self, limit: Duration) -> Result<(), Pending> {
+		// On the store's runtime, so that any executor may await this.
+		// (The sleep is made there too: it needs the runtime's timer.)
+		let timer = self.store.spawn(async move { tokio::time::sleep(limit).await });
+		match futures::future::select(pin!(self.flush()), pin!(timer)).await {
+			futures::future::Either::Left(((), _)) => Ok(()),
+			futures::future::Either::Right(_) => Err(self.pending()),
+		}
+	}
+
+	/// The work not finished now.
+	pub(crate) fn pending(&self) -> Pending {
+		let mut objects: Vec<String> = self.active_names().values().cloned().collect();
+		let mut unreported_updates = 0;
+		for (monitor_key, channel) in self.lock().iter() {
+			// Queued, not started yet.
+			objects.extend(channel.jobs.iter().map(|job| job.name(monitor_key)));
+			unreported_updates += channel.pending.len();
+		}
+		objects.sort_unstable();
+		objects.dedup();
+		let health = self.health();
+		Pending {
+			objects,
+			unreported_updates,
+			failing_writes: health.failing_writes,
+			last_error: health.last_error,
+		}
+	}
+
+	fn active_names(&self) -> MutexGuard<'_, HashMap<u64, String>> {
+		self.active.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+	}
+
+	/// Names `name` in [`Pending`] until the returned guard is dropped.
+	fn active(&self, name: String) -> Active<'_> {
+		let id = self.next_active.fetch_add(1, Ordering::Relaxed);
+		self.active_names().insert(id, name);
+		Active { writes: self, id }
 	}
 
 	/// Ends every retry: the persister is being dropped.
@@ -184,48 +341,69 @@ impl AsyncWrites {
 	}
 
 	/// Registers `update_id` as pending on `monitor_key`'s channel. The first call for a channel
-	/// in this process first deletes the update objects from `first_new_id` on (see
-	/// [`Self::clear_leftovers`]), before any write of this run can be queued behind it.
+	/// in this process with a `first_new_id` starts the clear of an earlier run's update objects
+	/// from that id on (see `leftovers`), which every write of the channel then waits for.
 	fn pend(
-		&self, monitor_key: &str, channel_id: ChannelId, update_id: Option<u64>,
+		self: &Arc<Self>, monitor_key: &str, channel_id: ChannelId, update_id: Option<u64>,
 		first_new_id: Option<u64>,
 	) {
 		let mut channels = self.lock();
 		let channel = channels.entry(monitor_key.to_owned()).or_insert_with(|| {
-			if let Some(first) = first_new_id {
-				self.clear_leftovers(monitor_key, first);
-			}
+			let clear = match first_new_id {
+				Some(first) => {
+					self.clear_leftovers(monitor_key, first);
+					Clear::Running
+				},
+				// An archive reads the updates it finds and then deletes them all.
+				None => Clear::Done,
+			};
 			Channel {
 				channel_id,
 				pending: BTreeSet::new(),
 				durable: None,
 				jobs: VecDeque::new(),
 				running: false,
+				clear: watch::channel(clear).0,
 			}
 		});
 		channel.pending.extend(update_id);
 	}
 
-	/// Deletes update objects `first..=first + maximum_pending_updates` of a channel: leftovers
-	/// of an earlier run. Writes of one channel run concurrently, so a crash can leave update
-	/// `n + 1` stored while `n` is not; the load stops at that gap, LDK makes new updates from
-	/// `n` on, and the old `n + 1` must not be read after a new `n` (nor refuse the new `n + 1`
-	/// as another writer's object). Queued now, inside `Persist`, so per-key order puts it before
-	/// every write of this run (one batch request per channel and run, sent in the background).
-	fn clear_leftovers(&self, monitor_key: &str, first: u64) {
-		if self.max_pending == 0 {
-			return;
-		}
-		let ids: Vec<String> =
-			(first..=first.saturating_add(self.max_pending)).map(|id| id.to_string()).collect();
-		let removal = self.store.start_remove_many(UPDATES, monitor_key, &ids);
+	/// Clears a channel's update objects from `first` on, in the background, retried until it
+	/// succeeds; then lets the channel's writes start.
+	fn clear_leftovers(self: &Arc<Self>, monitor_key: &str, first: u64) {
+		let this = Arc::clone(self);
 		let monitor_key = monitor_key.to_owned();
 		self.spawn(async move {
-			if let Err(error) = removal.await {
-				// Nothing stored is lost: only a stale leftover may remain.
-				tracing::warn!(monitor = %monitor_key, %error, "clearing leftover updates failed");
+			let name = format!("clearing {UPDATES}/{monitor_key}/ from update id {first}");
+			let _active = this.active(name.clone());
+			let cleared = this
+				.until_written(
+					&name,
+					|| false,
+					|| clear_from(this.store.clone(), monitor_key.clone(), first),
+				)
+				.await;
+			let outcome = if cleared.is_ok() { Clear::Done } else { Clear::Abandoned };
+			if let Some(channel) = this.lock().get(&monitor_key) {
+				channel.clear.send_replace(outcome);
 			}
 		});
+	}
+
+	/// Waits until the channel's clear is done: `false` if the channel's writes must not start
+	/// (the clear was abandoned, the channel is gone, or the persister is being dropped).
+	async fn cleared(&self, monitor_key: &str) -> bool {
+		let Some(mut clear) = self.lock().get(monitor_key).map(|channel| channel.clear.subscribe())
+		else {
+			return false;
+		};
+		tokio::select! {
+			outcome = clear.wait_for(|clear| *clear != Clear::Running) => {
+				outcome.is_ok_and(|clear| *clear == Clear::Done)
+			},
+			_ = self.stop.cancelled() => false,
+		}
 	}
 
 	/// Writes an update object in the background and reports it once durable.
@@ -236,6 +414,10 @@ impl AsyncWrites {
 		let this = Arc::clone(self);
 		self.spawn(async move {
 			let name = format!("{UPDATES}/{monitor_key}/{update_id}");
+			let _active = this.active(name.clone());
+			if !this.cleared(&monitor_key).await {
+				return;
+			}
 			let written = this
 				.until_written(
 					&name,
@@ -299,6 +481,10 @@ impl AsyncWrites {
 	async fn run_jobs(self: Arc<Self>, monitor_key: String) {
 		// Should this task end by a panic, the channel's later jobs must still find no runner.
 		let mut running = Running { writes: &self, monitor_key: &monitor_key, armed: true };
+		if !self.cleared(&monitor_key).await {
+			// Nothing of this channel may be written; the guard lets a later job try again.
+			return;
+		}
 		loop {
 			let job = {
 				let mut channels = self.lock();
@@ -313,9 +499,10 @@ impl AsyncWrites {
 					},
 				}
 			};
+			let name = job.name(&monitor_key);
+			let _active = self.active(name.clone());
 			match job {
 				Job::Full { bytes, monitor_id, prune } => {
-					let name = format!("{MONITORS}/{monitor_key}");
 					let written = self
 						.until_written(
 							&name,
@@ -330,16 +517,20 @@ impl AsyncWrites {
 							},
 						)
 						.await;
-					if written.is_ok() {
-						self.report(&monitor_key, monitor_id, true);
-						if let Some(prune) = prune {
-							// Only once the full monitor is durable may the updates it holds go.
-							prune_after(self.store.clone(), monitor_key.clone(), prune).await;
-						}
+					match written {
+						Ok(()) => {
+							self.report(&monitor_key, monitor_id, true);
+							if let Some(prune) = prune {
+								// Only once the full monitor is durable may the updates it holds
+								// go.
+								prune_after(self.store.clone(), monitor_key.clone(), prune).await;
+							}
+						},
+						Err(GaveUp::Superseded) => self.hand_on_prune(&monitor_key, prune),
+						Err(GaveUp::Stopped) => {},
 					}
 				},
 				Job::Archive => {
-					let name = format!("archive of {MONITORS}/{monitor_key}");
 					let archived = self
 						.until_written(&name, || false, || self.archive_on_a_thread(&monitor_key))
 						.await;
@@ -377,6 +568,21 @@ impl AsyncWrites {
 			outcome.await.unwrap_or_else(|_| {
 				Err(crate::error::io_error(io::ErrorKind::Other, "the archive thread panicked"))
 			})
+		}
+	}
+
+	/// Hands the pruning of a full write that gave up to the newer full write queued behind it
+	/// (what made it give up): every update object either would delete is stale once the newer
+	/// one is durable.
+	fn hand_on_prune(&self, monitor_key: &str, prune: Option<Prune>) {
+		if prune.is_none() {
+			return;
+		}
+		let mut channels = self.lock();
+		match channels.get_mut(monitor_key).and_then(|channel| channel.jobs.front_mut()) {
+			Some(Job::Full { prune: newer, .. }) => *newer = Prune::merge(prune, newer.take()),
+			// Not superseded after all; `cleanup_stale_updates` removes what is left.
+			_ => tracing::warn!(monitor = %monitor_key, "no newer full write to hand a pruning to"),
 		}
 	}
 

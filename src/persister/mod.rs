@@ -25,6 +25,12 @@
 //! [`MonitorPersister::consolidate`] writes every channel's full monitor, so that the next start
 //! reads one object per monitor.
 //!
+//! Every full write reads the monitor's update id before it serializes the monitor, so the bytes
+//! stored are at least as new as the id they are stored under: an update that the `ChainMonitor`
+//! applies in between (it needs only its shared lock, so it can run beside `consolidate`) is in
+//! the bytes, and its own object, above that id, is neither pruned nor reported as held by the
+//! full write.
+//!
 //! # Writing
 //!
 //! Built with [`MonitorPersister::new`], the persister is synchronous: each `Persist` call returns
@@ -48,9 +54,21 @@
 //!   [`health`](MonitorPersister::health) says which writes are failing, so the application can
 //!   shut down rather than run with a frozen channel;
 //! - a full-monitor write that a newer one of the same channel replaces before it starts is not
-//!   sent, so at most one full monitor per channel waits in memory besides the one being written.
+//!   sent, so at most one full monitor per channel waits in memory besides the one being written;
+//!   one that keeps failing while a newer one waits gives up, and the newer one deletes the update
+//!   objects both make stale once it is durable.
 //!
 //! Writes to one monitor keep their call order, so a full monitor never regresses to an older one.
+//!
+//! In both modes, before a channel's first write in this process lands, the update objects an
+//! earlier run left at or above the first new update id are deleted: the channel's
+//! `monitor_updates/<key>/` is listed once and every such id goes, whatever
+//! `maximum_pending_updates` that run had. Otherwise an old object above a gap would be read after
+//! this run's updates (LDK 0.3's persister applies every listed update above the monitor), or, with
+//! fencing, refuse this run's object of the same id. No write of the channel starts before the
+//! clear has succeeded: in sync mode a failed clear fails the write (`UnrecoverableError`, and the
+//! next call tries again); in async mode the clear is retried in the background as a failing write
+//! is, and the channel's writes wait for it.
 //!
 //! # Reading at startup
 //!
@@ -73,25 +91,40 @@
 //!
 //! At shutdown, after the background processor has returned:
 //! [`consolidate`](MonitorPersister::consolidate) (it also waits for the async writes in flight,
-//! as [`flush`](MonitorPersister::flush) does), then drop the persister.
+//! as [`flush`](MonitorPersister::flush) does), then drop the persister. Both wait for as long as
+//! a write keeps failing (a 403 on `archived_monitors/` fails for good); where shutdown must end,
+//! [`consolidate_within`](MonitorPersister::consolidate_within) and
+//! [`flush_within`](MonitorPersister::flush_within) return when their time is up, with the
+//! [`Pending`] work: the objects, how many updates LDK still waits for, and the last error.
+//!
+//! # Maintenance
+//!
+//! [`cleanup_stale_updates`](MonitorPersister::cleanup_stale_updates) deletes update objects at or
+//! below each stored monitor's id, and those of archived channels. A stored monitor that LDK no
+//! longer reads (last updated before 0.0.118 and resolved; every loader skips it) is skipped with
+//! its update objects, as LDK's own cleanup does. An archive that cannot tell whether the archived
+//! copy exists (a 403 or a 5xx on reading it) fails with that error, and is retried; only "not
+//! found" on both the monitor and the archived copy means "neither stored nor archived".
 
 mod background;
 mod completion;
 mod config;
 mod ledger;
+mod leftovers;
 pub(crate) mod names;
 mod read;
 pub(crate) mod write;
 
 use std::ops::Deref;
 use std::sync::Arc;
+use std::time::Duration;
 
 use lightning::chain::chaininterface::{BroadcasterInterface, FeeEstimator};
 use lightning::sign::{EntropySource, SignerProvider};
 use lightning::util::logger::Logger;
 use tokio::sync::watch;
 
-pub use background::PersisterHealth;
+pub use background::{Pending, PersisterHealth};
 pub use completion::MonitorUpdateSink;
 pub use config::{PersistMode, PersisterConfig};
 pub use read::{LoadMode, LoadedMonitor};
@@ -115,6 +148,10 @@ where
 	background: Option<Arc<AsyncWrites>>,
 	/// Per channel: the newest full write, and the update bytes stored after it.
 	ledger: ledger::Ledger,
+	/// Sync mode: the channels whose earlier run's leftovers are cleared (see `leftovers`).
+	cleared: leftovers::Cleared,
+	#[cfg(feature = "_test_hooks")]
+	hooks: TestHooks,
 	logger: L,
 	entropy_source: ES,
 	signer_provider: SP,
@@ -165,6 +202,9 @@ where
 			config,
 			background: None,
 			ledger: Default::default(),
+			cleared: Default::default(),
+			#[cfg(feature = "_test_hooks")]
+			hooks: Default::default(),
 			logger,
 			entropy_source,
 			signer_provider,
@@ -248,11 +288,12 @@ where
 
 	/// Waits until every asynchronous write and archive has finished (those started while it
 	/// waits included): durable, or given up because another writer took the store over; and
-	/// until their completions are delivered (to the bound `ChainMonitor`, or queued for it). A write that keeps failing is
-	/// retried, so this waits for the backend to come back; wrap it in a timeout if shutdown must
-	/// not wait (LDK replays unreported updates from the `ChannelManager` on the next start).
-	/// Call it at shutdown, after the background processor has returned and before the persister
-	/// is dropped: dropping the persister stops its retries.
+	/// until their completions are delivered (to the bound `ChainMonitor`, or queued for it). A
+	/// write that keeps failing is retried, so this waits for the backend to come back, however
+	/// long; where shutdown must not wait, use [`Self::flush_within`] (LDK replays unreported
+	/// updates from the `ChannelManager` on the next start). Call it at shutdown, after the
+	/// background processor has returned and before the persister is dropped: dropping the
+	/// persister stops its retries. Returns at once in sync mode.
 	pub async fn flush(&self) {
 		if let Some(background) = &self.background {
 			background.flush().await;
@@ -262,6 +303,29 @@ where
 	/// [`Self::flush`] for synchronous callers.
 	pub fn flush_blocking(&self) {
 		crate::runtime::block_on(self.flush());
+	}
+
+	/// [`Self::flush`] for at most `limit`: `Ok` once everything is finished, or, when the time
+	/// is up, the work still [`Pending`] (the objects, how many updates LDK still waits for, and
+	/// the last error), which goes on in the background. Awaitable on any executor.
+	pub async fn flush_within(&self, limit: Duration) -> Result<(), Pending> {
+		match &self.background {
+			Some(background) => background.flush_within(limit).await,
+			None => Ok(()),
+		}
+	}
+
+	/// [`Self::flush_within`] for synchronous callers.
+	pub fn flush_within_blocking(&self, limit: Duration) -> Result<(), Pending> {
+		crate::runtime::block_on(self.flush_within(limit))
+	}
+
+	/// Test hook: runs `hook` once, inside the next full-monitor write, between reading the
+	/// monitor's update id and serializing the monitor. Not part of the API.
+	#[cfg(feature = "_test_hooks")]
+	#[doc(hidden)]
+	pub fn set_full_write_hook(&self, hook: impl FnOnce() + Send + 'static) {
+		*self.hooks.full_write.lock().unwrap_or_else(|p| p.into_inner()) = Some(Box::new(hook));
 	}
 }
 
@@ -305,6 +369,9 @@ where
 			config: persister.config.clone(),
 			background: None,
 			ledger: Default::default(),
+			cleared: Default::default(),
+			#[cfg(feature = "_test_hooks")]
+			hooks: Default::default(),
 			logger: persister.logger.clone(),
 			entropy_source: persister.entropy_source.clone(),
 			signer_provider: persister.signer_provider.clone(),
@@ -318,6 +385,25 @@ where
 		persister.background =
 			Some(AsyncWrites::new(persister.store.clone(), &persister.config, archiver)?);
 		Ok(persister)
+	}
+}
+
+/// Test hooks (feature `_test_hooks`).
+#[cfg(feature = "_test_hooks")]
+#[derive(Default)]
+struct TestHooks {
+	/// Runs once, in a full write, between reading the id and serializing the monitor.
+	full_write: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+#[cfg(feature = "_test_hooks")]
+impl TestHooks {
+	fn between_id_and_bytes(&self) {
+		// Taken before it runs: the hook may itself cause a full write.
+		let hook = self.full_write.lock().unwrap_or_else(|p| p.into_inner()).take();
+		if let Some(hook) = hook {
+			hook();
+		}
 	}
 }
 

@@ -256,18 +256,9 @@ where
 		Ok(Some((block_hash, monitor)))
 	}
 
-	/// The stored monitor alone, without its updates (for maintenance).
-	pub(crate) async fn read_monitor_without_updates(
-		&self, monitor_key: &str,
-	) -> Result<LoadedMonitor<SP>, io::Error> {
-		let monitor = self.maybe_read_monitor(monitor_key).await?;
-		monitor
-			.map(|(loaded, _)| loaded)
-			.ok_or_else(|| invalid(format!("monitor {monitor_key} is a stale pre-0.0.118 monitor")))
-	}
-
-	/// The stored monitor and its object's size.
-	async fn maybe_read_monitor(
+	/// The stored monitor and its object's size; `None` for a monitor LDK no longer reads (last
+	/// updated before 0.0.118 and resolved), which every reader skips.
+	pub(crate) async fn maybe_read_monitor(
 		&self, monitor_key: &str,
 	) -> Result<Option<(Loaded<SP>, usize)>, io::Error> {
 		let monitor_name = parse_monitor_key(monitor_key)?;

@@ -2,6 +2,7 @@
 //! the cleanup of stale and orphaned update objects.
 
 use std::ops::Deref;
+use std::time::{Duration, Instant};
 
 use lightning::chain::chaininterface::{BroadcasterInterface, FeeEstimator};
 use lightning::chain::chainmonitor::{ChainMonitor, Persist};
@@ -74,9 +75,24 @@ where
 	BI::Target: BroadcasterInterface,
 	FE::Target: FeeEstimator,
 {
+	/// A full write of `monitor`: the update id it is written under, and its object. Every full
+	/// write goes through here. The id is read before the monitor is serialized, so the bytes are
+	/// at least as new as the id: an update applied in between (the `ChainMonitor` applies
+	/// updates under its shared lock, beside [`Self::consolidate`]) is then in the bytes, and its
+	/// own object, above the id, is neither pruned nor reported as held by this write.
+	fn full_write<S: EcdsaChannelSigner>(
+		&self, monitor_key: &str, monitor: &ChannelMonitor<S>,
+	) -> (u64, Vec<u8>) {
+		let monitor_id = monitor.get_latest_update_id();
+		#[cfg(feature = "_test_hooks")]
+		self.hooks.between_id_and_bytes();
+		(monitor_id, self.full_bytes(monitor_key, monitor))
+	}
+
 	/// The full monitor's object: the sentinel, then the monitor, serialized in one pass into a
 	/// buffer sized from the channel's previous full monitor (sizing it exactly would cost a
-	/// second serialization; growing a buffer only copies bytes).
+	/// second serialization; growing a buffer only copies bytes). Only [`Self::full_write`]
+	/// calls it.
 	fn full_bytes<S: EcdsaChannelSigner>(
 		&self, monitor_key: &str, monitor: &ChannelMonitor<S>,
 	) -> Vec<u8> {
@@ -120,6 +136,22 @@ where
 	fn persist(
 		&self, monitor_key: String, channel_id: ChannelId, report: Option<u64>, write: Write,
 	) -> ChannelMonitorUpdateStatus {
+		if self.background.is_none() {
+			// The channel's first write in this process clears an earlier run's update objects
+			// from the first new id on (see `leftovers`); until that succeeds nothing of the
+			// channel is written. (In async mode the background does it.)
+			let first = match &write {
+				Write::Update { update_id, .. } => *update_id,
+				Write::Full { monitor_id, .. } => monitor_id.saturating_add(1),
+			};
+			if let Err(error) = self.cleared.ensure(&self.store, &monitor_key, first) {
+				tracing::error!(
+					monitor = %monitor_key, first_update_id = first, %error,
+					"clearing an earlier run's update objects failed; the write is not made"
+				);
+				return ChannelMonitorUpdateStatus::UnrecoverableError;
+			}
+		}
 		// LDK may serialize a monitor for a chain-sync write (no update) on one thread while
 		// another applies a newer update and writes it: never write an older monitor after a
 		// newer one (equal ids: the later bytes, which may hold newer chain data). The check and
@@ -197,6 +229,9 @@ where
 	/// under the `ChainMonitor`'s lock and written after the lock is released. Channels loaded
 	/// by this persister, or consolidated since, are skipped when nothing was stored after their
 	/// monitor; others are written.
+	///
+	/// Like [`Self::flush`] it waits for as long as a write keeps failing; where shutdown must
+	/// not wait, use [`Self::consolidate_within`].
 	pub fn consolidate<CS, C, T, F, CL, P, CES>(
 		&self, chain_monitor: &ChainMonitor<CS, C, T, F, CL, P, CES>,
 	) -> Result<usize, io::Error>
@@ -215,7 +250,56 @@ where
 		CES: Deref,
 		CES::Target: EntropySource,
 	{
+		self.consolidate_until(chain_monitor, None)
+	}
+
+	/// [`Self::consolidate`], returning after at most about `limit`: then with an error of kind
+	/// `TimedOut` that carries the [`Pending`](super::Pending) work (`error.get_ref()` downcasts to it; its text
+	/// names the objects). In async mode the monitors are queued at once and the rest of the
+	/// time goes to waiting, as in [`Self::flush_within`]; the writes named go on in the
+	/// background. In sync mode each write returns after the store's own retries, and the
+	/// monitors not reached by the deadline are named as pending, unwritten.
+	pub fn consolidate_within<CS, C, T, F, CL, P, CES>(
+		&self, chain_monitor: &ChainMonitor<CS, C, T, F, CL, P, CES>, limit: Duration,
+	) -> Result<usize, io::Error>
+	where
+		CS: EcdsaChannelSigner,
+		C: Deref,
+		C::Target: Filter,
+		T: Deref,
+		T::Target: BroadcasterInterface,
+		F: Deref,
+		F::Target: FeeEstimator,
+		CL: Deref,
+		CL::Target: Logger,
+		P: Deref,
+		P::Target: Persist<CS>,
+		CES: Deref,
+		CES::Target: EntropySource,
+	{
+		self.consolidate_until(chain_monitor, Some(Instant::now() + limit))
+	}
+
+	fn consolidate_until<CS, C, T, F, CL, P, CES>(
+		&self, chain_monitor: &ChainMonitor<CS, C, T, F, CL, P, CES>, deadline: Option<Instant>,
+	) -> Result<usize, io::Error>
+	where
+		CS: EcdsaChannelSigner,
+		C: Deref,
+		C::Target: Filter,
+		T: Deref,
+		T::Target: BroadcasterInterface,
+		F: Deref,
+		F::Target: FeeEstimator,
+		CL: Deref,
+		CL::Target: Logger,
+		P: Deref,
+		P::Target: Persist<CS>,
+		CES: Deref,
+		CES::Target: EntropySource,
+	{
 		let mut written = 0;
+		let mut unwritten = Vec::new();
 		for channel_id in chain_monitor.list_monitors() {
 			let (monitor_key, monitor_id, bytes) = {
 				// Archived since the listing: nothing to consolidate.
@@ -224,8 +308,14 @@ where
 				if !self.ledger.has_pending(&monitor_key) {
 					continue;
 				}
-				let bytes = self.full_bytes(&monitor_key, &monitor);
-				(monitor_key, monitor.get_latest_update_id(), bytes)
+				if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+					// Out of time (in sync mode each write waits; in async mode serializing many
+					// large monitors takes a while too): named, not written.
+					unwritten.push(format!("{MONITORS}/{monitor_key}"));
+					continue;
+				}
+				let (monitor_id, bytes) = self.full_write(&monitor_key, &monitor);
+				(monitor_key, monitor_id, bytes)
 			};
 			let prune = self.prune_for(monitor_id);
 			let write = Write::Full { bytes, monitor_id, prune: Some(prune) };
@@ -239,8 +329,23 @@ where
 				_ => written += 1,
 			}
 		}
+		let mut timed_out = None;
 		if self.background.is_some() {
-			self.flush_blocking();
+			match deadline {
+				None => self.flush_blocking(),
+				Some(deadline) => {
+					let left = deadline.saturating_duration_since(Instant::now());
+					timed_out = self.flush_within_blocking(left).err();
+				},
+			}
+		}
+		if timed_out.is_some() || !unwritten.is_empty() {
+			let mut pending = timed_out.unwrap_or_default();
+			pending.objects.extend(unwritten);
+			pending.objects.sort_unstable();
+			return Err(pending.into());
+		}
+		if self.background.is_some() {
 			let health = self.health();
 			if health.abandoned_writes > 0 {
 				return Err(crate::error::io_error(
@@ -270,6 +375,9 @@ where
 	/// node runs: an update namespace without a monitor is deleted only when the monitor is
 	/// checked absent again right before and an archived copy of it exists, because a new
 	/// channel's update objects can be durable (in async mode) before its monitor object is.
+	/// A stored monitor that decodes as one LDK no longer reads (last updated before 0.0.118,
+	/// fully resolved; the loaders skip it) is skipped with its update objects, as LDK's own
+	/// cleanup does.
 	pub async fn cleanup_stale_updates(&self) -> Result<usize, io::Error> {
 		let store = &self.store;
 		let live: std::collections::HashSet<String> =
@@ -277,8 +385,12 @@ where
 		let mut deleted = 0;
 		for monitor_key in store.start_list_secondary_namespaces(UPDATES).await? {
 			let monitor = if live.contains(&monitor_key) {
-				match self.read_monitor_without_updates(&monitor_key).await {
-					Ok((_, monitor)) => Some(monitor.get_latest_update_id()),
+				match self.maybe_read_monitor(&monitor_key).await {
+					Ok(Some(((_, monitor), _))) => Some(monitor.get_latest_update_id()),
+					// A monitor LDK no longer reads (last updated before 0.0.118 and resolved):
+					// LDK's cleanup and every loader skip it, so its update objects stay as they
+					// are, as LDK leaves them.
+					Ok(None) => continue,
 					// Archived since the listing: handled as any namespace without a monitor.
 					Err(error) if error.kind() == io::ErrorKind::NotFound => None,
 					Err(error) => return Err(error),
@@ -319,12 +431,17 @@ where
 				store.start_remove(MONITORS, MONITORS_SECONDARY, monitor_key).await?;
 			},
 			Err(error) if error.kind() == io::ErrorKind::NotFound => {
-				store.start_read(ARCHIVE, ARCHIVE_SECONDARY, monitor_key).await.map_err(|_| {
-					crate::error::io_error(
-						io::ErrorKind::NotFound,
-						format!("monitor {monitor_key} is neither stored nor archived"),
-					)
-				})?;
+				match store.start_read(ARCHIVE, ARCHIVE_SECONDARY, monitor_key).await {
+					Ok(_) => {},
+					Err(error) if error.failure_kind() == Some(crate::FailureKind::NotFound) => {
+						return Err(crate::error::io_error(
+							io::ErrorKind::NotFound,
+							format!("monitor {monitor_key} is neither stored nor archived"),
+						));
+					},
+					// A 403 or a 5xx says nothing about the archive's existence.
+					Err(error) => return Err(error.into()),
+				}
 			},
 			Err(error) => return Err(error),
 		}
@@ -396,9 +513,9 @@ where
 	fn persist_new_channel(
 		&self, monitor_name: MonitorName, monitor: &ChannelMonitor<S>,
 	) -> ChannelMonitorUpdateStatus {
-		let (monitor_key, monitor_id) = (monitor_name.to_string(), monitor.get_latest_update_id());
-		let write =
-			Write::Full { bytes: self.full_bytes(&monitor_key, monitor), monitor_id, prune: None };
+		let monitor_key = monitor_name.to_string();
+		let (monitor_id, bytes) = self.full_write(&monitor_key, monitor);
+		let write = Write::Full { bytes, monitor_id, prune: None };
 		self.persist(monitor_key, monitor.channel_id(), Some(monitor_id), write)
 	}
 
@@ -407,10 +524,9 @@ where
 		monitor: &ChannelMonitor<S>,
 	) -> ChannelMonitorUpdateStatus {
 		let (monitor_key, channel_id) = (monitor_name.to_string(), monitor.channel_id());
-		let monitor_id = monitor.get_latest_update_id();
 		let Some(update) = update else {
 			// A chain-sync re-persist: the full monitor, nothing to report.
-			let bytes = self.full_bytes(&monitor_key, monitor);
+			let (monitor_id, bytes) = self.full_write(&monitor_key, monitor);
 			return self.persist(
 				monitor_key,
 				channel_id,
@@ -426,8 +542,8 @@ where
 				return self.persist(monitor_key, channel_id, report, write);
 			}
 		}
+		let (monitor_id, bytes) = self.full_write(&monitor_key, monitor);
 		let prune = self.prune_for(monitor_id);
-		let bytes = self.full_bytes(&monitor_key, monitor);
 		self.persist(
 			monitor_key,
 			channel_id,
@@ -439,6 +555,7 @@ where
 	fn archive_persisted_channel(&self, monitor_name: MonitorName) {
 		let monitor_key = monitor_name.to_string();
 		self.ledger.forget(&monitor_key);
+		self.cleared.forget(&monitor_key);
 		match &self.background {
 			// Never wait here: LDK holds the ChainMonitor's monitors lock for writing, which a
 			// completion being delivered may be waiting for. The archive runs after the
