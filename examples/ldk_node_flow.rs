@@ -414,7 +414,8 @@ fn open_stores(url: &str, memory: &Arc<dyn ObjectStore>) -> Result<[NodeStore; 2
 		let builder = if url.starts_with("memory:") {
 			StoreBuilder::from_store(Arc::clone(memory))
 		} else {
-			StoreBuilder::from_url(url)
+			// The example sets up new nodes: their directories may not exist yet.
+			StoreBuilder::from_url(url).create_if_missing(true)
 		};
 		// One writer lease per node prefix: the node's (counted) store takes it, except on
 		// `file://`, where the lease is an OS lock on the directory that only a store built from

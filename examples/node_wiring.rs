@@ -709,7 +709,12 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
 }
 
 fn open_store(url: &str) -> Result<ObjectKvStore, String> {
-	StoreBuilder::from_url(url).build().map_err(|e| format!("opening {url}: {e}"))
+	// A new node's directory is created; in production leave this off, so that an unmounted
+	// volume is refused rather than taken for a new, empty node.
+	StoreBuilder::from_url(url)
+		.create_if_missing(true)
+		.build()
+		.map_err(|e| format!("opening {url}: {e}"))
 }
 
 fn list_keys(store: &ObjectKvStore) -> Result<Vec<(String, String, String)>, String> {

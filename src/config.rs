@@ -680,7 +680,7 @@ mod tests {
 		assert_eq!(store.key_mapper().root().as_ref(), "a/b/c");
 		let dir = tempfile::tempdir().unwrap();
 		let url = format!("file://{}/sub", dir.path().display());
-		let store = StoreBuilder::from_url(url).build().unwrap();
+		let store = StoreBuilder::from_url(url).create_if_missing(true).build().unwrap();
 		assert_eq!(store.key_mapper().root().as_ref(), "");
 		assert!(dir.path().join("sub").is_dir());
 	}

@@ -52,6 +52,12 @@ fn copy_of(source: &ObjectKvStore, name: &str) -> Backend {
 
 /// Loads `backend` in `mode` and returns the error, checking that it names `needle` and that the
 /// load changed nothing.
+/// A writer that damages the store behind the node's back: no lease of its own, so no fencing
+/// (update objects are create-only under fencing, and damage means replacing them).
+fn damage(backend: &Backend) -> ObjectKvStore {
+	backend.reader()
+}
+
 fn load_error(backend: &Backend, mode: LoadMode, needle: &str) -> lightning::io::Error {
 	let before = raw_objects(backend);
 	let mut cfgs = create_chanmon_cfgs(1);
@@ -97,7 +103,7 @@ fn damaged_objects_give_errors_that_name_them() {
 		("truncated", monitor[..monitor.len() / 2].to_vec()),
 	] {
 		let backend = copy_of(&source, label);
-		backend.store().write("monitors", "", &key, damaged).unwrap();
+		damage(&backend).write("monitors", "", &key, damaged).unwrap();
 		for mode in MODES {
 			let err = load_error(&backend, mode, &format!("monitors/{key}"));
 			assert_eq!(err.kind(), ErrorKind::InvalidData, "{label}: {err}");
@@ -106,7 +112,7 @@ fn damaged_objects_give_errors_that_name_them() {
 
 	// A monitor stored under another channel's key.
 	let backend = copy_of(&source, "wrong-key");
-	backend.store().write("monitors", "", &other_key, monitor.clone()).unwrap();
+	damage(&backend).write("monitors", "", &other_key, monitor.clone()).unwrap();
 	for mode in MODES {
 		let err = load_error(&backend, mode, &other_key);
 		assert!(err.to_string().contains("belongs to"), "{err}");
@@ -114,7 +120,7 @@ fn damaged_objects_give_errors_that_name_them() {
 
 	// A key in the monitors namespace that is no monitor name.
 	let backend = copy_of(&source, "not-a-monitor");
-	backend.store().write("monitors", "", "notes", b"hello".to_vec()).unwrap();
+	damage(&backend).write("monitors", "", "notes", b"hello".to_vec()).unwrap();
 	load_error(&backend, LoadMode::Probe, "monitor key \"notes\" is invalid");
 
 	// An object whose name is outside LDK's alphabet: listing refuses it, naming it.
@@ -129,13 +135,13 @@ fn damaged_objects_give_errors_that_name_them() {
 	// A corrupt update, and an update stored under another update's id.
 	let (first, second) = (pending[0].to_string(), pending[1].to_string());
 	let backend = copy_of(&source, "bad-update");
-	backend.store().write("monitor_updates", &key, &second, vec![7; 40]).unwrap();
+	damage(&backend).write("monitor_updates", &key, &second, vec![7; 40]).unwrap();
 	for mode in MODES {
 		load_error(&backend, mode, &format!("monitor_updates/{key}/{second}"));
 	}
 	let backend = copy_of(&source, "swapped-update");
 	let first_bytes = backend.store().read("monitor_updates", &key, &first).unwrap();
-	backend.store().write("monitor_updates", &key, &second, first_bytes).unwrap();
+	damage(&backend).write("monitor_updates", &key, &second, first_bytes).unwrap();
 	for mode in MODES {
 		let err = load_error(&backend, mode, &format!("monitor_updates/{key}/{second}"));
 		assert!(err.to_string().contains(&format!("holds update {first}")), "{err}");
@@ -144,7 +150,7 @@ fn damaged_objects_give_errors_that_name_them() {
 	// An update key that is not a decimal id: the list mode refuses it by name; probing never
 	// reads it, and the inventory reports it.
 	let backend = copy_of(&source, "misnamed-update");
-	backend.store().write("monitor_updates", &key, "latest", vec![1]).unwrap();
+	damage(&backend).write("monitor_updates", &key, "latest", vec![1]).unwrap();
 	load_error(&backend, LoadMode::List, &format!("monitor_updates/{key}/latest"));
 	assert_eq!(loads(&backend, LoadMode::Probe), *pending.last().unwrap());
 	let inventory = futures::executor::block_on(Inventory::scan(&backend.store())).unwrap();
@@ -153,7 +159,7 @@ fn damaged_objects_give_errors_that_name_them() {
 	// A monitor written without the sentinel next to pending updates loads as LDK's own
 	// persister loads it (the sentinel is optional on read), and the inventory flags it.
 	let backend = copy_of(&source, "no-sentinel");
-	backend.store().write("monitors", "", &key, monitor[2..].to_vec()).unwrap();
+	damage(&backend).write("monitors", "", &key, monitor[2..].to_vec()).unwrap();
 	for mode in MODES {
 		assert_eq!(loads(&backend, mode), *pending.last().unwrap());
 	}

@@ -213,7 +213,7 @@ fn ls_verify_gc_migrate_and_doctor_on_real_node_data() {
 	let node = ldk_object_store::StoreBuilder::from_url(&target).build().unwrap();
 	let (status, refused) = json(&["migrate", &url, &target]);
 	assert_eq!(status, 2, "{refused}");
-	assert!(refused.to_string().contains("writer lease"), "{refused}");
+	assert!(refused.to_string().contains("holds the lock"), "{refused}");
 	let (status, lease) = json(&["lease", &target]);
 	assert_eq!((status, &lease["locked"]), (0, &serde_json::Value::Bool(true)), "{lease}");
 	drop(node);

@@ -13,6 +13,8 @@ fn store_from_environment_variables() {
 	let dir = tempfile::tempdir().unwrap();
 	std::env::set_var("LDK_OBJECT_STORE_URL", format!("file://{}", dir.path().display()));
 	std::env::set_var("LDK_OBJECT_STORE_PREFIX", "node-7");
+	// A new node: its directory is created (without this a missing one is refused).
+	std::env::set_var("LDK_OBJECT_STORE_CREATE_IF_MISSING", "true");
 	std::env::set_var("LDK_OBJECT_STORE_MAX_IN_FLIGHT", "many");
 	let err = StoreBuilder::from_env().unwrap_err().to_string();
 	assert!(err.contains("LDK_OBJECT_STORE_MAX_IN_FLIGHT") && err.contains("many"), "{err}");

@@ -182,8 +182,15 @@ fn loads_on_several_threads_match_one_thread() {
 		})
 		.expect("no pending update to spoil");
 	let spoiled = first.to_string();
-	KVStoreSync::write(&stores[0], "monitor_updates", &key, &spoiled, b"not an update".to_vec())
-		.unwrap();
+	// Spoiled behind the node's back (update objects are create-only for the node itself).
+	KVStoreSync::write(
+		&backends[0].reader(),
+		"monitor_updates",
+		&key,
+		&spoiled,
+		b"not an update".to_vec(),
+	)
+	.unwrap();
 	for threads in [1, 4] {
 		let Err(error) = load(threads, LoadMode::Probe, &backends[0]) else {
 			panic!("{threads} threads: a spoiled update loaded");

@@ -166,7 +166,10 @@ impl Parts {
 }
 
 fn file_store(dir: &Path) -> ObjectKvStore {
-	StoreBuilder::from_url(format!("file://{}", dir.display())).build().expect("file:// store")
+	StoreBuilder::from_url(format!("file://{}", dir.display()))
+		.create_if_missing(true)
+		.build()
+		.expect("file:// store")
 }
 
 // ------------------------------------------------------------------------------------------------

@@ -66,7 +66,10 @@ fn file_factory(dir: &std::path::Path) -> impl Fn(&str) -> ObjectKvStore {
 	let dir = dir.to_path_buf();
 	move |name| {
 		let url = format!("file://{}/{name}", dir.display());
-		StoreBuilder::from_url(&url).build().unwrap_or_else(|e| panic!("building {url}: {e}"))
+		StoreBuilder::from_url(&url)
+			.create_if_missing(true)
+			.build()
+			.unwrap_or_else(|e| panic!("building {url}: {e}"))
 	}
 }
 

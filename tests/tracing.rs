@@ -24,8 +24,14 @@ fn operations_are_traced_without_contents_or_secrets() {
 		.unwrap_err();
 	tracing::error!(%err, "configuration refused");
 
+	// Closing a store is not losing its lease: no error, an info line.
+	let leased = StoreBuilder::from_url("memory:///closing").build().unwrap();
+	leased.close_blocking();
+
 	let log = log.text();
 	println!("{log}");
+	assert!(log.contains("writer lease released"), "closing a store logs its release");
+	assert!(!log.contains("writer lease lost"), "closing a store is not a loss");
 	for expected in [
 		"op=write",
 		"op=read",

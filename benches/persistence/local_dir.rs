@@ -91,6 +91,7 @@ fn load_average() -> String {
 
 fn ours_at(dir: &Path) -> ObjectKvStore {
 	StoreBuilder::from_url(format!("file://{}", dir.display()))
+		.create_if_missing(true)
 		.build()
 		.expect("building the file:// store")
 }

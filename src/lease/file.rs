@@ -40,7 +40,8 @@ pub(crate) fn acquire_file(dir: &Path) -> Result<Arc<LeaseState>, ConfigError> {
 	let io =
 		|what: &str, source| ConfigError::Io { what: format!("{what} {}", dir.display()), source };
 	let key = dir.canonicalize().map_err(|e| io("resolving", e))?;
-	let me = LeaseInfo::new_for_this_process(LeaseConfig::default().ttl)?;
+	let mut me = LeaseInfo::new_for_this_process(LeaseConfig::default().ttl)?;
+	me.expires_unix_ms = super::NEVER;
 	let mut here = locked_here().lock().unwrap_or_else(|p| p.into_inner());
 	if let Some(instance) = here.get(&key) {
 		return Err(ConfigError::DirectoryLocked {

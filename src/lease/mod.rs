@@ -252,7 +252,7 @@ pub struct LeaseInfo {
 	/// Increases by one at every takeover.
 	pub generation: u64,
 	/// The expiry on the holder's wall clock, in milliseconds since the Unix epoch; 0 once
-	/// released.
+	/// released; `u64::MAX` for a `file://` store's OS lock, which has none.
 	pub expires_unix_ms: u64,
 	/// The holder's time to live in milliseconds (0 in objects written before it was recorded):
 	/// a successor watches an abandoned lease at least this long.
@@ -350,6 +350,9 @@ impl LeaseInfo {
 	}
 }
 
+/// The expiry of a `file://` store's lock, which has none.
+pub(crate) const NEVER: u64 = u64::MAX;
+
 /// How a broken lease's host field starts.
 const BROKEN_HOST_PREFIX: &str = "broken-by-operator-on-";
 
@@ -363,8 +366,10 @@ fn random_instance_id() -> Result<String, ConfigError> {
 
 /// An expiry in words against the wall clock `now_ms`.
 fn expiry_text(expires_unix_ms: u64, now_ms: u64) -> String {
-	if expires_unix_ms == 0 {
-		return "released".to_owned();
+	match expires_unix_ms {
+		0 => return "released".to_owned(),
+		NEVER => return "never: an OS lock, held while the store is open".to_owned(),
+		_ => {},
 	}
 	let at = format!("unix time {}.{:03} s", expires_unix_ms / 1000, expires_unix_ms % 1000);
 	if expires_unix_ms >= now_ms {

@@ -49,6 +49,8 @@ impl LeaseState {
 			if now < next_renewal {
 				let nap = (next_renewal - now).min(left).min(Duration::from_secs(1));
 				tokio::select! {
+					// A fixed order: the takeover model replays a schedule from its seed.
+					biased;
 					_ = tokio::time::sleep(nap) => {},
 					_ = self.wake.notified() => {},
 				}
@@ -529,11 +531,22 @@ fn refuse_if_live(
 
 /// What the lease object of `store`'s prefix says, if there is one (for operators and tools;
 /// `store` may be built without a lease of its own).
+///
+/// Runs on the store's runtime, so it may be awaited on any executor.
 pub async fn read_lease(
 	store: &crate::ObjectKvStore,
 ) -> Result<Option<LeaseInfo>, object_store::Error> {
 	let path = lease_path(store.key_mapper().root());
-	Ok(read(store.raw_backend().as_ref(), &path, TOOL_REQUEST_LIMIT).await?.map(|(info, _)| info))
+	let backend = Arc::clone(store.raw_backend());
+	let reading =
+		store.spawn(async move { read(backend.as_ref(), &path, TOOL_REQUEST_LIMIT).await });
+	match reading.await {
+		Some(read) => Ok(read?.map(|(info, _)| info)),
+		None => Err(object_store::Error::Generic {
+			store: "ldk-object-store",
+			source: "the store's runtime stopped".into(),
+		}),
+	}
 }
 
 /// What [`break_lease`] did.
@@ -572,6 +585,8 @@ pub enum BreakOutcome {
 ///   generation that nobody renews and that expires only after the old holder's trust has
 ///   ended for sure (time to live plus skew allowance from now); the old holder finds it taken
 ///   over at its next renewal.
+///
+/// Await it inside a tokio runtime (it waits with tokio's timers).
 pub async fn break_lease(
 	store: &crate::ObjectKvStore, instance: &str, force: bool, config: &LeaseConfig,
 	mut on_wait: impl FnMut(Duration),
@@ -599,11 +614,30 @@ pub async fn break_lease(
 			.map_err(|e| e.to_string())?;
 	broken.host = format!("{BROKEN_HOST_PREFIX}{}", broken.host);
 	broken.generation = held.generation + 1;
-	let outcome = if force {
-		let free_after = clock.wall_ms().saturating_add(wait.as_millis() as u64);
-		broken.expires_unix_ms = free_after;
-		BreakOutcome::Forced { broken: held.clone(), free_after_unix_ms: free_after }
-	} else {
+	if force {
+		// The live holder may renew between the read and the put: read again and retry while
+		// the lease is still that instance's.
+		let mut version = version;
+		for _ in 0..MAX_CONTENDED {
+			let free_after = clock.wall_ms().saturating_add(wait.as_millis() as u64);
+			broken.expires_unix_ms = free_after;
+			match put(writer.as_ref(), &path, &broken, PutMode::Update(version.clone())).await {
+				Ok(_) => {
+					return Ok(BreakOutcome::Forced {
+						broken: held.clone(),
+						free_after_unix_ms: free_after,
+					})
+				},
+				Err(err) if is_condition_failure(&err) => match read_now().await? {
+					Some((current, renewed)) if current.same_lease(&held) => version = renewed,
+					_ => return Err("the lease changed hands meanwhile; nothing was broken".into()),
+				},
+				Err(err) => return Err(format!("the lease cannot be replaced: {err}")),
+			}
+		}
+		return Err("the lease kept changing; nothing was broken".into());
+	}
+	let outcome = {
 		let now = clock.wall_ms();
 		if now < held.expires_unix_ms {
 			return Err(format!(

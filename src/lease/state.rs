@@ -268,6 +268,8 @@ impl LeaseState {
 			}
 			// Woken at least every second: a suspended host's clocks jump, its timers do not.
 			tokio::select! {
+				// A fixed order: the takeover model replays a schedule from its seed.
+				biased;
 				_ = tokio::time::sleep(left.min(Duration::from_secs(1))) => {},
 				_ = status.changed() => {},
 			}
@@ -396,6 +398,8 @@ impl Mutation {
 		mut self, request: impl std::future::Future<Output = Result<T, object_store::Error>>,
 	) -> Result<T, object_store::Error> {
 		let (outcome, answered) = tokio::select! {
+			// A fixed order: the takeover model replays a schedule from its seed.
+			biased;
 			outcome = request => {
 				let answered = is_answer(&outcome);
 				(outcome, answered)

@@ -190,7 +190,9 @@ fn main() -> ExitCode {
 
 fn run() -> Result<(), String> {
 	let args = parse_args()?;
+	// The example may set up a new node: its directory is created if missing.
 	let store = StoreBuilder::from_url(&args.store_url)
+		.create_if_missing(true)
 		.build()
 		.map_err(|e| format!("cannot open the store {}: {e}", args.store_url))?;
 	// The store took its prefix's writer lease when it was built (a second instance of this node

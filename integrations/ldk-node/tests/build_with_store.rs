@@ -531,7 +531,7 @@ fn lifecycle(
 
 fn file_factory(dir: &Path) -> StoreFactory {
 	let url = format!("file://{}/store", dir.display());
-	Arc::new(move || StoreBuilder::from_url(&url).build())
+	Arc::new(move || StoreBuilder::from_url(&url).create_if_missing(true).build())
 }
 
 fn memory_factory() -> StoreFactory {
