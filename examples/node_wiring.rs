@@ -599,6 +599,10 @@ async fn run_phase(
 	// The processor writes only through `KVStore` (the async trait); nothing else writes here.
 	println!("  stopped; the processor's KVStore writes, read back:");
 	check_persisted(node).await?;
+	// Nothing writes any more: end the store's writing in every clone and release its writer
+	// lease, so the next start (in this process or another) begins at once. Never leave this to
+	// `Drop`: a clone kept alive anywhere would keep the lease.
+	node.store.close().await;
 	debug_assert_eq!(
 		node.keys_manager.get_node_id(lightning::sign::Recipient::Node),
 		Ok(started.node_id)

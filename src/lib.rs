@@ -49,8 +49,11 @@
 //! - **Order per key as called.** Each `read`, `write` and `remove` takes its place in its key's
 //!   queue inside the synchronous call and runs only after the calls before it on that key have
 //!   finished, however the returned futures are awaited (or not). A stale write is never sent after
-//!   a newer one, and at most one request per key is in flight. Different keys run concurrently,
-//!   up to [`StoreBuilder::with_max_in_flight`] requests at once.
+//!   a newer one, and this store has at most one attempt per key outstanding at a time. (An
+//!   attempt abandoned on its timeout may still be delivered by the network after the next one
+//!   started; with fencing, the default where the lease is an object lease, it cannot replace
+//!   anything newer. On `file://` a write or remove is never abandoned.) Different keys run
+//!   concurrently, up to [`StoreBuilder::with_max_in_flight`] requests at once.
 //! - **Strict "not found".** Only an object that is really absent yields
 //!   [`ErrorKind::NotFound`](lightning::io::ErrorKind::NotFound). Permission errors (including the
 //!   403 that S3 answers for a missing key when `s3:ListBucket` is not granted), server errors,
@@ -68,9 +71,13 @@
 //!   can be awaited on any executor.
 //! - **One writer per prefix** ([`lease`]): the store takes a writer lease when it is built and
 //!   refuses to start while another instance holds it; an instance that loses it refuses every
-//!   write and remove and says so ([`ObjectKvStore::writer_lease`]). On by default.
-//! - **Optional fencing** ([`StoreBuilder::with_fencing`]): conditional writes refuse a second
-//!   writer on the same prefix before it overwrites anything ([`fencing`]).
+//!   write and remove and says so ([`ObjectKvStore::writer_lease`]), and no request of it lands
+//!   after a successor took the lease over. [`ObjectKvStore::close`] at shutdown drains the
+//!   requests in flight and releases the lease, so the next instance starts at once. On by
+//!   default.
+//! - **Fencing** ([`StoreBuilder::with_fencing`]; on by default where the lease is an object
+//!   lease): conditional writes make the server refuse a write over an object another writer
+//!   changed, before it overwrites anything ([`fencing`]).
 //! - **Optional encryption at rest** ([`StoreBuilder::with_encryption`]): authenticated
 //!   encryption of every object, bound to its key, and optionally of the key names ([`encryption`]).
 //! - **Observability** through `tracing`: one span per operation (`ldk_object_store`, with the

@@ -4,9 +4,11 @@
 //! the futures may be awaited in any order, or not at all until much later. Each call therefore
 //! takes its place in the key's queue before it returns (a [`Turn`]), and its work waits until the
 //! call before it on the same key has finished. This is stronger than LDK's own version counters:
-//! a stale write is never sent at all after a newer one, only one request per key is ever in
-//! flight (a PUT that timed out on our side cannot race its successor from us), and a read sees
-//! every write that was called before it. Different keys do not wait for each other.
+//! a stale write is never sent at all after a newer one, the store has at most one attempt per
+//! key outstanding at a time, and a read sees every write that was called before it. Different
+//! keys do not wait for each other. (An attempt abandoned on its timeout may still be delivered by
+//! the network later; fencing makes the server refuse it once anything newer landed, and on a
+//! local directory writes and removes are never abandoned: see `store.rs`.)
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -533,19 +533,53 @@ fn lease_shows_and_breaks_the_holder() {
 	let (status, _) = run(&[&url, "--break"]);
 	assert_eq!(status, 2);
 	assert!(held.is_held());
+	// A live holder's lease is not broken without --force: it renewed recently.
+	let (status, refused) = run(&[&url, "--break", "--yes"]);
+	assert_eq!(status, 2, "{refused}");
+	assert!(refused.to_string().contains("looks alive"), "{refused}");
+	assert!(held.is_held());
+
+	// A dead holder (frozen, as a stopped process): once its lease expired, `--break` watches it
+	// for its time to live plus the skew allowance, then releases it.
+	held.freeze_for_testing(true);
+	std::thread::sleep(std::time::Duration::from_secs(4));
 	let (status, broken) = run(&[&url, "--break", "--yes"]);
 	assert_eq!(status, 0, "{broken}");
 	assert_eq!(broken["broken"]["instance"], held.info().instance.as_str());
+	assert_eq!(broken["released"], true, "{broken}");
+	assert!(node.write("", "", "manager", vec![1]).is_err());
+	let (_, after) = run(&[&url]);
+	assert_eq!(after["lease"]["released"], true, "{after}");
+	assert_eq!(after["lease"]["generation"], 2, "{after}");
+	drop(node);
+
+	// `--force` against a live holder: it stops at its next renewal, and the lease belongs to
+	// nobody until the holder's trust has ended for sure.
+	let node = ldk_object_store::StoreBuilder::from_url(&url)
+		.with_option("aws_endpoint", endpoint.clone())
+		.with_option("aws_allow_http", "true")
+		.with_writer_lease(
+			ldk_object_store::lease::LeaseConfig::default()
+				.with_ttl(std::time::Duration::from_secs(3))
+				.with_safety_margin(std::time::Duration::from_secs(1)),
+		)
+		.build()
+		.unwrap();
+	let held = node.writer_lease().unwrap();
+	let (status, forced) = run(&[&url, "--break", "--force", "--yes"]);
+	assert_eq!(status, 0, "{forced}");
+	assert_eq!(forced["released"], false, "{forced}");
+	assert!(forced["free_after_unix_ms"].as_u64().is_some(), "{forced}");
 	let waiting = std::thread::spawn(move || futures::executor::block_on(held.lost()));
 	let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
 	while !waiting.is_finished() {
 		assert!(std::time::Instant::now() < deadline, "the holder never noticed");
 		std::thread::sleep(std::time::Duration::from_millis(20));
 	}
-	assert!(node.write("", "", "manager", vec![1]).is_err());
+	assert!(node.write("", "", "manager", vec![2]).is_err());
 	let (_, after) = run(&[&url]);
-	assert_eq!(after["lease"]["released"], true, "{after}");
-	assert_eq!(after["lease"]["generation"], 2, "{after}");
+	assert_eq!(after["lease"]["broken"], true, "{after}");
+	assert_eq!(after["lease"]["generation"], 4, "{after}");
 }
 
 /// `lease` takes every location form the other commands take: a `file://` URL, an absolute path

@@ -18,8 +18,8 @@
 //!
 //! `takeover_model` runs 1,000 schedules (CI); `takeover_model_long` runs 100,000
 //! (`TAKEOVER_SCHEDULES` to change, `TAKEOVER_SEED` for the first seed); `takeover_servers` runs
-//! a few schedules in real time against LocalStack and SeaweedFS, whose conditional writes are
-//! what must hold.
+//! three schedules in real time against LocalStack and SeaweedFS each (a frozen lease task, a
+//! close with requests in flight, a forced break), whose conditional writes are what must hold.
 
 mod common;
 
@@ -81,7 +81,7 @@ impl Timing {
 			skew: Duration::from_millis(300),
 			attempt: Duration::from_millis(600),
 			bound: Duration::from_millis(1000),
-			horizon: Duration::from_secs(12),
+			horizon: Duration::from_secs(20),
 			gap: Duration::from_millis(60),
 			latency: Duration::from_millis(1)..Duration::from_millis(10),
 			hold: Duration::from_millis(200)..Duration::from_millis(4000),
@@ -171,14 +171,17 @@ struct Summary {
 }
 
 /// Runs one schedule; `Err` names the invariant broken.
+/// Runs one schedule below `prefix`; `fault` chooses what happens to A (else the seed does).
+/// `Err` names the invariant broken.
 async fn schedule(
-	seed: u64, timing: &Timing, store: Arc<dyn ObjectStore>,
+	seed: u64, timing: &Timing, store: Arc<dyn ObjectStore>, prefix: &str, fault: Option<Fault>,
 ) -> Result<Summary, String> {
 	let mut rng = fastrand::Rng::with_seed(seed);
 	// The retry policy's jitter draws from this thread's generator: from the seed too.
 	fastrand::seed(seed);
-	let fault = FAULTS[rng.usize(..FAULTS.len())];
-	let prefix = format!("takeover-{seed}");
+	let drawn = FAULTS[rng.usize(..FAULTS.len())];
+	let fault = fault.unwrap_or(drawn);
+	let prefix = format!("{prefix}/takeover-{seed}");
 	let net = Network::new(store, timing.bound);
 	let link_a = Link::new(&net, "A", rng.u64(..), Faults::clean(timing.latency.clone()));
 	let a_faults = timing.faults(&mut rng);
@@ -267,6 +270,7 @@ async fn schedule(
 				.map_err(|e| format!("{what}: the operator's store: {e}"))?;
 			let config = timing.lease(&TestClock::new(0));
 			let force = fault == Fault::BreakForce;
+			let retry_break = timing.ttl / 6;
 			let what = what.clone();
 			tokio::spawn(async move {
 				// Without --force the break is refused while the lease looks alive: retry.
@@ -281,14 +285,14 @@ async fn schedule(
 						refused.contains("looks alive") || refused.contains("changed while"),
 						"{what}: the break failed: {refused}"
 					);
-					sleep(Duration::from_secs(5)).await;
+					sleep(retry_break).await;
 				}
 			});
 		},
 	}
 
 	// B tries to start every few seconds.
-	sleep(Duration::from_secs_f64(rng.f64() * 20.0)).await;
+	sleep(timing.horizon.mul_f64(rng.f64() / 12.0)).await;
 	let b = loop {
 		if Instant::now() >= at(timing.horizon) {
 			break None;
@@ -299,7 +303,7 @@ async fn schedule(
 			Err(ConfigError::Lease(text)) if text.contains("changed hands") => {},
 			Err(err) => return Err(format!("{what}: B failed to start: {err}")),
 		}
-		sleep(timing.ttl / 10 + Duration::from_secs_f64(rng.f64())).await;
+		sleep(timing.ttl.mul_f64(0.1 + rng.f64() / 30.0)).await;
 	};
 	let mut summary = Summary::default();
 	let Some(b) = b else {
@@ -418,7 +422,7 @@ fn run_schedules(first_seed: u64, count: u64) {
 							.build()
 							.unwrap();
 						let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-						match runtime.block_on(schedule(seed, &timing, store)) {
+						match runtime.block_on(schedule(seed, &timing, store, "model", None)) {
 							Ok(summary) => {
 								started += usize::from(summary.b_started);
 								landed += summary.a_landed;
@@ -471,19 +475,34 @@ fn takeover_model_long() {
 #[test]
 fn takeover_servers() {
 	let timing = Timing::real();
-	for server in common::backends::S3_SERVERS {
-		let Some(backend) = common::backends::s3_without_resends(server, "takeover") else {
-			continue;
-		};
-		for seed in 0..4u64 {
-			let runtime =
-				tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-			let store = Arc::clone(&backend.object_store);
-			let seed = seed * 7 + 3;
-			match runtime.block_on(schedule(seed, &timing, store)) {
-				Ok(summary) => println!("{server} seed {seed}: {summary:?}"),
-				Err(violation) => panic!("{server}: {violation}"),
+	let faults = [Fault::FreezeLease, Fault::Close, Fault::BreakForce];
+	std::thread::scope(|scope| {
+		for server in common::backends::S3_SERVERS {
+			let Some(backend) = common::backends::s3_without_resends(server, "takeover") else {
+				continue;
+			};
+			let backend = Arc::new(backend);
+			// In real time: the schedules of a server run side by side.
+			for (n, fault) in faults.into_iter().enumerate() {
+				let (backend, timing) = (Arc::clone(&backend), timing.clone());
+				scope.spawn(move || {
+					let runtime =
+						tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+					let store = Arc::clone(&backend.object_store);
+					let seed = n as u64 * 7 + 3;
+					let outcome = runtime.block_on(schedule(
+						seed,
+						&timing,
+						store,
+						&backend.prefix,
+						Some(fault),
+					));
+					match outcome {
+						Ok(summary) => println!("{server} {fault:?}: {summary:?}"),
+						Err(violation) => panic!("{server}: {violation}"),
+					}
+				});
 			}
 		}
-	}
+	});
 }

@@ -14,7 +14,7 @@ use lightning::util::persist::{
 use object_store::memory::InMemory;
 use object_store::ObjectStore;
 
-use crate::env::kv_store;
+use crate::env::{kv_store, kv_store_unfenced};
 use crate::fixtures::ChannelFixture;
 use crate::latency::{Control, Counts, LatencyStore};
 
@@ -69,6 +69,11 @@ impl Backend {
 	/// A store below `prefix` with `max_in_flight` requests at once.
 	pub fn kv(&self, prefix: &str, max_in_flight: usize) -> ObjectKvStore {
 		kv_store(&self.store, prefix, max_in_flight)
+	}
+
+	/// [`Self::kv`] with fencing off (not the default).
+	pub fn kv_unfenced(&self, prefix: &str, max_in_flight: usize) -> ObjectKvStore {
+		kv_store_unfenced(&self.store, prefix, max_in_flight)
 	}
 
 	pub fn reset_counts(&self) {

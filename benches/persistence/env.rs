@@ -133,6 +133,14 @@ pub fn kv_store(
 	builder(backend, prefix, max_in_flight).build().expect("store builds")
 }
 
+/// [`kv_store`] with fencing off (it is on by default where the writer lease is an object lease):
+/// what fencing costs, side by side.
+pub fn kv_store_unfenced(
+	backend: &Arc<dyn ObjectStore>, prefix: &str, max_in_flight: usize,
+) -> ObjectKvStore {
+	builder(backend, prefix, max_in_flight).with_fencing(false).build().expect("store builds")
+}
+
 /// [`kv_store`] without the writer lease: a second look at a prefix whose writer is still open.
 pub fn kv_reader(
 	backend: &Arc<dyn ObjectStore>, prefix: &str, max_in_flight: usize,

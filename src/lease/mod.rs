@@ -1,4 +1,5 @@
-//! One writer per prefix: a lease that a second instance of a node cannot get past.
+//! One writer per prefix: a lease that a second instance of a node cannot get past, and that
+//! ends every request of an instance that lost it before a successor can start.
 //!
 //! Two instances of one Lightning node writing the same state lose money: each signs and stores
 //! its own channel states, and the older one may broadcast a revoked commitment. No write can
@@ -19,74 +20,108 @@
 //! pid=<process id>
 //! generation=<n>
 //! expires_unix_ms=<wall-clock expiry; 0 once released>
+//! ttl_ms=<the holder's time to live>
 //! ```
 //!
 //! It is created with a create-only put (`PutMode::Create`, `If-None-Match: *`) and every later
 //! change is a put on the condition that it is still at the version this instance last wrote
-//! (`PutMode::Update`, `If-Match` on its ETag). Two instances that start at the same moment both
-//! try to create it and exactly one succeeds; the other reads it and is refused with
-//! [`ConfigError::LeaseHeld`], which names the holder (instance, host, pid), its generation and
-//! its expiry. An instance may take over a lease whose expiry has passed (by more than the clock
-//! skew allowance) or that was released: it replaces it on its ETag with the generation plus one,
-//! so of several instances taking over at once exactly one succeeds.
+//! (`PutMode::Update`, `If-Match` on its ETag), so of several instances starting or taking over at
+//! once exactly one succeeds.
 //!
-//! # Timing (defaults, see [`LeaseConfig`])
+//! # Taking it
+//!
+//! - **No lease object:** created. **Released** (by a clean shutdown, or by `ldk-object-store
+//!   lease --break`): taken over at once, one generation up.
+//! - **Held, and its expiry plus the clock skew allowance not past** by this instance's wall
+//!   clock: refused with [`ConfigError::LeaseHeld`], which names the holder (instance, host,
+//!   pid), its generation, and when a new instance may take it over.
+//! - **Held, and its expiry past:** the holder looks dead, but a wall clock that runs fast
+//!   would say the same of a live lease. So the lease is watched for its time to live plus the
+//!   skew allowance (35 s by default) on this instance's own clock, and taken over only if it did
+//!   not change meanwhile; if the holder renewed it, the start is refused. A live holder renews
+//!   every third of its time to live, so it is always seen.
+//!
+//! # Holding it (defaults, see [`LeaseConfig`])
 //!
 //! - **Time to live: 30 s.** Each renewal writes an expiry 30 s after the holder's wall clock.
-//! - **Renewal every 10 s** (a third of the time to live), retried every second after a failure.
-//! - **Safety margin: 10 s.** The holder trusts its lease only until 30 − 10 = 20 s after it
-//!   *sent* the last renewal that succeeded, measured on its monotonic clock, which neither wall
-//!   clock steps nor skew affect. After that, or as soon as a renewal finds the lease in another
-//!   instance's hands, the lease is lost for good: every write and remove fails with
-//!   [`FailureKind::LeaseLost`] (not retried) before any request is sent, sync-mode persistence
-//!   fails (LDK stops), async-mode persistence reports nothing complete, and
-//!   [`WriterLease::lost`] resolves. A node that lost its lease must be restarted.
-//! - **Clock skew allowance: 5 s.** A new instance takes over only once its wall clock is 5 s
-//!   past the written expiry. With wall clocks within 5 s of each other, the takeover therefore
-//!   happens no earlier than 30 s after the holder sent its last renewal, when the holder has
-//!   already stopped writing for 10 s. Those 10 s are what covers a write request that was
-//!   checked just before the holder's validity ended and then spent time in flight.
-//! - **After a crash** (SIGKILL, power loss) nobody releases the lease: a restarted node is
-//!   refused until it expires, at most 30 + 5 = 35 s after the crash. A clean shutdown (dropping
-//!   the last clone of the store, or [`ObjectKvStore::close`]) releases it, and
-//!   the next instance starts at once.
+//! - **Renewal every 10 s.** One renewal request may take 2.5 s (a quarter of the time between a
+//!   renewal's due time and the end of trust), and a failed one is retried after 0.5 s: one
+//!   stalled request never costs the lease.
+//! - **Trust: 20 s after a renewal was sent** (time to live minus the 10 s safety margin),
+//!   measured on a clock that counts the time the host was suspended (`CLOCK_BOOTTIME` on Linux),
+//!   and never past the written expiry minus the margin on the wall clock either. A host that
+//!   resumes from a suspend, or a process that resumes from a pause, sees at once that its trust
+//!   ran out.
+//! - **Every write and remove request runs under the lease**: it is refused before it is sent
+//!   unless the lease is trusted, and if it is still in flight when trust ends (or the lease is
+//!   found in another instance's hands) it is abandoned there and then, whatever the attempt
+//!   timeout, and fails as [`FailureKind::LeaseLost`]. Writes and removes go through a client
+//!   that does not re-send requests by itself (for stores built from a URL; the store's
+//!   [`RetryPolicy`](crate::RetryPolicy) repeats a failed attempt as a new one, under the lease
+//!   too). So no request of an instance is outstanding past the end of its trust.
+//! - **Once lost, lost for good**: every write and remove fails with [`FailureKind::LeaseLost`]
+//!   (not retried), sync-mode persistence fails (LDK stops), async-mode persistence reports
+//!   nothing complete, and [`WriterLease::lost`] resolves. [`WriterLease::lost_reason`] says
+//!   what happened: a takeover (by whom), renewals that got no answer or failed (and whether the
+//!   lease object still names this instance, i.e. the renewals landed with their answers lost), a
+//!   suspend. A node that lost its lease must be restarted.
 //!
-//! A paused process (SIGSTOP, a VM migration, a long GC-like stall) is the case the monotonic
-//! clock is for: when it resumes, its first write sees that its validity has passed and is
-//! refused, and its renewal finds the lease taken over.
+//! # Letting go
 //!
-//! # What covers the rest
+//! [`ObjectKvStore::close`] (also run when the last clone is dropped, on a thread of its own,
+//! never on a store thread) refuses new writes and removes, waits for those in flight, and, if
+//! one of them was abandoned without an answer, for the safety margin after it (it may still
+//! land); then it releases the lease, and the next instance starts at once. If the requests
+//! cannot be drained, the lease is not released but left to expire. A closed store is not a lost
+//! one: [`WriterLease::lost_reason`] stays `None`, and nothing is logged as an error. After a
+//! crash nobody releases the lease: the next instance starts once the expiry (plus the skew
+//! allowance) has passed and it watched the lease unchanged (at most 30 + 5 + 35 s).
 //!
-//! - **Deletes.** `object_store` 0.14 has no conditional delete, so a remove cannot carry the
-//!   lease's condition to the server. The lease check right before each remove request is sent
-//!   covers that (a stale instance refuses its own removes), and monitor update objects are
-//!   create-only, so a late remove can only delete what this instance itself created or replaced.
-//! - **Per-key fencing** ([`StoreBuilder::with_fencing`]) stays available as a second line: it
-//!   makes each write conditional on the version this instance last saw.
-//! - **A request that outlives the margin.** A write checked while the lease was valid and then
-//!   delayed in the network by more than the safety margin could land after a takeover; per-key
-//!   fencing refuses it where it is on.
+//! # What it guarantees, and on what assumptions
 //!
-//! # Backends
+//! No request of an instance lands after a successor took the lease, provided that:
 //!
-//! On by default for every backend that honours conditional writes: S3 and S3-compatible servers
-//! that implement `If-None-Match`/`If-Match` (AWS, MinIO, LocalStack, SeaweedFS), Azure Blob
-//! Storage, Google Cloud Storage and memory. A backend that cannot replace an object
-//! conditionally fails [`StoreBuilder::build`] with advice, unless the lease is turned off by
-//! name ([`StoreBuilder::without_writer_lease`]); servers that silently ignore the conditional
-//! headers cannot be detected by the store: `ldk-object-store doctor` checks them. For `file://`
-//! URLs an exclusive OS lock (`flock`) on the store's directory (below its root prefix) gives the
-//! same guarantee on one machine; it is held while the store lives and released by the OS when
-//! the process ends, crash included. Nothing is added to the directory, so LDK's own
-//! `FilesystemStore` still reads it. (Where a directory cannot be locked, outside Unix, the lock
-//! is on a file `.ldk-object-store-lock#0` in it, a name `object_store`'s local store leaves out
-//! of listings.)
+//! 1. **A request is not applied later than the safety margin after its sender stopped waiting
+//!    for it** (a timeout, the end of trust, a cancelled future): network and server queues are
+//!    shorter than 10 s. Every request the holder waits for ends, at the latest, when its trust
+//!    ends, which is at least the margin before a successor can take over; a release waits the
+//!    margin after an abandoned request.
+//! 2. **The clocks of two instances run at the same rate** within the skew allowance over a
+//!    lease's life (5 s in 35 s; real clocks drift by parts per million). Their wall clocks may
+//!    be far apart: a successor never takes a lease over on the word of a wall clock alone.
+//! 3. **The backend honours conditional writes** atomically: S3 and S3-compatible servers that
+//!    implement `If-None-Match` and `If-Match` (AWS, MinIO, LocalStack, SeaweedFS), Azure Blob
+//!    Storage, Google Cloud Storage, memory. A backend that cannot replace an object
+//!    conditionally fails [`StoreBuilder::build`] with advice, unless the lease is turned off by
+//!    name ([`StoreBuilder::without_writer_lease`]); servers that silently ignore the
+//!    conditional headers cannot be detected by the store: `ldk-object-store doctor` checks them.
+//! 4. **A backend built in code** ([`StoreBuilder::from_store`]) does not re-send a request by
+//!    itself after the store stopped waiting for it: build its client with retries off
+//!    (`object_store::RetryConfig { max_retries: 0, .. }`), or the margin must cover its re-sends.
+//!
+//! Beyond assumption 1 (a request held by a proxy for minutes), per-key fencing, on by default
+//! where the lease is an object ([`StoreBuilder::with_fencing`]), makes the server refuse a late
+//! write of an object the successor has written since. A late write of an object the successor
+//! only read, and a late remove (`object_store` 0.14 has no conditional delete), are not refused.
+//!
+//! # `file://`
+//!
+//! An exclusive OS lock (`flock`) on the store's directory (below its root prefix) gives the same
+//! guarantee on one machine: held while the store (or a request of it) runs and released by the
+//! OS when the process ends, crash included. It has no expiry and nothing to break. Nothing is
+//! added to the directory, so LDK's own `FilesystemStore` still reads it. (Where a directory
+//! cannot be locked, outside Unix, the lock is on a file `.ldk-object-store-lock#0` in it, a name
+//! `object_store`'s local store leaves out of listings.) A second store on the same directory is
+//! refused with [`ConfigError::DirectoryLocked`], which says whether it is a store of this
+//! process or another process.
 //!
 //! [`StoreBuilder::build`]: crate::StoreBuilder::build
+//! [`StoreBuilder::from_store`]: crate::StoreBuilder::from_store
 //! [`StoreBuilder::with_fencing`]: crate::StoreBuilder::with_fencing
 //! [`StoreBuilder::without_writer_lease`]: crate::StoreBuilder::without_writer_lease
 //! [`ObjectKvStore::close`]: crate::ObjectKvStore::close
 //! [`ConfigError::LeaseHeld`]: crate::ConfigError::LeaseHeld
+//! [`ConfigError::DirectoryLocked`]: crate::ConfigError::DirectoryLocked
 //! [`FailureKind::LeaseLost`]: crate::FailureKind::LeaseLost
 
 use std::fmt;

@@ -174,7 +174,10 @@ fn s3_with(server: &str, test: &str, retry: object_store::RetryConfig) -> Option
 		name: server.to_lowercase(),
 		object_store: Arc::new(store),
 		prefix: unique_prefix(test),
-		key_and_namespace_may_share_a_name: true,
+		// SeaweedFS refuses a create-only put (412) of a key named like a folder that holds
+		// objects, although the key itself is absent: with fencing (the default) such a key
+		// cannot be written there. LDK never names a key like a namespace.
+		key_and_namespace_may_share_a_name: server != "SEAWEEDFS",
 		tune: None,
 		_dir: None,
 	})

@@ -95,7 +95,11 @@ pub(crate) async fn run(args: &Args, options: &[(String, String)], out: &Output)
 			return Err("not confirmed: the lease was left as it is".into());
 		}
 	}
-	let config = lease::LeaseConfig::default();
+	// The holder's own time to live, where its lease records it.
+	let mut config = lease::LeaseConfig::default();
+	if held.ttl_ms > 0 {
+		config = config.with_ttl(std::time::Duration::from_millis(held.ttl_ms));
+	}
 	let mut told = false;
 	let outcome = lease::break_lease(&store, &held.instance, args.force, &config, |left| {
 		if !told {
