@@ -1,9 +1,11 @@
 //! The takeover model: two instances of one node on one prefix, through many schedules.
 //!
 //! Instance A runs, writing and removing keys all the time; something happens to it (its lease
-//! task freezes, its network is cut, the process pauses, its renewals stall, it is closed with
-//! requests in flight, an operator breaks its lease with or without `--force`, or nothing);
-//! instance B tries to start every few seconds. A's data requests are held, lost, answered never
+//! task freezes, its network is cut, the process pauses, its renewals stall, its lease task
+//! freezes while all its requests are held 10–30 s, it is closed with requests in flight, an
+//! operator breaks its lease with or without `--force`, or nothing); instance B tries to start
+//! every few seconds, in a quarter of the schedules with a wall clock an hour ahead. Half the
+//! schedules use the crate's default attempt timeout (30 s), half a short one. A's data requests are held, lost, answered never
 //! and duplicated at random all along (tests/common/network.rs); every such request lands
 //! within the network's bound after A stopped waiting for it, or never (the assumption the
 //! lease states: the bound is below the safety margin). Everything runs under paused tokio time,
@@ -137,9 +139,12 @@ enum Fault {
 	BreakForce,
 	/// A stops for good; an operator breaks its lease without `--force`.
 	BreakDead,
+	/// A's lease task freezes while every request of A is held 10–30 s on the way (a congested
+	/// path): requests sent just before the end of trust are still in flight after it.
+	Congestion,
 }
 
-const FAULTS: [Fault; 8] = [
+const FAULTS: [Fault; 9] = [
 	Fault::None,
 	Fault::FreezeLease,
 	Fault::Partition,
@@ -148,6 +153,7 @@ const FAULTS: [Fault; 8] = [
 	Fault::Close,
 	Fault::BreakForce,
 	Fault::BreakDead,
+	Fault::Congestion,
 ];
 
 async fn open(
@@ -181,6 +187,13 @@ async fn schedule(
 	fastrand::seed(seed);
 	let drawn = FAULTS[rng.usize(..FAULTS.len())];
 	let fault = fault.unwrap_or(drawn);
+	// Half the schedules with the crate's default attempt timeout (30 s, three times the
+	// margin), half with a short one.
+	let mut timing = timing.clone();
+	if rng.bool() {
+		timing.attempt = RetryPolicy::default().attempt_timeout.min(timing.attempt * 15);
+	}
+	let timing = &timing;
 	let prefix = format!("{prefix}/takeover-{seed}");
 	let net = Network::new(store, timing.bound);
 	let link_a = Link::new(&net, "A", rng.u64(..), Faults::clean(timing.latency.clone()));
@@ -190,10 +203,13 @@ async fn schedule(
 	// Wall clocks within half the skew allowance of the host's, so within it of each other.
 	let half_skew = timing.skew.as_millis() as i64 / 2;
 	let clock_a = TestClock::new(rng.i64(-half_skew..=half_skew));
-	let clock_b = TestClock::new(rng.i64(-half_skew..=half_skew));
+	// In a quarter of the schedules B's wall clock runs an hour ahead: every lease looks
+	// expired to it, and only its watch keeps it from starting early.
+	let b_offset = if rng.usize(..4) == 0 { 3_600_000 } else { rng.i64(-half_skew..=half_skew) };
+	let clock_b = TestClock::new(b_offset);
 	let start = Instant::now();
 	let at = |offset: Duration| start + offset;
-	let what = format!("seed {seed} ({fault:?})");
+	let what = format!("seed {seed} ({fault:?}, B's clock {b_offset:+} ms)");
 
 	let a = open(&link_a, &prefix, timing, &clock_a)
 		.await
@@ -237,6 +253,14 @@ async fn schedule(
 	match fault {
 		Fault::None => {},
 		Fault::FreezeLease => a_lease.freeze_for_testing(true),
+		Fault::Congestion => {
+			a_lease.freeze_for_testing(true);
+			link_a.set_faults(Faults {
+				hold: 1.0,
+				hold_for: timing.margin..timing.margin * 3,
+				..Faults::clean(timing.latency.clone())
+			});
+		},
 		Fault::Partition => link_a.partition(true),
 		Fault::Pause | Fault::StallRenewals => {
 			if fault == Fault::Pause {
@@ -277,7 +301,7 @@ async fn schedule(
 				while let Err(refused) =
 					lease::break_lease(&operator, &instance, force, &config, |_| {}).await
 				{
-					if refused.contains("not by instance") {
+					if refused.contains("not by instance") || refused.contains("changed meanwhile") {
 						// B took the lease over by itself meanwhile: nothing left to break.
 						break;
 					}
