@@ -489,6 +489,11 @@ fn join_prefix(a: &str, b: &str) -> Result<Path, ConfigError> {
 	Path::parse(&joined).map_err(|source| ConfigError::InvalidPrefix { prefix: joined, source })
 }
 
+/// Makes a cloud client with the given retry configuration (see `backend_from_url`).
+#[cfg(feature = "cloud")]
+type MakeClient<'a> =
+	Box<dyn Fn(object_store::RetryConfig) -> Result<Arc<dyn ObjectStore>, ConfigError> + 'a>;
+
 /// A backend made for a URL.
 struct Built {
 	/// Reads and listings.
@@ -532,12 +537,7 @@ fn backend_from_url(
 			Ok(())
 		}
 	};
-	// A cloud client is made twice: for reads, and for writes and removes without re-sends of
-	// its own.
-	#[cfg(feature = "cloud")]
-	let cloud: Box<
-		dyn Fn(object_store::RetryConfig) -> Result<Arc<dyn ObjectStore>, ConfigError>,
-	> = match scheme.as_str() {
+	match scheme.as_str() {
 		"memory" => {
 			no_options()?;
 			let root = [bucket.as_str(), path.as_str()].join("/");
@@ -545,6 +545,12 @@ fn backend_from_url(
 			return Ok(Built { backend, writer: None, url_root: root, local: None });
 		},
 		"file" => return local_backend(&parsed, no_options, create_if_missing),
+		_ => {},
+	}
+	// A cloud client is made twice: for reads, and for writes and removes without re-sends of
+	// its own.
+	#[cfg(feature = "cloud")]
+	let cloud: MakeClient<'_> = match scheme.as_str() {
 		#[cfg(feature = "aws")]
 		"s3" | "s3a" => {
 			use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
@@ -600,16 +606,7 @@ fn backend_from_url(
 		_ => return Err(ConfigError::UnsupportedScheme(scheme)),
 	};
 	#[cfg(not(feature = "cloud"))]
-	match scheme.as_str() {
-		"memory" => {
-			no_options()?;
-			let root = [bucket.as_str(), path.as_str()].join("/");
-			let backend = Arc::new(InMemory::new());
-			return Ok(Built { backend, writer: None, url_root: root, local: None });
-		},
-		"file" => return local_backend(&parsed, no_options, create_if_missing),
-		_ => return Err(ConfigError::UnsupportedScheme(scheme)),
-	}
+	return Err(ConfigError::UnsupportedScheme(scheme));
 	#[cfg(feature = "cloud")]
 	Ok(Built {
 		backend: cloud(request_retry())?,

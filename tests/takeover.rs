@@ -301,7 +301,8 @@ async fn schedule(
 				while let Err(refused) =
 					lease::break_lease(&operator, &instance, force, &config, |_| {}).await
 				{
-					if refused.contains("not by instance") || refused.contains("changed meanwhile") {
+					if refused.contains("not by instance") || refused.contains("changed meanwhile")
+					{
 						// B took the lease over by itself meanwhile: nothing left to break.
 						break;
 					}
