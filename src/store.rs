@@ -775,29 +775,13 @@ impl Core {
 	/// attempt is not abandoned at the attempt timeout: its work goes on on a blocking thread,
 	/// and the key's next operation must not start beside it.
 	async fn attempt_mutation<T, F, Fut>(
-		&self, span: &Span, operation: Operation, target: &str, mut request: F,
+		&self, span: &Span, operation: Operation, target: &str, request: F,
 	) -> Result<T, Error>
 	where
 		F: FnMut() -> Fut,
 		Fut: Future<Output = Result<T, object_store::Error>>,
 	{
-		let started = Instant::now();
-		let (result, attempts) = self
-			.retry
-			.run(|| {
-				let request = request();
-				async {
-					let _permits = self.permits().await;
-					let mutation = self.lease.enter()?;
-					if self.untimed_mutations {
-						mutation.run(request).await
-					} else {
-						mutation.run(self.retry.timed(request)).await
-					}
-				}
-			})
-			.await;
-		finish(span, operation, target, started, attempts, result)
+		self.attempts(span, operation, target, request, true).await
 	}
 
 	/// Places under the view's bound and the store's, waiting for them: the view's first, so
@@ -817,7 +801,18 @@ impl Core {
 	/// outcome on `span`. Each attempt first waits for a place under the bound and only then
 	/// starts the per-attempt timeout, so a long queue never makes an unsent request time out.
 	async fn attempt<T, F, Fut>(
-		&self, span: &Span, operation: Operation, target: &str, mut request: F,
+		&self, span: &Span, operation: Operation, target: &str, request: F,
+	) -> Result<T, Error>
+	where
+		F: FnMut() -> Fut,
+		Fut: Future<Output = Result<T, object_store::Error>>,
+	{
+		self.attempts(span, operation, target, request, false).await
+	}
+
+	/// [`Self::attempt`], and with `mutation` [`Self::attempt_mutation`].
+	async fn attempts<T, F, Fut>(
+		&self, span: &Span, operation: Operation, target: &str, mut request: F, mutation: bool,
 	) -> Result<T, Error>
 	where
 		F: FnMut() -> Fut,
@@ -828,9 +823,17 @@ impl Core {
 			.retry
 			.run(|| {
 				let request = request();
-				async {
+				async move {
 					let _permits = self.permits().await;
-					self.retry.timed(request).await
+					if !mutation {
+						return self.retry.timed(request).await;
+					}
+					let permit = self.lease.enter()?;
+					if self.untimed_mutations {
+						permit.run(request).await
+					} else {
+						permit.run(self.retry.timed(request)).await
+					}
 				}
 			})
 			.await;

@@ -514,16 +514,20 @@ fn lease_shows_and_breaks_the_holder() {
 		json(&all.iter().map(String::as_str).collect::<Vec<_>>())
 	};
 	assert_eq!(run(&[&url]).1["lease"], serde_json::Value::Null);
-	let node = ldk_object_store::StoreBuilder::from_url(&url)
-		.with_option("aws_endpoint", endpoint.clone())
-		.with_option("aws_allow_http", "true")
-		.with_writer_lease(
-			ldk_object_store::lease::LeaseConfig::default()
-				.with_ttl(std::time::Duration::from_secs(3))
-				.with_safety_margin(std::time::Duration::from_secs(1)),
-		)
-		.build()
-		.unwrap();
+	// A node with a short lease (3 s to live, renewed every second).
+	let start_node = || {
+		ldk_object_store::StoreBuilder::from_url(&url)
+			.with_option("aws_endpoint", endpoint.clone())
+			.with_option("aws_allow_http", "true")
+			.with_writer_lease(
+				ldk_object_store::lease::LeaseConfig::default()
+					.with_ttl(std::time::Duration::from_secs(3))
+					.with_safety_margin(std::time::Duration::from_secs(1)),
+			)
+			.build()
+			.unwrap()
+	};
+	let node = start_node();
 	let held = node.writer_lease().unwrap();
 	let (status, shown) = run(&[&url]);
 	assert_eq!(status, 0, "{shown}");
@@ -555,16 +559,7 @@ fn lease_shows_and_breaks_the_holder() {
 
 	// `--force` against a live holder: it stops at its next renewal, and the lease belongs to
 	// nobody until the holder's trust has ended for sure.
-	let node = ldk_object_store::StoreBuilder::from_url(&url)
-		.with_option("aws_endpoint", endpoint.clone())
-		.with_option("aws_allow_http", "true")
-		.with_writer_lease(
-			ldk_object_store::lease::LeaseConfig::default()
-				.with_ttl(std::time::Duration::from_secs(3))
-				.with_safety_margin(std::time::Duration::from_secs(1)),
-		)
-		.build()
-		.unwrap();
+	let node = start_node();
 	let held = node.writer_lease().unwrap();
 	let (status, forced) = run(&[&url, "--break", "--force", "--yes"]);
 	assert_eq!(status, 0, "{forced}");

@@ -86,6 +86,11 @@ async fn open_when_free(link: &Link, clock: &Arc<TestClock>, limit: Duration) ->
 	}
 }
 
+/// A's and B's links onto `net`, with latency only.
+fn links(net: &Arc<Network>) -> (Link, Link) {
+	(Link::new(net, "A", 1, clean()), Link::new(net, "B", 2, clean()))
+}
+
 /// The operator's view of the store, without a lease.
 async fn operator(net: &Arc<Network>) -> ObjectKvStore {
 	StoreBuilder::from_store(Arc::new(Link::new(net, "operator", 9, clean())))
@@ -184,7 +189,7 @@ fn a_late_request_of_the_old_instance_is_refused_by_the_server() {
 	async fn scenario(fencing: Option<bool>) -> Vec<u8> {
 		// Requests may land 150 s after their sender gave up: far beyond the safety margin.
 		let net = network(Duration::from_secs(150));
-		let (link_a, link_b) = (Link::new(&net, "A", 1, clean()), Link::new(&net, "B", 2, clean()));
+		let (link_a, link_b) = links(&net);
 		let clock = TestClock::new(0);
 		let mut a = builder(&link_a, &clock, retry(1, Duration::from_secs(2)));
 		if let Some(fencing) = fencing {
@@ -216,7 +221,7 @@ fn closing_drains_requests_in_flight_before_releasing() {
 	paused(async {
 		// Answered late: in flight for 5 s.
 		let net = network(Duration::from_secs(9));
-		let (link_a, link_b) = (Link::new(&net, "A", 1, clean()), Link::new(&net, "B", 2, clean()));
+		let (link_a, link_b) = links(&net);
 		let a = builder(&link_a, &TestClock::new(0), retry(1, Duration::from_secs(10)))
 			.build_async()
 			.await
@@ -238,7 +243,7 @@ fn closing_drains_requests_in_flight_before_releasing() {
 
 		// Landed with its answer lost: A gave up on it, so it might have landed later still.
 		let net = network(Duration::from_secs(9));
-		let (link_a, link_b) = (Link::new(&net, "A", 1, clean()), Link::new(&net, "B", 2, clean()));
+		let (link_a, link_b) = links(&net);
 		let a = builder(&link_a, &TestClock::new(0), retry(1, Duration::from_secs(2)))
 			.build_async()
 			.await
@@ -328,7 +333,7 @@ fn breaking_a_lease_never_lets_two_writers_in() {
 fn a_forced_break_waits_out_the_live_holder() {
 	paused(async {
 		let net = network(Duration::from_secs(9));
-		let (link_a, link_b) = (Link::new(&net, "A", 1, clean()), Link::new(&net, "B", 2, clean()));
+		let (link_a, link_b) = links(&net);
 		let a = open(&link_a, &TestClock::new(0)).await.unwrap();
 		let a_lease = a.writer_lease().unwrap();
 		let writer = {
@@ -412,7 +417,7 @@ fn a_resumed_host_does_not_trust_a_lease_that_ran_out_while_it_slept() {
 fn a_successor_with_a_fast_clock_does_not_take_a_live_lease() {
 	paused(async {
 		let net = network(Duration::from_secs(9));
-		let (link_a, link_b) = (Link::new(&net, "A", 1, clean()), Link::new(&net, "B", 2, clean()));
+		let (link_a, link_b) = links(&net);
 		let a = open(&link_a, &TestClock::new(0)).await.unwrap();
 		let started = Instant::now();
 		let err = open(&link_b, &TestClock::new(3_600_000)).await.expect_err("A is alive");
@@ -472,7 +477,7 @@ fn failures_say_what_happened() {
 
 		// B within the skew allowance after the expiry of a lease that is not renewed.
 		let net = network(Duration::from_secs(9));
-		let (link_a, link_b) = (Link::new(&net, "A", 1, clean()), Link::new(&net, "B", 2, clean()));
+		let (link_a, link_b) = links(&net);
 		let a = open(&link_a, &TestClock::new(0)).await.unwrap();
 		sleep(Duration::from_secs(1)).await;
 		a.writer_lease().unwrap().freeze_for_testing(true);
