@@ -6,7 +6,9 @@
 //! An `ObjectKvStore` holds a writer lease on its location from the moment it is built (an OS
 //! lock on a `file://` directory, a renewed lease object on object storage), and a second store
 //! on the same location is refused
-//! ([`ConfigError::LeaseHeld`](ldk_object_store::ConfigError::LeaseHeld)) until the first one
+//! ([`ConfigError::LeaseHeld`](ldk_object_store::ConfigError::LeaseHeld), or
+//! [`ConfigError::DirectoryLocked`](ldk_object_store::ConfigError::DirectoryLocked) for
+//! `file://`) until the first one
 //! ends. Ending it by dropping it only works if *every* clone is dropped, and ldk-node 0.7.1 does
 //! not drop its clones: with a bitcoind chain source (RPC or REST), its gossip verifier and the
 //! gossip sync hold each other (`P2PGossipSync` → `GossipVerifier` → `P2PGossipSync`), and what
