@@ -131,6 +131,20 @@ impl FailureKind {
 		)
 	}
 
+	/// Whether a failure of a write or remove is the backend's answer to it, after which the
+	/// request can no longer land (a refusal that says something about the object, the
+	/// request or the credentials), rather than a timeout, a dropped connection or a server
+	/// error, which may have left it in flight.
+	pub(crate) fn ends_the_request(self) -> bool {
+		!matches!(
+			self,
+			FailureKind::TimedOut
+				| FailureKind::ConnectFailed
+				| FailureKind::Backend
+				| FailureKind::LeaseLost
+		)
+	}
+
 	fn io_kind(self) -> io::ErrorKind {
 		match self {
 			FailureKind::NotFound => io::ErrorKind::NotFound,

@@ -91,6 +91,14 @@ fn links(net: &Arc<Network>) -> (Link, Link) {
 	(Link::new(net, "A", 1, clean()), Link::new(net, "B", 2, clean()))
 }
 
+/// A network whose abandoned requests land within 9 s (below the 10 s margin, as the lease
+/// assumes), with A's and B's links onto it.
+fn world() -> (Arc<Network>, Link, Link) {
+	let net = network(Duration::from_secs(9));
+	let (a, b) = links(&net);
+	(net, a, b)
+}
+
 /// The operator's view of the store, without a lease.
 async fn operator(net: &Arc<Network>) -> ObjectKvStore {
 	StoreBuilder::from_store(Arc::new(Link::new(net, "operator", 9, clean())))
@@ -157,8 +165,7 @@ fn kind(err: &lightning::io::Error) -> Option<FailureKind> {
 #[test]
 fn a_request_in_flight_is_abandoned_when_trust_ends() {
 	paused(async {
-		let net = network(Duration::from_secs(9));
-		let link = Link::new(&net, "A", 1, clean());
+		let (_net, link, _) = world();
 		let clock = TestClock::new(0);
 		let a =
 			builder(&link, &clock, retry(1, Duration::from_secs(120))).build_async().await.unwrap();
@@ -220,8 +227,7 @@ fn a_late_request_of_the_old_instance_is_refused_by_the_server() {
 fn closing_drains_requests_in_flight_before_releasing() {
 	paused(async {
 		// Answered late: in flight for 5 s.
-		let net = network(Duration::from_secs(9));
-		let (link_a, link_b) = links(&net);
+		let (net, link_a, link_b) = world();
 		let a = builder(&link_a, &TestClock::new(0), retry(1, Duration::from_secs(10)))
 			.build_async()
 			.await
@@ -242,8 +248,7 @@ fn closing_drains_requests_in_flight_before_releasing() {
 		);
 
 		// Landed with its answer lost: A gave up on it, so it might have landed later still.
-		let net = network(Duration::from_secs(9));
-		let (link_a, link_b) = links(&net);
+		let (net, link_a, link_b) = world();
 		let a = builder(&link_a, &TestClock::new(0), retry(1, Duration::from_secs(2)))
 			.build_async()
 			.await
@@ -267,8 +272,7 @@ fn closing_drains_requests_in_flight_before_releasing() {
 #[test]
 fn breaking_a_lease_never_lets_two_writers_in() {
 	paused(async {
-		let net = network(Duration::from_secs(9));
-		let link_a = Link::new(&net, "A", 1, clean());
+		let (net, link_a, _) = world();
 		let a = open(&link_a, &TestClock::new(0)).await.unwrap();
 		let a_lease = a.writer_lease().unwrap();
 		let instance = a_lease.info().instance;
@@ -332,8 +336,7 @@ fn breaking_a_lease_never_lets_two_writers_in() {
 #[test]
 fn a_forced_break_waits_out_the_live_holder() {
 	paused(async {
-		let net = network(Duration::from_secs(9));
-		let (link_a, link_b) = links(&net);
+		let (net, link_a, link_b) = world();
 		let a = open(&link_a, &TestClock::new(0)).await.unwrap();
 		let a_lease = a.writer_lease().unwrap();
 		let writer = {
@@ -379,8 +382,7 @@ fn a_forced_break_waits_out_the_live_holder() {
 #[test]
 fn one_stalled_renewal_does_not_cost_the_lease() {
 	paused(async {
-		let net = network(Duration::from_secs(9));
-		let link = Link::new(&net, "A", 1, clean());
+		let (_net, link, _) = world();
 		let a = open(&link, &TestClock::new(0)).await.unwrap();
 		let lease = a.writer_lease().unwrap();
 		link.lose_next_lease_request();
@@ -395,8 +397,7 @@ fn one_stalled_renewal_does_not_cost_the_lease() {
 #[test]
 fn a_resumed_host_does_not_trust_a_lease_that_ran_out_while_it_slept() {
 	paused(async {
-		let net = network(Duration::from_secs(9));
-		let link = Link::new(&net, "A", 1, clean());
+		let (net, link, _) = world();
 		let clock = TestClock::new(0);
 		let a = open(&link, &clock).await.unwrap();
 		write(&a, "k", "A1").await.unwrap();
@@ -416,8 +417,7 @@ fn a_resumed_host_does_not_trust_a_lease_that_ran_out_while_it_slept() {
 #[test]
 fn a_successor_with_a_fast_clock_does_not_take_a_live_lease() {
 	paused(async {
-		let net = network(Duration::from_secs(9));
-		let (link_a, link_b) = links(&net);
+		let (_net, link_a, link_b) = world();
 		let a = open(&link_a, &TestClock::new(0)).await.unwrap();
 		let started = Instant::now();
 		let err = open(&link_b, &TestClock::new(3_600_000)).await.expect_err("A is alive");
@@ -435,8 +435,7 @@ fn a_successor_with_a_fast_clock_does_not_take_a_live_lease() {
 #[test]
 fn failures_say_what_happened() {
 	paused(async {
-		let net = network(Duration::from_secs(9));
-		let link = Link::new(&net, "A", 1, clean());
+		let (_net, link, _) = world();
 		let clock = TestClock::new(0);
 		link.fail_with(Some(|| object_store::Error::Generic {
 			store: "S3",
@@ -476,8 +475,7 @@ fn failures_say_what_happened() {
 		drop(a);
 
 		// B within the skew allowance after the expiry of a lease that is not renewed.
-		let net = network(Duration::from_secs(9));
-		let (link_a, link_b) = links(&net);
+		let (_net, link_a, link_b) = world();
 		let a = open(&link_a, &TestClock::new(0)).await.unwrap();
 		sleep(Duration::from_secs(1)).await;
 		a.writer_lease().unwrap().freeze_for_testing(true);

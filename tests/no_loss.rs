@@ -14,11 +14,12 @@ mod common;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use common::backends;
 use common::dual_flow::*;
+use common::watch::wait_until;
 use common::wrappers::{Guard, Hook, Hooked, Request};
 use ldk_object_store::{LoadMode, RetryPolicy, StoreBuilder};
 use lightning::chain::chainmonitor::Persist;
@@ -189,14 +190,6 @@ fn replay_with_failing_update(
 		}
 	}
 	(chain_monitor, persister, hook)
-}
-
-fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-	let deadline = Instant::now() + limit;
-	while !done() {
-		assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
-		std::thread::sleep(Duration::from_millis(10));
-	}
 }
 
 fn pending(chain_monitor: &AsyncChainMonitor) -> Vec<u64> {

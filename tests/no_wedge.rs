@@ -13,12 +13,13 @@
 mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use common::backends;
 use common::dual_flow::{async_chain_monitor, config, ours_async, Monitor};
 use common::ldk_flow::{force_close_and_confirm, open_channel, with_network};
+use common::watch::watchdog;
 use common::wrappers::{FixedLatency, Hooked};
 use ldk_object_store::persister::MonitorUpdateSink;
 use ldk_object_store::{LoadMode, RetryPolicy, StoreBuilder};
@@ -30,20 +31,6 @@ use lightning::util::persist::KVStoreSync;
 use lightning::util::ser::{ReadableArgs, Writeable};
 use lightning::util::test_utils::TestKeysInterface;
 use object_store::memory::InMemory;
-
-/// Runs `work` on its own thread and fails the test if it has not returned within `limit`.
-fn watchdog<T: Send + 'static>(
-	what: &str, limit: Duration, work: impl FnOnce() -> T + Send + 'static,
-) -> T {
-	let (done, finished) = mpsc::channel();
-	std::thread::spawn(move || {
-		let _ = done.send(work());
-	});
-	match finished.recv_timeout(limit) {
-		Ok(value) => value,
-		Err(_) => panic!("{what} did not return within {limit:?}: the node is wedged"),
-	}
-}
 
 /// Node 1's monitors from a real two-node flow: the first channel force-closed by node 0 and, on
 /// node 1, past `ARCHIVAL_DELAY_BLOCKS` after its balances cleared (fully resolved); the others

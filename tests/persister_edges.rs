@@ -14,8 +14,8 @@
 mod common;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bitcoin::secp256k1::PublicKey;
@@ -23,16 +23,16 @@ use bitcoin::BlockHash;
 use common::backends::{self, Backend};
 use common::dual_flow::*;
 use common::ldk_flow::{force_close_and_confirm, open_channel, with_network};
+use common::watch::{wait_until, watchdog};
 use common::wrappers::{Guard, Hook, Hooked, Request};
 use ldk_object_store::persister::Pending;
 use ldk_object_store::{LoadMode, ObjectKvStore, RetryPolicy};
-use lightning::chain::chainmonitor::{ChainMonitor, Persist};
+use lightning::chain::chainmonitor::Persist;
 use lightning::chain::channelmonitor::{
 	ChannelMonitorUpdate, ANTI_REORG_DELAY, ARCHIVAL_DELAY_BLOCKS,
 };
 use lightning::chain::{ChannelMonitorUpdateStatus, Watch};
 use lightning::ln::functional_test_utils::*;
-use lightning::sign::NodeSigner;
 use lightning::util::persist::KVStoreSync;
 use lightning::util::ser::{ReadableArgs, Writeable};
 use lightning::util::test_channel_signer::TestChannelSigner;
@@ -65,28 +65,6 @@ fn update(id: u64) -> (&'static ChannelMonitorUpdate, &'static Vec<u8>) {
 		.unwrap_or_else(|| panic!("the flow made no update {id}"))
 }
 
-/// Runs `work` on its own thread and fails the test if it has not returned within `limit`.
-fn watchdog<T: Send + 'static>(
-	what: &str, limit: Duration, work: impl FnOnce() -> T + Send + 'static,
-) -> T {
-	let (done, finished) = mpsc::channel();
-	std::thread::spawn(move || {
-		let _ = done.send(work());
-	});
-	match finished.recv_timeout(limit) {
-		Ok(value) => value,
-		Err(_) => panic!("{what} did not return within {limit:?}: the node is wedged"),
-	}
-}
-
-fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-	let deadline = Instant::now() + limit;
-	while !done() {
-		assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
-		std::thread::sleep(Duration::from_millis(10));
-	}
-}
-
 /// A store that gives up after two quick attempts, so that the persister's own background
 /// retries (async) or its failure (sync) show.
 fn quick_store(backend: &Backend) -> ObjectKvStore {
@@ -97,21 +75,6 @@ fn quick_store(backend: &Backend) -> ObjectKvStore {
 		..RetryPolicy::default()
 	};
 	backend.builder().with_retry(retry).build().unwrap()
-}
-
-/// A real `ChainMonitor` over `persister`, both for good.
-fn chain_monitor_over(
-	persister: &'static Ours<'static>, cfg: &'static TestChanMonCfg,
-) -> Arc<AsyncChainMonitor> {
-	Arc::new(ChainMonitor::new(
-		None,
-		&cfg.tx_broadcaster,
-		&cfg.logger,
-		&cfg.fee_estimator,
-		persister,
-		&cfg.keys_manager,
-		cfg.keys_manager.get_peer_storage_key(),
-	))
 }
 
 /// The update id `store` loads to, with our loader (probing and listing) and with LDK's

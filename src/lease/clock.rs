@@ -108,11 +108,6 @@ impl TestClock {
 		self.suspended_ms.fetch_add(duration.as_millis() as u64, Ordering::SeqCst);
 	}
 
-	/// Moves the wall clock by `offset_ms` more.
-	pub fn step_wall(&self, offset_ms: i64) {
-		self.wall_offset_ms.fetch_add(offset_ms, Ordering::SeqCst);
-	}
-
 	fn trust_now(&self) -> Duration {
 		self.start.elapsed() + Duration::from_millis(self.suspended_ms.load(Ordering::SeqCst))
 	}

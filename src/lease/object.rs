@@ -360,18 +360,11 @@ pub(crate) async fn acquire_object(
 		// put, and the node would then start from nothing in the wrong place).
 		let current =
 			read_lease().await.map_err(|f| f.into_config_error("reading the writer lease"))?;
-		let sent = clock.trust_now();
-		me.expires_unix_ms = expiry_from(&clock, &config);
-		let taken = match current {
-			None => {
-				first_put.get_or_insert(sent);
-				let what = "creating the writer lease";
-				put_to_take(writer.as_ref(), &path, &me, PutMode::Create, &retry, &clock, what)
-					.await?
-			},
+		let mode = match current {
+			None => PutMode::Create,
 			// Our own create or takeover landed, its answer lost.
 			Some((holder, version)) if holder.same_lease(&me) => {
-				break (version, first_put.unwrap_or(sent));
+				break (version, first_put.unwrap_or_else(|| clock.trust_now()));
 			},
 			Some((holder, version)) => {
 				if !holder.is_released() {
@@ -406,22 +399,19 @@ pub(crate) async fn acquire_object(
 					}
 				}
 				me.generation = holder.generation + 1;
-				let what = "taking over the writer lease";
-				let mode = PutMode::Update(version);
-				let sent = clock.trust_now();
-				first_put.get_or_insert(sent);
-				me.expires_unix_ms = expiry_from(&clock, &config);
-				match put_to_take(writer.as_ref(), &path, &me, mode, &retry, &clock, what).await? {
-					Taken::Version(version) => break (version, sent),
-					Taken::Contended => {
-						contended += 1;
-						continue;
-					},
-				}
+				PutMode::Update(version)
 			},
 		};
-		match taken {
+		let what = match mode {
+			PutMode::Create => "creating the writer lease",
+			_ => "taking over the writer lease",
+		};
+		let sent = clock.trust_now();
+		first_put.get_or_insert(sent);
+		me.expires_unix_ms = expiry_from(&clock, &config);
+		match put_to_take(writer.as_ref(), &path, &me, mode, &retry, &clock, what).await? {
 			Taken::Version(version) => break (version, sent),
+			// Another instance was faster, or our own put landed with its answer lost.
 			Taken::Contended => contended += 1,
 		}
 	};

@@ -426,22 +426,7 @@ impl Drop for Mutation {
 }
 
 /// Whether a request's outcome is an answer of the backend, after which the request can no
-/// longer land: success, or a refusal that says something about the object or the request.
-/// Timeouts, dropped connections and server errors may have left the request in flight.
+/// longer land.
 fn is_answer<T>(outcome: &Result<T, object_store::Error>) -> bool {
-	match outcome {
-		Ok(_) => true,
-		Err(err) => matches!(
-			FailureKind::of(err),
-			FailureKind::NotFound
-				| FailureKind::PermissionDenied
-				| FailureKind::Unauthenticated
-				| FailureKind::AlreadyExists
-				| FailureKind::Precondition
-				| FailureKind::Fenced
-				| FailureKind::Unsupported
-				| FailureKind::Rejected
-				| FailureKind::CredentialsExpired
-		),
-	}
+	outcome.as_ref().map_or_else(|err| FailureKind::of(err).ends_the_request(), |_| true)
 }

@@ -103,9 +103,16 @@ pub type AsyncChainMonitor = lightning::chain::chainmonitor::ChainMonitor<
 pub fn async_chain_monitor(
 	store: &ObjectKvStore, cfg: &'static TestChanMonCfg, config: PersisterConfig,
 ) -> (&'static Ours<'static>, Arc<AsyncChainMonitor>) {
-	use lightning::sign::NodeSigner;
 	let persister: &'static Ours<'static> = Box::leak(Box::new(ours_async(store, cfg, config)));
-	let chain_monitor = Arc::new(lightning::chain::chainmonitor::ChainMonitor::new(
+	(persister, chain_monitor_over(persister, cfg))
+}
+
+/// A real `ChainMonitor` over `persister` (sync or async), for good. Not bound.
+pub fn chain_monitor_over(
+	persister: &'static Ours<'static>, cfg: &'static TestChanMonCfg,
+) -> Arc<AsyncChainMonitor> {
+	use lightning::sign::NodeSigner;
+	Arc::new(lightning::chain::chainmonitor::ChainMonitor::new(
 		None,
 		&cfg.tx_broadcaster,
 		&cfg.logger,
@@ -113,8 +120,7 @@ pub fn async_chain_monitor(
 		persister,
 		&cfg.keys_manager,
 		cfg.keys_manager.get_peer_storage_key(),
-	));
-	(persister, chain_monitor)
+	))
 }
 
 /// One node's test configuration with [`replay_keys`], for good (async persisters need that).

@@ -10,4 +10,5 @@ pub mod ldk_flow;
 pub mod log_capture;
 pub mod network;
 pub mod strace;
+pub mod watch;
 pub mod wrappers;
