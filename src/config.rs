@@ -26,7 +26,7 @@ use crate::encryption::{EncryptNames, EncryptedStore, EncryptionKey};
 use crate::error::ConfigError;
 use crate::lease::{self, LeaseConfig};
 use crate::retry::RetryPolicy;
-use crate::store::{ObjectKvStore, StoreParams};
+use crate::store::{ObjectKvStore, Side, StoreParams};
 
 /// Default bound on requests in flight at once, across all keys: twice the monitor persister's
 /// default ([`PersisterConfig::max_requests_in_flight`](crate::PersisterConfig)), so that a
@@ -60,6 +60,12 @@ pub const ENV_ENCRYPT_NAMES: &str = "LDK_OBJECT_STORE_ENCRYPT_NAMES";
 /// Optional, with [`ENV_ENCRYPTION_KEY`]: the store identity bound into every object
 /// ([`StoreBuilder::with_encryption_identity`]).
 pub const ENV_ENCRYPTION_IDENTITY: &str = "LDK_OBJECT_STORE_ENCRYPTION_IDENTITY";
+/// The replica's URL (see [`StoreBuilder::with_replica`]); unset or empty for none.
+pub const ENV_REPLICA_URL: &str = "LDK_OBJECT_STORE_REPLICA_URL";
+/// The replica's own backend options, as `key=value` pairs separated by commas (for example
+/// `aws_region=eu-west-1,aws_endpoint=https://…`); the usual variables (`AWS_*`, …) apply to
+/// both copies.
+pub const ENV_REPLICA_OPTIONS: &str = "LDK_OBJECT_STORE_REPLICA_OPTIONS";
 
 enum Source {
 	Url(String),
@@ -89,6 +95,13 @@ pub struct StoreBuilder {
 	on_current_runtime: bool,
 	encryption: Option<(EncryptionKey, EncryptNames)>,
 	encryption_identity: Option<String>,
+	/// The second copy's location (see [`crate::replica`]).
+	replica: Option<Box<StoreBuilder>>,
+	/// Compare the replica fully at the start even if it is recorded in sync.
+	repair_replica: bool,
+	/// Whether the start checks the copy's replica record; off for the replica tools, which
+	/// read and write those records themselves.
+	replica_checks: bool,
 }
 
 impl fmt::Debug for StoreBuilder {
@@ -112,6 +125,8 @@ impl fmt::Debug for StoreBuilder {
 			// The key's own Debug is redacted.
 			.field("encryption", &self.encryption)
 			.field("encryption_identity", &self.encryption_identity)
+			.field("replica", &self.replica)
+			.field("repair_replica", &self.repair_replica)
 			.finish()
 	}
 }
@@ -132,6 +147,9 @@ impl StoreBuilder {
 			on_current_runtime: false,
 			encryption: None,
 			encryption_identity: None,
+			replica: None,
+			repair_replica: false,
+			replica_checks: true,
 		}
 	}
 
@@ -152,7 +170,8 @@ impl StoreBuilder {
 	/// A store configured by environment variables: [`ENV_URL`] (required), and optionally
 	/// [`ENV_PREFIX`], [`ENV_MAX_IN_FLIGHT`], [`ENV_MAX_ATTEMPTS`], [`ENV_WORKER_THREADS`],
 	/// [`ENV_FENCING`], [`ENV_WRITER_LEASE`], [`ENV_CREATE_IF_MISSING`], [`ENV_ENCRYPTION_KEY`],
-	/// [`ENV_ENCRYPT_NAMES`] and [`ENV_ENCRYPTION_IDENTITY`].
+	/// [`ENV_ENCRYPT_NAMES`], [`ENV_ENCRYPTION_IDENTITY`], and for a replica [`ENV_REPLICA_URL`]
+	/// and [`ENV_REPLICA_OPTIONS`].
 	pub fn from_env() -> Result<Self, ConfigError> {
 		let url = std::env::var(ENV_URL)
 			.map_err(|_| ConfigError::InvalidEnv { var: ENV_URL, reason: "not set".into() })?;
@@ -177,6 +196,9 @@ impl StoreBuilder {
 		}
 		if let Some(create) = env_bool(ENV_CREATE_IF_MISSING)? {
 			builder = builder.create_if_missing(create);
+		}
+		if let Some(replica) = replica_from_env()? {
+			builder = builder.with_replica(replica);
 		}
 		builder.with_encryption_from_env()
 	}
@@ -299,6 +321,30 @@ impl StoreBuilder {
 		}
 	}
 
+	/// Keeps a second copy at `replica`'s location (see [`crate::replica`]): every write and
+	/// remove completes only once both copies hold it. The replica is given as a builder of its
+	/// own for its location: its URL or object store, its options (credentials and endpoint of
+	/// another cloud or region), `create_if_missing`, and its prefix if it differs from this
+	/// one's; everything else (encryption, bounds, retries, fencing, the lease) is this
+	/// builder's. Needs the writer lease, which is taken on both copies.
+	pub fn with_replica(mut self, replica: StoreBuilder) -> Self {
+		self.replica = Some(Box::new(replica));
+		self
+	}
+
+	/// At this start, compares the whole replica with the primary and repairs what differs,
+	/// even if it is recorded in sync (`ldk-object-store replica repair`).
+	pub fn repair_replica(mut self) -> Self {
+		self.repair_replica = true;
+		self
+	}
+
+	/// For the replica tools: no check of the location's replica record at the start.
+	pub(crate) fn for_replica_tools(mut self) -> Self {
+		self.replica_checks = false;
+		self
+	}
+
 	/// With encryption, binds every object to `identity` as well as to its key name (see
 	/// [`crate::encryption::EncryptedStore::with_identity`]): for nodes that share one encryption
 	/// key, so that one node's object put in place of another's fails to decrypt instead of
@@ -324,10 +370,140 @@ impl StoreBuilder {
 	/// [`Self::build`] as a future, to await on any executor: the work runs on the store's own
 	/// runtime.
 	pub async fn build_async(self) -> Result<ObjectKvStore, ConfigError> {
-		let Built { backend, writer, url_root, local } = match &self.source {
-			Source::Url(url) => backend_from_url(url, &self.options, self.create_if_missing)?,
+		if self.encryption.is_none() && self.encryption_identity.is_some() {
+			tracing::warn!("an encryption identity is set without an encryption key: no effect");
+		}
+		if self.replica.is_some() && self.lease.is_none() {
+			return Err(ConfigError::Replica(
+				"a replica needs the writer lease (on both copies): remove \
+				 `without_writer_lease`"
+					.into(),
+			));
+		}
+		let here = self.open_location(&self.source, &self.options, self.create_if_missing, None)?;
+		if let Some(config) = &self.lease {
+			config.validate()?;
+		}
+		// Taken before anything else, so a refused instance has not touched the store.
+		let file_lease = match (&self.lease, &here.local_dir) {
+			(Some(_), Some(dir)) => Some(lease::acquire_file(dir)?),
+			_ => None,
+		};
+		let there = match &self.replica {
+			Some(replica) => Some(self.open_location(
+				&replica.source,
+				&replica.options,
+				replica.create_if_missing,
+				replica.prefix.as_deref(),
+			)?),
+			None => None,
+		};
+		let mut encrypted = here.encrypted.clone().into_iter().collect::<Vec<_>>();
+		encrypted.extend(there.as_ref().and_then(|there| there.encrypted.clone()));
+		let store = ObjectKvStore::with_params(here.backend, self.params(here.params)).map_err(
+			|source| ConfigError::Io { what: "starting the store's runtime".into(), source },
+		)?;
+		let stopped = |what: &str| ConfigError::Io {
+			what: what.to_owned(),
+			source: std::io::Error::other("the store's runtime stopped"),
+		};
+		// Both copies', where there is a replica.
+		for encrypted in encrypted {
+			// With encrypted names a wrong key reads as an empty store, which LDK would take for
+			// a new node: check the key against what is stored before anyone reads.
+			match store.spawn(async move { encrypted.check_key().await }).await {
+				Some(Ok(_)) => {},
+				Some(Err(err)) => return Err(ConfigError::Encryption(err)),
+				None => return Err(stopped("checking the encryption key")),
+			}
+		}
+		let lease = match (file_lease, &self.lease) {
+			(Some(file_lease), _) => Some(file_lease),
+			(None, Some(config)) => {
+				let acquiring = lease::acquire_object(
+					Arc::clone(store.raw_backend()),
+					Arc::clone(store.raw_writer()),
+					lease::lease_path(store.key_mapper().root()),
+					config.clone(),
+					self.retry.clone(),
+				);
+				match store.spawn(acquiring).await {
+					Some(result) => Some(result?),
+					None => return Err(stopped("taking the writer lease")),
+				}
+			},
+			(None, None) => None,
+		};
+		let store = match there {
+			None => store,
+			Some(there) => {
+				// The replica's lease, after the primary's: every instance takes them in this
+				// order, so two starting at once cannot each hold one.
+				let side = Side::new(there.backend, self.params(there.params));
+				let replica_lease = match (&there.local_dir, &self.lease) {
+					(Some(dir), Some(_)) => Some(lease::acquire_file(dir)?),
+					(None, Some(config)) => {
+						let acquiring = lease::acquire_object(
+							Arc::clone(side.backend()),
+							Arc::clone(side.writer()),
+							lease::lease_path(side.key_mapper().root()),
+							config.clone(),
+							self.retry.clone(),
+						);
+						match store.spawn(acquiring).await {
+							Some(result) => Some(result.map_err(|err| match err {
+								ConfigError::Lease(text) => {
+									ConfigError::Lease(format!("on the replica: {text}"))
+								},
+								other => other,
+							})?),
+							None => return Err(stopped("taking the replica's writer lease")),
+						}
+					},
+					(_, None) => None,
+				};
+				store.with_replica(side, replica_lease)
+			},
+		};
+		let store = match lease {
+			Some(lease) => store.with_lease(lease),
+			None => store,
+		};
+		if store.replica_tracker().is_some() {
+			crate::replica::start(&store, self.repair_replica).await?;
+		} else if self.replica_checks && self.lease.is_some() {
+			crate::replica::start_alone(&store).await?;
+		}
+		Ok(store)
+	}
+
+	/// The store's parameters for one copy.
+	fn params(&self, location: LocationParams) -> StoreParams {
+		StoreParams {
+			root: location.root,
+			max_in_flight: self.max_in_flight,
+			retry: self.retry.clone(),
+			worker_threads: self.worker_threads,
+			fencing: location.fencing,
+			writer: location.writer,
+			local_dir: location.local_dir,
+			local_files: location.local_files,
+			#[cfg(feature = "_test_hooks")]
+			on_current_runtime: self.on_current_runtime,
+		}
+	}
+
+	/// Opens one copy's location (the primary's, or the replica's with its own source, options
+	/// and prefix): its backend, encrypted with this builder's key, and what the store needs
+	/// of it.
+	fn open_location(
+		&self, source: &Source, options: &[(String, String)], create_if_missing: bool,
+		prefix: Option<&str>,
+	) -> Result<Location, ConfigError> {
+		let Built { backend, writer, url_root, local } = match source {
+			Source::Url(url) => backend_from_url(url, options, create_if_missing)?,
 			Source::Store(store) => {
-				if let Some((key, _)) = self.options.first() {
+				if let Some((key, _)) = options.first() {
 					return Err(ConfigError::UnknownOption {
 						scheme: "a store built in code".into(),
 						key: key.clone(),
@@ -341,17 +517,14 @@ impl StoreBuilder {
 				}
 			},
 		};
-		let root = join_prefix(&url_root, self.prefix.as_deref().unwrap_or(""))?;
-		if self.encryption.is_none() && self.encryption_identity.is_some() {
-			tracing::warn!("an encryption identity is set without an encryption key: no effect");
-		}
-		let identity = self.encryption_identity.unwrap_or_default();
+		let prefix = prefix.or(self.prefix.as_deref()).unwrap_or("");
+		let root = join_prefix(&url_root, prefix)?;
 		// The store's own directory: the URL's, with the root prefix below it.
 		let local_dir = local
 			.as_ref()
 			.map(|(dir, _)| root.parts().fold(dir.clone(), |dir, part| dir.join(part.as_ref())));
 		if let Some(dir) = &local_dir {
-			ensure_directory(dir, self.create_if_missing)?;
+			ensure_directory(dir, create_if_missing)?;
 		}
 		// Fencing by default wherever the lease proves conditional writes: an object lease.
 		let fencing = match (self.fencing, &local_dir) {
@@ -366,16 +539,9 @@ impl StoreBuilder {
 			(Some(fencing), _) => fencing,
 			(None, local_dir) => self.lease.is_some() && local_dir.is_none(),
 		};
-		if let Some(config) = &self.lease {
-			config.validate()?;
-		}
-		// Taken before anything else, so a refused instance has not touched the store.
-		let file_lease = match (&self.lease, &local_dir) {
-			(Some(_), Some(dir)) => Some(lease::acquire_file(dir)?),
-			_ => None,
-		};
 		// The root prefix stays readable, so a node's tree can be found (and moved) by it.
-		let encrypted = self.encryption.map(|(key, names)| {
+		let identity = self.encryption_identity.clone().unwrap_or_default();
+		let encrypted = self.encryption.clone().map(|(key, names)| {
 			let encrypted = EncryptedStore::new(Arc::clone(&backend), key, names);
 			Arc::new(encrypted.with_root(root.clone()).with_identity(identity))
 		});
@@ -393,56 +559,52 @@ impl StoreBuilder {
 			Some(_) => None,
 			None => local.map(|(_, fs)| fs),
 		};
-		let params = StoreParams {
-			root,
-			max_in_flight: self.max_in_flight,
-			retry: self.retry.clone(),
-			worker_threads: self.worker_threads,
-			fencing,
-			writer,
-			local_dir: local_dir.is_some(),
-			local_files,
-			#[cfg(feature = "_test_hooks")]
-			on_current_runtime: self.on_current_runtime,
-		};
-		let store = ObjectKvStore::with_params(backend, params).map_err(|source| {
-			ConfigError::Io { what: "starting the store's runtime".into(), source }
-		})?;
-		let stopped = |what: &str| ConfigError::Io {
-			what: what.to_owned(),
-			source: std::io::Error::other("the store's runtime stopped"),
-		};
-		if let Some(encrypted) = encrypted {
-			// With encrypted names a wrong key reads as an empty store, which LDK would take for
-			// a new node: check the key against what is stored before anyone reads.
-			match store.spawn(async move { encrypted.check_key().await }).await {
-				Some(Ok(_)) => {},
-				Some(Err(err)) => return Err(ConfigError::Encryption(err)),
-				None => return Err(stopped("checking the encryption key")),
-			}
-		}
-		let lease = match (file_lease, self.lease) {
-			(Some(file_lease), _) => Some(file_lease),
-			(None, Some(config)) => {
-				let acquiring = lease::acquire_object(
-					Arc::clone(store.raw_backend()),
-					Arc::clone(store.raw_writer()),
-					lease::lease_path(store.key_mapper().root()),
-					config,
-					self.retry,
-				);
-				match store.spawn(acquiring).await {
-					Some(result) => Some(result?),
-					None => return Err(stopped("taking the writer lease")),
-				}
-			},
-			(None, None) => None,
-		};
-		Ok(match lease {
-			Some(lease) => store.with_lease(lease),
-			None => store,
-		})
+		let params =
+			LocationParams { root, fencing, writer, local_dir: local_dir.is_some(), local_files };
+		Ok(Location { backend, params, local_dir, encrypted })
 	}
+}
+
+/// One copy's location, opened.
+struct Location {
+	backend: Arc<dyn ObjectStore>,
+	params: LocationParams,
+	/// For `file://`: the store's directory, which its lock is taken on.
+	local_dir: Option<std::path::PathBuf>,
+	/// The backend, when it is encrypted (its key is checked before anything is read).
+	encrypted: Option<Arc<EncryptedStore>>,
+}
+
+/// The part of [`StoreParams`] that differs between the copies.
+struct LocationParams {
+	root: Path,
+	fencing: bool,
+	writer: Option<Arc<dyn ObjectStore>>,
+	local_dir: bool,
+	local_files: Option<LocalFileSystem>,
+}
+
+/// The replica's builder from [`ENV_REPLICA_URL`] and [`ENV_REPLICA_OPTIONS`], if a replica is
+/// configured.
+fn replica_from_env() -> Result<Option<StoreBuilder>, ConfigError> {
+	let url = match std::env::var(ENV_REPLICA_URL) {
+		Ok(url) if !url.trim().is_empty() => url,
+		_ => return Ok(None),
+	};
+	let mut replica = StoreBuilder::from_url(url.trim());
+	if let Some(create) = env_bool(ENV_CREATE_IF_MISSING)? {
+		replica = replica.create_if_missing(create);
+	}
+	let options = std::env::var(ENV_REPLICA_OPTIONS).unwrap_or_default();
+	for option in options.split(',').map(str::trim).filter(|option| !option.is_empty()) {
+		let Some((key, value)) = option.split_once('=') else {
+			// The option's value may be a secret: name the variable only.
+			let reason = "each option is key=value, separated by commas".to_owned();
+			return Err(ConfigError::InvalidEnv { var: ENV_REPLICA_OPTIONS, reason });
+		};
+		replica = replica.with_option(key.trim(), value.trim());
+	}
+	Ok(Some(replica))
 }
 
 /// Checks that a `file://` store's directory exists, or creates it when asked to.

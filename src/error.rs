@@ -458,6 +458,10 @@ pub enum ConfigError {
 	/// what the backend cannot do.
 	#[error("{0}")]
 	Lease(String),
+	/// The replica, or the replica record of a copy, refuses this start or this operation (the
+	/// text says why and what to do; see [`crate::replica`]).
+	#[error("replica: {0}")]
+	Replica(String),
 	/// A local directory could not be created, or the store's runtime could not start.
 	#[error("{what}: {source}")]
 	Io {
@@ -475,6 +479,23 @@ impl fmt::Debug for Error {
 }
 
 impl Error {
+	/// The same failure, said of the replica: its target names the copy that failed.
+	pub(crate) fn on_replica(self) -> Self {
+		match self {
+			Error::Storage { operation, target, kind, attempts, source } => Error::Storage {
+				operation,
+				target: format!("{target} on the replica"),
+				kind,
+				attempts,
+				source,
+			},
+			Error::Cancelled { operation, target } => {
+				Error::Cancelled { operation, target: format!("{target} on the replica") }
+			},
+			other => other,
+		}
+	}
+
 	/// The classified storage failure, if this is one.
 	pub fn failure_kind(&self) -> Option<FailureKind> {
 		match self {

@@ -104,6 +104,7 @@ pub mod lease;
 mod listing;
 mod ordering;
 pub mod persister;
+pub mod replica;
 mod retry;
 mod runtime;
 mod store;

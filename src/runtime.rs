@@ -97,6 +97,11 @@ impl Drop for StoreRuntime {
 
 /// Polls `future` on the calling thread, parking between wake-ups. Meant for futures whose work
 /// runs elsewhere (on the store's runtime), so nothing here needs a runtime context.
+///
+/// The future is polled outside Tokio's cooperative budget: called from inside a task of some
+/// runtime (ldk-node makes synchronous calls there), a join handle would otherwise count against
+/// that task's budget, and once it is spent answer "pending" and wake itself at once, forever,
+/// since this loop never yields to the runtime that would refill it.
 pub(crate) fn block_on<F: Future>(future: F) -> F::Output {
 	struct Unpark(Thread);
 	impl Wake for Unpark {
@@ -106,7 +111,7 @@ pub(crate) fn block_on<F: Future>(future: F) -> F::Output {
 	}
 	let waker = Waker::from(Arc::new(Unpark(thread::current())));
 	let mut cx = Context::from_waker(&waker);
-	let mut future = pin!(future);
+	let mut future = pin!(tokio::task::coop::unconstrained(future));
 	loop {
 		if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
 			return output;

@@ -37,6 +37,8 @@ pub struct ObjectKvStore {
 	runtime: Arc<StoreRuntime>,
 	/// Releases the writer lease when the last clone is dropped.
 	lease_guard: Option<Arc<lease::Guard>>,
+	/// The replica's state as this instance knows it (see [`crate::replica`]).
+	replica: Option<Arc<crate::replica::Tracker>>,
 }
 
 /// What the running operations share. It deliberately holds no runtime: the runtime must be
@@ -66,6 +68,10 @@ struct Core {
 	untimed_mutations: bool,
 	/// Set when `backend` is this `LocalFileSystem` itself (see [`StoreParams::local_files`]).
 	local_files: Option<LocalFileSystem>,
+	/// The second copy, when there is one (see `replica`): a core of its own (its backend, key
+	/// mapping, bound, fencing and lease) whose writes and removes run inside this core's turns,
+	/// beside this core's own. It has no replica itself and never queues.
+	replica: Option<Arc<Core>>,
 }
 
 /// The part of the configuration that the store itself needs.
@@ -93,11 +99,14 @@ pub(crate) struct StoreParams {
 	pub(crate) on_current_runtime: bool,
 }
 
-impl ObjectKvStore {
-	pub(crate) fn with_params(
-		backend: Arc<dyn ObjectStore>, params: StoreParams,
-	) -> std::io::Result<Self> {
-		let core = Core {
+/// A copy's part of a store, built before the store itself: a replica, attached to a store with
+/// [`ObjectKvStore::with_replica`].
+#[derive(Debug)]
+pub(crate) struct Side(Core);
+
+impl Side {
+	pub(crate) fn new(backend: Arc<dyn ObjectStore>, params: StoreParams) -> Self {
+		Side(Core {
 			writer: params.writer.unwrap_or_else(|| Arc::clone(&backend)),
 			backend,
 			keys: KeyMapper::new(params.root),
@@ -109,26 +118,93 @@ impl ObjectKvStore {
 			fencing: params.fencing.then(Arc::default),
 			lease: LeaseState::unleased(),
 			untimed_mutations: params.local_dir,
-		};
+			replica: None,
+		})
+	}
+
+	/// Its raw backend, key mapping and writer, to take its lease and read its records.
+	pub(crate) fn backend(&self) -> &Arc<dyn ObjectStore> {
+		&self.0.backend
+	}
+
+	pub(crate) fn writer(&self) -> &Arc<dyn ObjectStore> {
+		&self.0.writer
+	}
+
+	pub(crate) fn key_mapper(&self) -> &KeyMapper {
+		&self.0.keys
+	}
+}
+
+impl ObjectKvStore {
+	pub(crate) fn with_params(
+		backend: Arc<dyn ObjectStore>, params: StoreParams,
+	) -> std::io::Result<Self> {
 		#[cfg(feature = "_test_hooks")]
-		if params.on_current_runtime {
+		let on_current_runtime = params.on_current_runtime;
+		let threads = params.worker_threads;
+		let Side(core) = Side::new(backend, params);
+		#[cfg(feature = "_test_hooks")]
+		if on_current_runtime {
 			let runtime = Arc::new(StoreRuntime::current());
-			return Ok(ObjectKvStore { core: Arc::new(core), runtime, lease_guard: None });
+			return Ok(ObjectKvStore {
+				core: Arc::new(core),
+				runtime,
+				lease_guard: None,
+				replica: None,
+			});
 		}
-		let runtime = StoreRuntime::new(params.worker_threads)?;
-		Ok(ObjectKvStore { core: Arc::new(core), runtime: Arc::new(runtime), lease_guard: None })
+		let runtime = StoreRuntime::new(threads)?;
+		Ok(ObjectKvStore {
+			core: Arc::new(core),
+			runtime: Arc::new(runtime),
+			lease_guard: None,
+			replica: None,
+		})
+	}
+
+	/// Sends every write and remove to `replica` as well, inside the same turn of its key (see
+	/// [`crate::replica`]), each of its requests under `lease`, kept renewed on this store's
+	/// runtime. Call it before [`Self::with_lease`], which then closes both leases.
+	pub(crate) fn with_replica(mut self, replica: Side, lease: Option<Arc<LeaseState>>) -> Self {
+		let Side(mut replica) = replica;
+		if let Some(lease) = lease {
+			drop(self.runtime.spawn(Arc::clone(&lease).keep()));
+			replica.lease = lease;
+		}
+		let mut core = Core::clone(&self.core);
+		core.replica = Some(Arc::new(replica));
+		self.core = Arc::new(core);
+		self.replica = Some(Arc::default());
+		self
+	}
+
+	/// The replica's tracker, when the store has a replica.
+	pub(crate) fn replica_tracker(&self) -> Option<&Arc<crate::replica::Tracker>> {
+		self.replica.as_ref()
 	}
 
 	/// Makes every write and remove depend on `lease`, keeps it renewed on the store's runtime,
-	/// and closes the store when the last clone is dropped.
+	/// and closes the store when the last clone is dropped. With a replica, losing either lease
+	/// loses both: an instance that cannot renew on one copy writes to neither.
 	pub(crate) fn with_lease(mut self, lease: Arc<LeaseState>) -> Self {
 		let mut core = Core::clone(&self.core);
 		core.lease = Arc::clone(&lease);
 		self.core = Arc::new(core);
 		drop(self.runtime.spawn(Arc::clone(&lease).keep()));
+		let mut leases = vec![lease];
+		if let Some(replica) = &self.core.replica {
+			leases.push(Arc::clone(&replica.lease));
+			drop(
+				self.runtime.spawn(LeaseState::lose_together(
+					Arc::clone(&leases[0]),
+					Arc::clone(&leases[1]),
+				)),
+			);
+		}
 		let limit = self.core.close_limit();
 		self.lease_guard =
-			Some(Arc::new(lease::Guard::new(lease, Arc::clone(&self.runtime), limit)));
+			Some(Arc::new(lease::Guard::new(leases, Arc::clone(&self.runtime), limit)));
 		self
 	}
 
@@ -156,8 +232,9 @@ impl ObjectKvStore {
 	/// on drop. Dropping the last clone closes the store too. Calling it again waits for the
 	/// first call.
 	pub fn close(&self) -> impl Future<Output = ()> + Send + 'static {
-		let closing =
-			self.runtime.spawn(Arc::clone(&self.core.lease).close(self.core.close_limit()));
+		let limit = self.core.close_limit();
+		let leases = self.core.leases();
+		let closing = self.runtime.spawn(lease::close_all(leases, limit));
 		async move {
 			closing.await;
 		}
@@ -179,6 +256,7 @@ impl ObjectKvStore {
 			core: Arc::new(core),
 			runtime: Arc::clone(&self.runtime),
 			lease_guard: self.lease_guard.clone(),
+			replica: self.replica.clone(),
 		}
 	}
 
@@ -475,6 +553,99 @@ impl ObjectKvStore {
 	}
 }
 
+/// Work on one copy, the primary or the replica, that the replica's fill, verification and
+/// records need (see [`crate::replica`]).
+impl ObjectKvStore {
+	/// Makes the replica's object of `key` equal to the primary's, inside the key's turn: a write
+	/// or remove of the key called meanwhile waits, so an older copy never lands after it.
+	pub(crate) fn start_replica_copy(
+		&self, key: KvKey,
+	) -> impl Future<Output = Result<Copied, Error>> + Send + 'static {
+		let path = self.core.keys.object_path(&key);
+		let turn = self.core.queues.enqueue(&path);
+		let span = op_span(
+			Operation::Write,
+			&key.primary_namespace,
+			&key.secondary_namespace,
+			&key.key,
+			None,
+		);
+		let op = KeyedOp { operation: Operation::Write, key, path, turn, span };
+		let core = Arc::clone(&self.core);
+		let target = op.key.to_string();
+		self.start(Operation::Write, target, async move {
+			let span = op.span.clone();
+			core.copy_to_replica(op).instrument(span).await
+		})
+	}
+
+	/// Every key on the primary (`replica` false) or on the replica.
+	pub(crate) fn start_list_copy(
+		&self, replica: bool,
+	) -> impl Future<Output = Result<Vec<KvKey>, Error>> + Send + 'static {
+		let side = self.core.side(replica);
+		let target = side_target(ALL_KEYS, replica);
+		self.start(Operation::ListAll, target, async move {
+			let core = side?;
+			let span = op_span(Operation::ListAll, "", "", "", None);
+			core.list_all(span.clone()).instrument(span).await
+		})
+	}
+
+	/// The replica record of the primary (`replica` false) or of the replica; `None` if absent.
+	pub(crate) fn start_record_read(
+		&self, replica: bool,
+	) -> impl Future<Output = Result<Option<Bytes>, Error>> + Send + 'static {
+		let side = self.core.side(replica);
+		let target = side_target(crate::replica::REPLICA_RECORD, replica);
+		self.start(Operation::Read, target.clone(), async move {
+			let core = side?;
+			let span = op_span(Operation::Read, "", "", &target, None);
+			let path = crate::replica::record_path(core.keys.root());
+			core.get_object(&span, &path, &target).instrument(span.clone()).await
+		})
+	}
+
+	/// Writes the replica record of one copy, as a write of the store (under its lease).
+	pub(crate) fn start_record_write(
+		&self, replica: bool, text: String,
+	) -> impl Future<Output = Result<(), Error>> + Send + 'static {
+		let side = self.core.side(replica);
+		let target = side_target(crate::replica::REPLICA_RECORD, replica);
+		self.start(Operation::Write, target.clone(), async move {
+			let core = side?;
+			let span = op_span(Operation::Write, "", "", &target, None);
+			let path = crate::replica::record_path(core.keys.root());
+			let bytes = Bytes::from(text);
+			let put = core.attempt_mutation(&span, Operation::Write, &target, || {
+				futures::TryFutureExt::map_ok(
+					core.writer.put(&path, PutPayload::from(bytes.clone())),
+					drop,
+				)
+			});
+			put.instrument(span.clone()).await
+		})
+	}
+}
+
+/// What copying one key to the replica found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Copied {
+	/// Both copies held the same (or neither held it).
+	Equal,
+	/// The replica lacked the primary's object, or held another, and now holds it.
+	Written,
+	/// The replica held an object the primary does not, and no longer does.
+	Removed,
+}
+
+fn side_target(what: &str, replica: bool) -> String {
+	match replica {
+		true => format!("{what} on the replica"),
+		false => what.to_owned(),
+	}
+}
+
 /// How errors of whole-store listings name their target.
 pub(crate) const ALL_KEYS: &str = "all keys";
 
@@ -577,14 +748,100 @@ impl Core {
 
 	async fn write(self: Arc<Self>, mut op: KeyedOp, bytes: Bytes) -> Result<(), Error> {
 		op.turn.wait().await;
-		// Update objects are written once and never replaced.
-		let create_only = op.key.primary_namespace == crate::persister::names::UPDATES;
-		self.attempt_mutation(&op.span, op.operation, &op.key.to_string(), || async {
-			match &self.fencing {
-				Some(fencing) => {
-					fencing.put(self.writer.as_ref(), &op.path, &bytes, create_only).await
+		let target = op.key.to_string();
+		let here = self.put_object(&op.span, &op.key, &op.path, &bytes, &target);
+		match &self.replica {
+			None => here.await,
+			Some(replica) => {
+				let path = replica.keys.object_path(&op.key);
+				let span = replica_span(&op.span);
+				let there = replica.put_object(&span, &op.key, &path, &bytes, &target);
+				both(futures::join!(here, there.instrument(span.clone())))
+			},
+		}
+	}
+
+	async fn copy_to_replica(self: Arc<Self>, mut op: KeyedOp) -> Result<Copied, Error> {
+		op.turn.wait().await;
+		let replica = self.side(true)?;
+		let target = op.key.to_string();
+		let there_path = replica.keys.object_path(&op.key);
+		let span = replica_span(&op.span);
+		let (here, there) = futures::join!(
+			self.get_object(&op.span, &op.path, &target),
+			replica.get_object(&span, &there_path, &target).instrument(span.clone())
+		);
+		let there = there.map_err(Error::on_replica)?;
+		let copied = match (here?, there) {
+			(Some(data), Some(held)) if data == held => return Ok(Copied::Equal),
+			(None, None) => return Ok(Copied::Equal),
+			(Some(data), held) => {
+				if held.is_some() {
+					// Update objects are written create-only: remove the wrong one first.
+					replica.delete_object(&span, &op.key, &there_path, &target).await?;
+				}
+				replica
+					.put_object(&span, &op.key, &there_path, &data, &target)
+					.await
+					.map(|()| Copied::Written)
+			},
+			(None, Some(_)) => replica
+				.delete_object(&span, &op.key, &there_path, &target)
+				.await
+				.map(|()| Copied::Removed),
+		};
+		copied.map_err(Error::on_replica)
+	}
+
+	/// The object at `path` on this copy, `None` if absent; observed for fencing.
+	async fn get_object(
+		&self, span: &Span, path: &Path, target: &str,
+	) -> Result<Option<Bytes>, Error> {
+		let got = self
+			.attempt(span, Operation::Read, target, || async {
+				let got = self.backend.get(path).await?;
+				if let Some(fencing) = &self.fencing {
+					fencing.observe(&got.meta);
+				}
+				got.bytes().await
+			})
+			.await;
+		match got {
+			Ok(data) => Ok(Some(data)),
+			Err(err) if err.failure_kind() == Some(FailureKind::NotFound) => Ok(None),
+			Err(err) => Err(err),
+		}
+	}
+
+	/// This copy (`replica` false) or its replica.
+	fn side(self: &Arc<Self>, replica: bool) -> Result<Arc<Core>, Error> {
+		match (replica, &self.replica) {
+			(false, _) => Ok(Arc::clone(self)),
+			(true, Some(replica)) => Ok(Arc::clone(replica)),
+			(true, None) => Err(Error::Storage {
+				operation: Operation::Read,
+				target: "the replica".into(),
+				kind: FailureKind::Unsupported,
+				attempts: 0,
+				source: object_store::Error::Generic {
+					store: "ldk-object-store",
+					source: "this store has no replica".into(),
 				},
-				None => self.writer.put(&op.path, PutPayload::from(bytes.clone())).await.map(drop),
+			}),
+		}
+	}
+
+	/// Writes one object, with retries, fencing and under the lease: the work of a write once its
+	/// turn came, on one copy.
+	async fn put_object(
+		&self, span: &Span, key: &KvKey, path: &Path, bytes: &Bytes, target: &str,
+	) -> Result<(), Error> {
+		// Update objects are written once and never replaced.
+		let create_only = key.primary_namespace == crate::persister::names::UPDATES;
+		self.attempt_mutation(span, Operation::Write, target, || async {
+			match &self.fencing {
+				Some(fencing) => fencing.put(self.writer.as_ref(), path, bytes, create_only).await,
+				None => self.writer.put(path, PutPayload::from(bytes.clone())).await.map(drop),
 			}
 		})
 		.await
@@ -592,21 +849,38 @@ impl Core {
 
 	async fn remove(self: Arc<Self>, mut op: KeyedOp) -> Result<(), Error> {
 		op.turn.wait().await;
+		let target = op.key.to_string();
+		let here = self.delete_object(&op.span, &op.key, &op.path, &target);
+		match &self.replica {
+			None => here.await,
+			Some(replica) => {
+				let path = replica.keys.object_path(&op.key);
+				let span = replica_span(&op.span);
+				let there = replica.delete_object(&span, &op.key, &path, &target);
+				both(futures::join!(here, there.instrument(span.clone())))
+			},
+		}
+	}
+
+	/// Deletes one object (absent is fine), on one copy.
+	async fn delete_object(
+		&self, span: &Span, key: &KvKey, path: &Path, target: &str,
+	) -> Result<(), Error> {
 		let result = self
-			.attempt_mutation(&op.span, op.operation, &op.key.to_string(), || async {
-				match self.writer.delete(&op.path).await {
+			.attempt_mutation(span, Operation::Remove, target, || async {
+				match self.writer.delete(path).await {
 					// Local files, Azure and GCS report a missing object; the remove still
 					// achieved what it promises: nothing is stored under the key. (A missing
 					// bucket is not that.)
 					Err(e) if FailureKind::of(&e) == FailureKind::NotFound => {},
 					other => other?,
 				}
-				self.sync_local_dirs(std::slice::from_ref(&op.path)).await
+				self.sync_local_dirs(std::slice::from_ref(path)).await
 			})
 			.await;
 		if let Some(fencing) = &self.fencing {
-			let remember = op.key.primary_namespace != crate::persister::names::UPDATES;
-			fencing.removed(&op.path, result.is_ok(), remember);
+			let remember = key.primary_namespace != crate::persister::names::UPDATES;
+			fencing.removed(path, result.is_ok(), remember);
 		}
 		result
 	}
@@ -697,9 +971,29 @@ impl Core {
 			turn.wait().await;
 		}
 		let paths: Vec<Path> = turns.iter().map(|turn| turn.path().clone()).collect();
+		let here = self.delete_objects(&span, &paths, &target);
+		let result = match &self.replica {
+			None => here.await,
+			Some(replica) => {
+				let there_paths = paths
+					.iter()
+					.map(|path| Ok(replica.keys.object_path(&self.keys.kv_key(path)?)))
+					.collect::<Result<Vec<Path>, Error>>();
+				let span = replica_span(&span);
+				let there = async { replica.delete_objects(&span, &there_paths?, &target).await };
+				both(futures::join!(here, there.instrument(span.clone())))
+			},
+		};
+		// The turns are held until here, so later operations on these keys wait for the batch.
+		drop(turns);
+		result
+	}
+
+	/// Deletes several objects with as few requests as the backend allows, on one copy.
+	async fn delete_objects(&self, span: &Span, paths: &[Path], target: &str) -> Result<(), Error> {
 		let result = self
-			.attempt_mutation(&span, Operation::Remove, &target, || async {
-				let locations = futures::stream::iter(paths.clone().into_iter().map(Ok)).boxed();
+			.attempt_mutation(span, Operation::Remove, target, || async {
+				let locations = futures::stream::iter(paths.to_vec().into_iter().map(Ok)).boxed();
 				let mut deleted = self.writer.delete_stream(locations);
 				while let Some(outcome) = deleted.next().await {
 					match outcome {
@@ -708,15 +1002,13 @@ impl Core {
 						Err(err) => return Err(err),
 					}
 				}
-				self.sync_local_dirs(&paths).await
+				self.sync_local_dirs(paths).await
 			})
 			.await;
 		if let Some(fencing) = &self.fencing {
 			// Batches delete monitor updates (see `Fencing::removed`), and archived channels'.
 			paths.iter().for_each(|path| fencing.removed(path, result.is_ok(), false));
 		}
-		// The turns are held until here, so later operations on these keys wait for the batch.
-		drop(turns);
 		result
 	}
 
@@ -749,6 +1041,13 @@ impl Core {
 		tokio::task::spawn_blocking(move || dirs.iter().flatten().try_for_each(|dir| sync_dir(dir)))
 			.await
 			.map_err(|e| object_store::Error::Generic { store: LOCAL_STORE, source: Box::new(e) })?
+	}
+
+	/// The leases every write depends on: this copy's, then the replica's.
+	fn leases(&self) -> Vec<Arc<LeaseState>> {
+		let mut leases = vec![Arc::clone(&self.lease)];
+		leases.extend(self.replica.iter().map(|replica| Arc::clone(&replica.lease)));
+		leases
 	}
 
 	/// Places under the view's bound and the store's, if both have one free now.
@@ -838,6 +1137,28 @@ impl Core {
 			})
 			.await;
 		finish(span, operation, target, started, attempts, result)
+	}
+}
+
+/// The span of an operation's request on the replica, below the operation's own span (each records
+/// its own outcome and attempts).
+fn replica_span(parent: &Span) -> Span {
+	tracing::debug_span!(
+		parent: parent,
+		"replica",
+		outcome = field::Empty,
+		attempts = field::Empty,
+		elapsed_us = field::Empty,
+	)
+}
+
+/// The outcome of one operation sent to both copies: done only when both are; otherwise the
+/// primary's failure, or the replica's, marked as the replica's.
+fn both(outcomes: (Result<(), Error>, Result<(), Error>)) -> Result<(), Error> {
+	match outcomes {
+		(Err(err), _) => Err(err),
+		(Ok(()), Err(err)) => Err(err.on_replica()),
+		(Ok(()), Ok(())) => Ok(()),
 	}
 }
 

@@ -14,25 +14,41 @@ use common::wrappers::{Hooked, RandomLatency};
 
 async fn run_suite(backend: Backend) {
 	println!("conformance on {}", backend.name);
-	suite::read_write_remove(&backend.fresh("rwr").store()).await;
-	let listing = backend.fresh("list");
+	// Each part on a prefix of its own; for a pair, both copies must then hold the same.
+	let part = |label: &str| backend.fresh(label);
+	let rwr = part("rwr");
+	suite::read_write_remove(&rwr.store()).await;
+	rwr.assert_copies_equal().await;
+	let listing = part("list");
 	suite::list_one_namespace_only(&listing.store(), &listing).await;
-	suite::invalid_names_are_refused(&backend.fresh("invalid").store()).await;
-	suite::large_values(&backend.fresh("large").store()).await;
+	listing.assert_copies_equal().await;
+	suite::invalid_names_are_refused(&part("invalid").store()).await;
+	let large = part("large");
+	suite::large_values(&large.store()).await;
+	large.assert_copies_equal().await;
 	let target = backends::memory("migration-target").store();
-	suite::list_all_keys_and_migration(&backend.fresh("all").store(), target).await;
-	suite::order_of_calls_decides(&backend.fresh("order").store()).await;
-	suite::last_call_wins_under_concurrency(&backend.fresh("race").store(), 200).await;
-	suite::list_across_pages(&backend.fresh("pages").store()).await;
-	let markers = backend.fresh("markers");
+	let all = part("all");
+	suite::list_all_keys_and_migration(&all.store(), target).await;
+	all.assert_copies_equal().await;
+	let order = part("order");
+	suite::order_of_calls_decides(&order.store()).await;
+	order.assert_copies_equal().await;
+	let race = part("race");
+	suite::last_call_wins_under_concurrency(&race.store(), 200).await;
+	race.assert_copies_equal().await;
+	let pages = part("pages");
+	suite::list_across_pages(&pages.store()).await;
+	pages.assert_copies_equal().await;
+	let markers = part("markers");
 	suite::directory_markers_are_not_keys(&markers.store(), &markers).await;
 
 	// The ordering checks again with random latency on every request, so that later requests
 	// would overtake earlier ones if the store let them.
 	let latency = Arc::new(RandomLatency { max: Duration::from_millis(5) });
-	let slow = backend.fresh("slow").wrapped(|s| Hooked::wrap(s, latency));
+	let slow = part("slow").wrapped(|s| Hooked::wrap(s, latency));
 	suite::order_of_calls_decides(&slow.store()).await;
 	suite::last_call_wins_under_concurrency(&slow.store(), 300).await;
+	slow.assert_copies_equal().await;
 }
 
 #[tokio::test]
@@ -70,5 +86,38 @@ async fn conformance_minio() {
 async fn conformance_azurite() {
 	if let Some(backend) = backends::azurite("conformance") {
 		run_suite(backend).await;
+	}
+}
+
+// The same suite on pairs (see `ldk_object_store::replica`): every write and remove goes to both
+// copies, and after each part both copies hold the same keys and contents.
+
+#[tokio::test]
+async fn conformance_pair_memory_memory() {
+	run_suite(backends::memory("conformance").paired_with(backends::memory("replica"))).await;
+}
+
+#[tokio::test]
+async fn conformance_pair_localstack_seaweedfs() {
+	if let (Some(primary), Some(replica)) =
+		(backends::s3("LOCALSTACK", "conformance"), backends::s3("SEAWEEDFS", "replica"))
+	{
+		run_suite(primary.paired_with(replica)).await;
+	}
+}
+
+#[tokio::test]
+async fn conformance_pair_localstack_azurite() {
+	if let (Some(primary), Some(replica)) =
+		(backends::s3("LOCALSTACK", "conformance"), backends::azurite("replica"))
+	{
+		run_suite(primary.paired_with(replica)).await;
+	}
+}
+
+#[tokio::test]
+async fn conformance_pair_localstack_directory() {
+	if let Some(primary) = backends::s3("LOCALSTACK", "conformance") {
+		run_suite(primary.paired_with_directory()).await;
 	}
 }

@@ -9,6 +9,8 @@
 //! - Batch deletes with a duplicate key, and two batches with overlapping keys in opposite orders.
 //! - `flush` after a completion sink panicked.
 //! - Requests queued behind the bound on requests in flight do not time out before they are sent.
+//! - Many synchronous calls made from inside one task of a Tokio runtime (as ldk-node makes some
+//!   from inside its runtime): each returns, however many that task makes in one go.
 
 mod common;
 
@@ -264,4 +266,33 @@ fn waiting_for_a_place_in_flight_is_not_part_of_the_attempt_timeout() {
 	for (i, result) in results.into_iter().enumerate() {
 		assert!(result.is_ok(), "write {i} failed in the queue: {:?}", result.err());
 	}
+}
+
+/// A task of a Tokio runtime that makes many `KVStoreSync` calls without yielding: Tokio's
+/// cooperative budget (128 polls of its resources per task poll) must not make a later call
+/// wait for a wake-up that only yielding would bring (it did: the call's join handle answered
+/// "pending" and woke itself, forever, once the task's budget was spent).
+#[test]
+fn many_sync_calls_from_one_task_of_a_runtime_all_return() {
+	let backend = backends::memory("sync-in-task");
+	let store = backend.builder().without_writer_lease().build().unwrap();
+	let finished = watchdog("1,000 sync calls from one task", Duration::from_secs(60), move || {
+		let runtime = tokio::runtime::Builder::new_multi_thread()
+			.worker_threads(2)
+			.enable_all()
+			.build()
+			.unwrap();
+		runtime.block_on(async move {
+			let task = tokio::spawn(async move {
+				for i in 0..500u32 {
+					let key = format!("k{i}");
+					KVStoreSync::write(&store, "p", "s", &key, i.to_be_bytes().to_vec()).unwrap();
+					assert_eq!(KVStoreSync::read(&store, "p", "s", &key).unwrap(), i.to_be_bytes());
+				}
+				KVStoreSync::list(&store, "p", "s").unwrap().len()
+			});
+			task.await.unwrap()
+		})
+	});
+	assert_eq!(finished, 500);
 }

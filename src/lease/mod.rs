@@ -143,7 +143,7 @@ pub(crate) use clock::Clock;
 pub use clock::TestClock;
 pub(crate) use file::acquire_file;
 pub use file::directory_is_locked;
-pub(crate) use guard::Guard;
+pub(crate) use guard::{close_all, Guard};
 pub(crate) use object::acquire_object;
 pub use object::{break_lease, read_lease, BreakOutcome};
 pub(crate) use state::LeaseState;
@@ -156,8 +156,8 @@ pub const LOCK_FILE: &str = ".ldk-object-store-lock#0";
 
 const HEADER: &str = "ldk-object-store writer lease v1";
 
-/// Whether `path` is the lease object or lock file of a store rooted at `root`; listings skip
-/// exactly these.
+/// Whether `path` is the lease object, lock file or replica record of a store rooted at `root`;
+/// listings skip exactly these.
 pub(crate) fn is_lease_path(root: &Path, path: &Path) -> bool {
 	let mut parts = match path.prefix_match(root) {
 		Some(parts) => parts,
@@ -165,7 +165,9 @@ pub(crate) fn is_lease_path(root: &Path, path: &Path) -> bool {
 	};
 	match (parts.next(), parts.next()) {
 		(Some(name), None) => {
-			name == PathPart::from(LEASE_OBJECT) || name == PathPart::from(LOCK_FILE)
+			name == PathPart::from(LEASE_OBJECT)
+				|| name == PathPart::from(LOCK_FILE)
+				|| name == PathPart::from(crate::replica::REPLICA_RECORD)
 		},
 		_ => false,
 	}

@@ -220,6 +220,22 @@ impl LeaseState {
 		first
 	}
 
+	/// Loses each of a store's two leases (its primary's, its replica's) when the other is lost:
+	/// an instance that can no longer renew on one copy, where a promoted successor may now
+	/// write, must not write to the other either.
+	pub(crate) async fn lose_together(primary: Arc<Self>, replica: Arc<Self>) {
+		tokio::select! {
+			_ = primary.ended() => {},
+			_ = replica.ended() => {},
+		}
+		if let Some(reason) = replica.lost_reason() {
+			primary.mark_lost(format!("the replica's writer lease was lost: {reason}"));
+		}
+		if let Some(reason) = primary.lost_reason() {
+			replica.mark_lost(format!("the primary's writer lease was lost: {reason}"));
+		}
+	}
+
 	/// Replaces the reason of a loss with a fuller one found out afterwards.
 	pub(super) fn explain_loss(&self, reason: String) {
 		self.status.send_if_modified(|status| match status {

@@ -30,8 +30,15 @@ pub struct Backend {
 	pub key_and_namespace_may_share_a_name: bool,
 	/// Settings every store over this backend gets (retries, fencing).
 	pub tune: Option<Tune>,
+	/// For a pair: the replica's builder for a prefix (every writer store gets the replica).
+	pub replica: Option<ReplicaAt>,
 	_dir: Option<tempfile::TempDir>,
+	/// For a pair: the replica's backend, kept alive (its temporary directory).
+	_replica: Option<Arc<Backend>>,
 }
+
+/// The replica's builder for the prefix the primary's test owns.
+pub type ReplicaAt = Arc<dyn Fn(&str) -> StoreBuilder + Send + Sync>;
 
 /// A change to the builder of every store over a backend.
 pub type Tune = Arc<dyn Fn(StoreBuilder) -> StoreBuilder + Send + Sync>;
@@ -44,19 +51,80 @@ impl Backend {
 
 	/// A second, read-only view of the store while its writer runs (as `ldk-object-store ls` or
 	/// a reload check opens it): it takes no writer lease, so it does not contend with the
-	/// writer's.
+	/// writer's. For a pair, a view of the primary alone.
 	pub fn reader(&self) -> ObjectKvStore {
-		self.builder().without_writer_lease().build().expect("reader builds")
+		self.unpaired_builder().without_writer_lease().build().expect("reader builds")
 	}
 
-	/// A builder over this backend, for tests that tune the store.
+	/// A read-only view of a pair's replica.
+	pub fn replica_reader(&self) -> ObjectKvStore {
+		let replica = self.replica.as_ref().expect("a pair");
+		replica(&self.prefix).without_writer_lease().build().expect("replica reader builds")
+	}
+
+	/// The replica's builder of a pair, at this backend's prefix.
+	pub fn replica_builder(&self) -> StoreBuilder {
+		(self.replica.as_ref().expect("a pair"))(&self.prefix)
+	}
+
+	/// For a pair: checks that the two copies hold the same keys with the same contents.
+	pub async fn assert_copies_equal(&self) {
+		if self.replica.is_none() {
+			return;
+		}
+		let differences =
+			ldk_object_store::replica::compare(&self.reader(), &self.replica_reader(), |_, _| {})
+				.await
+				.expect("comparing the copies");
+		assert!(differences.is_empty(), "{}: the copies differ: {differences:#?}", self.name);
+	}
+
+	/// A builder over this backend, for tests that tune the store (with the replica of a pair).
 	pub fn builder(&self) -> StoreBuilder {
+		let builder = self.unpaired_builder();
+		match &self.replica {
+			Some(replica) => builder.with_replica(replica(&self.prefix)),
+			None => builder,
+		}
+	}
+
+	/// A builder over this backend alone (for a pair, over the primary without its replica).
+	pub fn unpaired_builder(&self) -> StoreBuilder {
 		let builder = StoreBuilder::from_store(Arc::clone(&self.object_store))
 			.with_prefix(self.prefix.clone());
 		match &self.tune {
 			Some(tune) => tune(builder),
 			None => builder,
 		}
+	}
+
+	/// This backend as the primary of a pair whose replica is `replica`, at the same prefix.
+	pub fn paired_with(mut self, replica: Backend) -> Self {
+		let object_store = Arc::clone(&replica.object_store);
+		let replica_at: ReplicaAt = Arc::new(move |prefix: &str| {
+			StoreBuilder::from_store(Arc::clone(&object_store)).with_prefix(prefix)
+		});
+		self.name = format!("{}+{}", self.name, replica.name);
+		self.key_and_namespace_may_share_a_name &= replica.key_and_namespace_may_share_a_name;
+		self.replica = Some(replica_at);
+		self._replica = Some(Arc::new(replica));
+		self
+	}
+
+	/// This backend as the primary of a pair whose replica is a local directory, opened by its
+	/// `file://` URL (a local directory's lease is an OS lock, which a URL gives).
+	pub fn paired_with_directory(mut self) -> Self {
+		let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+		let url = format!("file://{}", dir.path().display());
+		let held = Arc::clone(&dir);
+		let replica_at: ReplicaAt = Arc::new(move |prefix: &str| {
+			let _keep = &held;
+			StoreBuilder::from_url(url.clone()).with_prefix(prefix).create_if_missing(true)
+		});
+		self.name = format!("{}+directory", self.name);
+		self.key_and_namespace_may_share_a_name = false;
+		self.replica = Some(replica_at);
+		self
 	}
 
 	/// The same backend, with every store built over it changed by `tune`.
@@ -85,7 +153,9 @@ impl Backend {
 			prefix: self.prefix.clone(),
 			key_and_namespace_may_share_a_name: self.key_and_namespace_may_share_a_name,
 			tune: self.tune.clone(),
+			replica: self.replica.clone(),
 			_dir: None,
+			_replica: self._replica.clone(),
 		}
 	}
 }
@@ -101,7 +171,9 @@ pub fn memory(test: &str) -> Backend {
 		prefix: unique_prefix(test),
 		key_and_namespace_may_share_a_name: true,
 		tune: None,
+		replica: None,
 		_dir: None,
+		_replica: None,
 	}
 }
 
@@ -116,7 +188,9 @@ pub fn local_dir(test: &str) -> Backend {
 		// A local directory cannot replace an object conditionally, so it cannot hold a lease
 		// object (a `file://` store takes an OS lock instead; see tests/lease.rs).
 		tune: Some(Arc::new(|builder: StoreBuilder| builder.without_writer_lease())),
+		replica: None,
 		_dir: Some(dir),
+		_replica: None,
 	}
 }
 
@@ -179,7 +253,9 @@ fn s3_with(server: &str, test: &str, retry: object_store::RetryConfig) -> Option
 		// cannot be written there. LDK never names a key like a namespace.
 		key_and_namespace_may_share_a_name: server != "SEAWEEDFS",
 		tune: None,
+		replica: None,
 		_dir: None,
+		_replica: None,
 	})
 }
 
@@ -204,7 +280,9 @@ pub fn azurite(test: &str) -> Option<Backend> {
 		prefix: unique_prefix(test),
 		key_and_namespace_may_share_a_name: true,
 		tune: None,
+		replica: None,
 		_dir: None,
+		_replica: None,
 	})
 }
 
@@ -256,7 +334,9 @@ pub fn fake_gcs(test: &str) -> Option<GcsEmulator> {
 			prefix: unique_prefix(test),
 			key_and_namespace_may_share_a_name: true,
 			tune: None,
+			replica: None,
 			_dir: None,
+			_replica: None,
 		},
 	})
 }
