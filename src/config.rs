@@ -25,6 +25,7 @@ use url::Url;
 use crate::encryption::{EncryptNames, EncryptedStore, EncryptionKey};
 use crate::error::ConfigError;
 use crate::lease::{self, LeaseConfig};
+use crate::replica::{Lag, ReplicaMode};
 use crate::retry::RetryPolicy;
 use crate::store::{ObjectKvStore, Side, StoreParams};
 
@@ -62,6 +63,8 @@ pub const ENV_ENCRYPT_NAMES: &str = "LDK_OBJECT_STORE_ENCRYPT_NAMES";
 pub const ENV_ENCRYPTION_IDENTITY: &str = "LDK_OBJECT_STORE_ENCRYPTION_IDENTITY";
 /// The replica's URL (see [`StoreBuilder::with_replica`]); unset or empty for none.
 pub const ENV_REPLICA_URL: &str = "LDK_OBJECT_STORE_REPLICA_URL";
+/// `strict` (the default) or `lag-when-unreachable` (see [`ReplicaMode`]).
+pub const ENV_REPLICA_MODE: &str = "LDK_OBJECT_STORE_REPLICA_MODE";
 /// The replica's own backend options, as `key=value` pairs separated by commas (for example
 /// `aws_region=eu-west-1,aws_endpoint=https://…`); the usual variables (`AWS_*`, …) apply to
 /// both copies.
@@ -99,6 +102,8 @@ pub struct StoreBuilder {
 	replica: Option<Box<StoreBuilder>>,
 	/// Compare the replica fully at the start even if it is recorded in sync.
 	repair_replica: bool,
+	/// What happens when the replica cannot be reached.
+	replica_mode: ReplicaMode,
 	/// Whether the start checks the copy's replica record; off for the replica tools, which
 	/// read and write those records themselves.
 	replica_checks: bool,
@@ -127,6 +132,7 @@ impl fmt::Debug for StoreBuilder {
 			.field("encryption_identity", &self.encryption_identity)
 			.field("replica", &self.replica)
 			.field("repair_replica", &self.repair_replica)
+			.field("replica_mode", &self.replica_mode)
 			.finish()
 	}
 }
@@ -149,6 +155,7 @@ impl StoreBuilder {
 			encryption_identity: None,
 			replica: None,
 			repair_replica: false,
+			replica_mode: ReplicaMode::Strict,
 			replica_checks: true,
 		}
 	}
@@ -170,8 +177,8 @@ impl StoreBuilder {
 	/// A store configured by environment variables: [`ENV_URL`] (required), and optionally
 	/// [`ENV_PREFIX`], [`ENV_MAX_IN_FLIGHT`], [`ENV_MAX_ATTEMPTS`], [`ENV_WORKER_THREADS`],
 	/// [`ENV_FENCING`], [`ENV_WRITER_LEASE`], [`ENV_CREATE_IF_MISSING`], [`ENV_ENCRYPTION_KEY`],
-	/// [`ENV_ENCRYPT_NAMES`], [`ENV_ENCRYPTION_IDENTITY`], and for a replica [`ENV_REPLICA_URL`]
-	/// and [`ENV_REPLICA_OPTIONS`].
+	/// [`ENV_ENCRYPT_NAMES`], [`ENV_ENCRYPTION_IDENTITY`], and for a replica [`ENV_REPLICA_URL`],
+	/// [`ENV_REPLICA_OPTIONS`] and [`ENV_REPLICA_MODE`].
 	pub fn from_env() -> Result<Self, ConfigError> {
 		let url = std::env::var(ENV_URL)
 			.map_err(|_| ConfigError::InvalidEnv { var: ENV_URL, reason: "not set".into() })?;
@@ -198,7 +205,9 @@ impl StoreBuilder {
 			builder = builder.create_if_missing(create);
 		}
 		if let Some(replica) = replica_from_env()? {
-			builder = builder.with_replica(replica);
+			// The mode is the pair's: carried by the replica's builder from the environment.
+			let mode = replica.replica_mode;
+			builder = builder.with_replica(replica).with_replica_mode(mode);
 		}
 		builder.with_encryption_from_env()
 	}
@@ -339,6 +348,14 @@ impl StoreBuilder {
 		self
 	}
 
+	/// What the store does when the replica cannot be reached: fail the write (the default,
+	/// [`ReplicaMode::Strict`]), or go on with the primary alone while the replica lags
+	/// ([`ReplicaMode::LagWhenUnreachable`]; read its risks first).
+	pub fn with_replica_mode(mut self, mode: ReplicaMode) -> Self {
+		self.replica_mode = mode;
+		self
+	}
+
 	/// For the replica tools: no check of the location's replica record at the start.
 	pub(crate) fn for_replica_tools(mut self) -> Self {
 		self.replica_checks = false;
@@ -437,44 +454,76 @@ impl StoreBuilder {
 		let store = match there {
 			None => store,
 			Some(there) => {
-				// The replica's lease, after the primary's: every instance takes them in this
-				// order, so two starting at once cannot each hold one.
 				let side = Side::new(there.backend, self.params(there.params));
-				let replica_lease = match (&there.local_dir, &self.lease) {
-					(Some(dir), Some(_)) => Some(lease::acquire_file(dir)?),
-					(None, Some(config)) => {
-						let acquiring = lease::acquire_object(
-							Arc::clone(side.backend()),
-							Arc::clone(side.writer()),
-							lease::lease_path(side.key_mapper().root()),
-							config.clone(),
-							self.retry.clone(),
-						);
-						match store.spawn(acquiring).await {
-							Some(result) => Some(result.map_err(|err| match err {
-								ConfigError::Lease(text) => {
-									ConfigError::Lease(format!("on the replica: {text}"))
-								},
-								other => other,
-							})?),
-							None => return Err(stopped("taking the replica's writer lease")),
-						}
-					},
-					(_, None) => None,
+				let lag = (self.replica_mode == ReplicaMode::LagWhenUnreachable)
+					.then(|| Arc::new(Lag::default()));
+				let taken = match &lag {
+					// A pair that may lag has the primary's lease only.
+					Some(_) => Ok(None),
+					None => self.replica_lease(&store, &side, there.local_dir.as_deref()).await,
 				};
-				store.with_replica(side, replica_lease)
+				match taken {
+					Ok(replica_lease) => store.with_replica(side, replica_lease, lag),
+					Err(err) => {
+						// A refused start leaves the primary's lease free for the next one.
+						if let Some(lease) = lease {
+							let limit = self.retry.attempt_timeout + std::time::Duration::from_secs(1);
+							store.spawn(lease.close(limit)).await;
+						}
+						return Err(err);
+					},
+				}
 			},
 		};
 		let store = match lease {
 			Some(lease) => store.with_lease(lease),
 			None => store,
 		};
-		if store.replica_tracker().is_some() {
-			crate::replica::start(&store, self.repair_replica).await?;
+		let checked = if store.replica_tracker().is_some() {
+			crate::replica::start(&store, self.repair_replica).await
 		} else if self.replica_checks && self.lease.is_some() {
-			crate::replica::start_alone(&store).await?;
+			crate::replica::start_alone(&store).await
+		} else {
+			Ok(())
+		};
+		if let Err(err) = checked {
+			store.close().await;
+			return Err(err);
 		}
 		Ok(store)
+	}
+
+	/// Takes the writer lease on the replica's location, after the primary's: every instance
+	/// takes them in this order, so two starting at once cannot each hold one.
+	async fn replica_lease(
+		&self, store: &ObjectKvStore, side: &Side, local_dir: Option<&std::path::Path>,
+	) -> Result<Option<Arc<lease::LeaseState>>, ConfigError> {
+		let Some(config) = &self.lease else { return Ok(None) };
+		if let Some(dir) = local_dir {
+			return lease::acquire_file(dir).map(Some);
+		}
+		let acquiring = lease::acquire_object(
+			Arc::clone(side.backend()),
+			Arc::clone(side.writer()),
+			lease::lease_path(side.key_mapper().root()),
+			config.clone(),
+			self.retry.clone(),
+		);
+		match store.spawn(acquiring).await {
+			Some(Ok(lease)) => Ok(Some(lease)),
+			Some(Err(ConfigError::Lease(text))) => {
+				Err(ConfigError::Lease(format!("on the replica: {text}")))
+			},
+			Some(Err(ConfigError::LeaseHeld { holder, generation, expires })) => {
+				let holder = format!("{holder}, on the replica's location");
+				Err(ConfigError::LeaseHeld { holder, generation, expires })
+			},
+			Some(Err(other)) => Err(other),
+			None => Err(ConfigError::Io {
+				what: "taking the replica's writer lease".into(),
+				source: std::io::Error::other("the store's runtime stopped"),
+			}),
+		}
 	}
 
 	/// The store's parameters for one copy.
@@ -594,6 +643,16 @@ fn replica_from_env() -> Result<Option<StoreBuilder>, ConfigError> {
 	let mut replica = StoreBuilder::from_url(url.trim());
 	if let Some(create) = env_bool(ENV_CREATE_IF_MISSING)? {
 		replica = replica.create_if_missing(create);
+	}
+	match std::env::var(ENV_REPLICA_MODE).as_deref().map(str::trim) {
+		Err(_) | Ok("") | Ok("strict") => {},
+		Ok("lag-when-unreachable") => {
+			replica = replica.with_replica_mode(ReplicaMode::LagWhenUnreachable)
+		},
+		Ok(other) => {
+			let reason = format!("{other:?} is not strict or lag-when-unreachable");
+			return Err(ConfigError::InvalidEnv { var: ENV_REPLICA_MODE, reason });
+		},
 	}
 	let options = std::env::var(ENV_REPLICA_OPTIONS).unwrap_or_default();
 	for option in options.split(',').map(str::trim).filter(|option| !option.is_empty()) {

@@ -72,6 +72,9 @@ struct Core {
 	/// mapping, bound, fencing and lease) whose writes and removes run inside this core's turns,
 	/// beside this core's own. It has no replica itself and never queues.
 	replica: Option<Arc<Core>>,
+	/// In [`ReplicaMode::LagWhenUnreachable`](crate::replica::ReplicaMode): whether the replica
+	/// is stale, and what its journal holds.
+	lag: Option<Arc<crate::replica::Lag>>,
 }
 
 /// The part of the configuration that the store itself needs.
@@ -119,6 +122,7 @@ impl Side {
 			lease: LeaseState::unleased(),
 			untimed_mutations: params.local_dir,
 			replica: None,
+			lag: None,
 		})
 	}
 
@@ -165,18 +169,32 @@ impl ObjectKvStore {
 
 	/// Sends every write and remove to `replica` as well, inside the same turn of its key (see
 	/// [`crate::replica`]), each of its requests under `lease`, kept renewed on this store's
-	/// runtime. Call it before [`Self::with_lease`], which then closes both leases.
-	pub(crate) fn with_replica(mut self, replica: Side, lease: Option<Arc<LeaseState>>) -> Self {
+	/// runtime. Call it before [`Self::with_lease`], which then closes both leases. With `lag`
+	/// (a pair that may lag), the replica has no lease of its own: its requests run under the
+	/// primary's, which [`Self::with_lease`] gives it.
+	pub(crate) fn with_replica(
+		mut self, replica: Side, lease: Option<Arc<LeaseState>>,
+		lag: Option<Arc<crate::replica::Lag>>,
+	) -> Self {
 		let Side(mut replica) = replica;
 		if let Some(lease) = lease {
 			drop(self.runtime.spawn(Arc::clone(&lease).keep()));
 			replica.lease = lease;
 		}
+		self.replica = Some(match &lag {
+			Some(lag) => Arc::clone(&lag.tracker),
+			None => Arc::default(),
+		});
 		let mut core = Core::clone(&self.core);
 		core.replica = Some(Arc::new(replica));
+		core.lag = lag;
 		self.core = Arc::new(core);
-		self.replica = Some(Arc::default());
 		self
+	}
+
+	/// The state of a pair that may lag.
+	pub(crate) fn replica_lag(&self) -> Option<&Arc<crate::replica::Lag>> {
+		self.core.lag.as_ref()
 	}
 
 	/// The replica's tracker, when the store has a replica.
@@ -558,8 +576,11 @@ impl ObjectKvStore {
 impl ObjectKvStore {
 	/// Makes the replica's object of `key` equal to the primary's, inside the key's turn: a write
 	/// or remove of the key called meanwhile waits, so an older copy never lands after it.
+	/// With `clear_journal`, the key's journal entry on the primary (see
+	/// [`ReplicaMode::LagWhenUnreachable`](crate::replica::ReplicaMode)) is removed once the
+	/// replica holds the primary's, in the same turn.
 	pub(crate) fn start_replica_copy(
-		&self, key: KvKey,
+		&self, key: KvKey, clear_journal: bool,
 	) -> impl Future<Output = Result<Copied, Error>> + Send + 'static {
 		let path = self.core.keys.object_path(&key);
 		let turn = self.core.queues.enqueue(&path);
@@ -575,7 +596,36 @@ impl ObjectKvStore {
 		let target = op.key.to_string();
 		self.start(Operation::Write, target, async move {
 			let span = op.span.clone();
-			core.copy_to_replica(op).instrument(span).await
+			core.copy_to_replica(op, clear_journal).instrument(span).await
+		})
+	}
+
+	/// The keys the primary's replica journal names (see [`crate::replica::journal_path`]).
+	pub(crate) fn start_list_journal(
+		&self,
+	) -> impl Future<Output = Result<Vec<KvKey>, Error>> + Send + 'static {
+		let core = Arc::clone(&self.core);
+		let target = crate::replica::JOURNAL_FOLDER.to_owned();
+		self.start(Operation::ListAll, target.clone(), async move {
+			let span = op_span(Operation::ListAll, "", "", &target, None);
+			let folder = core.keys.root().clone().join(crate::replica::JOURNAL_FOLDER);
+			let entries = core.list_recursive(&folder, Operation::ListAll, &target, &span).await?;
+			entries
+				.iter()
+				.map(|entry| {
+					let name = entry.location.filename().unwrap_or_default();
+					crate::replica::journal_key(name)
+						.and_then(|key| {
+							let mut parts = key.splitn(3, '/');
+							let (p, s, k) = (parts.next()?, parts.next()?, parts.next()?);
+							KvKey::new(p, s, k).ok()
+						})
+						.ok_or_else(|| Error::ForeignObject {
+							path: entry.location.to_string(),
+							reason: "it is not a replica journal entry",
+						})
+				})
+				.collect()
 		})
 	}
 
@@ -750,19 +800,113 @@ impl Core {
 		op.turn.wait().await;
 		let target = op.key.to_string();
 		let here = self.put_object(&op.span, &op.key, &op.path, &bytes, &target);
-		match &self.replica {
-			None => here.await,
-			Some(replica) => {
-				let path = replica.keys.object_path(&op.key);
-				let span = replica_span(&op.span);
-				let there = replica.put_object(&span, &op.key, &path, &bytes, &target);
-				both(futures::join!(here, there.instrument(span.clone())))
+		let (key, bytes, target) = (&op.key, &bytes, &target);
+		self.on_both(std::slice::from_ref(key), &op.span, here, move |replica, span| async move {
+			let path = replica.keys.object_path(key);
+			replica.put_object(&span, key, &path, bytes, target).await
+		})
+		.await
+	}
+
+	/// Runs `here` on this copy and, at once, `there` on the replica if there is one: done when
+	/// both are (see [`both`]). In a pair that may lag, a replica that failed, or is stale
+	/// already, does not fail the operation: the primary's record marks the replica stale and a
+	/// journal entry names each of `keys`, both durable before the operation is done.
+	async fn on_both<'a, Here, There, Fut>(
+		&'a self, keys: &'a [KvKey], span: &'a Span, here: Here, there: There,
+	) -> Result<(), Error>
+	where
+		Here: Future<Output = Result<(), Error>>,
+		There: FnOnce(&'a Core, Span) -> Fut,
+		Fut: Future<Output = Result<(), Error>>,
+	{
+		let Some(replica) = &self.replica else { return here.await };
+		if let Some(lag) = self.lag.as_ref().filter(|lag| lag.is_stale()) {
+			self.record_stale(lag, span).await?;
+			let (done, journaled) = futures::join!(here, self.journal(lag, keys, span));
+			return done.and(journaled);
+		}
+		let replica_span = replica_span(span);
+		let (done, copied) = futures::join!(
+			here,
+			there(replica, replica_span.clone()).instrument(replica_span.clone())
+		);
+		match (&self.lag, done, copied) {
+			// The shared lease's loss is this instance's, not the replica's.
+			(Some(lag), Ok(()), Err(err)) if err.failure_kind() != Some(FailureKind::LeaseLost) => {
+				tracing::error!(
+					error = %err,
+					"the replica failed: going on with the primary alone, the replica marked stale \
+					 (LagWhenUnreachable)"
+				);
+				lag.go_stale();
+				self.record_stale(lag, span).await?;
+				self.journal(lag, keys, span).await
 			},
+			(_, done, copied) => both((done, copied)),
 		}
 	}
 
-	async fn copy_to_replica(self: Arc<Self>, mut op: KeyedOp) -> Result<Copied, Error> {
+	/// Makes sure the primary's record says the replica is stale (once per stale episode).
+	async fn record_stale(&self, lag: &crate::replica::Lag, span: &Span) -> Result<(), Error> {
+		let mut recorded = lag.recorded.lock().await;
+		if *recorded {
+			return Ok(());
+		}
+		let generation = lag.generation.load(std::sync::atomic::Ordering::SeqCst);
+		let record = crate::replica::ReplicaRecord::new(
+			crate::replica::Role::Primary,
+			generation,
+			crate::replica::SyncState::Stale,
+		)
+		.lagging(true);
+		self.put_record(span, record.encode()).await?;
+		*recorded = true;
+		lag.tracker.update(|health| health.sync = crate::replica::SyncState::Stale);
+		Ok(())
+	}
+
+	/// Writes the journal entries of `keys` on this copy (the primary).
+	async fn journal(
+		&self, lag: &crate::replica::Lag, keys: &[KvKey], span: &Span,
+	) -> Result<(), Error> {
+		for key in keys {
+			let path = crate::replica::journal_path(self.keys.root(), &key.to_string());
+			let target = format!("the replica journal's entry of {key}");
+			self.attempt_mutation(span, Operation::Write, &target, || {
+				futures::TryFutureExt::map_ok(self.writer.put(&path, PutPayload::default()), drop)
+			})
+			.await?;
+			let lag_keys = lag.journaled.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+			lag.tracker.update(|health| health.lag_keys = lag_keys);
+		}
+		Ok(())
+	}
+
+	/// Writes this copy's replica record, under the lease.
+	async fn put_record(&self, span: &Span, text: String) -> Result<(), Error> {
+		let path = crate::replica::record_path(self.keys.root());
+		let bytes = Bytes::from(text);
+		self.attempt_mutation(span, Operation::Write, crate::replica::REPLICA_RECORD, || {
+			futures::TryFutureExt::map_ok(self.writer.put(&path, PutPayload::from(bytes.clone())), drop)
+		})
+		.await
+	}
+
+	async fn copy_to_replica(
+		self: Arc<Self>, mut op: KeyedOp, clear_journal: bool,
+	) -> Result<Copied, Error> {
 		op.turn.wait().await;
+		let copied = Arc::clone(&self).copy_in_turn(&op).await?;
+		if clear_journal {
+			let path = crate::replica::journal_path(self.keys.root(), &op.key.to_string());
+			let target = format!("the replica journal's entry of {}", op.key);
+			self.delete_objects(&op.span, std::slice::from_ref(&path), &target).await?;
+		}
+		Ok(copied)
+	}
+
+	async fn copy_in_turn(self: Arc<Self>, op: &KeyedOp) -> Result<Copied, Error> {
 		let replica = self.side(true)?;
 		let target = op.key.to_string();
 		let there_path = replica.keys.object_path(&op.key);
@@ -851,15 +995,12 @@ impl Core {
 		op.turn.wait().await;
 		let target = op.key.to_string();
 		let here = self.delete_object(&op.span, &op.key, &op.path, &target);
-		match &self.replica {
-			None => here.await,
-			Some(replica) => {
-				let path = replica.keys.object_path(&op.key);
-				let span = replica_span(&op.span);
-				let there = replica.delete_object(&span, &op.key, &path, &target);
-				both(futures::join!(here, there.instrument(span.clone())))
-			},
-		}
+		let (key, target) = (&op.key, &target);
+		self.on_both(std::slice::from_ref(key), &op.span, here, move |replica, span| async move {
+			let path = replica.keys.object_path(key);
+			replica.delete_object(&span, key, &path, target).await
+		})
+		.await
 	}
 
 	/// Deletes one object (absent is fine), on one copy.
@@ -1043,10 +1184,15 @@ impl Core {
 			.map_err(|e| object_store::Error::Generic { store: LOCAL_STORE, source: Box::new(e) })?
 	}
 
-	/// The leases every write depends on: this copy's, then the replica's.
+	/// The leases every write depends on: this copy's, then the replica's if it has its own.
 	fn leases(&self) -> Vec<Arc<LeaseState>> {
 		let mut leases = vec![Arc::clone(&self.lease)];
-		leases.extend(self.replica.iter().map(|replica| Arc::clone(&replica.lease)));
+		leases.extend(
+			self.replica
+				.iter()
+				.filter(|replica| !Arc::ptr_eq(&replica.lease, &self.lease))
+				.map(|replica| Arc::clone(&replica.lease)),
+		);
 		leases
 	}
 

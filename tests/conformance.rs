@@ -90,11 +90,27 @@ async fn conformance_azurite() {
 }
 
 // The same suite on pairs (see `ldk_object_store::replica`): every write and remove goes to both
-// copies, and after each part both copies hold the same keys and contents.
+// copies, and after each part both copies hold the same keys and contents. A pair doubles the
+// load on the servers, which share CI's two cores with the whole suite: the lease is given more
+// time (the lease itself is tested in tests/lease.rs, tests/takeover.rs and tests/replica.rs).
+
+fn pair(primary: Backend, replica: Backend) -> Backend {
+	patient(primary.paired_with(replica))
+}
+
+fn patient(pair: Backend) -> Backend {
+	pair.tuned(|builder| {
+		builder.with_writer_lease(
+			ldk_object_store::lease::LeaseConfig::default()
+				.with_ttl(Duration::from_secs(120))
+				.with_safety_margin(Duration::from_secs(40)),
+		)
+	})
+}
 
 #[tokio::test]
 async fn conformance_pair_memory_memory() {
-	run_suite(backends::memory("conformance").paired_with(backends::memory("replica"))).await;
+	run_suite(pair(backends::memory("conformance"), backends::memory("replica"))).await;
 }
 
 #[tokio::test]
@@ -102,7 +118,7 @@ async fn conformance_pair_localstack_seaweedfs() {
 	if let (Some(primary), Some(replica)) =
 		(backends::s3("LOCALSTACK", "conformance"), backends::s3("SEAWEEDFS", "replica"))
 	{
-		run_suite(primary.paired_with(replica)).await;
+		run_suite(pair(primary, replica)).await;
 	}
 }
 
@@ -111,13 +127,13 @@ async fn conformance_pair_localstack_azurite() {
 	if let (Some(primary), Some(replica)) =
 		(backends::s3("LOCALSTACK", "conformance"), backends::azurite("replica"))
 	{
-		run_suite(primary.paired_with(replica)).await;
+		run_suite(pair(primary, replica)).await;
 	}
 }
 
 #[tokio::test]
 async fn conformance_pair_localstack_directory() {
 	if let Some(primary) = backends::s3("LOCALSTACK", "conformance") {
-		run_suite(primary.paired_with_directory()).await;
+		run_suite(patient(primary.paired_with_directory())).await;
 	}
 }

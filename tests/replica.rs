@@ -433,3 +433,99 @@ fn ldk_flow_on_localstack_and_seaweedfs_survives_losing_the_primary() {
 		primary.paired_with(backends::s3("SEAWEEDFS", name).unwrap())
 	});
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lag_mode_goes_on_without_the_replica_and_catches_up_when_it_answers() {
+	let outage = Arc::new(Outage::default());
+	let (pair, raw_replica) = memory_pair_through("lag", Arc::clone(&outage));
+	let builder = || {
+		pair.builder()
+			.with_retry(quick_retries())
+			.with_replica_mode(replica::ReplicaMode::LagWhenUnreachable)
+	};
+	let store = builder().build().unwrap();
+	in_sync(&store).await;
+	KVStoreSync::write(&store, "p", "s", "a", b"both".to_vec()).unwrap();
+
+	outage.down.store(true, Ordering::SeqCst);
+	KVStoreSync::write(&store, "p", "s", "a", b"primary only".to_vec())
+		.expect("a pair that may lag goes on with the primary");
+	// Before that write was acknowledged: the primary's record said the replica is stale, and
+	// the journal named the key.
+	let record = replica::read_record(&pair.reader()).await.unwrap().unwrap();
+	assert_eq!((record.sync, record.may_lag), (SyncState::Stale, true), "{record}");
+	let journal = Path::from(format!("{}/{}", pair.prefix, replica::JOURNAL_FOLDER));
+	let entries: Vec<_> =
+		futures::TryStreamExt::try_collect(pair.object_store.list(Some(&journal))).await.unwrap();
+	assert_eq!(entries.len(), 1, "{entries:?}");
+	KVStore::remove(&store, "p", "s", "gone", false).await.unwrap();
+	KVStore::write(&store, "p", "s", "b", b"new".to_vec()).await.unwrap();
+	let health = store.replica_health().unwrap();
+	assert_eq!(health.sync, SyncState::Stale);
+	assert_eq!(health.lag_keys, 3, "{health:?}");
+	// Listings of the node's keys never show the journal.
+	assert_eq!(KVStoreSync::list(&store, "p", "s").unwrap().len(), 2);
+
+	// The replica cannot know it missed updates; it is not promoted while the primary's lease is
+	// held, nor without the primary's word.
+	let replica_alone = || {
+		StoreBuilder::from_store(Arc::clone(&raw_replica.object_store))
+			.with_prefix(pair.prefix.clone())
+	};
+	let err = replica::promote(replica_alone(), None, false).await.unwrap_err();
+	assert!(err.to_string().contains("may lag"), "{err}");
+	let err = replica::promote(replica_alone(), Some(pair.unpaired_builder()), false)
+		.await
+		.unwrap_err();
+	assert!(err.to_string().contains("writer lease"), "{err}");
+
+	// It answers again: the journal's keys are repaired, a verifying pass runs, in sync again.
+	outage.down.store(false, Ordering::SeqCst);
+	let health = in_sync(&store).await;
+	assert_eq!(health.lag_keys, 0, "{health:?}");
+	let entries: Vec<_> =
+		futures::TryStreamExt::try_collect(pair.object_store.list(Some(&journal))).await.unwrap();
+	assert!(entries.is_empty(), "the journal is emptied: {entries:?}");
+	KVStoreSync::write(&store, "p", "s", "c", b"both again".to_vec()).unwrap();
+	store.close().await;
+	drop(store);
+	let replica_view = replica_alone().for_tests_without_lease();
+	assert_eq!(stored(&replica_view, "a").as_deref(), Some(&b"primary only"[..]));
+	assert_eq!(stored(&replica_view, "b").as_deref(), Some(&b"new"[..]));
+	assert_eq!(stored(&replica_view, "c").as_deref(), Some(&b"both again"[..]));
+	pair.assert_copies_equal().await;
+	let (p, r) = records(&pair).await;
+	assert_eq!(p.map(|p| (p.sync, p.may_lag)), Some((SyncState::InSync, true)));
+	assert_eq!(r.map(|r| (r.sync, r.may_lag)), Some((SyncState::InSync, true)));
+	// Now, with the node stopped, the primary's word allows the promotion.
+	let promoted = replica::promote(replica_alone(), Some(pair.unpaired_builder()), false)
+		.await
+		.unwrap();
+	assert!(promoted.old_primary_retired, "{promoted:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lag_mode_starts_with_an_unreachable_replica_and_strict_mode_does_not() {
+	let outage = Arc::new(Outage::default());
+	let (pair, _) = memory_pair_through("lag-start", Arc::clone(&outage));
+	let store = pair.store();
+	KVStoreSync::write(&store, "p", "s", "k", b"v".to_vec()).unwrap();
+	in_sync(&store).await;
+	store.close().await;
+	drop(store);
+	outage.down.store(true, Ordering::SeqCst);
+	let err = pair.builder().with_retry(quick_retries()).build().expect_err("strict mode");
+	assert!(err.to_string().contains("connection refused"), "{err}");
+	let lagging = pair
+		.builder()
+		.with_retry(quick_retries())
+		.with_replica_mode(replica::ReplicaMode::LagWhenUnreachable)
+		.build()
+		.expect("a pair that may lag starts without its replica");
+	assert_eq!(lagging.replica_health().unwrap().sync, SyncState::Stale);
+	KVStoreSync::write(&lagging, "p", "s", "k", b"while stale".to_vec()).unwrap();
+	outage.down.store(false, Ordering::SeqCst);
+	in_sync(&lagging).await;
+	drop(lagging);
+	pair.assert_copies_equal().await;
+}

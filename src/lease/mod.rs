@@ -156,8 +156,8 @@ pub const LOCK_FILE: &str = ".ldk-object-store-lock#0";
 
 const HEADER: &str = "ldk-object-store writer lease v1";
 
-/// Whether `path` is the lease object, lock file or replica record of a store rooted at `root`;
-/// listings skip exactly these.
+/// Whether `path` is the lease object, lock file, replica record or a replica journal entry of a
+/// store rooted at `root`; listings skip exactly these.
 pub(crate) fn is_lease_path(root: &Path, path: &Path) -> bool {
 	let mut parts = match path.prefix_match(root) {
 		Some(parts) => parts,
@@ -169,6 +169,7 @@ pub(crate) fn is_lease_path(root: &Path, path: &Path) -> bool {
 				|| name == PathPart::from(LOCK_FILE)
 				|| name == PathPart::from(crate::replica::REPLICA_RECORD)
 		},
+		(Some(folder), Some(_)) => folder == PathPart::from(crate::replica::JOURNAL_FOLDER),
 		_ => false,
 	}
 }

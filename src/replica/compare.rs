@@ -54,7 +54,7 @@ impl fmt::Display for Difference {
 
 /// Compares every key of two stores (the primary and its replica, each opened on its own) and
 /// returns the keys they do not hold alike, sorted. `on_progress(done, total)` follows the
-/// comparison. A difference is looked at twice, [`SETTLE`] apart, so that a write of a running
+/// comparison. A difference is looked at twice, two seconds apart, so that a write of a running
 /// node caught between its two copies is not reported.
 pub async fn compare(
 	primary: &ObjectKvStore, replica: &ObjectKvStore, mut on_progress: impl FnMut(u64, u64),

@@ -50,6 +50,7 @@ mod fill;
 mod promote;
 mod record;
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::watch;
@@ -59,7 +60,62 @@ use crate::{Error, ObjectKvStore};
 
 pub use compare::{compare, Difference, ObjectDigest};
 pub use promote::{detach, promote, read_record, Promoted};
-pub use record::{record_path, ReplicaRecord, Role, SyncState, REPLICA_RECORD};
+pub(crate) use record::journal_key;
+pub use record::{
+	journal_path, record_path, ReplicaRecord, Role, SyncState, JOURNAL_FOLDER, REPLICA_RECORD,
+};
+
+/// What a store does when its replica cannot be reached.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReplicaMode {
+	/// The default: a write or remove the replica did not acknowledge fails, as a failure of the
+	/// primary would. The replica can be promoted at any moment without asking the primary.
+	#[default]
+	Strict,
+	/// A risk, taken knowingly: when the replica fails, the node goes on with the primary alone.
+	/// Before such a write is acknowledged, the primary's record marks the replica stale and a
+	/// journal entry on the primary names the key; a background task brings the replica back in
+	/// sync when it answers again (the journal's keys, then a full verifying pass). Meanwhile
+	/// the replica misses acknowledged updates and cannot know it, so it is promoted only on the
+	/// primary's word, under the primary's writer lease (or with `--force`, accepting the loss).
+	/// The writer lease is held on the primary only.
+	LagWhenUnreachable,
+}
+
+/// The state of a pair in [`ReplicaMode::LagWhenUnreachable`], shared by the store's clones.
+#[derive(Debug, Default)]
+pub(crate) struct Lag {
+	/// Writes skip the replica and go to the journal.
+	pub(crate) stale: AtomicBool,
+	/// Whether the primary's record says the replica is stale; held while that record is
+	/// written, so that going stale and being recorded in sync never cross.
+	pub(crate) recorded: tokio::sync::Mutex<bool>,
+	/// Incremented every time the replica goes stale: a fill pass that saw it change proves
+	/// nothing.
+	pub(crate) episodes: AtomicU64,
+	/// The pair's generation (for the primary's record).
+	pub(crate) generation: AtomicU64,
+	/// Keys journaled since the replica went stale (the lag).
+	pub(crate) journaled: AtomicU64,
+	/// Wakes the catch-up task when the replica goes stale.
+	pub(crate) wake: tokio::sync::Notify,
+	/// The store's tracker, which shows the lag.
+	pub(crate) tracker: Arc<Tracker>,
+}
+
+impl Lag {
+	pub(crate) fn is_stale(&self) -> bool {
+		self.stale.load(Ordering::SeqCst)
+	}
+
+	pub(crate) fn go_stale(&self) {
+		if !self.stale.swap(true, Ordering::SeqCst) {
+			self.episodes.fetch_add(1, Ordering::SeqCst);
+			self.wake.notify_one();
+		}
+	}
+}
 
 /// The replica as a running store sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,6 +137,9 @@ pub struct ReplicaHealth {
 	pub removed: u64,
 	/// The last failure of the fill, which retries it; `None` since it last succeeded.
 	pub last_error: Option<String>,
+	/// In [`ReplicaMode::LagWhenUnreachable`]: keys written or removed on the primary alone
+	/// since the replica went stale (its journal), not yet repaired.
+	pub lag_keys: u64,
 }
 
 impl Default for ReplicaHealth {
@@ -94,6 +153,7 @@ impl Default for ReplicaHealth {
 			copied: 0,
 			removed: 0,
 			last_error: None,
+			lag_keys: 0,
 		}
 	}
 }
@@ -105,7 +165,7 @@ pub(crate) struct Tracker {
 }
 
 impl Tracker {
-	fn update(&self, change: impl FnOnce(&mut ReplicaHealth)) {
+	pub(crate) fn update(&self, change: impl FnOnce(&mut ReplicaHealth)) {
 		self.health.send_modify(change);
 	}
 }
@@ -158,12 +218,34 @@ pub(crate) async fn start(store: &ObjectKvStore, repair: bool) -> Result<(), Con
 	let tracker = store
 		.replica_tracker()
 		.ok_or_else(|| ConfigError::Replica("the store was built without its replica".into()))?;
+	let lag = store.replica_lag().cloned();
+	let may_lag = lag.is_some();
 	let primary = read_own(store, false).await?;
 	let generation = match &primary {
 		None => 1,
 		Some(record) => refuse_as_primary(record)?,
 	};
-	let replica = read_own(store, true).await?;
+	if let Some(lag) = &lag {
+		lag.generation.store(generation, Ordering::SeqCst);
+	}
+	let replica = match (read_own(store, true).await, &lag) {
+		(Ok(replica), _) => replica,
+		// A pair that may lag starts without its replica: stale until it answers again.
+		(Err(err), Some(lag)) => {
+			tracing::error!(error = %err, "the replica cannot be read: starting with the primary alone, the replica marked stale (LagWhenUnreachable)");
+			let stale = ReplicaRecord::new(Role::Primary, generation, SyncState::Stale);
+			write_own(store, false, stale.lagging(true).encode()).await?;
+			*lag.recorded.lock().await = true;
+			lag.go_stale();
+			tracker.update(|health| {
+				health.generation = generation;
+				health.sync = SyncState::Stale;
+			});
+			drop(store.spawn(fill::run(store.clone(), Arc::clone(tracker), generation)));
+			return Ok(());
+		},
+		(Err(err), None) => return Err(err),
+	};
 	match &replica {
 		Some(record) if record.role == Role::Primary => {
 			return Err(ConfigError::Replica(format!(
@@ -192,24 +274,35 @@ pub(crate) async fn start(store: &ObjectKvStore, repair: bool) -> Result<(), Con
 		},
 	}
 	let in_sync = !repair
-		&& primary.as_ref().is_some_and(|record| record.sync == SyncState::InSync)
-		&& replica.as_ref().is_some_and(|record| {
-			record.role == Role::Replica
-				&& record.sync == SyncState::InSync
-				&& record.generation == generation
-		});
+		&& primary.as_ref().is_some_and(|record| {
+			record.sync == SyncState::InSync && record.may_lag == may_lag
+		}) && replica.as_ref().is_some_and(|record| {
+		record.role == Role::Replica
+			&& record.sync == SyncState::InSync
+			&& record.generation == generation
+	});
 	if in_sync {
 		tracker.update(|health| {
 			health.generation = generation;
 			health.sync = SyncState::InSync;
 		});
+		if let Some(lag) = &lag {
+			// Waits for the replica to fail, to catch it up then.
+			drop(store.spawn(fill::watch(store.clone(), Arc::clone(tracker), Arc::clone(lag))));
+		}
 		return Ok(());
 	}
 	// Filling from now on, on both records, before anything else is written: a crash from here
 	// on restarts the fill.
-	let filling = |role| ReplicaRecord::new(role, generation, SyncState::Filling).encode();
+	let filling =
+		|role| ReplicaRecord::new(role, generation, SyncState::Filling).lagging(may_lag).encode();
 	write_own(store, true, filling(Role::Replica)).await?;
 	write_own(store, false, filling(Role::Primary)).await?;
+	if let Some(lag) = &lag {
+		*lag.recorded.lock().await = true;
+		let journaled = store.start_list_journal().await.map_err(ConfigError::from_store)?;
+		tracker.update(|health| health.lag_keys = journaled.len() as u64);
+	}
 	tracker.update(|health| {
 		health.generation = generation;
 		health.sync = SyncState::Filling;

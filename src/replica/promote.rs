@@ -53,7 +53,11 @@ async fn promote_on(
 			 anyway)"
 		))
 	};
-	let generation = match read_own(store, false).await? {
+	let record = read_own(store, false).await?;
+	// A replica that may lag cannot know it is stale: only its primary's record, read under the
+	// primary's lease (no instance writes there meanwhile), can say it is not.
+	let may_lag = record.as_ref().is_some_and(|record| record.may_lag);
+	let generation = match record {
 		Some(record) if record.role == Role::Primary => {
 			return Err(ConfigError::Replica(format!(
 				"this location is already a primary ({record})"
@@ -76,8 +80,19 @@ async fn promote_on(
 	let old = match primary {
 		None => None,
 		Some(primary) => {
-			match primary.for_replica_tools().without_writer_lease().build_async().await {
+			let primary = primary.for_replica_tools();
+			let opened = match may_lag {
+				true => primary.build_async().await,
+				false => primary.without_writer_lease().build_async().await,
+			};
+			match opened {
 				Ok(old) => Some(old),
+				Err(err) if may_lag && !force => {
+					return Err(refuse(format!(
+						"this pair may lag, and its primary could not be opened under its writer \
+						 lease ({err})"
+					)))
+				},
 				Err(err) => {
 					warnings.push(format!("the old primary could not be opened: {err}"));
 					None
@@ -85,6 +100,20 @@ async fn promote_on(
 			}
 		},
 	};
+	if may_lag && old.is_none() {
+		if !force {
+			return Err(refuse(
+				"this pair may lag (LagWhenUnreachable), so only its primary's record can say the \
+				 replica is in sync: give the primary's location"
+					.to_owned(),
+			));
+		}
+		warnings.push(
+			"promoted without the primary's word although the pair may lag: acknowledged \
+			 updates may be missing"
+				.to_owned(),
+		);
+	}
 	if let Some(old) = &old {
 		match read_own(old, false).await {
 			Ok(Some(record))
@@ -142,8 +171,21 @@ pub async fn detach(
 		};
 		if let Some(replica) = replica {
 			let replica = replica.for_replica_tools().without_writer_lease().build_async().await?;
-			let stale = ReplicaRecord::new(Role::Replica, generation, SyncState::Stale).encode();
-			let marked = write_own(&replica, false, stale).await;
+			let marked = async {
+				// Never demote a copy that is not this primary's replica (one promoted since).
+				match read_own(&replica, false).await? {
+					Some(record) if record.role != Role::Replica || record.generation > generation => {
+						return Err(ConfigError::Replica(format!(
+							"the replica's location holds {record}, not a replica of this \
+							 primary (generation {generation}): nothing changed"
+						)))
+					},
+					_ => {},
+				}
+				let stale = ReplicaRecord::new(Role::Replica, generation, SyncState::Stale);
+				write_own(&replica, false, stale.encode()).await
+			};
+			let marked = marked.await;
 			replica.close().await;
 			marked?;
 		}

@@ -16,6 +16,23 @@ pub fn record_path(root: &Path) -> Path {
 	root.clone().join(REPLICA_RECORD)
 }
 
+/// The folder below the primary's root prefix that holds the journal of a replica that lags: one
+/// empty object per key written or removed while the replica was unreachable (listings skip it).
+pub const JOURNAL_FOLDER: &str = ".ldk-object-store-journal";
+
+/// The journal entry of `key` (`primary/secondary/key`, hex-encoded, since a key's parts may be
+/// empty) on a primary rooted at `root`.
+pub fn journal_path(root: &Path, key: &str) -> Path {
+	use hex_conservative::DisplayHex;
+	root.clone().join(JOURNAL_FOLDER).join(key.as_bytes().to_lower_hex_string())
+}
+
+/// The key a journal entry's name stands for, if it is one.
+pub(crate) fn journal_key(name: &str) -> Option<String> {
+	let bytes = <Vec<u8> as hex_conservative::FromHex>::from_hex(name).ok()?;
+	String::from_utf8(bytes).ok()
+}
+
 /// What a copy is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -56,6 +73,10 @@ pub struct ReplicaRecord {
 	/// When it was written, in milliseconds since the Unix epoch (the writer's wall clock; for
 	/// operators only).
 	pub updated_unix_ms: u64,
+	/// Whether the pair runs in [`ReplicaMode::LagWhenUnreachable`](super::ReplicaMode): the
+	/// replica may then miss updates without knowing it, and is promoted only on the primary's
+	/// word.
+	pub may_lag: bool,
 }
 
 impl ReplicaRecord {
@@ -64,14 +85,24 @@ impl ReplicaRecord {
 		let updated_unix_ms = std::time::SystemTime::now()
 			.duration_since(std::time::UNIX_EPOCH)
 			.map_or(0, |elapsed| elapsed.as_millis() as u64);
-		ReplicaRecord { role, generation, sync, updated_unix_ms }
+		ReplicaRecord { role, generation, sync, updated_unix_ms, may_lag: false }
+	}
+
+	/// The same record for a pair that may lag (see [`Self::may_lag`]).
+	pub fn lagging(mut self, may_lag: bool) -> Self {
+		self.may_lag = may_lag;
+		self
 	}
 
 	/// The object's text.
 	pub fn encode(&self) -> String {
 		format!(
-			"{HEADER}\nrole={}\ngeneration={}\nsync={}\nupdated_unix_ms={}\n",
-			self.role, self.generation, self.sync, self.updated_unix_ms
+			"{HEADER}\nrole={}\ngeneration={}\nsync={}\nupdated_unix_ms={}\nmode={}\n",
+			self.role,
+			self.generation,
+			self.sync,
+			self.updated_unix_ms,
+			if self.may_lag { "lag-when-unreachable" } else { "strict" }
 		)
 	}
 
@@ -82,6 +113,7 @@ impl ReplicaRecord {
 			return None;
 		}
 		let (mut role, mut generation, mut sync, mut updated_unix_ms) = (None, None, None, 0);
+		let mut may_lag = false;
 		for line in lines {
 			let Some((key, value)) = line.split_once('=') else { continue };
 			match key {
@@ -89,11 +121,18 @@ impl ReplicaRecord {
 				"generation" => generation = Some(value.parse().ok()?),
 				"sync" => sync = Some(SyncState::parse(value)?),
 				"updated_unix_ms" => updated_unix_ms = value.parse().ok()?,
+				"mode" => may_lag = value == "lag-when-unreachable",
 				// Fields of later versions.
 				_ => {},
 			}
 		}
-		Some(ReplicaRecord { role: role?, generation: generation?, sync: sync?, updated_unix_ms })
+		Some(ReplicaRecord {
+			role: role?,
+			generation: generation?,
+			sync: sync?,
+			updated_unix_ms,
+			may_lag,
+		})
 	}
 }
 
@@ -143,7 +182,13 @@ impl fmt::Display for SyncState {
 
 impl fmt::Display for ReplicaRecord {
 	fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-		write!(f, "{}, generation {}, replica {}", self.role, self.generation, self.sync)
+		match self.role {
+			Role::Primary => {
+				write!(f, "a primary, generation {}, its replica {}", self.generation, self.sync)
+			},
+			Role::Replica => write!(f, "a replica, generation {}, {}", self.generation, self.sync),
+			Role::Retired => write!(f, "a primary retired at generation {}", self.generation),
+		}
 	}
 }
 
@@ -155,8 +200,10 @@ mod tests {
 	fn records_round_trip_and_refuse_garbage() {
 		for role in [Role::Primary, Role::Replica, Role::Retired] {
 			for sync in [SyncState::None, SyncState::Filling, SyncState::InSync, SyncState::Stale] {
-				let record = ReplicaRecord::new(role, 7, sync);
-				assert_eq!(ReplicaRecord::parse(&record.encode()), Some(record));
+				for may_lag in [false, true] {
+					let record = ReplicaRecord::new(role, 7, sync).lagging(may_lag);
+					assert_eq!(ReplicaRecord::parse(&record.encode()), Some(record));
+				}
 			}
 		}
 		assert_eq!(ReplicaRecord::parse("role=primary\ngeneration=1\nsync=none\n"), None);

@@ -26,6 +26,8 @@
 //! - The node runs in a `NodeOnStore`, whose `stop` stops the node and closes the store: with a
 //!   bitcoind chain source ldk-node 0.7.1 never drops its clones of the store, so only closing
 //!   it releases the store's writer lease (and would let a new node start in this process).
+//! - Replica: `--replica URL` keeps a second copy of the store there (`StoreBuilder::with_replica`;
+//!   every write is acknowledged only once both copies hold it).
 //! - Local files: `--local-dir DIR` (default `./ldk-node-local`) holds the wallet seed
 //!   (`keys_seed`, created on the first run) and ldk-node's log (`ldk_node.log`). ldk-node never
 //!   puts the seed in the store, and a seed other than the one the store was made with cannot
@@ -44,10 +46,12 @@ use ldk_object_store_ldk_node::{NodeOnStore, StubBitcoind, StubEsplora};
 
 const USAGE: &str =
 	"usage: node [STORE_URL] [--esplora URL | --bitcoind-rpc USER:PASSWORD@HOST:PORT|stub] \
-	 [--local-dir DIR]\n  STORE_URL defaults to file://<current dir>/ldk-node-data";
+	 [--local-dir DIR] [--replica URL]\n  STORE_URL defaults to file://<current dir>/ldk-node-data";
 
 struct Args {
 	store_url: String,
+	/// A second copy of the store (`--replica URL`).
+	replica_url: Option<String>,
 	chain: ChainArg,
 	local_dir: PathBuf,
 }
@@ -150,6 +154,7 @@ fn parse_args() -> Result<Args, String> {
 	let mut store_url = None;
 	let mut chain = ChainArg::Esplora(None);
 	let mut local_dir = cwd.join("ldk-node-local");
+	let mut replica_url = None;
 	let mut args = std::env::args().skip(1);
 	while let Some(arg) = args.next() {
 		match arg.as_str() {
@@ -168,6 +173,10 @@ fn parse_args() -> Result<Args, String> {
 				let dir = args.next().ok_or(format!("--local-dir needs a path\n{USAGE}"))?;
 				local_dir = cwd.join(dir);
 			},
+			"--replica" => {
+				replica_url =
+					Some(args.next().ok_or(format!("--replica needs a URL\n{USAGE}"))?);
+			},
 			flag if flag.starts_with('-') => return Err(format!("unknown option {flag}\n{USAGE}")),
 			url if store_url.is_none() => store_url = Some(url.to_owned()),
 			extra => return Err(format!("unexpected argument {extra}\n{USAGE}")),
@@ -175,7 +184,7 @@ fn parse_args() -> Result<Args, String> {
 	}
 	let store_url =
 		store_url.unwrap_or_else(|| format!("file://{}", cwd.join("ldk-node-data").display()));
-	Ok(Args { store_url, chain, local_dir })
+	Ok(Args { store_url, replica_url, chain, local_dir })
 }
 
 fn main() -> ExitCode {
@@ -191,8 +200,11 @@ fn main() -> ExitCode {
 fn run() -> Result<(), String> {
 	let args = parse_args()?;
 	// The example may set up a new node: its directory is created if missing.
-	let store = StoreBuilder::from_url(&args.store_url)
-		.create_if_missing(true)
+	let mut store = StoreBuilder::from_url(&args.store_url).create_if_missing(true);
+	if let Some(replica) = &args.replica_url {
+		store = store.with_replica(StoreBuilder::from_url(replica).create_if_missing(true));
+	}
+	let store = store
 		.build()
 		.map_err(|e| format!("cannot open the store {}: {e}", args.store_url))?;
 	// The store took its prefix's writer lease when it was built (a second instance of this node

@@ -580,6 +580,36 @@ fn file_store_on_plain_threads() {
 	assert!(!outcome.timings.is_empty());
 }
 
+/// A node on a pair of local directories (`StoreBuilder::with_replica`): every key it wrote is on
+/// both copies, alike, and the replica is recorded in sync.
+#[test]
+fn file_store_with_a_replica_on_plain_threads() {
+	let dir = tempfile::tempdir().expect("temp dir");
+	let (primary, replica) = (
+		format!("file://{}/primary", dir.path().display()),
+		format!("file://{}/replica", dir.path().display()),
+	);
+	let (p, r) = (primary.clone(), replica.clone());
+	let factory: StoreFactory = Arc::new(move || {
+		StoreBuilder::from_url(&p)
+			.create_if_missing(true)
+			.with_replica(StoreBuilder::from_url(&r).create_if_missing(true))
+			.build()
+	});
+	let outcome =
+		with_deadline("replicated store lifecycle", move || lifecycle("replica", factory, None));
+	assert!(outcome.keys.contains(&key("", "", "manager")));
+	let reader = |url: &str| StoreBuilder::from_url(url).without_writer_lease().build().unwrap();
+	let (primary, replica) = (reader(&primary), reader(&replica));
+	assert_eq!(contents(&primary), contents(&replica), "both copies hold the node's keys alike");
+	let runtime = tokio::runtime::Runtime::new().unwrap();
+	let record = runtime
+		.block_on(ldk_object_store::replica::read_record(&replica))
+		.unwrap()
+		.expect("the replica's record");
+	assert_eq!(record.sync, ldk_object_store::replica::SyncState::InSync, "{record}");
+}
+
 #[test]
 fn memory_store_on_plain_threads() {
 	let factory = memory_factory();
