@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::backends::{self, Backend};
 use common::dual_flow::{dual_flow, stored_layout};
-use lightning::util::persist::KVStoreSync;
+use lightning::util::persist::{KVStoreSync, MigratableKVStore};
 use object_store::local::LocalFileSystem;
 use serde_json::Value;
 
@@ -689,4 +689,397 @@ fn parent_folders_are_searched_level_by_level_without_listing_unrelated_trees() 
 	assert!(shown.contains("searched 1000 folder(s)"), "{shown}");
 	assert!(shown.contains("stopped at 1000 folders, so some were not searched"), "{shown}");
 	assert!(!shown.contains("zz-node"), "{shown}");
+}
+
+/// One copy of a pair for the `replica` commands: the URL of a parent of node roots (node `n`
+/// is at `{url}/n`), the backend options a store built here needs, and the raw backend below
+/// it (at `backend.prefix`).
+struct Copy {
+	url: String,
+	options: Vec<(String, String)>,
+	backend: Backend,
+}
+
+impl Copy {
+	fn node(&self, name: &str) -> String {
+		format!("{}/{name}", self.url)
+	}
+
+	fn builder(&self, name: &str) -> ldk_object_store::StoreBuilder {
+		let builder = ldk_object_store::StoreBuilder::from_url(self.node(name));
+		self.options.iter().fold(builder, |builder, (key, value)| builder.with_option(key, value))
+	}
+
+	/// A store over node `name` without the writer lease, to look or change things behind the
+	/// pair's back.
+	fn view(&self, name: &str) -> ldk_object_store::ObjectKvStore {
+		self.builder(name).without_writer_lease().build().expect("a view builds")
+	}
+
+	/// Puts node `name`'s replica record as a writer of the pair would.
+	fn put_record(&self, name: &str, record: &ldk_object_store::replica::ReplicaRecord) {
+		use object_store::ObjectStoreExt;
+		let root = object_store::path::Path::from(format!("{}/{name}", self.backend.prefix));
+		let path = ldk_object_store::replica::record_path(&root);
+		let runtime = tokio::runtime::Runtime::new().unwrap();
+		runtime
+			.block_on(self.backend.object_store.put(&path, record.encode().into_bytes().into()))
+			.expect("the record is written");
+	}
+}
+
+/// A pair of copies and the command-line options that reach them: `-o` for both, then
+/// `--replica-option` for the replica's own.
+struct Pair {
+	primary: Copy,
+	replica: Copy,
+	options: Vec<String>,
+	replica_options: Vec<String>,
+}
+
+impl Pair {
+	/// `ldk-object-store [-o …] replica SUBCOMMAND ARGS… [--replica-option …]`, with no replica
+	/// from the environment.
+	fn command(&self, json: bool, args: &[impl AsRef<str>]) -> Command {
+		let mut all: Vec<String> = json.then(|| "--json".to_owned()).into_iter().collect();
+		all.extend(self.options.iter().cloned());
+		all.push("replica".into());
+		all.extend(args.iter().map(|arg| arg.as_ref().to_owned()));
+		all.extend(self.replica_options.iter().cloned());
+		let mut command = command(&all.iter().map(String::as_str).collect::<Vec<_>>());
+		command.env_remove("LDK_OBJECT_STORE_REPLICA_URL");
+		command.env_remove("LDK_OBJECT_STORE_REPLICA_OPTIONS");
+		command
+	}
+
+	fn text(&self, args: &[impl AsRef<str>]) -> Output {
+		self.command(false, args).output().expect("runs")
+	}
+
+	fn json(&self, args: &[impl AsRef<str>]) -> (i32, Value) {
+		let output = self.command(true, args).output().expect("runs");
+		let value = serde_json::from_slice(&output.stdout)
+			.unwrap_or_else(|e| panic!("{e}: {}", text(&output)));
+		(code(&output), value)
+	}
+}
+
+/// Writes two real LDK nodes' state (a channel, payments) on the primary, node roots `node-0`
+/// and `node-1`, through stores without a replica.
+fn node_data_on(primary: &Copy) {
+	let options =
+		common::ldk_flow::FlowOptions { payments: 2, force_close: false, ..Default::default() };
+	let open = |name: &str| primary.builder(name).create_if_missing(true).build().unwrap();
+	common::ldk_flow::run_persist_phase(&open, &options);
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+	use hex_conservative::DisplayHex;
+	use sha2::Digest;
+	sha2::Sha256::digest(data)[..].to_lower_hex_string()
+}
+
+/// Whether a copy's lease, as `replica status --json` shows it, is free: an unlocked directory,
+/// or a released object lease.
+fn lease_free(lease: &Value) -> bool {
+	lease["locked"] == false || lease["released"] == true
+}
+
+/// A pair of local directories.
+fn directory_pair(dir: &tempfile::TempDir) -> Pair {
+	let (primary, primary_url) = dir_backend(dir, "primary");
+	let (replica, replica_url) = dir_backend(dir, "replica");
+	Pair {
+		primary: Copy { url: primary_url, options: Vec::new(), backend: primary },
+		replica: Copy { url: replica_url, options: Vec::new(), backend: replica },
+		options: Vec::new(),
+		replica_options: Vec::new(),
+	}
+}
+
+/// `fill` copies a node's state to a new replica and records both in sync (`status` shows it,
+/// `verify` finds no difference); `verify` names a changed, a missing and an extra key (exit 1,
+/// and in JSON with sizes and digests); `fill` trusts a replica recorded in sync, `repair` does
+/// not and fixes all three; both are refused while a node runs on the pair, as `promote` is;
+/// `promote` refuses a replica recorded as filling (a fill interrupted), and promotes one in
+/// sync, after which the old primary is retired: `status` says so, and neither `fill` nor a node
+/// starts on it; the promoted copy loads as a node (`verify`).
+fn fill_verify_repair_promote(pair: &Pair) {
+	use ldk_object_store::replica::{ReplicaRecord, Role, SyncState};
+	node_data_on(&pair.primary);
+	let (primary, replica) = (pair.primary.node("node-0"), pair.replica.node("node-0"));
+	let with_replica = |args: &[&str]| {
+		let mut all: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
+		all.extend([primary.clone(), "--replica".into(), replica.clone()]);
+		all
+	};
+	let run = |args: &[&str]| pair.json(&with_replica(args));
+	let keys = MigratableKVStore::list_all_keys(&pair.primary.view("node-0")).unwrap();
+	assert!(keys.len() >= 4, "{keys:?}");
+
+	let (status, filled) = run(&["fill"]);
+	assert_eq!(status, 0, "{filled}");
+	assert_eq!(
+		(&filled["sync"], &filled["generation"], &filled["compared"]),
+		(&"in-sync".into(), &1.into(), &true.into()),
+		"{filled}"
+	);
+	assert_eq!(
+		(filled["copied"].as_u64(), filled["removed"].as_u64()),
+		(Some(keys.len() as u64), Some(0))
+	);
+	assert!(filled["passes"].as_u64() >= Some(2), "a verifying pass ends a fill: {filled}");
+	let (status, shown) = run(&["status"]);
+	assert_eq!(status, 0, "{shown}");
+	for (copy, role) in [("primary", "primary"), ("replica", "replica")] {
+		let record = &shown[copy]["record"];
+		assert_eq!((&record["role"], &record["generation"]), (&role.into(), &1.into()), "{shown}");
+		assert_eq!(record["sync"], "in-sync", "{shown}");
+		assert!(lease_free(&shown[copy]["lease"]), "{shown}");
+	}
+	let (status, verified) = run(&["verify"]);
+	assert_eq!(status, 0, "{verified}");
+	assert_eq!(verified["keys"].as_u64(), Some(keys.len() as u64), "{verified}");
+
+	// Behind the pair's back, on the replica: a changed manager, a lost monitor, a stray key.
+	let replica_view = pair.replica.view("node-0");
+	let monitor = KVStoreSync::list(&replica_view, "monitors", "").unwrap()[0].clone();
+	let manager = KVStoreSync::read(&replica_view, "", "", "manager").unwrap();
+	KVStoreSync::write(&replica_view, "", "", "manager", b"not the manager".to_vec()).unwrap();
+	KVStoreSync::remove(&replica_view, "monitors", "", &monitor, false).unwrap();
+	KVStoreSync::write(&replica_view, "stray", "", "key", b"x".to_vec()).unwrap();
+	let output = pair.text(&with_replica(&["verify"]));
+	let shown = text(&output);
+	assert_eq!(code(&output), 1, "{shown}");
+	assert!(shown.contains("//manager: contents differ"), "{shown}");
+	assert!(shown.contains(&format!("monitors//{monitor}: only on the primary")), "{shown}");
+	assert!(shown.contains("stray//key: only on the replica"), "{shown}");
+	let (status, verified) = run(&["verify"]);
+	assert_eq!(status, 1, "{verified}");
+	let differences = verified["differences"].as_array().unwrap();
+	let monitor_bytes =
+		KVStoreSync::read(&pair.primary.view("node-0"), "monitors", "", &monitor).unwrap();
+	let expected = [
+		serde_json::json!({
+			"key": "//manager",
+			"primary": { "size": manager.len(), "sha256": sha256_hex(&manager) },
+			"replica": { "size": 15, "sha256": sha256_hex(b"not the manager") },
+		}),
+		serde_json::json!({
+			"key": format!("monitors//{monitor}"),
+			"primary": { "size": monitor_bytes.len(), "sha256": sha256_hex(&monitor_bytes) },
+			"replica": null,
+		}),
+		serde_json::json!({
+			"key": "stray//key",
+			"primary": null,
+			"replica": { "size": 1, "sha256": sha256_hex(b"x") },
+		}),
+	];
+	assert_eq!(differences, &expected, "{verified}");
+
+	// `fill` trusts the record: nothing compared, the differences stay.
+	let (status, filled) = run(&["fill"]);
+	assert_eq!(
+		(status, &filled["compared"], &filled["copied"]),
+		(0, &false.into(), &0.into()),
+		"{filled}"
+	);
+	assert_eq!(run(&["verify"]).0, 1);
+
+	// While a node runs on the pair, neither `fill`, `repair` nor `promote` starts.
+	let node = pair
+		.primary
+		.builder("node-0")
+		.with_replica(pair.replica.builder("node-0"))
+		.build()
+		.unwrap();
+	// Each copy's lease is held by this process (each has an instance id of its own).
+	let (_, shown) = run(&["status"]);
+	for copy in ["primary", "replica"] {
+		let lease = &shown[copy]["lease"];
+		let ours = lease["released"] == false && lease["pid"] == std::process::id();
+		assert!(lease["locked"] == true || ours, "{shown}");
+	}
+	let promote = vec!["promote".to_owned(), replica.clone()];
+	for args in [with_replica(&["fill"]), with_replica(&["repair"]), promote] {
+		let (status, refused) = pair.json(&args);
+		assert_eq!(status, 2, "{args:?}: {refused}");
+		assert!(refused["error"].as_str().unwrap().contains("holds the"), "{args:?}: {refused}");
+	}
+	node.close_blocking();
+	drop(node);
+
+	let (status, repaired) = run(&["repair"]);
+	assert_eq!(status, 0, "{repaired}");
+	assert_eq!(
+		(&repaired["compared"], &repaired["copied"], &repaired["removed"]),
+		(&true.into(), &2.into(), &1.into()),
+		"{repaired}"
+	);
+	let (status, verified) = run(&["verify"]);
+	assert_eq!((status, &verified["differences"]), (0, &serde_json::json!([])), "{verified}");
+
+	// A replica recorded as filling, as a start that crashed during the fill leaves it, is not
+	// promoted; a fill finishes it.
+	pair.replica.put_record("node-0", &ReplicaRecord::new(Role::Replica, 1, SyncState::Filling));
+	let (status, shown) = run(&["status"]);
+	assert_eq!((status, &shown["replica"]["record"]["sync"]), (0, &"filling".into()), "{shown}");
+	let (status, refused) = pair.json(&["promote", &replica, "--primary", &primary]);
+	assert_eq!(status, 2, "{refused}");
+	let refusal = refused["error"].as_str().unwrap();
+	assert!(refusal.contains("filling") && refusal.contains("--force"), "{refused}");
+	let (status, filled) = run(&["fill"]);
+	assert_eq!((status, &filled["compared"]), (0, &true.into()), "{filled}");
+
+	let (status, promoted) = pair.json(&["promote", &replica, "--primary", &primary]);
+	assert_eq!(status, 0, "{promoted}");
+	assert_eq!(
+		(&promoted["generation"], &promoted["old_primary_retired"]),
+		(&2.into(), &true.into()),
+		"{promoted}"
+	);
+	assert_eq!(promoted["warnings"], serde_json::json!([]), "{promoted}");
+	let (_, shown) = run(&["status"]);
+	assert_eq!(
+		(&shown["primary"]["record"]["role"], &shown["primary"]["record"]["generation"]),
+		(&"retired".into(), &2.into()),
+		"{shown}"
+	);
+	assert_eq!(
+		(&shown["replica"]["record"]["role"], &shown["replica"]["record"]["sync"]),
+		(&"primary".into(), &"none".into()),
+		"{shown}"
+	);
+	let (status, refused) = run(&["fill"]);
+	assert_eq!(status, 2, "{refused}");
+	assert!(refused["error"].as_str().unwrap().contains("retired"), "{refused}");
+	let err = pair.primary.builder("node-0").build().expect_err("the old primary is retired");
+	assert!(err.to_string().contains("retired"), "{err}");
+	// The promoted copy loads as a node: its monitor with every update.
+	let mut load = vec!["--json".to_owned()];
+	load.extend(pair.options.iter().cloned());
+	load.extend(pair.replica_options.iter().map(|option| option.replace("--replica-option", "-o")));
+	load.extend(["verify".to_owned(), replica.clone()]);
+	let output = command(&load.iter().map(String::as_str).collect::<Vec<_>>()).output().unwrap();
+	assert_eq!(code(&output), 0, "{}", text(&output));
+	let loaded: Value = serde_json::from_slice(&output.stdout).unwrap();
+	assert_eq!(loaded["monitors"].as_array().map(Vec::len), Some(1), "{loaded}");
+}
+
+#[test]
+fn replica_fill_verify_repair_and_promote_on_directories() {
+	let dir = tempfile::tempdir().unwrap();
+	fill_verify_repair_promote(&directory_pair(&dir));
+}
+
+/// The same on a LocalStack primary and a SeaweedFS replica: one bucket name on two servers, so
+/// `-o aws_endpoint` (both copies) is overridden by `--replica-option aws_endpoint` (the
+/// replica's).
+#[test]
+fn replica_fill_verify_repair_and_promote_on_localstack_and_seaweedfs() {
+	let (Some(primary), Some(replica)) =
+		(backends::s3("LOCALSTACK", "cli-replica"), backends::s3("SEAWEEDFS", "cli-replica"))
+	else {
+		return;
+	};
+	let endpoint = |server: &str| std::env::var(format!("LDK_OS_TEST_{server}_ENDPOINT")).unwrap();
+	let url = |server: &str, backend: &Backend| {
+		let bucket = std::env::var(format!("LDK_OS_TEST_{server}_URL")).unwrap();
+		format!("{}/{}", bucket.trim_end_matches('/'), backend.prefix)
+	};
+	let copy = |server: &str, backend: Backend| Copy {
+		url: url(server, &backend),
+		options: vec![
+			("aws_endpoint".into(), endpoint(server)),
+			("aws_allow_http".into(), "true".into()),
+		],
+		backend,
+	};
+	let pair = Pair {
+		primary: copy("LOCALSTACK", primary),
+		replica: copy("SEAWEEDFS", replica),
+		options: vec![
+			"-o".into(),
+			format!("aws_endpoint={}", endpoint("LOCALSTACK")),
+			"-o".into(),
+			"aws_allow_http=true".into(),
+		],
+		replica_options: vec![
+			"--replica-option".into(),
+			format!("aws_endpoint={}", endpoint("SEAWEEDFS")),
+		],
+	};
+	fill_verify_repair_promote(&pair);
+}
+
+/// `detach` without the replica needs `--force` and says why; with it, it records the replica
+/// stale (not promoted) and the primary alone at the next generation, which then starts alone,
+/// and not while a node runs on it. The replica comes from `LDK_OBJECT_STORE_REPLICA_URL` when
+/// not given. And `detach` refuses to mark "stale" a replica promoted meanwhile (which would
+/// let the older primary start beside it): its record is left as it is.
+#[test]
+fn replica_detach_marks_the_replica_stale_and_leaves_a_promoted_copy_alone() {
+	let dir = tempfile::tempdir().unwrap();
+	let pair = directory_pair(&dir);
+	node_data_on(&pair.primary);
+	let (primary, replica) = (pair.primary.node("node-0"), pair.replica.node("node-0"));
+	let output = pair.text(&["fill", &primary]);
+	assert_eq!(code(&output), 2, "{}", text(&output));
+	assert!(text(&output).contains("no replica given"), "{}", text(&output));
+	assert_eq!(pair.json(&["fill", &primary, "--replica", &replica]).0, 0);
+	let from_env = pair
+		.command(true, &["status", &primary])
+		.env("LDK_OBJECT_STORE_REPLICA_URL", &replica)
+		.output()
+		.unwrap();
+	let shown: Value = serde_json::from_slice(&from_env.stdout).unwrap();
+	assert_eq!(shown["replica"]["record"]["role"], "replica", "{shown}");
+
+	let output = pair.text(&["detach", &primary]);
+	let shown = text(&output);
+	assert_eq!(code(&output), 2, "{shown}");
+	assert!(shown.contains("--force") && shown.contains("still claims to be in sync"), "{shown}");
+	let (status, detached) = pair.json(&["detach", &primary, "--replica", &replica]);
+	assert_eq!((status, &detached["generation"]), (0, &2.into()), "{detached}");
+	let (_, shown) = pair.json(&["status", &primary, "--replica", &replica]);
+	assert_eq!(
+		(&shown["primary"]["record"]["sync"], &shown["primary"]["record"]["generation"]),
+		(&"none".into(), &2.into()),
+		"{shown}"
+	);
+	assert_eq!(
+		(&shown["replica"]["record"]["sync"], &shown["replica"]["record"]["generation"]),
+		(&"stale".into(), &1.into()),
+		"{shown}"
+	);
+	assert!(shown["note"].as_str().unwrap().contains("generations differ"), "{shown}");
+	let (status, refused) = pair.json(&["promote", &replica]);
+	assert_eq!(status, 2, "{refused}");
+	assert!(refused["error"].as_str().unwrap().contains("stale"), "{refused}");
+	let alone = pair.primary.builder("node-0").build().expect("a detached primary starts alone");
+	let (status, refused) = pair.json(&["detach", &primary, "--replica", &replica]);
+	assert_eq!(status, 2, "{refused}");
+	assert!(refused["error"].as_str().unwrap().contains("holds the"), "{refused}");
+	alone.close_blocking();
+	drop(alone);
+
+	// Filled again, then promoted while the primary is out of reach (no --primary): the old
+	// primary still says it has a replica in sync.
+	assert_eq!(pair.json(&["fill", &primary, "--replica", &replica]).0, 0);
+	let (status, promoted) = pair.json(&["promote", &replica]);
+	assert_eq!((status, &promoted["old_primary_retired"]), (0, &false.into()), "{promoted}");
+	let output = pair.text(&["promote", &replica]);
+	assert_eq!(code(&output), 2, "{}", text(&output));
+	assert!(text(&output).contains("already a primary"), "{}", text(&output));
+	let (status, refused) = pair.json(&["detach", &primary, "--replica", &replica]);
+	assert_eq!(status, 2, "{refused}");
+	assert!(refused["error"].as_str().unwrap().contains("not this primary's replica"), "{refused}");
+	let (_, shown) = pair.json(&["status", &primary, "--replica", &replica]);
+	assert_eq!(
+		(&shown["replica"]["record"]["role"], &shown["replica"]["record"]["generation"]),
+		(&"primary".into(), &3.into()),
+		"the promoted copy's record was changed: {shown}"
+	);
+	assert_eq!(shown["primary"]["record"]["generation"], 2, "{shown}");
 }

@@ -29,7 +29,7 @@ pub(crate) struct Args {
 	yes: bool,
 }
 
-fn info_json(info: &LeaseInfo) -> serde_json::Value {
+pub(crate) fn info_json(info: &LeaseInfo) -> serde_json::Value {
 	json!({
 		"instance": info.instance,
 		"host": info.host,

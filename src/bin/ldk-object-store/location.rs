@@ -127,6 +127,18 @@ pub(crate) fn no_node_objects(url: &str, objects: usize) -> String {
 	)
 }
 
+/// The command's `-o` options for one of its locations: they are meant for cloud stores, and a
+/// local directory or memory store takes none.
+pub(crate) fn cloud_options<'a>(
+	url: &str, options: &'a [(String, String)],
+) -> &'a [(String, String)] {
+	if url.starts_with("file:") || url.starts_with("memory:") {
+		&[]
+	} else {
+		options
+	}
+}
+
 /// The local directory of a `file://` URL.
 pub(crate) fn local_dir(url: &str) -> Option<std::path::PathBuf> {
 	let parsed = Url::parse(url).ok()?;

@@ -1,7 +1,8 @@
 //! `ldk-object-store`: migrate, inspect, verify and clean up an LDK node's state in object storage.
 //!
-//! Exit codes: 0 all good, 1 problems found (verify, gc, doctor, migrate conflicts), 2 the command
-//! could not run (bad arguments, a location with no node data, unreachable store).
+//! Exit codes: 0 all good, 1 problems found (verify, gc, doctor, migrate conflicts, replica
+//! verify), 2 the command could not run or was refused (bad arguments, a location with no node
+//! data, unreachable store, a lease held by a running node, a replica promotion refused).
 
 mod credentials;
 mod doctor;
@@ -11,6 +12,7 @@ mod location;
 mod ls;
 mod migrate;
 mod output;
+mod replica;
 mod roots;
 mod verify;
 
@@ -29,8 +31,9 @@ use output::Output;
 /// variables (AWS_ENDPOINT for MinIO, LocalStack, SeaweedFS). An encrypted store needs its key in
 /// LDK_OBJECT_STORE_ENCRYPTION_KEY (and LDK_OBJECT_STORE_ENCRYPT_NAMES=true if names are).
 ///
-/// Exit codes: 0 clean, 1 problems found, 2 the command could not run (bad arguments, a location
-/// with no node data, an unreachable store).
+/// Exit codes: 0 clean, 1 problems found, 2 the command could not run or was refused (bad
+/// arguments, a location with no node data, an unreachable store, a lease held by a running
+/// node).
 #[derive(Debug, Parser)]
 #[command(name = "ldk-object-store", version)]
 struct Cli {
@@ -65,6 +68,10 @@ enum Command {
 	/// Show who holds the writer lease of a node's prefix, and until when; --break takes it
 	/// away from a holder that is certainly dead.
 	Lease(lease::Args),
+	/// A second copy of the node's state in another region, cloud or directory: show both
+	/// copies' records (status), fill or repair the replica, compare the copies (verify),
+	/// promote the replica when the primary is lost, or detach it.
+	Replica(replica::Args),
 }
 
 fn parse_option(raw: &str) -> Result<(String, String), String> {
@@ -88,6 +95,12 @@ fn open_writer(url: &str, options: &[(String, String)]) -> Result<ObjectKvStore,
 fn open_with(
 	url: &str, options: &[(String, String)], lease: bool,
 ) -> Result<ObjectKvStore, String> {
+	builder(url, options, lease)?.build().map_err(|e| cannot_open(url, e))
+}
+
+/// The builder [`open_with`] builds: the command's backend options, the encryption key from the
+/// environment, and with `lease` the writer lease (and a missing `file://` directory created).
+fn builder(url: &str, options: &[(String, String)], lease: bool) -> Result<StoreBuilder, String> {
 	let mut builder = StoreBuilder::from_url(url).create_if_missing(lease);
 	if !lease {
 		builder = builder.without_writer_lease();
@@ -95,10 +108,12 @@ fn open_with(
 	for (key, value) in options {
 		builder = builder.with_option(key.clone(), value.clone());
 	}
-	let cannot_open =
-		|e: ldk_object_store::ConfigError| format!("cannot open {}: {e}", output::redact(url));
 	// An encrypted node's store needs its key: LDK_OBJECT_STORE_ENCRYPTION_KEY (hex).
-	builder.with_encryption_from_env().map_err(cannot_open)?.build().map_err(cannot_open)
+	builder.with_encryption_from_env().map_err(|e| cannot_open(url, e))
+}
+
+fn cannot_open(url: &str, e: ldk_object_store::ConfigError) -> String {
+	format!("cannot open {}: {e}", output::redact(url))
 }
 
 /// Opens a location that must already exist, for a command that reads it (or, with `writer`,
@@ -136,6 +151,7 @@ fn main() -> ExitCode {
 			Command::Gc(args) => gc::run(args, &cli.options, &out).await,
 			Command::Doctor(args) => doctor::run(args, &cli.options, &out).await,
 			Command::Lease(args) => lease::run(args, &cli.options, &out).await,
+			Command::Replica(args) => replica::run(args, &cli.options, &out).await,
 		}
 	});
 	// A request abandoned at a timeout may still be waiting for an answer: do not wait for it.

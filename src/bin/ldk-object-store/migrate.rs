@@ -8,6 +8,7 @@ use lightning::io::ErrorKind;
 use lightning::util::persist::{KVStore, MigratableKVStore};
 use serde_json::json;
 
+use crate::location;
 use crate::output::{redact, CommandResult, Outcome, Output};
 
 #[derive(Debug, clap::Args)]
@@ -51,22 +52,11 @@ async fn copy_one(
 	Ok(CopyResult::Copied)
 }
 
-/// The `-o` options for one side of a migration: they are meant for its cloud store, and a local
-/// directory or memory store takes none.
-fn options_for<'a>(url: &str, options: &'a [(String, String)]) -> &'a [(String, String)] {
-	let local = url.starts_with("file:") || url.starts_with("memory:");
-	if local {
-		&[]
-	} else {
-		options
-	}
-}
-
 pub(crate) async fn run(args: &Args, options: &[(String, String)], out: &Output) -> CommandResult {
 	let from_url = crate::location::url(&args.from)?;
 	let to_url = crate::location::url(&args.to)?;
 	let (from_options, to_options) =
-		(options_for(&from_url, options), options_for(&to_url, options));
+		(location::cloud_options(&from_url, options), location::cloud_options(&to_url, options));
 	if !options.is_empty() && from_options.is_empty() && to_options.is_empty() {
 		return Err("-o options are for cloud stores, and neither store is one".to_owned());
 	}
