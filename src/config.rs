@@ -467,7 +467,8 @@ impl StoreBuilder {
 					Err(err) => {
 						// A refused start leaves the primary's lease free for the next one.
 						if let Some(lease) = lease {
-							let limit = self.retry.attempt_timeout + std::time::Duration::from_secs(1);
+							let limit =
+								self.retry.attempt_timeout + std::time::Duration::from_secs(1);
 							store.spawn(lease.close(limit)).await;
 						}
 						return Err(err);

@@ -888,7 +888,10 @@ impl Core {
 		let path = crate::replica::record_path(self.keys.root());
 		let bytes = Bytes::from(text);
 		self.attempt_mutation(span, Operation::Write, crate::replica::REPLICA_RECORD, || {
-			futures::TryFutureExt::map_ok(self.writer.put(&path, PutPayload::from(bytes.clone())), drop)
+			futures::TryFutureExt::map_ok(
+				self.writer.put(&path, PutPayload::from(bytes.clone())),
+				drop,
+			)
 		})
 		.await
 	}
@@ -1134,7 +1137,9 @@ impl Core {
 	async fn delete_objects(&self, span: &Span, paths: &[Path], target: &str) -> Result<(), Error> {
 		let result = self
 			.attempt_mutation(span, Operation::Remove, target, || async {
-				let locations = futures::stream::iter(paths.to_vec().into_iter().map(Ok)).boxed();
+				// The stream must own its paths ('static).
+				let owned: Vec<Path> = paths.to_vec();
+				let locations = futures::stream::iter(owned.into_iter().map(Ok)).boxed();
 				let mut deleted = self.writer.delete_stream(locations);
 				while let Some(outcome) = deleted.next().await {
 					match outcome {

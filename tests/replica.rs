@@ -474,9 +474,8 @@ async fn lag_mode_goes_on_without_the_replica_and_catches_up_when_it_answers() {
 	};
 	let err = replica::promote(replica_alone(), None, false).await.unwrap_err();
 	assert!(err.to_string().contains("may lag"), "{err}");
-	let err = replica::promote(replica_alone(), Some(pair.unpaired_builder()), false)
-		.await
-		.unwrap_err();
+	let err =
+		replica::promote(replica_alone(), Some(pair.unpaired_builder()), false).await.unwrap_err();
 	assert!(err.to_string().contains("writer lease"), "{err}");
 
 	// It answers again: the journal's keys are repaired, a verifying pass runs, in sync again.
@@ -498,9 +497,8 @@ async fn lag_mode_goes_on_without_the_replica_and_catches_up_when_it_answers() {
 	assert_eq!(p.map(|p| (p.sync, p.may_lag)), Some((SyncState::InSync, true)));
 	assert_eq!(r.map(|r| (r.sync, r.may_lag)), Some((SyncState::InSync, true)));
 	// Now, with the node stopped, the primary's word allows the promotion.
-	let promoted = replica::promote(replica_alone(), Some(pair.unpaired_builder()), false)
-		.await
-		.unwrap();
+	let promoted =
+		replica::promote(replica_alone(), Some(pair.unpaired_builder()), false).await.unwrap();
 	assert!(promoted.old_primary_retired, "{promoted:?}");
 }
 

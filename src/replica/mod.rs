@@ -59,7 +59,7 @@ use crate::error::ConfigError;
 use crate::{Error, ObjectKvStore};
 
 pub use compare::{compare, Difference, ObjectDigest};
-pub use promote::{detach, promote, read_record, Promoted};
+pub use promote::{detach, journal, promote, read_record, Promoted};
 pub(crate) use record::journal_key;
 pub use record::{
 	journal_path, record_path, ReplicaRecord, Role, SyncState, JOURNAL_FOLDER, REPLICA_RECORD,
@@ -274,13 +274,14 @@ pub(crate) async fn start(store: &ObjectKvStore, repair: bool) -> Result<(), Con
 		},
 	}
 	let in_sync = !repair
-		&& primary.as_ref().is_some_and(|record| {
-			record.sync == SyncState::InSync && record.may_lag == may_lag
-		}) && replica.as_ref().is_some_and(|record| {
-		record.role == Role::Replica
-			&& record.sync == SyncState::InSync
-			&& record.generation == generation
-	});
+		&& primary
+			.as_ref()
+			.is_some_and(|record| record.sync == SyncState::InSync && record.may_lag == may_lag)
+		&& replica.as_ref().is_some_and(|record| {
+			record.role == Role::Replica
+				&& record.sync == SyncState::InSync
+				&& record.generation == generation
+		});
 	if in_sync {
 		tracker.update(|health| {
 			health.generation = generation;

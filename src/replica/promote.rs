@@ -24,6 +24,12 @@ pub async fn read_record(store: &ObjectKvStore) -> Result<Option<ReplicaRecord>,
 	read_own(store, false).await
 }
 
+/// The keys the journal of a store's own location names: those written or removed while its
+/// replica lagged ([`ReplicaMode::LagWhenUnreachable`](super::ReplicaMode)), not yet repaired.
+pub async fn journal(store: &ObjectKvStore) -> Result<Vec<crate::keys::KvKey>, ConfigError> {
+	store.start_list_journal().await.map_err(ConfigError::from_store)
+}
+
 /// Makes the replica at `replica` the primary, when the primary is lost:
 ///
 /// 1. takes the writer lease on the replica's location, under the takeover rules (refused while
@@ -174,10 +180,13 @@ pub async fn detach(
 			let marked = async {
 				// Never demote a copy that is not this primary's replica (one promoted since).
 				match read_own(&replica, false).await? {
-					Some(record) if record.role != Role::Replica || record.generation > generation => {
+					Some(record)
+						if record.role != Role::Replica || record.generation > generation =>
+					{
 						return Err(ConfigError::Replica(format!(
-							"the replica's location holds {record}, not a replica of this \
-							 primary (generation {generation}): nothing changed"
+							"the replica's location is not this primary's replica: it holds \
+							 {record}, and the primary is at generation {generation}. Nothing was \
+							 changed; if it was promoted, run the node on it"
 						)))
 					},
 					_ => {},

@@ -246,6 +246,8 @@ struct Seen {
 	locked: Option<bool>,
 	/// An object lease, if there is one.
 	lease: Option<LeaseInfo>,
+	/// Keys the journal names: written while the replica lagged, not yet repaired.
+	journal: usize,
 }
 
 async fn look(side: &Side) -> Result<Seen, String> {
@@ -266,7 +268,11 @@ async fn look(side: &Side) -> Result<Seen, String> {
 			(None, held)
 		},
 	};
-	Ok(Seen { record, locked, lease })
+	let journal = replica::journal(&store)
+		.await
+		.map_err(|e| format!("reading the replica journal of {}: {e}", side.shown()))?
+		.len();
+	Ok(Seen { record, locked, lease, journal })
 }
 
 fn record_json(record: &ReplicaRecord) -> Value {
@@ -275,6 +281,7 @@ fn record_json(record: &ReplicaRecord) -> Value {
 		"generation": record.generation,
 		"sync": record.sync.to_string(),
 		"updated_unix_ms": record.updated_unix_ms,
+		"mode": if record.may_lag { "lag-when-unreachable" } else { "strict" },
 	})
 }
 
@@ -354,6 +361,13 @@ fn seen_text(name: &str, side: &Side, seen: &Seen) -> String {
 			let _ = writeln!(text, "  record: {}", record_text(record));
 			let _ = writeln!(text, "          {}", meaning(record));
 			let _ = writeln!(text, "  updated: {}", ago(record.updated_unix_ms));
+			if record.may_lag {
+				let _ = writeln!(
+					text,
+					"  mode: lag-when-unreachable; journal: {} key(s) the replica misses",
+					seen.journal
+				);
+			}
 		},
 		None => {
 			let _ =
@@ -390,6 +404,7 @@ fn seen_json(side: &Side, seen: &Seen) -> Value {
 		"url": side.shown(),
 		"record": seen.record.as_ref().map(record_json),
 		"lease": lease,
+		"journal_keys": seen.journal,
 	})
 }
 
@@ -691,28 +706,6 @@ async fn detach(
 		out.report(&text, value);
 		return Ok(Outcome::Clean);
 	};
-	// `replica::detach` marks the replica stale whatever its record says: check first that it is
-	// this primary's replica, not a copy promoted meanwhile (demoting it would let this older
-	// primary start beside it).
-	let replica_record = replica::read_record(&replica.reader().await?)
-		.await
-		.map_err(|e| format!("reading the replica record of {}: {e}", replica.shown()))?;
-	let primary_record = replica::read_record(&primary.reader().await?)
-		.await
-		.map_err(|e| format!("reading the replica record of {}: {e}", primary.shown()))?;
-	if let Some(record) = &replica_record {
-		let newer = primary_record.as_ref().is_none_or(|own| record.generation > own.generation);
-		if record.role != Role::Replica || newer {
-			return Err(format!(
-				"{} is not this primary's replica (its record: {}; the primary's: {}): nothing \
-				 was changed. If it was promoted, run the node on it, not on {}",
-				replica.shown(),
-				record_text(record),
-				primary_record.as_ref().map_or_else(|| "none".to_owned(), record_text),
-				primary.shown()
-			));
-		}
-	}
 	let generation =
 		replica::detach(primary.builder(true)?, Some(replica.builder(false)?))
 			.await
