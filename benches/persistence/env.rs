@@ -148,6 +148,18 @@ pub fn kv_reader(
 	builder(backend, prefix, max_in_flight).without_writer_lease().build().expect("store builds")
 }
 
+/// [`kv_store`] over `primary` with a replica at the same prefix of `replica` (every write and
+/// remove sent to both; see `ldk_object_store::replica`). Its start reads both copies' records,
+/// and fills the replica in the background unless it is recorded in sync.
+pub fn kv_pair(
+	primary: &Arc<dyn ObjectStore>, replica: &Arc<dyn ObjectStore>, prefix: &str,
+	max_in_flight: usize,
+) -> ObjectKvStore {
+	let replica = StoreBuilder::from_store(Arc::clone(replica)).with_prefix(prefix);
+	let pair = builder(primary, prefix, max_in_flight).with_replica(replica);
+	pair.build().expect("the pair builds")
+}
+
 fn builder(backend: &Arc<dyn ObjectStore>, prefix: &str, max_in_flight: usize) -> StoreBuilder {
 	StoreBuilder::from_store(Arc::clone(backend))
 		.with_prefix(prefix)

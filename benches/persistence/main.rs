@@ -9,7 +9,7 @@
 //! Options: `--smoke` / `--full` (profile), `--write-md FILE`, `--rtt-ms N` (simulated round trip),
 //! `--fixtures DIR` (default `target/bench-fixtures`), `--regen` (regenerate the fixtures),
 //! `--include FILE` (a markdown section written by another program, such as `benches/ldk-0.3`),
-//! `--only startup,workload,updates,overhead` (sections), `--ldk-sample N` (measure LDK's sequential
+//! `--only local,startup,workload,updates,overhead,replica` (sections), `--ldk-sample N` (measure LDK's sequential
 //! startup on N monitors and extrapolate, instead of all of them), `--no-localstack`.
 //! LocalStack runs when `LDK_OS_TEST_LOCALSTACK_URL` / `_ENDPOINT` are set
 //! (`eval "$(./localstack/servers.sh env)"`), and is skipped with a note otherwise.
@@ -27,6 +27,7 @@ mod flow;
 mod latency;
 mod local_dir;
 mod overhead;
+mod replica;
 mod report;
 mod sections;
 mod setup;
@@ -47,7 +48,9 @@ use backend::Backend;
 use fixtures::FixtureSet;
 use flow::{GenParams, SizeTarget};
 use report::{secs, Report};
-use sections::{overhead_section, startup_section, updates_section, workload_section, Findings};
+use sections::{
+	overhead_section, replica_section, startup_section, updates_section, workload_section, Findings,
+};
 use setup::{describe_setup, machine, reproduce_line};
 use verdict::{closing, targets};
 
@@ -312,6 +315,9 @@ fn main() {
 	}
 	if wants(&args, "overhead") {
 		overhead_section(&args, &memory, server.as_ref(), &mut report, &mut findings);
+	}
+	if wants(&args, "replica") {
+		replica_section(&args, &set, ldk, &mut report, &mut findings);
 	}
 	for path in &args.include {
 		let section = std::fs::read_to_string(path)

@@ -32,6 +32,8 @@ pub(crate) struct Findings {
 	pub(crate) workload: Option<crate::workload::WorkloadFinding>,
 	/// Requests per second of this crate's fastest load and of LDK's on LocalStack.
 	pub(crate) localstack_rates: Option<(f64, f64)>,
+	/// A replica beside the primary: latency, startup, fill and cost.
+	pub(crate) replica: Option<crate::replica::ReplicaFinding>,
 }
 
 pub(crate) struct StartupFinding {
@@ -379,4 +381,18 @@ pub(crate) fn overhead_section(
 	memory.control.set_rtt(rtt);
 	let with_rtt = overhead::run(memory, "rtt", ops / 2, concurrent, 64, rounds.min(3)).table;
 	report.add(with_rtt);
+}
+
+pub(crate) fn replica_section(
+	args: &Args, set: &FixtureSet, ldk: &'static env::Ldk, report: &mut Report,
+	findings: &mut Findings,
+) {
+	let channels = startup_channels(set);
+	let mut tables = Vec::new();
+	let finding =
+		crate::replica::run(args, &channels, findings.workload.as_ref(), ldk, &mut tables);
+	for table in tables {
+		report.add(table);
+	}
+	findings.replica = Some(finding);
 }

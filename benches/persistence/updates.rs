@@ -203,12 +203,24 @@ fn sequential(
 	ldk: &'static Ldk,
 ) -> LatencyResult {
 	let store = backend.kv(prefix, 32);
-	let persister = AnyPersister::new(writer, &store, ldk, 32);
+	let latencies = timed_updates(&store, writer, fixture, n, ldk, || backend.reset_counts());
+	let counts = backend.counts();
+	LatencyResult { writer, latencies, requests: counts.requests(), bytes_put: counts.bytes_put }
+}
+
+/// The latency of each of the first `n` updates of `fixture`'s channel through `writer` over
+/// `store`, each waited for before the next. The channel's monitor is written first, then
+/// `reset` runs (to reset the request counters), then the timed updates.
+pub fn timed_updates(
+	store: &ObjectKvStore, writer: Writer, fixture: &ChannelFixture, n: usize, ldk: &'static Ldk,
+	reset: impl FnOnce(),
+) -> Vec<Duration> {
+	let persister = AnyPersister::new(writer, store, ldk, 32);
 	let monitor = decode_monitor(fixture, ldk);
 	let name = monitor.persistence_key();
 	expect_status(writer, persister.persist_new(&monitor));
 	persister.wait_completions(1);
-	backend.reset_counts();
+	reset();
 	let mut latencies = Vec::with_capacity(n);
 	for bytes in &fixture.updates[..n] {
 		let update = decode_update(bytes);
@@ -218,8 +230,7 @@ fn sequential(
 		let done = persister.wait_completions(1).unwrap_or_else(Instant::now);
 		latencies.push(done - started);
 	}
-	let counts = backend.counts();
-	LatencyResult { writer, latencies, requests: counts.requests(), bytes_put: counts.bytes_put }
+	latencies
 }
 
 /// Full-monitor writes of one monitor size with no round trip: the time each takes and the bytes

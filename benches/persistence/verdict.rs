@@ -229,6 +229,28 @@ pub(crate) fn targets(args: &Args, report: &mut Report, findings: &Findings) {
 			why,
 		});
 	}
+	if let Some(r) = &findings.replica {
+		if let Some(worst) = r.latency.iter().max_by(|a, b| a.1.partial_cmp(&b.1).expect("no NaN"))
+		{
+			let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+			report.target(Target {
+				what: format!(
+					"one update's latency with a replica ({} ms primary, {} ms replica) against \
+					 the primary alone at the slower round trip (this crate, mean)",
+					ms(r.rtt.0),
+					ms(r.rtt.1)
+				),
+				goal: "≤ 1.1×".into(),
+				measured: format!("{} at worst ({})", ratio(worst.1), worst.0.name()),
+				met: worst.1 <= 1.1,
+				applies: main_scale,
+				why: format!(
+					"each write goes to both copies at once and completes when both hold it: the \
+					 slower copy's round trip, not the sum{scale_note}"
+				),
+			});
+		}
+	}
 	match &findings.overhead {
 		Some(overheads) => {
 			let worst = overheads
@@ -378,6 +400,36 @@ pub(crate) fn closing(report: &mut Report, f: &Findings) {
 			 one-at-a-time reads. Its startup times measure that capacity, not round trips, so \
 			 the speed-up there is small; the simulated store stands for a cloud store's round \
 			 trips."
+		));
+	}
+	if let Some(r) = &f.replica {
+		let (fill, startup) = (&r.fill, &r.startup);
+		lines.push(format!(
+			"- **A replica.** Writes go to both copies at once: an update took {} the time it \
+			 takes with the primary alone at the replica's round trip. A new replica of {} \
+			 objects was filled in {} ({:.0} objects a second, {} its round-trip bound: the fill \
+			 compares {FILL} keys at once, and each needs 3 round trips over the copying and the \
+			 verifying pass). The next startup read the primary only ({} requests to the \
+			 replica during the load; {} against {} alone). Every write is paid twice: {:.3} \
+			 requests per payment instead of {:.3}, ${:.2} per million payments instead of \
+			 ${:.2}.",
+			r.latency
+				.iter()
+				.map(|(w, x)| format!("{} ({})", ratio(*x), w.name()))
+				.collect::<Vec<_>>()
+				.join(" and "),
+			report::count(fill.keys),
+			secs(fill.elapsed),
+			fill.keys as f64 / fill.elapsed.as_secs_f64(),
+			ratio(fill.elapsed.as_secs_f64() / fill.bound.as_secs_f64()),
+			startup.replica_requests,
+			secs(startup.paired),
+			secs(startup.alone),
+			r.per_payment.1,
+			r.per_payment.0,
+			r.dollars_per_million.1,
+			r.dollars_per_million.0,
+			FILL = crate::replica::FILL_CONCURRENCY,
 		));
 	}
 	lines.push(format!(

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bitcoin::{BlockHash, Txid};
-use ldk_object_store::{LoadMode, PersisterConfig};
+use ldk_object_store::{LoadMode, ObjectKvStore, PersisterConfig};
 use lightning::chain::chainmonitor::{ChainMonitor, Persist};
 use lightning::chain::{ChannelMonitorUpdateStatus, Filter, Watch, WatchedOutput};
 use lightning::sign::{InMemorySigner, KeysManager, NodeSigner};
@@ -80,12 +80,13 @@ fn bursts(counts: &[usize]) -> Vec<(usize, usize)> {
 	plan
 }
 
-/// One persister's working life: the channels registered, then every update in `plan`, each
-/// completed before the next. Returns the `ChainMonitor` and the requests the updates made.
+/// One persister's working life: the channels registered, then `reset` (of the request
+/// counters), then every update in `plan`, each completed before the next. Returns the
+/// `ChainMonitor`.
 fn drive<'p, P: Persist<InMemorySigner>>(
-	persister: &'p P, backend: &Backend, channels: &[ChannelFixture], plan: &[(usize, usize)],
-	counts: &[usize], ldk: &'static Ldk,
-) -> (Monitors<'p, P>, Counts) {
+	persister: &'p P, channels: &[ChannelFixture], plan: &[(usize, usize)], counts: &[usize],
+	ldk: &'static Ldk, reset: impl FnOnce(),
+) -> Monitors<'p, P> {
 	let no_chain: &'static NoChain = &NoChain;
 	let monitors = ChainMonitor::new(
 		Some(no_chain),
@@ -113,7 +114,7 @@ fn drive<'p, P: Persist<InMemorySigner>>(
 		.zip(counts)
 		.map(|(c, n)| c.updates[..*n].iter().map(|u| decode_update(u)).collect())
 		.collect();
-	backend.reset_counts();
+	reset();
 	let mut next = vec![0; channels.len()];
 	for &(channel, burst) in plan {
 		for update in &decoded[channel][next[channel]..next[channel] + burst] {
@@ -127,17 +128,50 @@ fn drive<'p, P: Persist<InMemorySigner>>(
 		}
 		next[channel] += burst;
 	}
-	(monitors, backend.counts())
+	monitors
+}
+
+/// The workload's updates: how many each channel makes, their order, their total, and the
+/// updates per payment (node 0's monitor update id after its warm-up payments over each channel,
+/// divided by those payments, from the fixtures).
+pub struct Life {
+	counts: Vec<usize>,
+	plan: Vec<(usize, usize)>,
+	pub total: u64,
+	pub per_payment: f64,
+}
+
+impl Life {
+	pub fn of(channels: &[ChannelFixture], updates: usize) -> Life {
+		let counts = counts(channels.len(), updates);
+		let plan = bursts(&counts);
+		let total = counts.iter().map(|c| *c as u64).sum();
+		let (ids, payments) = channels
+			.iter()
+			.fold((0u64, 0u64), |(i, p), c| (i + c.update_id, p + u64::from(c.payments_before)));
+		let per_payment = if payments > 0 { ids as f64 / payments as f64 } else { 1.0 };
+		Life { counts, plan, total, per_payment }
+	}
+
+	/// The working life through this crate's persister with no configuration over `store`;
+	/// `reset` runs once every channel is registered.
+	pub fn live(
+		&self, store: &ObjectKvStore, channels: &[ChannelFixture], ldk: &'static Ldk,
+		reset: impl FnOnce(),
+	) {
+		let persister = ours(store, ldk, PersisterConfig::default());
+		drop(drive(&persister, channels, &self.plan, &self.counts, ldk, reset));
+	}
 }
 
 /// Requests of the PUT class (PUT, LIST and the POST of a batch delete) and of the GET class;
 /// single DELETEs are free.
-fn priced(c: &Counts, batch_deletes: bool) -> (u64, u64) {
+pub fn priced(c: &Counts, batch_deletes: bool) -> (u64, u64) {
 	let deletes = if batch_deletes { c.delete_requests } else { 0 };
 	(c.puts + c.lists + deletes, c.gets + c.other)
 }
 
-fn dollars(c: &Counts, batch_deletes: bool) -> f64 {
+pub fn dollars(c: &Counts, batch_deletes: bool) -> f64 {
 	let (put_class, get_class) = priced(c, batch_deletes);
 	put_class as f64 * PUT_CLASS_PER_REQUEST + get_class as f64 * GET_CLASS_PER_REQUEST
 }
@@ -153,6 +187,8 @@ pub struct WorkloadFinding {
 	pub write_bytes_vs_ldk: f64,
 	/// (bound, this crate's load, LDK's per-monitor read from `bound` threads).
 	pub at_bound: Vec<(usize, Duration, Duration)>,
+	/// The requests of this crate's persister with no configuration over the updates.
+	pub ours_counts: Counts,
 }
 
 pub fn run(
@@ -160,21 +196,15 @@ pub fn run(
 	ldk: &'static Ldk,
 ) -> (Vec<Table>, WorkloadFinding) {
 	let n = channels.len();
-	let counts = counts(n, updates);
-	let plan = bursts(&counts);
-	let total: u64 = counts.iter().map(|c| *c as u64).sum();
-	// Payments per update, from the fixtures: node 0's monitor update id after its warm-up
-	// payments over each channel, divided by those payments.
-	let (ids, payments) = channels
-		.iter()
-		.fold((0u64, 0u64), |(i, p), c| (i + c.update_id, p + u64::from(c.payments_before)));
-	let per_payment = if payments > 0 { ids as f64 / payments as f64 } else { 1.0 };
+	let life = Life::of(channels, updates);
+	let (counts, plan, total, per_payment) =
+		(&life.counts, &life.plan, life.total, life.per_payment);
 	let rtt = backend.control.rtt();
 	let ours_prefix = backend.prefix("workload-ours");
 	let ldk_prefix = backend.prefix("workload-ldk");
 	let expected: HashMap<String, u64> = channels
 		.iter()
-		.zip(&counts)
+		.zip(counts)
 		.map(|(c, n)| (c.key.clone(), c.update_id + *n as u64))
 		.collect();
 
@@ -183,8 +213,9 @@ pub fn run(
 	// This crate, with no configuration, over a store with the store's default bound.
 	let ours_store = backend.kv(&ours_prefix, ldk_object_store::config::DEFAULT_MAX_IN_FLIGHT);
 	let ours_persister = ours(&ours_store, ldk, PersisterConfig::default());
-	let (ours_monitors, ours_counts) =
-		drive(&ours_persister, backend, channels, &plan, &counts, ldk);
+	let ours_monitors =
+		drive(&ours_persister, channels, plan, counts, ldk, || backend.reset_counts());
+	let ours_counts = backend.counts();
 	// A crash here leaves the store as it is: load it as a restart would.
 	backend.control.set_rtt(rtt);
 	let crashed = load_ours(backend, &ours_prefix, 128, ldk, &expected);
@@ -202,15 +233,18 @@ pub fn run(
 		ldk_object_store::config::DEFAULT_MAX_IN_FLIGHT,
 	);
 	let unfenced_persister = ours(&unfenced_store, ldk, PersisterConfig::default());
-	let (unfenced_monitors, unfenced_counts) =
-		drive(&unfenced_persister, backend, channels, &plan, &counts, ldk);
+	let unfenced_monitors =
+		drive(&unfenced_persister, channels, plan, counts, ldk, || backend.reset_counts());
+	let unfenced_counts = backend.counts();
 	drop(unfenced_monitors);
 	drop(unfenced_persister);
 	drop(unfenced_store);
 
 	let ldk_store = backend.kv(&ldk_prefix, 64);
 	let ldk_persister = theirs(&ldk_store, ldk, MAX_PENDING);
-	let (ldk_monitors, ldk_counts) = drive(&ldk_persister, backend, channels, &plan, &counts, ldk);
+	let ldk_monitors =
+		drive(&ldk_persister, channels, plan, counts, ldk, || backend.reset_counts());
+	let ldk_counts = backend.counts();
 	drop(ldk_monitors);
 	drop(ldk_persister);
 	drop(ldk_store);
@@ -373,6 +407,7 @@ pub fn run(
 		startup_requests_per_monitor_listed: listed.1.requests() as f64 / n as f64,
 		write_bytes_vs_ldk: ours_counts.bytes_put as f64 / ldk_counts.bytes_put.max(1) as f64,
 		at_bound,
+		ours_counts,
 	};
 	(vec![writes, startup, cost], finding)
 }
