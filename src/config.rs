@@ -445,7 +445,11 @@ impl StoreBuilder {
 					self.retry.clone(),
 				);
 				match store.spawn(acquiring).await {
-					Some(result) => Some(result?),
+					Some(result) => {
+						let lease = result?;
+						store.keep_renewed(&lease);
+						Some(lease)
+					},
 					None => return Err(stopped("taking the writer lease")),
 				}
 			},

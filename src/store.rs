@@ -192,6 +192,12 @@ impl ObjectKvStore {
 		self
 	}
 
+	/// Whether the instance before this one may have ended with requests in flight (see
+	/// `LeaseState::predecessor_crashed`).
+	pub(crate) fn predecessor_crashed(&self) -> bool {
+		self.core.lease.predecessor_crashed.load(std::sync::atomic::Ordering::SeqCst)
+	}
+
 	/// The state of a pair that may lag.
 	pub(crate) fn replica_lag(&self) -> Option<&Arc<crate::replica::Lag>> {
 		self.core.lag.as_ref()
@@ -202,28 +208,35 @@ impl ObjectKvStore {
 		self.replica.as_ref()
 	}
 
-	/// Makes every write and remove depend on `lease`, keeps it renewed on the store's runtime,
-	/// and closes the store when the last clone is dropped. With a replica, losing either lease
-	/// loses both: an instance that cannot renew on one copy writes to neither.
+	/// Makes every write and remove depend on `lease` (kept renewed from when it was taken, see
+	/// [`Self::keep_renewed`]), and closes the store when the last clone is dropped. With a
+	/// replica that has a lease of its own, losing either lease loses both: an instance that
+	/// cannot renew on one copy writes to neither. A pair that may lag has one lease, the
+	/// primary's, for both copies.
 	pub(crate) fn with_lease(mut self, lease: Arc<LeaseState>) -> Self {
 		let mut core = Core::clone(&self.core);
 		core.lease = Arc::clone(&lease);
+		if let (Some(replica), Some(_)) = (&core.replica, &core.lag) {
+			let mut replica = Core::clone(replica);
+			replica.lease = Arc::clone(&lease);
+			core.replica = Some(Arc::new(replica));
+		}
 		self.core = Arc::new(core);
-		drop(self.runtime.spawn(Arc::clone(&lease).keep()));
-		let mut leases = vec![lease];
-		if let Some(replica) = &self.core.replica {
-			leases.push(Arc::clone(&replica.lease));
-			drop(
-				self.runtime.spawn(LeaseState::lose_together(
-					Arc::clone(&leases[0]),
-					Arc::clone(&leases[1]),
-				)),
-			);
+		let leases = self.core.leases();
+		if let [primary, replica] = &leases[..] {
+			let together = LeaseState::lose_together(Arc::clone(primary), Arc::clone(replica));
+			drop(self.runtime.spawn(together));
 		}
 		let limit = self.core.close_limit();
 		self.lease_guard =
 			Some(Arc::new(lease::Guard::new(leases, Arc::clone(&self.runtime), limit)));
 		self
+	}
+
+	/// Renews `lease` on the store's runtime from now on: at once when it is taken, since taking
+	/// the replica's may take a watch longer than the lease's validity.
+	pub(crate) fn keep_renewed(&self, lease: &Arc<LeaseState>) {
+		drop(self.runtime.spawn(Arc::clone(lease).keep()));
 	}
 
 	/// The writer lease this store holds (`None` if it was built without one): whether it is

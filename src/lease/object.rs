@@ -347,6 +347,8 @@ pub(crate) async fn acquire_object(
 	let mut me = LeaseInfo::new_for_this_process(config.ttl)?;
 	let read_lease = || with_policy(&retry, &clock, || read_unbounded(reader.as_ref(), &path));
 	let mut contended = 0;
+	// Whether the lease this instance takes was left unreleased by its last holder.
+	let mut crashed = false;
 	// When the first put was sent: one whose answer was lost may have landed any time after.
 	let mut first_put: Option<std::time::Duration> = None;
 	let (version, sent) = loop {
@@ -399,6 +401,8 @@ pub(crate) async fn acquire_object(
 					}
 				}
 				me.generation = holder.generation + 1;
+				// Not released: its holder ended without closing (a crash, a kill, a partition).
+				crashed = !holder.is_released();
 				PutMode::Update(version)
 			},
 		};
@@ -436,6 +440,7 @@ pub(crate) async fn acquire_object(
 			valid_until: Some(sent + config.validity()),
 		},
 	);
+	state.predecessor_crashed.store(crashed, std::sync::atomic::Ordering::SeqCst);
 	// Renew once at once: it proves that the backend replaces conditionally, before the node
 	// relies on it (a local directory creates conditionally but cannot replace). A failed
 	// request may have landed (its answer lost): the next try recognizes its own object.

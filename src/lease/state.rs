@@ -70,6 +70,10 @@ pub(crate) struct LeaseState {
 	/// Set when a write found the lease's trust run out before the renewal task did: that task
 	/// then finds out why.
 	pub(super) trust_ran_out: AtomicBool,
+	/// Whether the instance before this one may have ended with requests in flight: it left an
+	/// object lease unreleased, or the lease is a `file://` lock, which cannot tell. A replica is
+	/// then compared in full at the start (a write cut off by the crash may be on one copy).
+	pub(crate) predecessor_crashed: AtomicBool,
 }
 
 impl std::fmt::Debug for LeaseState {
@@ -89,6 +93,7 @@ impl std::fmt::Debug for LeaseState {
 
 impl LeaseState {
 	pub(super) fn new(kind: Kind, config: LeaseConfig, held: Held) -> Arc<Self> {
+		let kind_is_file = matches!(kind, Kind::File { .. });
 		Arc::new(LeaseState {
 			kind,
 			config,
@@ -100,6 +105,7 @@ impl LeaseState {
 			wake: Notify::new(),
 			renewals: RenewalStats::default(),
 			trust_ran_out: AtomicBool::new(false),
+			predecessor_crashed: AtomicBool::new(kind_is_file),
 		})
 	}
 

@@ -26,7 +26,10 @@
 //! one) and copied or removed where they differ. The fill repeats until a whole pass finds no
 //! difference (the verifying pass), and only then records the replica in sync, on the replica
 //! first, then on the primary. A fill interrupted by a crash starts again at the next start and
-//! copies only what still differs. [`ObjectKvStore::replica_health`] shows its progress.
+//! copies only what still differs. [`ObjectKvStore::replica_health`] shows its progress. A start
+//! after an instance that ended without closing (its lease left unreleased; always on `file://`,
+//! whose lock cannot tell) compares the replica in full as well: a write cut off by the crash
+//! may have reached one copy only, and the node may read it from the primary and build on it.
 //!
 //! # Key layout
 //! Besides the writer lease (`<root>/.ldk-object-store-lease`), each copy holds one record at
@@ -273,7 +276,10 @@ pub(crate) async fn start(store: &ObjectKvStore, repair: bool) -> Result<(), Con
 			}
 		},
 	}
+	// After a crash a write cut off midway may be on one copy only (never acknowledged, but the
+	// node may read it from the primary and build on it): compare everything again.
 	let in_sync = !repair
+		&& !store.predecessor_crashed()
 		&& primary
 			.as_ref()
 			.is_some_and(|record| record.sync == SyncState::InSync && record.may_lag == may_lag)

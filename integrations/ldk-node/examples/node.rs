@@ -174,8 +174,7 @@ fn parse_args() -> Result<Args, String> {
 				local_dir = cwd.join(dir);
 			},
 			"--replica" => {
-				replica_url =
-					Some(args.next().ok_or(format!("--replica needs a URL\n{USAGE}"))?);
+				replica_url = Some(args.next().ok_or(format!("--replica needs a URL\n{USAGE}"))?);
 			},
 			flag if flag.starts_with('-') => return Err(format!("unknown option {flag}\n{USAGE}")),
 			url if store_url.is_none() => store_url = Some(url.to_owned()),
@@ -204,9 +203,8 @@ fn run() -> Result<(), String> {
 	if let Some(replica) = &args.replica_url {
 		store = store.with_replica(StoreBuilder::from_url(replica).create_if_missing(true));
 	}
-	let store = store
-		.build()
-		.map_err(|e| format!("cannot open the store {}: {e}", args.store_url))?;
+	let store =
+		store.build().map_err(|e| format!("cannot open the store {}: {e}", args.store_url))?;
 	// The store took its prefix's writer lease when it was built (a second instance of this node
 	// is refused there). Should the lease ever be lost, every write fails; stop at once rather
 	// than run on as a node that can no longer persist.
