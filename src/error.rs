@@ -462,7 +462,8 @@ pub enum ConfigError {
 	/// text says why and what to do; see [`crate::replica`]).
 	#[error("replica: {0}")]
 	Replica(String),
-	/// A local directory could not be created, or the store's runtime could not start.
+	/// A local directory could not be created, the running mark of a `file://` store with a
+	/// replica could not be placed, or the store's runtime could not start.
 	#[error("{what}: {source}")]
 	Io {
 		/// What was being done.

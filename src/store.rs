@@ -192,6 +192,23 @@ impl ObjectKvStore {
 		self
 	}
 
+	/// Places a `file://` store's running mark (see `LeaseState::mark_running`), off the
+	/// runtime's workers.
+	pub(crate) async fn mark_running(&self) -> Result<(), crate::error::ConfigError> {
+		let lease = Arc::clone(&self.core.lease);
+		let marked = self
+			.runtime
+			.handle()
+			.spawn_blocking(move || lease.mark_running())
+			.await
+			.map_err(|err| std::io::Error::other(err.to_string()))
+			.and_then(|marked| marked);
+		marked.map_err(|source| crate::error::ConfigError::Io {
+			what: "placing the store's running mark".into(),
+			source,
+		})
+	}
+
 	/// Whether the instance before this one may have ended with requests in flight (see
 	/// `LeaseState::predecessor_crashed`).
 	pub(crate) fn predecessor_crashed(&self) -> bool {

@@ -153,6 +153,9 @@ pub const LEASE_OBJECT: &str = ".ldk-object-store-lease";
 /// The name of the lock file of a `file://` store on systems where a directory cannot be locked
 /// (on Unix the directory itself is locked), below its root prefix.
 pub const LOCK_FILE: &str = ".ldk-object-store-lock#0";
+/// The file a `file://` store with a replica keeps in its directory while it runs, below its
+/// root prefix: found at a start, it says the store before ended without draining (a crash).
+pub const RUNNING_MARK: &str = ".ldk-object-store-running";
 
 const HEADER: &str = "ldk-object-store writer lease v1";
 
@@ -167,6 +170,7 @@ pub(crate) fn is_lease_path(root: &Path, path: &Path) -> bool {
 		(Some(name), None) => {
 			name == PathPart::from(LEASE_OBJECT)
 				|| name == PathPart::from(LOCK_FILE)
+				|| name == PathPart::from(RUNNING_MARK)
 				|| name == PathPart::from(crate::replica::REPLICA_RECORD)
 		},
 		(Some(folder), Some(_)) => folder == PathPart::from(crate::replica::JOURNAL_FOLDER),
@@ -564,10 +568,12 @@ mod tests {
 	}
 
 	#[test]
-	fn only_the_lease_object_and_lock_file_are_skipped() {
+	fn only_the_stores_own_files_are_skipped() {
 		let root = Path::from("node");
 		assert!(is_lease_path(&root, &lease_path(&root)));
 		assert!(is_lease_path(&root, &root.clone().join(LOCK_FILE)));
+		assert!(is_lease_path(&root, &root.clone().join(RUNNING_MARK)));
+		assert!(is_lease_path(&root, &root.clone().join(crate::replica::REPLICA_RECORD)));
 		assert!(!is_lease_path(&root, &Path::from("node/manager")));
 		assert!(!is_lease_path(&root, &Path::from("node/x/.ldk-object-store-lease")));
 		assert!(!is_lease_path(&root, &Path::from("other/.ldk-object-store-lease")));

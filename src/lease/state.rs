@@ -71,8 +71,9 @@ pub(crate) struct LeaseState {
 	/// then finds out why.
 	pub(super) trust_ran_out: AtomicBool,
 	/// Whether the instance before this one may have ended with requests in flight: it left an
-	/// object lease unreleased, or the lease is a `file://` lock, which cannot tell. A replica is
-	/// then compared in full at the start (a write cut off by the crash may be on one copy).
+	/// object lease unreleased, or the running mark of a `file://` lock (see `mark_running`). A
+	/// replica is then compared in full at the start (a write cut off by the crash may be on one
+	/// copy).
 	pub(crate) predecessor_crashed: AtomicBool,
 }
 
@@ -93,7 +94,6 @@ impl std::fmt::Debug for LeaseState {
 
 impl LeaseState {
 	pub(super) fn new(kind: Kind, config: LeaseConfig, held: Held) -> Arc<Self> {
-		let kind_is_file = matches!(kind, Kind::File { .. });
 		Arc::new(LeaseState {
 			kind,
 			config,
@@ -105,7 +105,7 @@ impl LeaseState {
 			wake: Notify::new(),
 			renewals: RenewalStats::default(),
 			trust_ran_out: AtomicBool::new(false),
-			predecessor_crashed: AtomicBool::new(kind_is_file),
+			predecessor_crashed: AtomicBool::new(false),
 		})
 	}
 
@@ -382,6 +382,20 @@ impl LeaseState {
 	/// How many requests are in flight.
 	pub(super) fn in_flight(&self) -> usize {
 		self.mutations.len()
+	}
+
+	/// For a `file://` lock, whose release by the OS does not tell a crash from a clean stop:
+	/// places the directory's running mark and records whether one was left by the store before
+	/// (`predecessor_crashed`). Blocks on the disk; does nothing for other kinds of lease.
+	pub(crate) fn mark_running(&self) -> std::io::Result<()> {
+		let Kind::File { dir } = &self.kind else { return Ok(()) };
+		let Some(locked) = dir.lock().unwrap_or_else(|p| p.into_inner()).clone() else {
+			return Ok(());
+		};
+		if locked.mark_running()? {
+			self.predecessor_crashed.store(true, std::sync::atomic::Ordering::SeqCst);
+		}
+		Ok(())
 	}
 
 	/// Keeps a `file://` store's directory locked until the process ends: a request that could

@@ -27,9 +27,10 @@
 //! difference (the verifying pass), and only then records the replica in sync, on the replica
 //! first, then on the primary. A fill interrupted by a crash starts again at the next start and
 //! copies only what still differs. [`ObjectKvStore::replica_health`] shows its progress. A start
-//! after an instance that ended without closing (its lease left unreleased; always on `file://`,
-//! whose lock cannot tell) compares the replica in full as well: a write cut off by the crash
-//! may have reached one copy only, and the node may read it from the primary and build on it.
+//! after an instance that ended without closing (its lease left unreleased; on `file://`, whose
+//! OS lock ends alike at a crash and at a clean stop, its running mark left in the directory)
+//! compares the replica in full as well: a write cut off by the crash may have reached one copy
+//! only, and the node may read it from the primary and build on it.
 //!
 //! # Key layout
 //! Besides the writer lease (`<root>/.ldk-object-store-lease`), each copy holds one record at
@@ -44,7 +45,9 @@
 //! ```
 //!
 //! A copy's role is `primary`, `replica` or `retired` (a primary whose replica was promoted);
-//! `sync` is, on a primary, its replica's state, and on a replica, its own.
+//! `sync` is, on a primary, its replica's state, and on a replica, its own. A `file://` primary
+//! also holds `<root>/.ldk-object-store-running`, an empty file, while a store with a replica
+//! runs on it (see above).
 //!
 //! [`StoreBuilder::with_replica`]: crate::StoreBuilder::with_replica
 
@@ -223,6 +226,7 @@ pub(crate) async fn start(store: &ObjectKvStore, repair: bool) -> Result<(), Con
 		.ok_or_else(|| ConfigError::Replica("the store was built without its replica".into()))?;
 	let lag = store.replica_lag().cloned();
 	let may_lag = lag.is_some();
+	store.mark_running().await?;
 	let primary = read_own(store, false).await?;
 	let generation = match &primary {
 		None => 1,
