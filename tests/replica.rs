@@ -416,6 +416,106 @@ fn ldk_flow_then_promote(make_pair: impl Fn(&str) -> Backend) {
 	assert!(restarted.monitor_count() >= 2, "{}", restarted.monitor_count());
 }
 
+/// A node whose primary is lost restarts from its promoted replica and pays again: node 0 runs on
+/// a memory pair (channel, payments, its manager written); its primary's objects are deleted, the
+/// replica promoted; node 0 is reloaded from the promoted copy alone (LDK's own
+/// `read_channel_monitors` and `ChannelManager` read, the monitors equal to the live ones), its
+/// new `ChainMonitor` persisting there; it reconnects to node 1 and both pay again, and the new
+/// payments' monitor updates are on the promoted copy.
+#[test]
+fn a_node_restarted_from_its_promoted_replica_pays_again() {
+	use common::ldk_flow::{check_stored_monitors, open_channel, pay, write_manager};
+	use lightning::get_monitor;
+	use lightning::ln::functional_test_utils::*;
+	use lightning::ln::msgs::BaseMessageHandler;
+	use lightning::util::persist::read_channel_monitors;
+	use lightning::util::ser::Writeable;
+	use lightning::util::test_utils::TestChainMonitor;
+
+	let pair = memory_pair("pays-again");
+	let store = pair.store();
+	let peer = backends::memory("pays-again-peer").store();
+	let chanmon_cfgs = create_chanmon_cfgs(2);
+	let mut node_cfgs = create_node_cfgs(2, &chanmon_cfgs);
+	for (i, persister) in [&store, &peer].into_iter().enumerate() {
+		node_cfgs[i].chain_monitor = TestChainMonitor::new(
+			Some(&chanmon_cfgs[i].chain_source),
+			&chanmon_cfgs[i].tx_broadcaster,
+			&chanmon_cfgs[i].logger,
+			&chanmon_cfgs[i].fee_estimator,
+			persister,
+			&chanmon_cfgs[i].keys_manager,
+		);
+	}
+	// Declared before the managers and nodes, which borrow them after the reload.
+	let promoted;
+	let new_chain_monitor;
+	let chanmgrs = create_node_chanmgrs(2, &node_cfgs, &[None, None]);
+	let reloaded;
+	let mut nodes = create_network(2, &node_cfgs, &chanmgrs);
+	for node in &nodes {
+		*node.connect_style.borrow_mut() = ConnectStyle::FullBlockViaListen;
+	}
+	let channel_id = open_channel(&nodes, 1_000_000);
+	for n in 0..4 {
+		pay(&nodes[n % 2], &nodes[1 - n % 2], 1_000_000 + n as u64 * 1_000, n as u64, None);
+	}
+	write_manager(&nodes[0], &store);
+	nodes[1].node.peer_disconnected(nodes[0].node.get_our_node_id());
+
+	// Node 0's primary is lost; its replica is promoted.
+	store.close_blocking();
+	let runtime = tokio::runtime::Runtime::new().unwrap();
+	runtime.block_on(async {
+		let listed: Vec<_> = futures::TryStreamExt::try_collect(
+			pair.object_store.list(Some(&Path::from(pair.prefix.clone()))),
+		)
+		.await
+		.unwrap();
+		assert!(!listed.is_empty());
+		for object in listed {
+			pair.object_store.delete(&object.location).await.unwrap();
+		}
+		replica::promote(pair.replica_builder(), None, false).await.unwrap();
+	});
+	promoted = pair.replica_builder().build().unwrap();
+
+	// The promoted copy's monitors equal the live ones, at the live update ids.
+	let before = check_stored_monitors("node 0 on the promoted copy", &nodes[0], &promoted);
+	let manager = KVStoreSync::read(&promoted, "", "", "manager").unwrap();
+	let monitors =
+		read_channel_monitors(&promoted, nodes[0].keys_manager, nodes[0].keys_manager).unwrap();
+	let [(_, monitor)] = &monitors[..] else { panic!("one monitor: {}", monitors.len()) };
+	let stored = monitor.encode();
+	new_chain_monitor = TestChainMonitor::new(
+		Some(nodes[0].chain_source),
+		nodes[0].tx_broadcaster,
+		nodes[0].logger,
+		nodes[0].fee_estimator,
+		&promoted,
+		nodes[0].keys_manager,
+	);
+	nodes[0].chain_monitor = &new_chain_monitor;
+	reloaded = _reload_node(&nodes[0], test_default_channel_config(), &manager, &[&stored]);
+	nodes[0].node = &reloaded;
+	nodes[0].onion_messenger.set_offers_handler(&reloaded);
+	nodes[0].onion_messenger.set_async_payments_handler(&reloaded);
+	// A reload replays the claim of the last payment node 0 received (its event is handed out
+	// again, as after any restart); handling it releases the channel's held monitor updates.
+	for event in nodes[0].node.get_and_clear_pending_events() {
+		assert!(matches!(event, lightning::events::Event::PaymentClaimed { .. }), "{event:?}");
+	}
+	reconnect_nodes(ReconnectArgs::new(&nodes[0], &nodes[1]));
+
+	for n in 4..8 {
+		pay(&nodes[n % 2], &nodes[1 - n % 2], 1_000_000 + n as u64 * 1_000, n as u64, None);
+	}
+	let after = check_stored_monitors("node 0 after paying again", &nodes[0], &promoted);
+	let live_id = get_monitor!(nodes[0], channel_id).get_latest_update_id();
+	assert_eq!(after.iter().map(|(_, id)| *id).collect::<Vec<_>>(), vec![live_id]);
+	assert!(after[0].1 > before[0].1, "the new payments were persisted: {before:?} {after:?}");
+}
+
 #[test]
 fn ldk_flow_on_memory_pairs_survives_losing_the_primary() {
 	ldk_flow_then_promote(memory_pair);
