@@ -6,9 +6,11 @@
 //! call before it on the same key has finished. This is stronger than LDK's own version counters:
 //! a stale write is never sent at all after a newer one, the store has at most one attempt per
 //! key outstanding at a time, and a read sees every write that was called before it. Different
-//! keys do not wait for each other. (An attempt abandoned on its timeout may still be delivered by
-//! the network later; fencing makes the server refuse it once anything newer landed, and on a
-//! local directory writes and removes are never abandoned: see `store.rs`.)
+//! keys do not wait for each other. (An attempt abandoned on its timeout, or whose answer was
+//! lost, may still be delivered by the network later: its operation therefore ends only once the
+//! lease's safety margin, the longest a request may stay in the network, has passed since, so the
+//! key's next operation never runs beside it. On a local directory writes and removes are never
+//! abandoned: see `store.rs`.)
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1299,10 +1299,12 @@ impl Core {
 		Fut: Future<Output = Result<T, object_store::Error>>,
 	{
 		let started = Instant::now();
+		let abandoned = crate::lease::Abandoned::default();
 		let (result, attempts) = self
 			.retry
 			.run(|| {
 				let request = request();
+				let abandoned = &abandoned;
 				async move {
 					let _permits = self.permits().await;
 					if !mutation {
@@ -1310,13 +1312,20 @@ impl Core {
 					}
 					let permit = self.lease.enter()?;
 					if self.untimed_mutations {
-						permit.run(request).await
+						permit.run(request, abandoned).await
 					} else {
-						permit.run(self.retry.timed(request)).await
+						permit.run(self.retry.timed(request), abandoned).await
 					}
 				}
 			})
 			.await;
+		// An attempt abandoned without an answer may still land, up to the safety margin later:
+		// the operation ends (and the key's next one starts) only after that, so that a late
+		// request can never undo a later operation on the key. Fencing cannot stop every such
+		// request: a remove is never conditional, and a create-only put lands after a remove.
+		if let Some(at) = abandoned.at() {
+			self.lease.wait_out(at).await;
+		}
 		finish(span, operation, target, started, attempts, result)
 	}
 }

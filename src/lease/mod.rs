@@ -146,7 +146,7 @@ pub use file::directory_is_locked;
 pub(crate) use guard::{close_all, Guard};
 pub(crate) use object::acquire_object;
 pub use object::{break_lease, read_lease, BreakOutcome};
-pub(crate) use state::LeaseState;
+pub(crate) use state::{Abandoned, LeaseState};
 
 /// The name of the lease object below the root prefix.
 pub const LEASE_OBJECT: &str = ".ldk-object-store-lease";

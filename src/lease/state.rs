@@ -369,6 +369,13 @@ impl LeaseState {
 		let Some(abandoned) = *self.last_abandoned.lock().unwrap_or_else(|p| p.into_inner()) else {
 			return;
 		};
+		self.wait_out(abandoned).await;
+	}
+
+	/// Waits until the safety margin has passed since `abandoned` (on the trust clock), the
+	/// longest a request abandoned then may still take to land, while the lease is trusted.
+	/// Once trust has ended nothing of this instance may be acknowledged anyway.
+	pub(crate) async fn wait_out(&self, abandoned: Duration) {
 		let until = abandoned + self.config.safety_margin;
 		loop {
 			let now = self.config.clock.trust_now();
@@ -426,12 +433,26 @@ impl std::fmt::Debug for Mutation {
 	}
 }
 
+/// When the last attempt of one operation was abandoned without an answer (on the trust clock),
+/// if one was: that request may still land, up to the safety margin later.
+#[derive(Debug, Default)]
+pub(crate) struct Abandoned(Mutex<Option<Duration>>);
+
+impl Abandoned {
+	/// The time of the last abandoned attempt, if any.
+	pub(crate) fn at(&self) -> Option<Duration> {
+		*self.0.lock().unwrap_or_else(|p| p.into_inner())
+	}
+}
+
 impl Mutation {
 	/// Runs `request` under this permit: it is dropped unanswered when the lease's trust ends
 	/// (or the lease is lost) before it finishes, and then fails as
-	/// [`FailureKind::LeaseLost`].
+	/// [`FailureKind::LeaseLost`]. A request that ends without an answer (timed out, cut, or its
+	/// answer lost) is noted in `abandoned`.
 	pub(crate) async fn run<T>(
 		mut self, request: impl std::future::Future<Output = Result<T, object_store::Error>>,
+		abandoned: &Abandoned,
 	) -> Result<T, object_store::Error> {
 		let (outcome, answered) = tokio::select! {
 			// A fixed order: the takeover model replays a schedule from its seed.
@@ -449,6 +470,10 @@ impl Mutation {
 			},
 		};
 		self.answered = answered;
+		if !answered {
+			*abandoned.0.lock().unwrap_or_else(|p| p.into_inner()) =
+				Some(self.state.config.clock.trust_now());
+		}
 		outcome
 	}
 }
