@@ -128,6 +128,8 @@ pub struct LinkState {
 	lose_next_lease: AtomicBool,
 	/// Requests on the lease object land, their answers are lost.
 	lose_lease_answers: AtomicBool,
+	/// Every request on the lease object is lost (a lease task that sends nothing more).
+	lose_lease_requests: AtomicBool,
 }
 
 impl std::ops::Deref for Link {
@@ -183,6 +185,7 @@ impl Link {
 			lose_next_data_answer: AtomicBool::new(false),
 			lose_next_lease: AtomicBool::new(false),
 			lose_lease_answers: AtomicBool::new(false),
+			lose_lease_requests: AtomicBool::new(false),
 		}))
 	}
 }
@@ -221,6 +224,12 @@ impl LinkState {
 		self.lose_lease_answers.store(lose, Ordering::SeqCst);
 	}
 
+	/// Loses every request on the lease object from now on (`false`: no more): as if the lease
+	/// task that renews through this link were frozen, while data requests go on.
+	pub fn lose_lease_requests(&self, lose: bool) {
+		self.lose_lease_requests.store(lose, Ordering::SeqCst);
+	}
+
 	/// Answers every request with `error` (`None`: normal again).
 	pub fn fail_with(&self, error: Option<fn() -> object_store::Error>) {
 		*self.failing.lock().unwrap() = error;
@@ -256,7 +265,8 @@ impl LinkState {
 		}
 		plan.there = there;
 		plan.lost = rng.f64() < faults.lose_request
-			|| (is_lease(path) && self.lose_next_lease.swap(false, Ordering::SeqCst));
+			|| (is_lease(path) && self.lose_next_lease.swap(false, Ordering::SeqCst))
+			|| (is_lease(path) && self.lose_lease_requests.load(Ordering::SeqCst));
 		plan.answer_lost = rng.f64() < faults.lose_answer
 			|| (is_lease(path) && self.lose_lease_answers.load(Ordering::SeqCst))
 			|| (!is_lease(path) && self.lose_next_data_answer.swap(false, Ordering::SeqCst));
