@@ -67,7 +67,7 @@ use tokio::time::{sleep, Instant};
 /// The keys the instances write and remove.
 const KEYS: [&str; 6] = ["k0", "k1", "k2", "k3", "k4", "k5"];
 /// Keys a fill schedule starts with besides [`KEYS`], never written afterwards.
-const STATE_KEYS: usize = 16;
+const STATE_KEYS: usize = 12;
 
 /// The timings of one kind of run.
 #[derive(Debug, Clone)]
@@ -104,7 +104,7 @@ impl Timing {
 			attempt: Duration::from_secs(2),
 			bound: Duration::from_secs(9),
 			horizon: Duration::from_secs(240),
-			gap: Duration::from_millis(800),
+			gap: Duration::from_secs(1),
 			latency: Duration::from_millis(5)..Duration::from_millis(80),
 			hold: Duration::from_secs(1)..Duration::from_secs(40),
 			mild_hold: Duration::from_millis(500)..Duration::from_secs(6),
@@ -153,8 +153,9 @@ impl Timing {
 		let scale = if harsh { 1.0 } else { 0.4 };
 		let mut hold_for = if harsh { self.hold.clone() } else { self.mild_hold.clone() };
 		if !self.late_attempts {
-			// Every held request lands or dies within its sender's attempt timeout.
-			let cap = self.attempt.mul_f64(0.9);
+			// Every held request lands or dies within its sender's attempt timeout (with the
+			// latency and a duplicate's delay, see `World::set_faults`).
+			let cap = self.attempt.mul_f64(0.75);
 			hold_for = hold_for.start.min(cap / 2)..hold_for.end.min(cap);
 		}
 		Faults {
@@ -362,8 +363,12 @@ impl World {
 	}
 
 	fn set_faults(&mut self, links: &(Link, Link), harsh: bool) {
-		links.0.set_faults(self.timing.faults(&mut self.rng, harsh));
-		links.1.set_faults(self.timing.faults(&mut self.rng, harsh));
+		for link in [&links.0, &links.1] {
+			link.set_faults(self.timing.faults(&mut self.rng, harsh));
+			if !self.timing.late_attempts {
+				link.duplicate_within(Some(self.timing.attempt / 10));
+			}
+		}
 	}
 
 	fn clock(&mut self) -> Arc<TestClock> {
@@ -526,14 +531,31 @@ fn show(value: &Option<Vec<u8>>) -> String {
 	}
 }
 
-/// Waits until the store records its replica in sync; `Ok(false)` if it lost its lease first
-/// or the horizon came (a schedule that checks less), `Err` never.
+/// Waits until the store records its replica in sync; `false` if it lost its lease first or
+/// the horizon came (a schedule that checks less).
 async fn in_sync(store: &ObjectKvStore, until: Instant) -> bool {
-	tokio::select! {
-		biased;
-		done = store.replica_in_sync(|_| {}) => done.is_ok(),
-		() = tokio::time::sleep_until(until) => false,
-	}
+	health_in_sync(store, until).await.is_some()
+}
+
+/// [`in_sync`], with the replica's health then and the objects the fill had copied or removed
+/// when its last pass started (so the last pass changed nothing if they are still as many).
+async fn health_in_sync(
+	store: &ObjectKvStore, until: Instant,
+) -> Option<(replica::ReplicaHealth, u64)> {
+	let mut last_pass_base = 0;
+	let health = {
+		let waiting = store.replica_in_sync(|health| {
+			if health.keys_checked == 0 && health.sync != SyncState::InSync {
+				last_pass_base = health.copied + health.removed;
+			}
+		});
+		tokio::select! {
+			biased;
+			done = waiting => done.ok(),
+			() = tokio::time::sleep_until(until) => None,
+		}
+	};
+	health.map(|health| (health, last_pass_base))
 }
 
 /// Writes again every key whose last operation failed, as LDK retries a failed write, until each
@@ -693,7 +715,10 @@ async fn promotion(world: &mut World) -> Result<Summary, String> {
 	let Some(promoted) = promoted else {
 		// A keeps renewing on R (or got back in time): the promotion is refused all along.
 		if matches!(cut, Cut::Replica | Cut::Primary | Cut::Both | Cut::FreezeLeases) {
-			return Err(format!("{what}: A cannot renew on R, yet R was never promoted"));
+			return Err(format!(
+				"{what}: A was cut off from a copy, yet R was never promoted (A's lease on R \
+				 ends with its lease on P)"
+			));
 		}
 		work.finish().await;
 		a.close().await;
@@ -703,12 +728,12 @@ async fn promotion(world: &mut World) -> Result<Summary, String> {
 	if promoted.generation != 2 || promoted.old_primary_retired != with_primary {
 		return Err(format!("{what}: the promotion says {promoted:?}"));
 	}
-	let took = world
-		.lease_taken(&world.net_r, "operator")
-		.ok_or_else(|| format!("{what}: R was promoted without a lease put landing"))?;
-	if a_lease.is_held() {
-		return Err(format!("{what}: R was promoted while A still trusts its lease"));
-	}
+	// The promotion's lease put on R (checked below: first the data tell what a promotion
+	// without it does).
+	let promoted_at = Instant::now();
+	let lease_put = world.lease_taken(&world.net_r, "operator");
+	let took = lease_put.unwrap_or(promoted_at);
+	let a_trusted = a_lease.is_held();
 
 	// B starts on R alone: the promotion released R's lease.
 	let (_, link_b) = world.links("B");
@@ -779,6 +804,12 @@ async fn promotion(world: &mut World) -> Result<Summary, String> {
 			}
 		}
 	}
+	if a_trusted {
+		return Err(format!("{what}: R was promoted while A still trusted its lease"));
+	}
+	if lease_put.is_none() {
+		return Err(format!("{what}: R was promoted without a lease put landing"));
+	}
 	summary.a_landed += world
 		.net_r
 		.landed()
@@ -813,7 +844,7 @@ async fn fill(world: &mut World) -> Result<Summary, String> {
 
 	// A starts with R empty; its link to R is slower, so that the fill runs for a while.
 	let links_a = world.links("A");
-	let slow = timing.latency.start * 2..timing.latency.end * 3;
+	let slow = timing.latency.start * 2..timing.latency.end * 2;
 	let clock_a = world.clock();
 	let a = world
 		.pair(&links_a, &clock_a, ReplicaMode::Strict)
@@ -826,13 +857,21 @@ async fn fill(world: &mut World) -> Result<Summary, String> {
 	links_a.1.set_faults(r_faults);
 	let history = History::new("A");
 	let work = Workload::start(&a, &history, world.rng.u64(..), timing.gap / 4);
-	let synced = in_sync(&a, horizon).await;
+	let synced = health_in_sync(&a, horizon).await;
 	// The writes stop a moment after (their last ones may still run during a verifying pass).
 	sleep(timing.gap.mul_f64(world.rng.f64() * 3.0)).await;
 	work.finish().await;
-	if !synced {
+	let Some((health, last_pass_base)) = synced else {
 		a.close().await;
 		return Ok(summary);
+	};
+	// P's state was copied, and the pass that ended the fill found nothing more to copy or
+	// remove (a fill that failed midway starts again at pass 1, which may then be that pass).
+	if health.copied == 0 || health.copied + health.removed != last_pass_base {
+		return Err(format!(
+			"{what}: recorded in sync without a verifying pass: {health:?}, {last_pass_base} objects \
+			 copied or removed before its last pass"
+		));
 	}
 	summary.ops += history.ops().len();
 	// Now: a key whose last operation was acknowledged is at its value on both copies; only a
@@ -1021,7 +1060,7 @@ async fn lag(world: &mut World) -> Result<Summary, String> {
 	world.set_faults(&links_a, false);
 	let a_lease = a.writer_lease().expect("A holds a lease");
 	let history = History::new("A");
-	let work = Workload::start(&a, &history, world.rng.u64(..), timing.gap * 2);
+	let work = Workload::start(&a, &history, world.rng.u64(..), timing.gap * 3);
 	sleep(timing.horizon.mul_f64(world.rng.f64() / 8.0)).await;
 
 	// R becomes unreachable from A.

@@ -130,6 +130,8 @@ pub struct LinkState {
 	lose_lease_answers: AtomicBool,
 	/// Every request on the lease object is lost (a lease task that sends nothing more).
 	lose_lease_requests: AtomicBool,
+	/// The most a duplicate lands after its request (`None`: as long as a hold).
+	duplicate_within: Mutex<Option<Duration>>,
 }
 
 impl std::ops::Deref for Link {
@@ -186,6 +188,7 @@ impl Link {
 			lose_next_lease: AtomicBool::new(false),
 			lose_lease_answers: AtomicBool::new(false),
 			lose_lease_requests: AtomicBool::new(false),
+			duplicate_within: Mutex::new(None),
 		}))
 	}
 }
@@ -230,6 +233,11 @@ impl LinkState {
 		self.lose_lease_requests.store(lose, Ordering::SeqCst);
 	}
 
+	/// Lands every duplicate within `within` of its request (`None`: within a hold, the default).
+	pub fn duplicate_within(&self, within: Option<Duration>) {
+		*self.duplicate_within.lock().unwrap() = within;
+	}
+
 	/// Answers every request with `error` (`None`: normal again).
 	pub fn fail_with(&self, error: Option<fn() -> object_store::Error>) {
 		*self.failing.lock().unwrap() = error;
@@ -245,7 +253,10 @@ impl LinkState {
 		let mut there = between(&faults.latency);
 		let back = between(&faults.latency);
 		let hold_for = between(&faults.hold_for);
-		let duplicate_after = between(&faults.hold_for);
+		let mut duplicate_after = between(&faults.hold_for);
+		if let Some(within) = *self.duplicate_within.lock().unwrap() {
+			duplicate_after = duplicate_after.min(within);
+		}
 		let mut plan = Plan { there, back, lost: false, answer_lost: false, duplicate_after: None };
 		if !mutation {
 			return plan;
