@@ -128,6 +128,10 @@ pub struct LinkState {
 	lose_next_lease: AtomicBool,
 	/// Requests on the lease object land, their answers are lost.
 	lose_lease_answers: AtomicBool,
+	/// Every request on the lease object is lost (a lease task that sends nothing more).
+	lose_lease_requests: AtomicBool,
+	/// The most a duplicate lands after its request (`None`: as long as a hold).
+	duplicate_within: Mutex<Option<Duration>>,
 }
 
 impl std::ops::Deref for Link {
@@ -183,6 +187,8 @@ impl Link {
 			lose_next_data_answer: AtomicBool::new(false),
 			lose_next_lease: AtomicBool::new(false),
 			lose_lease_answers: AtomicBool::new(false),
+			lose_lease_requests: AtomicBool::new(false),
+			duplicate_within: Mutex::new(None),
 		}))
 	}
 }
@@ -221,6 +227,17 @@ impl LinkState {
 		self.lose_lease_answers.store(lose, Ordering::SeqCst);
 	}
 
+	/// Loses every request on the lease object from now on (`false`: no more): as if the lease
+	/// task that renews through this link were frozen, while data requests go on.
+	pub fn lose_lease_requests(&self, lose: bool) {
+		self.lose_lease_requests.store(lose, Ordering::SeqCst);
+	}
+
+	/// Lands every duplicate within `within` of its request (`None`: within a hold, the default).
+	pub fn duplicate_within(&self, within: Option<Duration>) {
+		*self.duplicate_within.lock().unwrap() = within;
+	}
+
 	/// Answers every request with `error` (`None`: normal again).
 	pub fn fail_with(&self, error: Option<fn() -> object_store::Error>) {
 		*self.failing.lock().unwrap() = error;
@@ -236,7 +253,10 @@ impl LinkState {
 		let mut there = between(&faults.latency);
 		let back = between(&faults.latency);
 		let hold_for = between(&faults.hold_for);
-		let duplicate_after = between(&faults.hold_for);
+		let mut duplicate_after = between(&faults.hold_for);
+		if let Some(within) = *self.duplicate_within.lock().unwrap() {
+			duplicate_after = duplicate_after.min(within);
+		}
 		let mut plan = Plan { there, back, lost: false, answer_lost: false, duplicate_after: None };
 		if !mutation {
 			return plan;
@@ -256,7 +276,8 @@ impl LinkState {
 		}
 		plan.there = there;
 		plan.lost = rng.f64() < faults.lose_request
-			|| (is_lease(path) && self.lose_next_lease.swap(false, Ordering::SeqCst));
+			|| (is_lease(path) && self.lose_next_lease.swap(false, Ordering::SeqCst))
+			|| (is_lease(path) && self.lose_lease_requests.load(Ordering::SeqCst));
 		plan.answer_lost = rng.f64() < faults.lose_answer
 			|| (is_lease(path) && self.lose_lease_answers.load(Ordering::SeqCst))
 			|| (!is_lease(path) && self.lose_next_data_answer.swap(false, Ordering::SeqCst));
