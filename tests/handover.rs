@@ -220,6 +220,37 @@ fn a_late_request_of_the_old_instance_is_refused_by_the_server() {
 	assert_eq!(paused(scenario(Some(false))), b"A2", "without fencing it replaces B's write");
 }
 
+/// A remove whose first attempt was given up (its answer lost) succeeds on its retry; the given-up
+/// request lands later still, within the network's bound. The key's next write must not be
+/// undone by it: the remove ends only once the safety margin has passed since it gave the
+/// attempt up, so the next write runs after anything of the remove can land. (Without that wait
+/// the late DELETE removed the acknowledged write; fencing cannot refuse it, a remove is never
+/// conditional.)
+#[test]
+fn a_given_up_attempt_never_undoes_the_keys_next_operation() {
+	paused(async {
+		let (net, link_a, _) = world();
+		let a = builder(&link_a, &TestClock::new(0), retry(3, Duration::from_secs(2)))
+			.build_async()
+			.await
+			.unwrap();
+		write(&a, "k", "A").await.unwrap();
+		link_a.hold_next_data_request(Duration::from_secs(5));
+		link_a.lose_next_data_answer();
+		let started = Instant::now();
+		let removed = KVStore::remove(&a, "", "", "k", false).await;
+		assert!(removed.is_ok(), "the retry removed it: {removed:?}");
+		let remove_took = started.elapsed();
+		write(&a, "k", "B").await.expect("the next write");
+		sleep(Duration::from_secs(30)).await;
+		let removes = net.landed().iter().filter(|landed| landed.put.is_none()).count();
+		assert_eq!(removes, 2, "the given-up DELETE landed, and its retry");
+		assert_eq!(read(&a, "k").await.as_deref(), Some(&b"B"[..]), "the acknowledged write stays");
+		assert!(remove_took >= MARGIN, "the remove ended after {remove_took:?}");
+		a.close().await;
+	});
+}
+
 /// `close` waits for the requests in flight before it releases the lease: one answered late
 /// lands before the successor starts; one abandoned without an answer (it may still land) makes
 /// the release wait the safety margin after it. The successor then starts at once.
@@ -255,11 +286,17 @@ fn closing_drains_requests_in_flight_before_releasing() {
 			.unwrap();
 		link_a.hold_next_data_request(Duration::from_secs(3));
 		link_a.lose_next_data_answer();
-		let abandoned = write(&a, "k", "A").await.expect_err("no answer within the attempt");
-		assert_eq!(kind(&abandoned), Some(FailureKind::TimedOut), "{abandoned}");
+		let sent = Instant::now();
+		let abandoned = tokio::spawn(write(&a, "k", "A"));
+		// The attempt is given up at 2 s; close while its operation waits out the margin.
+		sleep(Duration::from_millis(2100)).await;
 		let closing = Instant::now();
 		a.close().await;
 		assert!(closing.elapsed() >= MARGIN - Duration::from_secs(3), "{:?}", closing.elapsed());
+		let abandoned = abandoned.await.unwrap().expect_err("no answer within the attempt");
+		assert_eq!(kind(&abandoned), Some(FailureKind::TimedOut), "{abandoned}");
+		// The operation itself ends only once its abandoned request can no longer land.
+		assert!(sent.elapsed() >= MARGIN, "{:?}", sent.elapsed());
 		let b = open(&link_b, &TestClock::new(0)).await.expect("released: B starts at once");
 		assert_none_after_takeover(&net);
 		assert_eq!(read(&b, "k").await.unwrap(), b"A");
