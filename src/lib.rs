@@ -50,10 +50,10 @@
 //!   queue inside the synchronous call and runs only after the calls before it on that key have
 //!   finished, however the returned futures are awaited (or not). A stale write is never sent after
 //!   a newer one, and this store has at most one attempt per key outstanding at a time. (An
-//!   attempt abandoned on its timeout may still be delivered by the network after the next one
-//!   started; with fencing, the default where the lease is an object lease, it cannot replace
-//!   anything newer. On `file://` a write or remove is never abandoned.) Different keys run
-//!   concurrently, up to [`StoreBuilder::with_max_in_flight`] requests at once.
+//!   attempt given up without an answer may still be delivered by the network: its write or
+//!   remove ends only once the lease's safety margin has passed since, so the key's next
+//!   operation never runs beside it. On `file://` a write or remove is never given up.)
+//!   Different keys run concurrently, up to [`StoreBuilder::with_max_in_flight`] requests at once.
 //! - **Strict "not found".** Only an object that is really absent yields
 //!   [`ErrorKind::NotFound`](lightning::io::ErrorKind::NotFound). Permission errors (including the
 //!   403 that S3 answers for a missing key when `s3:ListBucket` is not granted), server errors,

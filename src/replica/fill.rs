@@ -47,10 +47,10 @@ pub(super) async fn run(store: ObjectKvStore, tracker: Arc<Tracker>, generation:
 				pause = FIRST_PAUSE;
 				let Some(lag) = &lag else { return };
 				// Until the replica fails again (or the store stops writing).
-				tokio::select! {
-					() = lag.wake.notified() => continue,
-					() = stopped(&store) => return,
+				if until_stale(&store, lag).await {
+					continue;
 				}
+				return;
 			},
 			Err(err) => {
 				tracing::warn!(error = %err, ?pause, "bringing the replica in sync failed; retrying");
@@ -68,12 +68,27 @@ pub(super) async fn run(store: ObjectKvStore, tracker: Arc<Tracker>, generation:
 /// For a pair that may lag and starts in sync: waits for the replica to go stale, then catches it
 /// up as [`run`] does.
 pub(super) async fn watch(store: ObjectKvStore, tracker: Arc<Tracker>, lag: Arc<Lag>) {
-	tokio::select! {
-		() = lag.wake.notified() => {},
-		() = stopped(&store) => return,
+	if !until_stale(&store, &lag).await {
+		return;
 	}
 	let generation = lag.generation.load(Ordering::SeqCst);
 	run(store, tracker, generation).await
+}
+
+/// Waits until the replica is stale (true), or the store stops writing (false). A wake left by
+/// an episode that a catch-up already handled is not enough: a catch-up started without a new
+/// failure would record the replica filling while the primary's record still says in sync, and
+/// a close during it would leave the two records saying so.
+async fn until_stale(store: &ObjectKvStore, lag: &Lag) -> bool {
+	loop {
+		if lag.is_stale() {
+			return true;
+		}
+		tokio::select! {
+			() = lag.wake.notified() => {},
+			() = stopped(store) => return false,
+		}
+	}
 }
 
 /// Resolves when the store stops writing (closed, or its lease lost).
