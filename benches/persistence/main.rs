@@ -24,7 +24,6 @@ mod cpu;
 mod env;
 mod fixtures;
 mod flow;
-mod latency;
 mod local_dir;
 mod overhead;
 mod replica;
