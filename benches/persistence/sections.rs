@@ -400,13 +400,14 @@ pub(crate) fn replica_section(
 	findings.replica = Some(finding);
 }
 
-/// Startup against the S3-like model (`store_models::S3LikeStore` with its default parameters): a
-/// latency with a tail instead of a fixed round trip, rates per partition, a bound on
-/// connections. The table carries what the model served in the run and its self-check.
+/// Startup against the S3-like model (`store_models::S3LikeStore`, with its default parameters
+/// unless `--s3` changes them): a latency with a tail instead of a fixed round trip, rates per
+/// partition, a bound on connections. The table carries what the model served in the run and
+/// its self-check.
 fn s3_like_startup(
 	args: &Args, channels: &[ChannelFixture], u: usize, ldk: &'static env::Ldk, report: &mut Report,
 ) {
-	let params = S3Params::default();
+	let params = args.s3;
 	let backend = Backend::s3_like(params);
 	let pipelined = |w| LoadMode::Pipelined { window: w };
 	let (n, readers) = match args.profile {
@@ -443,10 +444,11 @@ fn s3_like_startup(
 	result.table.intro.insert(
 		0,
 		format!(
-			"The S3-like model (`store-models/src/s3.rs`, default parameters): {}. Throttled \
+			"The S3-like model (`store-models/src/s3.rs`, {} parameters): {}. Throttled \
 			 requests answer `503 SlowDown`, which this crate's store retries under its \
 			 `RetryPolicy` (LDK's loaders read through the same store here). No round-trip \
 			 bound: the latency varies.",
+			if params == S3Params::default() { "default" } else { "`--s3`" },
 			params.describe()
 		),
 	);

@@ -9,14 +9,14 @@
 //!
 //! Two phases:
 //! 1. **Latency and connections.** `latency_requests` GETs of one object from more clients than
-//!    there are connections, each sending its next request when the last is answered: the
-//!    served requests' median and p99 against the parameters, the most connections in use
-//!    against the bound, and (when nothing was throttled) the served rate against Little's law,
-//!    connections ÷ mean latency.
-//! 2. **Rates.** Open-loop arrivals at twice each rate (GETs and PUTs on one object, so one
-//!    partition), with no bound on connections, for the time it takes to empty the burst plus
-//!    `rate_window`: the requests served among those that arrived in the window, per second,
-//!    against each rate. Every refused request must be the `503 SlowDown` error.
+//!    there are connections, each sending its next request when the last is answered, with the
+//!    rates lifted (so that every request is served and the sample has its full size): the
+//!    median and p99 against the parameters, the most connections in use against the bound, and
+//!    the served rate against Little's law, connections ÷ mean latency.
+//! 2. **Rates.** GETs and PUTs on one object (so one partition), with no bound on connections:
+//!    first 1.5 times a full bucket's tokens at once, of which the bucket (burst × rate) must be
+//!    served; then open-loop arrivals at twice each rate for `rate_window`: the requests served
+//!    per second against each rate. Every refused request must be the `503 SlowDown` error.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -153,7 +153,7 @@ fn number(x: f64) -> String {
 
 impl fmt::Display for Calibration {
 	fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-		writeln!(f, "{}", self.summary())?;
+		writeln!(f, "{}\n", self.summary())?;
 		writeln!(f, "| check | parameter | measured | off | |")?;
 		writeln!(f, "|---|---:|---:|---:|---|")?;
 		for row in self.markdown_rows() {
@@ -192,8 +192,9 @@ async fn run(params: S3Params, load: CalibrationLoad) -> std::io::Result<Calibra
 	let mut other_errors = 0;
 	let mut requests = 0;
 
-	// Phase 1: latency and connections, closed loop.
-	let model = S3Model::new(params);
+	// Phase 1: latency and connections, closed loop, rates lifted.
+	let unlimited = S3Params { reads_per_sec: 1e12, writes_per_sec: 1e12, ..params };
+	let model = S3Model::new(unlimited);
 	let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
 	inner.put(&object, PutPayload::from_static(b"calibration")).await.map_err(io)?;
 	let store = S3LikeStore::wrap(Arc::clone(&inner), Arc::clone(&model));
@@ -241,57 +242,54 @@ async fn run(params: S3Params, load: CalibrationLoad) -> std::io::Result<Calibra
 		measured: counts.max_in_flight as f64,
 		unit: "",
 	});
-	if counts.throttled_total() == 0 {
-		checks.push(Check {
-			what: "served rate at the connection bound (Little's law: connections ÷ mean latency)"
-				.into(),
-			parameter: params.connections as f64 / params.latency().mean().as_secs_f64(),
-			measured: counts.served_total() as f64 / phase_time.as_secs_f64(),
-			unit: "/s",
-		});
-	}
+	checks.push(Check {
+		what: "served rate at the connection bound (Little's law: connections ÷ mean latency)"
+			.into(),
+		parameter: params.connections as f64 / params.latency().mean().as_secs_f64(),
+		measured: counts.served_total() as f64 / phase_time.as_secs_f64(),
+		unit: "/s",
+	});
 
-	// Phase 2: rates, open loop at twice each rate, no bound on connections.
+	// Phase 2: rates, no bound on connections. A full bucket first: 1.5 times its tokens at
+	// once, of which exactly its tokens are served. Then open-loop arrivals at twice the rate,
+	// one batch per millisecond, for `rate_window`: the bucket, empty, serves its rate.
 	let unbounded = S3Params { connections: usize::MAX >> 4, ..params };
 	let model = S3Model::new(unbounded);
 	let store = S3LikeStore::wrap(Arc::clone(&inner), Arc::clone(&model));
-	// At twice the rate a full bucket empties in `burst`; a quarter second more for margin.
-	let warm = params.burst + Duration::from_millis(250);
-	let total = warm + load.rate_window;
-	let tick = Duration::from_millis(1);
-	let ticks = total.as_millis() as u64;
-	let (warm_ticks, window_ticks) = (warm.as_millis() as u64, load.rate_window.as_millis() as u64);
-	let served_in_window = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+	let rates = [params.reads_per_sec, params.writes_per_sec];
+	let capacity = rates.map(|r| (r * params.burst.as_secs_f64()).max(1.0));
+	let at_once = capacity.map(|c| (1.5 * c).ceil() as u64);
+	let window_ticks = load.rate_window.as_millis() as u64;
+	// served[phase][class]: phase 0 the batch at once, phase 1 the window.
+	let served =
+		Arc::new([[AtomicU64::new(0), AtomicU64::new(0)], [AtomicU64::new(0), AtomicU64::new(0)]]);
 	let refused_otherwise = Arc::new(AtomicU64::new(0));
-	let sent = Arc::new(AtomicU64::new(0));
-	let demand = [2.0 * params.reads_per_sec, 2.0 * params.writes_per_sec];
+	let mut offered = 0u64;
 	let mut tasks = Vec::new();
-	let mut interval = tokio::time::interval(tick);
-	for k in 0..ticks {
+	let mut interval = tokio::time::interval(Duration::from_millis(1));
+	for k in 0..=window_ticks {
 		interval.tick().await;
-		let in_window = k >= warm_ticks && k < warm_ticks + window_ticks;
-		for (class, rate) in demand.iter().enumerate() {
-			let per_ms = rate / 1000.0;
-			let n = ((k + 1) as f64 * per_ms).floor() as u64 - (k as f64 * per_ms).floor() as u64;
+		for (class, rate) in rates.iter().enumerate() {
+			let (phase, n) = if k == 0 {
+				(0, at_once[class])
+			} else {
+				let per_ms = 2.0 * rate / 1000.0;
+				(1, (k as f64 * per_ms).floor() as u64 - ((k - 1) as f64 * per_ms).floor() as u64)
+			};
+			offered += n;
 			for _ in 0..n {
 				let (store, object) = (Arc::clone(&store), object.clone());
-				let (served, refused, sent) = (
-					Arc::clone(&served_in_window),
-					Arc::clone(&refused_otherwise),
-					Arc::clone(&sent),
-				);
+				let (served, refused) = (Arc::clone(&served), Arc::clone(&refused_otherwise));
 				tasks.push(tokio::spawn(async move {
-					sent.fetch_add(1, Ordering::Relaxed);
 					let outcome = if class == 0 {
 						store.get(&object).await.map(drop)
 					} else {
 						store.put(&object, PutPayload::from_static(b"calibration")).await.map(drop)
 					};
 					match outcome {
-						Ok(()) if in_window => {
-							served[class].fetch_add(1, Ordering::Relaxed);
+						Ok(()) => {
+							served[phase][class].fetch_add(1, Ordering::Relaxed);
 						},
-						Ok(()) => {},
 						Err(e) if is_slow_down(&e) => {},
 						Err(_) => {
 							refused.fetch_add(1, Ordering::Relaxed);
@@ -304,33 +302,37 @@ async fn run(params: S3Params, load: CalibrationLoad) -> std::io::Result<Calibra
 	for task in tasks {
 		task.await.map_err(std::io::Error::other)?;
 	}
-	requests += sent.load(Ordering::Relaxed);
+	requests += offered;
 	other_errors += refused_otherwise.load(Ordering::Relaxed);
 	let window = load.rate_window.as_secs_f64();
-	for (class, (what, rate)) in [
-		("GET/HEAD served per second, one partition, offered twice the rate", params.reads_per_sec),
-		(
-			"PUT/COPY/DELETE/LIST served per second, one partition, offered twice the rate",
-			params.writes_per_sec,
-		),
-	]
-	.into_iter()
-	.enumerate()
-	{
+	let names = ["GET/HEAD", "PUT/COPY/DELETE/LIST"];
+	for class in 0..2 {
 		checks.push(Check {
-			what: what.into(),
-			parameter: rate,
-			measured: served_in_window[class].load(Ordering::Relaxed) as f64 / window,
+			what: format!(
+				"{} served at once by a full bucket (burst × rate; offered {})",
+				names[class], at_once[class]
+			),
+			parameter: capacity[class].floor(),
+			measured: served[0][class].load(Ordering::Relaxed) as f64,
+			unit: "",
+		});
+		checks.push(Check {
+			what: format!(
+				"{} served per second by an empty bucket, offered twice the rate",
+				names[class]
+			),
+			parameter: rates[class],
+			measured: served[1][class].load(Ordering::Relaxed) as f64 / window,
 			unit: "/s",
 		});
 	}
-	// Offered 2r over the whole phase, served a full bucket plus r per second: the rest is
+	// Of what was offered, a full bucket plus the rate over the window is served: the rest is
 	// throttled.
 	let counts = model.counts();
-	let (burst, phase) = (params.burst.as_secs_f64(), total.as_secs_f64());
+	let expected_served: f64 = (0..2).map(|c| capacity[c].floor() + rates[c] * window).sum();
 	checks.push(Check {
 		what: "share of the rate phase's requests throttled (503 SlowDown)".into(),
-		parameter: 1.0 - (burst + phase) / (2.0 * phase),
+		parameter: 1.0 - expected_served / offered.max(1) as f64,
 		measured: counts.throttled_total() as f64
 			/ (counts.throttled_total() + counts.served_total()).max(1) as f64,
 		unit: "",

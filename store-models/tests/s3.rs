@@ -26,15 +26,13 @@ async fn get(store: &Arc<dyn ObjectStore>, key: &'static str) -> object_store::R
 fn assert_calibrated(calibration: &Calibration) {
 	println!("{calibration}");
 	assert!(calibration.ok(), "{calibration}");
-	assert!(calibration.checks.len() >= 6, "{calibration}");
+	assert_eq!(calibration.checks.len(), 9, "{calibration}");
 }
 
 #[test]
 fn the_defaults_calibrate_within_ten_percent() {
 	let calibration = calibrate(&S3Params::default(), CalibrationLoad::default()).unwrap();
 	assert_calibrated(&calibration);
-	// Little's law holds at the default bound: nothing was throttled in the latency phase.
-	assert!(calibration.checks.iter().any(|c| c.what.contains("Little")), "{calibration}");
 }
 
 #[test]
@@ -51,6 +49,17 @@ fn other_parameters_calibrate_within_ten_percent() {
 		seed: 42,
 	};
 	assert_calibrated(&calibrate(&params, CalibrationLoad::default()).unwrap());
+	// Rates far below what the connections could carry (the benchmark's `--s3` demonstration):
+	// the latency phase still gets its full sample.
+	let slow = S3Params {
+		reads_per_sec: 100.0,
+		writes_per_sec: 50.0,
+		burst: Duration::from_millis(200),
+		connections: 20,
+		..S3Params::default()
+	};
+	let load = CalibrationLoad { latency_requests: 10_000, rate_window: Duration::from_secs(1) };
+	assert_calibrated(&calibrate(&slow, load).unwrap());
 }
 
 #[test]
