@@ -122,6 +122,47 @@ fn transient_failures_are_retried(backend: &Backend) {
 	assert!(err.to_string().contains("503"), "{err}");
 }
 
+/// The S3-like model's `503 SlowDown` past a partition's rate (`store_models::S3LikeStore`) is
+/// transient for this crate: its retry policy carries every write through, the model saw the
+/// throttled attempts, and nothing is lost.
+#[test]
+fn s3_model_slow_down_is_retried() {
+	use store_models::{Clock, Kind, S3LikeStore, S3Model, S3Params};
+	let slow_down = store_models::slow_down(Kind::Put, "");
+	assert_eq!(FailureKind::of(&slow_down), FailureKind::Backend);
+	assert!(FailureKind::of(&slow_down).is_transient());
+
+	// 20 writes per second with room for 2 at once; 1 ms requests.
+	let model = S3Model::new(S3Params {
+		writes_per_sec: 20.0,
+		burst: Duration::from_millis(100),
+		median: Duration::from_millis(1),
+		p99: Duration::from_millis(2),
+		clock: Clock::Thread,
+		..S3Params::default()
+	});
+	let backend =
+		backends::memory("s3-model").wrapped(|s| S3LikeStore::wrap(s, Arc::clone(&model)));
+	let retry = RetryPolicy {
+		max_attempts: 30,
+		initial_backoff: Duration::from_millis(20),
+		max_backoff: Duration::from_millis(100),
+		max_elapsed: Duration::from_secs(30),
+		attempt_timeout: Duration::from_secs(10),
+	};
+	let store = backend.builder().with_retry(retry).without_writer_lease().build().unwrap();
+	let writes: Vec<_> =
+		(0..8u8).map(|i| KVStore::write(&store, "p", "", &format!("k{i}"), vec![i])).collect();
+	for result in futures::executor::block_on(join_all(writes)) {
+		result.unwrap();
+	}
+	let counts = model.counts();
+	assert!(counts.throttled[Kind::Put.index()] > 0, "{counts:?}");
+	for i in 0..8u8 {
+		assert_eq!(KVStoreSync::read(&store, "p", "", &format!("k{i}")).unwrap(), vec![i]);
+	}
+}
+
 #[test]
 fn retries_memory() {
 	transient_failures_are_retried(&backends::memory("retries"));

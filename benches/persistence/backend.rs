@@ -1,6 +1,7 @@
-//! The stores the benchmarks run against: in-memory behind a simulated round trip, and LocalStack
-//! on loopback. Both are seen through a [`LatencyStore`], which counts every request (on
-//! LocalStack with a round trip of zero: the server's own latency is the real one).
+//! The stores the benchmarks run against: in-memory behind a simulated round trip, in-memory
+//! behind the S3-like model (`store_models::S3LikeStore`), and LocalStack on loopback. All are
+//! seen through a [`LatencyStore`], which counts every request (with a round trip of zero on
+//! LocalStack and on the S3-like model, whose own latency is the one that counts).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +17,7 @@ use object_store::ObjectStore;
 
 use crate::env::{kv_store, kv_store_unfenced};
 use crate::fixtures::ChannelFixture;
-use crate::latency::{Control, Counts, LatencyStore};
+use store_models::{Control, Counts, LatencyStore, S3LikeStore, S3Model, S3Params};
 
 /// A store to run against.
 pub struct Backend {
@@ -24,8 +25,10 @@ pub struct Backend {
 	/// The store the benchmarks use: counted, and delayed by `rtt` per request.
 	pub store: Arc<dyn ObjectStore>,
 	pub control: Arc<Control>,
-	/// The simulated round trip; `None` for a real server.
+	/// The simulated round trip; `None` for a real server and for the S3-like model.
 	pub rtt: Option<Duration>,
+	/// The S3-like model behind the store, if it is that one.
+	pub s3: Option<Arc<S3Model>>,
 	/// Requests in flight while seeding fixtures.
 	seed_parallelism: usize,
 	run_id: String,
@@ -40,6 +43,29 @@ impl Backend {
 			store: LatencyStore::wrap(Arc::new(InMemory::new()), Arc::clone(&control)),
 			control,
 			rtt: Some(rtt),
+			s3: None,
+			seed_parallelism: 1024,
+			run_id: String::new(),
+		}
+	}
+
+	/// In-memory behind the S3-like model with `params` (its own latency, rates and
+	/// connections; no round trip of the [`LatencyStore`], which only counts).
+	pub fn s3_like(params: S3Params) -> Backend {
+		let control = Arc::new(Control::default());
+		let model = S3Model::new(params);
+		let inner = S3LikeStore::wrap(Arc::new(InMemory::new()), Arc::clone(&model));
+		Backend {
+			name: format!(
+				"in-memory S3-like model (median {} ms, p99 {} ms, {} connections)",
+				params.median.as_secs_f64() * 1000.0,
+				params.p99.as_secs_f64() * 1000.0,
+				params.connections
+			),
+			store: LatencyStore::wrap(inner, Arc::clone(&control)),
+			control,
+			rtt: None,
+			s3: Some(model),
 			seed_parallelism: 1024,
 			run_id: String::new(),
 		}
@@ -52,6 +78,7 @@ impl Backend {
 			store: LatencyStore::wrap(inner, Arc::clone(&control)),
 			control,
 			rtt: None,
+			s3: None,
 			seed_parallelism: 64,
 			run_id: format!("bench-{:016x}", fastrand::u64(..)),
 		}
@@ -84,11 +111,18 @@ impl Backend {
 		self.control.counters.snapshot()
 	}
 
-	/// Runs `f` with the simulated round trip off (for seeding).
+	/// Runs `f` with the simulated round trip off, and the S3-like model passing requests
+	/// straight through (for seeding).
 	pub fn without_latency<T>(&self, f: impl FnOnce() -> T) -> T {
 		let rtt = self.control.rtt();
 		self.control.set_rtt(Duration::ZERO);
+		if let Some(model) = &self.s3 {
+			model.set_enabled(false);
+		}
 		let out = f();
+		if let Some(model) = &self.s3 {
+			model.set_enabled(true);
+		}
 		self.control.set_rtt(rtt);
 		out
 	}

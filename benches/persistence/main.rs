@@ -10,7 +10,10 @@
 //! `--fixtures DIR` (default `target/bench-fixtures`), `--regen` (regenerate the fixtures),
 //! `--include FILE` (a markdown section written by another program, such as `benches/ldk-0.3`),
 //! `--only local,startup,workload,updates,overhead,replica` (sections), `--ldk-sample N` (measure LDK's sequential
-//! startup on N monitors and extrapolate, instead of all of them), `--no-localstack`.
+//! startup on N monitors and extrapolate, instead of all of them), `--no-localstack`,
+//! `--s3 median-ms=30,p99-ms=200,connections=50,reads=5500,writes=3500,burst-s=1,prefix=0` (the
+//! S3-like model's parameters for its startup table, any subset; `prefix=N` gives one partition
+//! per key prefix of N characters, 0 one for the whole bucket).
 //! LocalStack runs when `LDK_OS_TEST_LOCALSTACK_URL` / `_ENDPOINT` are set
 //! (`eval "$(./localstack/servers.sh env)"`), and is skipped with a note otherwise.
 //!
@@ -24,7 +27,6 @@ mod cpu;
 mod env;
 mod fixtures;
 mod flow;
-mod latency;
 mod local_dir;
 mod overhead;
 mod replica;
@@ -52,6 +54,7 @@ use sections::{
 	overhead_section, replica_section, startup_section, updates_section, workload_section, Findings,
 };
 use setup::{describe_setup, machine, reproduce_line};
+use store_models::{Partitioning, S3Params};
 use verdict::{closing, targets};
 
 /// Set in the child process that runs LDK to generate fixtures.
@@ -118,6 +121,8 @@ struct Args {
 	regen: bool,
 	rtt: Duration,
 	only: Option<Vec<String>>,
+	/// The S3-like model's parameters (`--s3`).
+	s3: S3Params,
 	ldk_sample: Option<usize>,
 	localstack: bool,
 	/// Markdown sections written by other programs, embedded as they are (`--include FILE`).
@@ -140,6 +145,7 @@ fn parse_args() -> Option<Args> {
 		regen: false,
 		rtt: Duration::ZERO,
 		only: None,
+		s3: S3Params::default(),
 		ldk_sample: None,
 		localstack: true,
 		include: vec![],
@@ -185,6 +191,12 @@ fn parse_args() -> Option<Args> {
 				args.include.push(PathBuf::from(v));
 				continue;
 			},
+			"--s3" => {
+				let v = value("--s3");
+				args.given.extend([arg.clone(), v.clone()]);
+				args.s3 = parse_s3(&v);
+				continue;
+			},
 			"--ldk-sample" => {
 				let v = value("--ldk-sample");
 				args.given.extend([arg.clone(), v.clone()]);
@@ -198,6 +210,30 @@ fn parse_args() -> Option<Args> {
 	}
 	args.rtt = rtt.unwrap_or(args.profile.default_rtt());
 	Some(args)
+}
+
+/// `--s3 KEY=VALUE,...`: the S3-like model's default parameters with those given changed.
+fn parse_s3(spec: &str) -> S3Params {
+	let mut params = S3Params::default();
+	for item in spec.split(',').filter(|item| !item.is_empty()) {
+		let (key, value) =
+			item.split_once('=').unwrap_or_else(|| panic!("--s3: {item:?} is not KEY=VALUE"));
+		let x: f64 = value.parse().unwrap_or_else(|_| panic!("--s3: {item:?}: not a number"));
+		assert!(x >= 0.0 && x.is_finite(), "--s3: {item:?}: not a non-negative number");
+		let ms = Duration::from_secs_f64(x / 1000.0);
+		match key {
+			"median-ms" => params.median = ms,
+			"p99-ms" => params.p99 = ms,
+			"connections" => params.connections = (x as usize).max(1),
+			"reads" => params.reads_per_sec = x,
+			"writes" => params.writes_per_sec = x,
+			"burst-s" => params.burst = Duration::from_secs_f64(x),
+			"prefix" if x == 0.0 => params.partitioning = Partitioning::Bucket,
+			"prefix" => params.partitioning = Partitioning::KeyPrefix(x as usize),
+			other => panic!("--s3: unknown parameter {other:?}"),
+		}
+	}
+	params
 }
 
 fn wants(args: &Args, section: &str) -> bool {

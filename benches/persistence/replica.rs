@@ -13,11 +13,11 @@ use ldk_object_store::{ObjectKvStore, PersisterConfig};
 use crate::backend::Backend;
 use crate::env::{kv_pair, kv_reader, ours, Ldk};
 use crate::fixtures::ChannelFixture;
-use crate::latency::Counts;
 use crate::report::{count, ratio, secs, Table};
 use crate::updates::{self, Writer};
 use crate::workload::{dollars, priced, Life, PRICES};
 use crate::{Args, Profile};
+use store_models::Counts;
 
 /// The replica's round trip, in round trips of the primary: another region.
 const FARTHER: u32 = 4;

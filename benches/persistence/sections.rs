@@ -12,6 +12,7 @@ use crate::report::{Report, Table};
 use crate::startup::{self, Reader, Scenario};
 use crate::updates::{self, Writer};
 use crate::{cpu, env, overhead, Args, Profile};
+use store_models::{CalibrationLoad, S3Params};
 
 /// What the target checks need from the sections.
 #[derive(Default)]
@@ -179,6 +180,8 @@ pub(crate) fn startup_section(
 			.into(),
 	);
 	report.add(result.table);
+
+	s3_like_startup(args, &channels, u, ldk, report);
 
 	if let Some(server) = server {
 		let ln = match args.profile {
@@ -395,4 +398,88 @@ pub(crate) fn replica_section(
 		report.add(table);
 	}
 	findings.replica = Some(finding);
+}
+
+/// Startup against the S3-like model (`store_models::S3LikeStore`, with its default parameters
+/// unless `--s3` changes them): a latency with a tail instead of a fixed round trip, rates per
+/// partition, a bound on connections. The table carries what the model served in the run and
+/// its self-check.
+fn s3_like_startup(
+	args: &Args, channels: &[ChannelFixture], u: usize, ldk: &'static env::Ldk, report: &mut Report,
+) {
+	let params = args.s3;
+	let backend = Backend::s3_like(params);
+	let pipelined = |w| LoadMode::Pipelined { window: w };
+	let (n, readers) = match args.profile {
+		// Two loads only, to keep the smoke run short: ours with no configuration, and LDK's
+		// per-monitor read with one thread per monitor.
+		Profile::Smoke => (
+			channels.len(),
+			vec![Reader::OursDefault, Reader::LdkParallel { threads: channels.len() }],
+		),
+		Profile::Full => (
+			channels.len().min(200),
+			vec![
+				Reader::OursDefault,
+				ours(LoadMode::Probe, 128, 128),
+				ours(pipelined(8), 16, 128),
+				ours(LoadMode::List, 128, 128),
+				Reader::LdkParallel { threads: 32 },
+				Reader::Ldk { sample: Some(20) },
+			],
+		),
+	};
+	let scenario = Scenario {
+		name: format!("s3-{n}x{u}"),
+		monitors: channels[..n].to_vec(),
+		updates: u,
+		readers,
+	};
+	let Some(model) = backend.s3.clone() else { return };
+	model.reset();
+	let mut result = startup::run(&backend, &scenario, ldk);
+	let seen = model.counts();
+	let ms =
+		|d: Option<Duration>| d.map_or("—".into(), |d| format!("{:.1}", d.as_secs_f64() * 1e3));
+	result.table.intro.insert(
+		0,
+		format!(
+			"The S3-like model (`store-models/src/s3.rs`, {} parameters): {}. Throttled \
+			 requests answer `503 SlowDown`, which this crate's store retries under its \
+			 `RetryPolicy` (LDK's loaders read through the same store here). No round-trip \
+			 bound: the latency varies.",
+			if params == S3Params::default() { "default" } else { "`--s3`" },
+			params.describe()
+		),
+	);
+	result.table.notes.push(format!(
+		"Seen by the model in this run (every load above, seeding excluded): {} requests served, \
+		 {} throttled (503 SlowDown), {} waited for a connection ({:.2} s in all); served \
+		 latency median {} ms and p99 {} ms over {} requests (parameters: {} ms and {} ms).",
+		seen.served_total(),
+		seen.throttled_total(),
+		seen.connection_waits,
+		seen.connection_wait.as_secs_f64(),
+		ms(seen.latency_quantile(0.5)),
+		ms(seen.latency_quantile(0.99)),
+		seen.latencies.len(),
+		params.median.as_secs_f64() * 1e3,
+		params.p99.as_secs_f64() * 1e3,
+	));
+	result.table.notes.push(String::new());
+	// The smoke run checks the model on a smaller load (its figures are fixed by the seed).
+	let load = match args.profile {
+		Profile::Smoke => {
+			CalibrationLoad { latency_requests: 10_000, rate_window: Duration::from_secs(1) }
+		},
+		Profile::Full => CalibrationLoad::default(),
+	};
+	match store_models::calibrate(&params, load) {
+		Ok(calibration) => {
+			eprintln!("  {}", calibration.summary());
+			result.table.notes.extend(calibration.to_string().lines().map(str::to_owned));
+		},
+		Err(e) => result.table.notes.push(format!("The model's self-check could not run: {e}")),
+	}
+	report.add(result.table);
 }

@@ -76,7 +76,7 @@ pub(crate) fn describe_setup(report: &mut Report, args: &Args, set: &FixtureSet)
 	}
 	report.setup.push(String::new());
 	report.setup.push(format!(
-		"**Stores**: `object_store`'s `InMemory` behind a wrapper (`benches/persistence/latency.rs`) \
+		"**Stores**: `object_store`'s `InMemory` behind a wrapper (`LatencyStore`, `store-models/src/latency.rs`) \
 		 that makes every request take {} ms and counts requests and bytes (a batch delete or a \
 		 listing page of up to 1,000 objects is one request, as on S3; no bandwidth term, so a \
 		 multi-MB PUT costs one round trip like a small one), and LocalStack on loopback when \

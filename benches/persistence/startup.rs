@@ -17,8 +17,8 @@ use crate::alloc;
 use crate::backend::Backend;
 use crate::env::{ours, theirs, Ldk};
 use crate::fixtures::ChannelFixture;
-use crate::latency::Counts;
 use crate::report::{bytes, count, ratio, secs, Table};
+use store_models::Counts;
 
 /// Who loads, and how.
 #[derive(Debug, Clone, Copy)]

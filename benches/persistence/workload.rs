@@ -20,10 +20,10 @@ use lightning::util::ser::ReadableArgs;
 use crate::backend::Backend;
 use crate::env::{ours, theirs, FixedFees, Ldk, NullBroadcaster, NullLogger};
 use crate::fixtures::ChannelFixture;
-use crate::latency::Counts;
 use crate::report::{bytes, count, ratio, secs, Table};
 use crate::startup::ldk_parallel;
 use crate::updates::{decode_update, MAX_PENDING};
+use store_models::Counts;
 
 /// S3 Standard request and storage prices, US East (N. Virginia), in US dollars, as the authors
 /// last read them on AWS's pricing page; the benchmark does not fetch them.

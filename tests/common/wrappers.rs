@@ -1,6 +1,8 @@
 //! `ObjectStore` wrappers around a real store, for what no real server shows on demand: injected
 //! faults, latency, and counting of requests in flight. One generic wrapper ([`Hooked`]) carries a
-//! [`Hook`] that sees every request before it is made and every error after.
+//! [`Hook`] that sees every request before it is made and every error after. The latency hooks
+//! draw their delays from the shared store models (`store-models`, as the benchmarks do); the
+//! fault hooks are the tests' own.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -17,6 +19,7 @@ use object_store::{
 	CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
 	PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, Result,
 };
+use store_models::Delay;
 
 /// The kind of request a hook sees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,7 +172,9 @@ impl<H: Hook> ObjectStore for Hooked<H> {
 	}
 }
 
-/// Adds a random delay of up to `max` before every request, so that requests overtake each other.
+/// Adds a random delay of up to `max` before every request, so that requests overtake each other:
+/// the shared model's uniform delay (`store_models::Delay::Uniform`), slept on tokio's timer so
+/// that paused time applies.
 #[derive(Debug)]
 pub struct RandomLatency {
 	pub max: Duration,
@@ -178,20 +183,20 @@ pub struct RandomLatency {
 #[async_trait]
 impl Hook for RandomLatency {
 	async fn enter(&self, _request: Request, _path: &Path) -> Result<Guard> {
-		let nanos = fastrand::u64(..=self.max.as_nanos() as u64);
-		tokio::time::sleep(Duration::from_nanos(nanos)).await;
+		Delay::Uniform { max: self.max }.tokio_sleep().await;
 		Ok(Box::new(()))
 	}
 }
 
-/// Delays every request by the same `delay`: a cloud round trip, on every request alike.
+/// Delays every request by the same `delay`: a cloud round trip, on every request alike (the
+/// shared model's `store_models::Delay::Fixed`, on tokio's timer).
 #[derive(Debug)]
 pub struct FixedLatency(pub Duration);
 
 #[async_trait]
 impl Hook for FixedLatency {
 	async fn enter(&self, _request: Request, _path: &Path) -> Result<Guard> {
-		tokio::time::sleep(self.0).await;
+		Delay::Fixed(self.0).tokio_sleep().await;
 		Ok(Box::new(()))
 	}
 }

@@ -22,7 +22,6 @@ mod alloc;
 #[path = "../../persistence/fixtures.rs"]
 mod fixtures;
 mod kv03;
-mod latency;
 mod loaders;
 
 #[global_allocator]
@@ -46,7 +45,7 @@ use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt};
 
 use fixtures::{ChannelFixture, FixtureSet};
-use latency::{Control, Counts, LatencyStore};
+use store_models::{Control, Counts, LatencyStore};
 
 /// The prefix both loaders' stores live below, as a node's would in a shared bucket.
 const ROOT: &str = "node";
@@ -224,33 +223,30 @@ fn load(
 			};
 			let kv = loaders::our_store(Arc::clone(store), ROOT, in_flight);
 			let persister = loaders::ours(&kv, bench.env02, loader.config());
-			control.reset();
+			control.counters.reset();
 			let baseline = alloc::reset_peak();
 			let started = Instant::now();
 			let loaded = loaders::load_ours(&persister);
 			let elapsed = started.elapsed();
 			let peak = alloc::peak().saturating_sub(baseline);
-			(elapsed, loaded?, peak, control.snapshot())
+			(elapsed, loaded?, peak, control.counters.snapshot())
 		},
 		Loader::Ldk03 => {
 			let kv = kv03::ObjectKv03::new(Arc::clone(store), ROOT);
 			let persister = loaders::theirs(kv, &bench.rt, bench.env03);
-			control.reset();
+			control.counters.reset();
 			let baseline = alloc::reset_peak();
 			let started = Instant::now();
 			let loaded = loaders::load_theirs(&persister, &bench.rt);
 			let elapsed = started.elapsed();
 			let peak = alloc::peak().saturating_sub(baseline);
-			(elapsed, loaded?, peak, control.snapshot())
+			(elapsed, loaded?, peak, control.counters.snapshot())
 		},
 	};
 	loaders::check(loader.name(), &loaded, expected)?;
-	if counts.other != 0 {
-		return Err(format!(
-			"{}: a load made {} write/delete/copy requests",
-			loader.name(),
-			counts.other
-		));
+	let writes = counts.puts + counts.delete_requests + counts.other;
+	if writes != 0 {
+		return Err(format!("{}: a load made {writes} write/delete/copy requests", loader.name()));
 	}
 	Ok(Measured { elapsed, counts, peak_heap })
 }

@@ -6,6 +6,13 @@
 //! avoid waiting for. Batch deletes and listings cost one round trip per 1,000 objects, as on S3.
 //! (`object_store`'s own `ThrottledStore` sleeps once per deleted object, which is not how S3's
 //! `DeleteObjects` behaves, and counts nothing.)
+//!
+//! What it guarantees: every request is counted before it is made, and waits at least the round
+//! trip set when it started (to within the operating system's timer slack, tens of
+//! microseconds, as [`Counts::mean_rtt`] shows); nothing else is delayed, refused or reordered.
+//! The round trip is timed by a thread of its own, not by tokio's timer (which works in whole
+//! milliseconds and rounds up, and which exists only inside a tokio runtime): the store works
+//! from any executor, and paused tokio time does not apply to it.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -50,26 +57,38 @@ pub struct Counters {
 /// A snapshot of [`Counters`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts {
+	/// Reads: `get_opts` (HEAD included) and `get_ranges` calls.
 	pub gets: u64,
+	/// Writes: `put_opts` and the start of a multipart upload.
 	pub puts: u64,
+	/// Batch deletes: one per 1,000 objects, as S3's `DeleteObjects`.
 	pub delete_requests: u64,
+	/// Objects named in batch deletes.
 	pub deleted_objects: u64,
+	/// Listing pages (1,000 entries each, at least one per listing).
 	pub lists: u64,
+	/// Copies and renames.
 	pub other: u64,
+	/// Bytes written by `put_opts`.
 	pub bytes_put: u64,
+	/// Bytes read.
 	pub bytes_got: u64,
+	/// The most requests in flight at once (from the start of the round trip to the inner
+	/// store's answer).
 	pub max_in_flight: u64,
 	/// Mean length of the simulated round trips (timer granularity makes them a little longer).
 	pub mean_rtt: Duration,
 }
 
 impl Counts {
+	/// Requests of every kind (a batch delete or a listing page is one request).
 	pub fn requests(&self) -> u64 {
 		self.gets + self.puts + self.delete_requests + self.lists + self.other
 	}
 }
 
 impl Counters {
+	/// The counts so far.
 	pub fn snapshot(&self) -> Counts {
 		let sleeps = self.sleeps.load(Ordering::Relaxed);
 		let slept = self.slept_nanos.load(Ordering::Relaxed);
@@ -87,6 +106,7 @@ impl Counters {
 		}
 	}
 
+	/// Zeroes every count (requests in flight stay counted as in flight).
 	pub fn reset(&self) {
 		for counter in [
 			&self.gets,
@@ -119,14 +139,17 @@ impl Drop for InFlight {
 #[derive(Debug, Default)]
 pub struct Control {
 	rtt_nanos: AtomicU64,
+	/// The requests counted so far.
 	pub counters: Arc<Counters>,
 }
 
 impl Control {
+	/// The round trip of requests that start from now on.
 	pub fn set_rtt(&self, rtt: Duration) {
 		self.rtt_nanos.store(rtt.as_nanos() as u64, Ordering::Relaxed);
 	}
 
+	/// The round trip requests get now.
 	pub fn rtt(&self) -> Duration {
 		Duration::from_nanos(self.rtt_nanos.load(Ordering::Relaxed))
 	}
@@ -251,7 +274,7 @@ impl Timer {
 }
 
 /// Completes at `deadline` (see [`Timer`]).
-fn precise_sleep(deadline: Instant) -> impl Future<Output = ()> {
+pub(crate) fn precise_sleep(deadline: Instant) -> impl Future<Output = ()> {
 	struct Sleep(Arc<Slot>);
 	impl Future for Sleep {
 		type Output = ();
@@ -278,6 +301,7 @@ pub struct LatencyStore {
 }
 
 impl LatencyStore {
+	/// `inner` seen through the round trip and counters of `control`.
 	pub fn wrap(inner: Arc<dyn ObjectStore>, control: Arc<Control>) -> Arc<dyn ObjectStore> {
 		Arc::new(LatencyStore { inner, control })
 	}
