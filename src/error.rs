@@ -131,18 +131,12 @@ impl FailureKind {
 		)
 	}
 
-	/// Whether a failure of a write or remove is the backend's answer to it, after which the
-	/// request can no longer land (a refusal that says something about the object, the
-	/// request or the credentials), rather than a timeout, a dropped connection or a server
-	/// error, which may have left it in flight.
+	/// Whether a failure of a write or remove means the request can no longer land: the
+	/// backend's answer to it (a refusal that says something about the object, the request or
+	/// the credentials), or no connection made at all (nothing was sent), rather than a timeout,
+	/// a dropped connection or a server error, which may have left it in flight.
 	pub(crate) fn ends_the_request(self) -> bool {
-		!matches!(
-			self,
-			FailureKind::TimedOut
-				| FailureKind::ConnectFailed
-				| FailureKind::Backend
-				| FailureKind::LeaseLost
-		)
+		!matches!(self, FailureKind::TimedOut | FailureKind::Backend | FailureKind::LeaseLost)
 	}
 
 	fn io_kind(self) -> io::ErrorKind {
@@ -295,6 +289,23 @@ fn transport_kind(err: &object_store::Error) -> Option<FailureKind> {
 /// The status of a failed HTTP response. `object_store` does not export its request error type,
 /// so this reads the status from that error's fixed message, "Server returned non-2xx status
 /// code: 403 Forbidden: …". Only a refinement: without it the failure stays `Backend`.
+/// Whether the backend answered the request, however it failed (an HTTP status or an S3 error
+/// code in the error's source chain): an answered request is over on the server and can no
+/// longer land later, whereas a timeout or a dropped connection may have left it in flight.
+pub(crate) fn is_backend_answer(err: &object_store::Error) -> bool {
+	if error_code(err).is_some() {
+		return true;
+	}
+	let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
+	while let Some(e) = current {
+		if http_status(e).is_some() {
+			return true;
+		}
+		current = e.source();
+	}
+	false
+}
+
 fn http_status(e: &(dyn std::error::Error + 'static)) -> Option<u16> {
 	const PREFIX: &str = "Server returned non-2xx status code: ";
 	let message = e.to_string();
@@ -549,6 +560,31 @@ mod tests {
 
 	fn boxed(msg: &str) -> Box<dyn std::error::Error + Send + Sync> {
 		msg.to_string().into()
+	}
+
+	/// A request whose connection was never made was never sent: it cannot land later, so its
+	/// operation need not wait out the safety margin; a timeout or a server error may have left
+	/// it in flight.
+	#[test]
+	fn only_a_request_never_sent_or_answered_ends() {
+		let refused = object_store::Error::Generic {
+			store: "S3",
+			source: Box::new(std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused")),
+		};
+		assert_eq!(FailureKind::of(&refused), FailureKind::ConnectFailed);
+		assert!(FailureKind::ConnectFailed.ends_the_request());
+		assert!(FailureKind::Precondition.ends_the_request());
+		assert!(!FailureKind::TimedOut.ends_the_request());
+		assert!(!FailureKind::Backend.ends_the_request());
+		// A server error is an answer: the request is over on the server.
+		let answered = object_store::Error::Generic {
+			store: "S3",
+			source: boxed("Server returned non-2xx status code: 503 Service Unavailable"),
+		};
+		assert_eq!(FailureKind::of(&answered), FailureKind::Backend);
+		assert!(is_backend_answer(&answered));
+		let dropped = object_store::Error::Generic { store: "S3", source: boxed("reset") };
+		assert!(!is_backend_answer(&dropped) && !is_backend_answer(&refused));
 	}
 
 	fn storage(source: object_store::Error) -> io::Error {

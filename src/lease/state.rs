@@ -486,8 +486,11 @@ impl Drop for Mutation {
 	}
 }
 
-/// Whether a request's outcome is an answer of the backend, after which the request can no
-/// longer land.
+/// Whether a request's outcome means it can no longer land: an answer of the backend (success,
+/// a refusal or a server error), or a connection never made.
 fn is_answer<T>(outcome: &Result<T, object_store::Error>) -> bool {
-	outcome.as_ref().map_or_else(|err| FailureKind::of(err).ends_the_request(), |_| true)
+	outcome.as_ref().map_or_else(
+		|err| FailureKind::of(err).ends_the_request() || crate::error::is_backend_answer(err),
+		|_| true,
+	)
 }
