@@ -143,6 +143,17 @@ struct FailPutsOf {
 	failed: AtomicUsize,
 }
 
+impl FailPutsOf {
+	/// Failing every PUT of update object `fail_id` from the start.
+	fn update(fail_id: u64) -> Self {
+		FailPutsOf {
+			suffix: format!("/{fail_id}"),
+			failing: AtomicBool::new(true),
+			failed: AtomicUsize::new(0),
+		}
+	}
+}
+
 #[async_trait]
 impl Hook for FailPutsOf {
 	async fn enter(&self, request: Request, path: &ObjectPath) -> object_store::Result<Guard> {
@@ -187,11 +198,7 @@ fn replay_with_failing_update_on(
 	flow: &FlowRecord, fail_id: u64, build: impl FnOnce(Arc<FailPutsOf>) -> ObjectKvStore,
 ) -> (Arc<AsyncChainMonitor>, &'static Ours<'static>, Arc<FailPutsOf>) {
 	let cfg = static_replay_cfg();
-	let hook = Arc::new(FailPutsOf {
-		suffix: format!("/{fail_id}"),
-		failing: AtomicBool::new(true),
-		failed: AtomicUsize::new(0),
-	});
+	let hook = Arc::new(FailPutsOf::update(fail_id));
 	let store = build(Arc::clone(&hook));
 	let async_config = config(5, LoadMode::Probe).with_max_retry_backoff(Duration::from_millis(50));
 	let (persister, chain_monitor) = async_chain_monitor(&store, cfg, async_config);
@@ -206,6 +213,20 @@ fn replay_with_failing_update_on(
 		}
 	}
 	(chain_monitor, persister, hook)
+}
+
+/// Waits until update `fail_id` has failed for longer than the store's retry policy: the
+/// persister's health shows it, and it alone is pending in the `ChainMonitor` (the channel waits).
+fn failing_longer_than_the_store_retries(
+	chain_monitor: &AsyncChainMonitor, persister: &Ours<'static>, hook: &FailPutsOf, fail_id: u64,
+) {
+	wait_until("the failure shows in the health", Duration::from_secs(30), || {
+		persister.health().failing_writes == 1
+	});
+	wait_until("more attempts than the store's own", Duration::from_secs(30), || {
+		hook.failed.load(Ordering::SeqCst) > 4
+	});
+	assert_eq!(pending(chain_monitor), vec![fail_id], "only the failing update is pending");
 }
 
 fn pending(chain_monitor: &AsyncChainMonitor) -> Vec<u64> {
@@ -229,13 +250,7 @@ fn a_failing_update_write_is_retried_until_it_lands_then_reported() {
 	let (chain_monitor, persister, hook) = replay_with_failing_update(&flow, fail_id, "heal");
 
 	// Failing for longer than the store's retry policy: the channel waits, and says why.
-	wait_until("the failure shows in the health", Duration::from_secs(30), || {
-		persister.health().failing_writes == 1
-	});
-	wait_until("more attempts than the store's own", Duration::from_secs(30), || {
-		hook.failed.load(Ordering::SeqCst) > 4
-	});
-	assert_eq!(pending(&chain_monitor), vec![fail_id], "only the failing update is pending");
+	failing_longer_than_the_store_retries(&chain_monitor, persister, &hook, fail_id);
 	let health = persister.health();
 	assert!(
 		health.last_error.as_deref().is_some_and(|e| e.contains(&format!("/{fail_id}"))),
@@ -326,13 +341,7 @@ fn a_replica_failing_an_update_holds_it_in_progress_until_both_copies_have_it() 
 	});
 	let (primary, replica) = views.unwrap();
 
-	wait_until("the failure shows in the health", Duration::from_secs(30), || {
-		persister.health().failing_writes == 1
-	});
-	wait_until("more attempts than the store's own", Duration::from_secs(30), || {
-		hook.failed.load(Ordering::SeqCst) > 4
-	});
-	assert_eq!(pending(&chain_monitor), vec![fail_id], "only the failing update is pending");
+	failing_longer_than_the_store_retries(&chain_monitor, persister, &hook, fail_id);
 	let health = persister.health();
 	let error = health.last_error.clone().unwrap_or_default();
 	assert!(error.contains(&format!("/{fail_id}")) && error.contains("replica"), "{health:?}");
@@ -359,11 +368,7 @@ fn a_replica_failing_an_update_holds_it_in_progress_until_both_copies_have_it() 
 fn with_the_replica_failing_a_sync_update_is_never_completed() {
 	let flow = run_dual_flow(backends::memory);
 	let fail_id = last_update_object(&flow);
-	let hook = Arc::new(FailPutsOf {
-		suffix: format!("/{fail_id}"),
-		failing: AtomicBool::new(true),
-		failed: AtomicUsize::new(0),
-	});
+	let hook = Arc::new(FailPutsOf::update(fail_id));
 	let (store, primary, replica) = pair_failing_on_replica(Arc::clone(&hook), ReplicaMode::Strict);
 	let mut cfgs = create_chanmon_cfgs(1);
 	cfgs[0].keys_manager = replay_keys();

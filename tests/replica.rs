@@ -387,6 +387,21 @@ async fn an_instance_cut_off_from_the_replica_stops_writing_to_either_copy() {
 	assert_eq!(stored(&pair.reader(), "k").as_deref(), Some(&b"old"[..]));
 }
 
+/// The primary's bucket is gone (every object of the pair's primary deleted), and the replica is
+/// promoted.
+async fn lose_the_primary_and_promote(pair: &Backend) {
+	let listed: Vec<_> = futures::TryStreamExt::try_collect(
+		pair.object_store.list(Some(&Path::from(pair.prefix.clone()))),
+	)
+	.await
+	.unwrap();
+	assert!(!listed.is_empty());
+	for object in listed {
+		pair.object_store.delete(&object.location).await.unwrap();
+	}
+	replica::promote(pair.replica_builder(), None, false).await.unwrap();
+}
+
 /// Two LDK nodes (channel, payments, force-close) on replicated stores; then the primaries are
 /// deleted, the replicas promoted, and each node restarts from its replica with every
 /// acknowledged monitor update.
@@ -397,19 +412,7 @@ fn ldk_flow_then_promote(make_pair: impl Fn(&str) -> Backend) {
 	let persisted = run_persist_phase(&open, &FlowOptions::default());
 	let runtime = tokio::runtime::Runtime::new().unwrap();
 	for pair in &pairs {
-		runtime.block_on(async {
-			// The primary's bucket is gone.
-			let listed: Vec<_> = futures::TryStreamExt::try_collect(
-				pair.object_store.list(Some(&Path::from(pair.prefix.clone()))),
-			)
-			.await
-			.unwrap();
-			assert!(!listed.is_empty());
-			for object in listed {
-				pair.object_store.delete(&object.location).await.unwrap();
-			}
-			replica::promote(pair.replica_builder(), None, false).await.unwrap();
-		});
+		runtime.block_on(lose_the_primary_and_promote(pair));
 	}
 	let promoted = |name: &str| pair_of(name).replica_builder().build().unwrap();
 	let restarted = run_restart_phase(&promoted, Some(&persisted)).expect("restart from replicas");
@@ -466,18 +469,7 @@ fn a_node_restarted_from_its_promoted_replica_pays_again() {
 	// Node 0's primary is lost; its replica is promoted.
 	store.close_blocking();
 	let runtime = tokio::runtime::Runtime::new().unwrap();
-	runtime.block_on(async {
-		let listed: Vec<_> = futures::TryStreamExt::try_collect(
-			pair.object_store.list(Some(&Path::from(pair.prefix.clone()))),
-		)
-		.await
-		.unwrap();
-		assert!(!listed.is_empty());
-		for object in listed {
-			pair.object_store.delete(&object.location).await.unwrap();
-		}
-		replica::promote(pair.replica_builder(), None, false).await.unwrap();
-	});
+	runtime.block_on(lose_the_primary_and_promote(&pair));
 	promoted = pair.replica_builder().build().unwrap();
 
 	// The promoted copy's monitors equal the live ones, at the live update ids.
