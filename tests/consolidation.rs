@@ -1,27 +1,33 @@
-//! Consolidation: the persister writes a channel's full monitor in place of an update object once
-//! the update objects stored after it would weigh as much as the monitor, and
+//! Consolidation: the persister writes a small channel's full monitor for every update, a larger
+//! one's in place of an update object once the update objects stored after it would weigh as much
+//! as the monitor, and
 //! `MonitorPersister::consolidate` writes every channel's full monitor at shutdown, so that the
 //! next startup reads one object per monitor. Real two-node LDK flows; every store is reloaded by
 //! LDK's own `MonitorUpdatingPersister` and by ours, and must give the live monitors.
 
 mod common;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
 
 use common::backends::{self, Backend};
 use common::dual_flow::*;
 use common::ldk_flow::{open_channel, pay, with_network_of};
-use common::wrappers::{CountRequests, Hooked, Request};
+use common::wrappers::{CountRequests, Guard, Hook, Hooked, Request};
 use ldk_object_store::{LoadMode, ObjectKvStore, PersisterConfig};
-use lightning::chain::ChannelMonitorUpdateStatus;
+use lightning::chain::{ChannelMonitorUpdateStatus, Watch};
 use lightning::ln::functional_test_utils::*;
 use lightning::util::persist::KVStoreSync;
 
 const MAX_PENDING: u64 = 100;
 
+/// Consolidation by size alone: the test monitors are small, and would otherwise be written whole
+/// for every update.
 fn consolidating() -> PersisterConfig {
-	PersisterConfig::default().with_maximum_pending_updates(MAX_PENDING)
+	PersisterConfig::default().with_maximum_pending_updates(MAX_PENDING).with_full_monitors_up_to(0)
 }
 
 /// The stored monitor's size, and the number and total size of the update objects after it.
@@ -99,6 +105,146 @@ fn updates_are_consolidated_by_size_and_at_shutdown() {
 			);
 		}
 	});
+}
+
+/// The keys of every update object in `store`.
+fn update_objects(store: &ObjectKvStore) -> Vec<String> {
+	let monitors = KVStoreSync::list(store, "monitors", "").unwrap();
+	let mut keys = Vec::new();
+	for monitor in &monitors {
+		for id in KVStoreSync::list(store, "monitor_updates", monitor).unwrap() {
+			keys.push(format!("{monitor}/{id}"));
+		}
+	}
+	keys
+}
+
+/// With the defaults, every update of a small channel (below 64 KiB) writes its full monitor: a
+/// node that stops without `consolidate` (as after a crash) leaves no update object, nothing was
+/// ever pruned, its restart reads one object per monitor beside the two listings, and LDK's own
+/// persister loads the same monitors, at the live update ids.
+#[test]
+fn small_monitors_are_written_whole_so_a_restart_after_a_crash_reads_one_object_each() {
+	let chanmon_cfgs = create_chanmon_cfgs(2);
+	let backends = [backends::memory("whole-0"), backends::memory("whole-1")];
+	let counters = [(); 2].map(|_| Arc::new(CountRequests::default()));
+	let stores =
+		[0, 1].map(|i| backends[i].wrapped(|s| Hooked::wrap(s, Arc::clone(&counters[i]))).store());
+	let persisters = [0, 1].map(|i| ours(&stores[i], &chanmon_cfgs[i], PersisterConfig::default()));
+	with_network_of(&chanmon_cfgs, [&persisters[0], &persisters[1]], |nodes| {
+		let channels = (0..3).map(|_| open_channel(nodes, 1_000_000)).count();
+		for n in 0..12 {
+			let (from, to) = if n % 2 == 0 { (0, 1) } else { (1, 0) };
+			pay(&nodes[from], &nodes[to], 1_000_000 + n * 1_000, n, None);
+		}
+		for i in 0..2 {
+			// No `consolidate`: the store as a crash leaves it.
+			let live = nodes[i].chain_monitor.chain_monitor.list_monitors();
+			assert_eq!(live.len(), channels);
+			let updates: u64 = live
+				.iter()
+				.map(|id| nodes[i].chain_monitor.chain_monitor.get_monitor(*id).unwrap())
+				.map(|monitor| monitor.get_latest_update_id())
+				.sum();
+			assert!(updates > 40, "node {i}: only {updates} updates");
+			assert_eq!(update_objects(&stores[i]), Vec::<String>::new(), "node {i}");
+			assert_eq!(counters[i].count(Request::BulkDelete), 0, "node {i}: pruned");
+			reload_and_compare(&backends[i], &nodes[i], &chanmon_cfgs[i], MAX_PENDING, "crash");
+
+			let counter = Arc::new(CountRequests::default());
+			let counted = backends[i].wrapped(|s| Hooked::wrap(s, Arc::clone(&counter)));
+			let loaded = ours(&counted.reader(), &chanmon_cfgs[i], PersisterConfig::default())
+				.read_all_channel_monitors_with_updates_blocking()
+				.unwrap();
+			assert_eq!(loaded.len(), channels);
+			assert_eq!(
+				(counter.count(Request::Get), counter.count(Request::List)),
+				(channels, 2),
+				"node {i}: reads and listings of a restart"
+			);
+		}
+	});
+}
+
+/// Holds every PUT of a full monitor while closed, and counts them.
+#[derive(Debug)]
+struct HoldFullWrites {
+	open: tokio::sync::watch::Sender<bool>,
+	puts: AtomicUsize,
+}
+
+#[async_trait]
+impl Hook for HoldFullWrites {
+	async fn enter(
+		&self, request: Request, path: &object_store::path::Path,
+	) -> object_store::Result<Guard> {
+		if request == Request::Put && path.as_ref().contains("/monitors/") {
+			self.puts.fetch_add(1, Ordering::SeqCst);
+			let mut open = self.open.subscribe();
+			// The sender lives as long as the hook.
+			let _ = open.wait_for(|open| *open).await;
+		}
+		Ok(Box::new(()))
+	}
+}
+
+/// In async mode a burst of updates of one small channel, arriving while its full monitor is
+/// being written, becomes one more full write: the one queued is replaced by the next, and the
+/// newest, once durable, reports every update it holds. No update object is written.
+#[test]
+fn a_burst_of_updates_becomes_one_full_write_in_async_mode() {
+	let flow = run_dual_flow(backends::memory);
+	let updates: Vec<_> = flow
+		.calls
+		.iter()
+		.filter_map(|call| match call {
+			Call::Update { update: Some(update), .. } => Some(update),
+			_ => None,
+		})
+		.collect();
+	assert!(updates.len() > 10, "only {} updates", updates.len());
+	let hold =
+		Arc::new(HoldFullWrites { open: tokio::sync::watch::channel(true).0, puts: 0.into() });
+	let backend = backends::memory("burst").wrapped(|s| Hooked::wrap(s, Arc::clone(&hold)));
+	let cfg = static_replay_cfg();
+	let (persister, chain_monitor) =
+		async_chain_monitor(&backend.store(), cfg, PersisterConfig::default());
+	persister.bind_chain_monitor(&chain_monitor);
+	let Some(Call::New { monitor, .. }) = flow.calls.first() else { panic!("no new channel") };
+	let status = chain_monitor.watch_channel(flow.channel_id, decode(monitor, &cfg.keys_manager));
+	assert_eq!(status, Ok(ChannelMonitorUpdateStatus::InProgress));
+	persister.flush_blocking();
+	assert_eq!(hold.puts.load(Ordering::SeqCst), 1, "the new channel's monitor");
+
+	hold.open.send_replace(false);
+	let first = updates[0];
+	chain_monitor.update_channel(flow.channel_id, first);
+	// The first update's full write is being sent (held) before the burst arrives.
+	let deadline = Instant::now() + Duration::from_secs(30);
+	while hold.puts.load(Ordering::SeqCst) < 2 {
+		assert!(Instant::now() < deadline, "the first full write never started");
+		std::thread::sleep(Duration::from_millis(5));
+	}
+	for update in &updates[1..] {
+		assert_eq!(
+			chain_monitor.update_channel(flow.channel_id, update),
+			ChannelMonitorUpdateStatus::InProgress
+		);
+	}
+	hold.open.send_replace(true);
+	let deadline = Instant::now() + Duration::from_secs(60);
+	while chain_monitor.list_pending_monitor_updates().values().any(|ids| !ids.is_empty()) {
+		assert!(Instant::now() < deadline, "updates still pending");
+		std::thread::sleep(Duration::from_millis(10));
+	}
+	persister.flush_blocking();
+	assert_eq!(hold.puts.load(Ordering::SeqCst), 3, "new channel, the held write, the burst's");
+	let store = backend.reader();
+	assert_eq!(update_objects(&store), Vec::<String>::new());
+	let live = chain_monitor.get_monitor(flow.channel_id).unwrap().get_latest_update_id();
+	assert_eq!(stored_layout(&store).1, live);
+	let reference = ldk(&store, cfg, MAX_PENDING).read_all_channel_monitors_with_updates().unwrap();
+	assert_eq!(reference[0].1.get_latest_update_id(), live, "LDK's own load");
 }
 
 /// `consolidate` in async mode: after a real flow's updates went through a real `ChainMonitor`,

@@ -53,17 +53,28 @@ fn full_write(update_id: u64) -> bool {
 /// The persisters compared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Writer {
+	/// This crate writing where LDK writes (the work per update of LDK's persister).
 	OursSync,
 	OursAsync,
+	/// This crate with `PersisterConfig::default()`: small monitors whole for every update.
+	OursDefaultSync,
+	OursDefaultAsync,
 	Ldk,
 	LdkFull,
 }
 
 impl Writer {
+	/// Whether it is this crate's persister in async mode.
+	pub fn is_async(&self) -> bool {
+		matches!(self, Writer::OursAsync | Writer::OursDefaultAsync)
+	}
+
 	pub fn name(&self) -> &'static str {
 		match self {
 			Writer::OursSync => "this crate, sync",
 			Writer::OursAsync => "this crate, async",
+			Writer::OursDefaultSync => "this crate, sync, defaults",
+			Writer::OursDefaultAsync => "this crate, async, defaults",
 			Writer::Ldk => "LDK `MonitorUpdatingPersister`",
 			Writer::LdkFull => "LDK full-monitor (`KVStoreSync` as `Persist`)",
 		}
@@ -96,18 +107,25 @@ enum AnyPersister<'s> {
 impl<'s> AnyPersister<'s> {
 	fn new(writer: Writer, store: &'s ObjectKvStore, ldk: &'static Ldk, in_flight: usize) -> Self {
 		match writer {
-			Writer::OursSync | Writer::OursAsync => {
-				// Full monitors where LDK writes them, so both differential persisters do the
-				// same work per update (and the prepared monitor states are the ones written);
-				// the workload section measures consolidation.
-				let config = PersisterConfig::default()
-					.with_maximum_pending_updates(MAX_PENDING)
-					.with_consolidate_by_size(false)
-					.with_max_requests_in_flight(in_flight);
-				let persister = if writer == Writer::OursSync {
-					ours(store, ldk, config)
-				} else {
+			Writer::OursSync
+			| Writer::OursAsync
+			| Writer::OursDefaultSync
+			| Writer::OursDefaultAsync => {
+				// `OursSync` and `OursAsync` write full monitors where LDK writes them, so both
+				// differential persisters do the same work per update (and the prepared monitor
+				// states are the ones written); the workload section measures the defaults.
+				let config = match writer {
+					Writer::OursSync | Writer::OursAsync => PersisterConfig::default()
+						.with_maximum_pending_updates(MAX_PENDING)
+						.with_consolidate_by_size(false)
+						.with_full_monitors_up_to(0),
+					_ => PersisterConfig::default(),
+				}
+				.with_max_requests_in_flight(in_flight);
+				let persister = if writer.is_async() {
 					crate::env::ours_async(store, ldk, config)
+				} else {
+					ours(store, ldk, config)
 				};
 				let mode = persister.mode();
 				let (tx, rx) = mpsc::channel();
@@ -166,7 +184,7 @@ impl<'s> AnyPersister<'s> {
 }
 
 fn expect_status(writer: Writer, status: ChannelMonitorUpdateStatus) {
-	let expected = if writer == Writer::OursAsync {
+	let expected = if writer.is_async() {
 		ChannelMonitorUpdateStatus::InProgress
 	} else {
 		ChannelMonitorUpdateStatus::Completed
@@ -334,12 +352,21 @@ pub fn latency_table(
 		 `maximum_pending_updates = {MAX_PENDING}` both differential persisters write the full \
 		 monitor for update ids divisible by {MAX_PENDING} (one of these {n} updates) and then \
 		 delete the update objects it makes stale: this crate in one batch request, LDK's one \
-		 request per object, waited for in turn."
+		 request per object, waited for in turn. The rows \"defaults\" use \
+		 `PersisterConfig::default()`: a monitor of at most 64 KiB is written whole for every \
+		 update (no bandwidth term on the simulated store: read its latency on a real server)."
 	));
 	let mut all = Vec::new();
 	for fixture in sizes {
 		let mut results = Vec::new();
-		for writer in [Writer::OursSync, Writer::OursAsync, Writer::Ldk, Writer::LdkFull] {
+		for writer in [
+			Writer::OursSync,
+			Writer::OursAsync,
+			Writer::OursDefaultSync,
+			Writer::OursDefaultAsync,
+			Writer::Ldk,
+			Writer::LdkFull,
+		] {
 			let prefix =
 				backend.prefix(&format!("latency-{}-{:?}", fixture.label, writer).to_lowercase());
 			eprintln!("  {} on {} ...", writer.name(), fixture.label);

@@ -5,7 +5,9 @@
 //! crate's `consolidate`; LDK's persister has nothing of the kind) and starts again: each store
 //! is loaded at several bounds on requests in flight, this crate's loader against LDK's
 //! per-monitor read from as many threads. A load of this crate's store as a crash would leave it
-//! (before `consolidate`) is shown too.
+//! (before `consolidate`) is shown too, and the same life with update objects at any monitor size
+//! (`with_full_monitors_up_to(0)`, as LDK writes) beside the defaults, which write small monitors
+//! whole.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -33,6 +35,9 @@ pub const PRICES: &str = "S3 Standard, US East (N. Virginia): PUT, COPY, POST an
 const PUT_CLASS_PER_REQUEST: f64 = 0.005 / 1000.0;
 const GET_CLASS_PER_REQUEST: f64 = 0.0004 / 1000.0;
 const STORAGE_PER_GB_MONTH: f64 = 0.023;
+
+/// The rows of this crate's persister writing update objects at any monitor size.
+const UPDATE_OBJECTS: &str = "update objects at any size (`with_full_monitors_up_to(0)`)";
 
 /// No chain source: the workload connects no blocks.
 struct NoChain;
@@ -179,12 +184,16 @@ pub fn dollars(c: &Counts, batch_deletes: bool) -> f64 {
 /// What the verdict needs.
 pub struct WorkloadFinding {
 	pub channels: usize,
-	/// Requests per monitor at the next startup of this crate's store after `consolidate`:
-	/// probing (the default) and in list mode.
+	/// Requests per monitor at the next startup of this crate's store with the defaults: after
+	/// `consolidate`, after a crash, and after a crash when update objects are written at any
+	/// monitor size.
 	pub startup_requests_per_monitor: f64,
-	pub startup_requests_per_monitor_listed: f64,
+	pub crash_requests_per_monitor: f64,
+	pub crash_requests_per_monitor_with_updates: f64,
 	/// This crate's bytes written per update ÷ LDK's.
 	pub write_bytes_vs_ldk: f64,
+	/// The same with update objects at any monitor size.
+	pub write_bytes_vs_ldk_with_updates: f64,
 	/// (bound, this crate's load, LDK's per-monitor read from `bound` threads).
 	pub at_bound: Vec<(usize, Duration, Duration)>,
 	/// The requests of this crate's persister with no configuration over the updates.
@@ -220,12 +229,30 @@ pub fn run(
 	backend.control.set_rtt(rtt);
 	let crashed = load_ours(backend, &ours_prefix, 128, ldk, &expected);
 	backend.control.set_rtt(Duration::ZERO);
+	let crash_row = load_row("this crate", "a crash (no `consolidate`)", 128, &crashed, n, None);
 	backend.reset_counts();
 	let consolidated = ours_persister.consolidate(&ours_monitors).expect("consolidate");
 	let shutdown = backend.counts();
 	drop(ours_monitors);
 	drop(ours_persister);
 	drop(ours_store);
+
+	// The same with update objects at any size (as LDK writes them), to show what writing small
+	// monitors whole changes, after a crash.
+	let updates_prefix = backend.prefix("workload-update-objects");
+	let updates_store =
+		backend.kv(&updates_prefix, ldk_object_store::config::DEFAULT_MAX_IN_FLIGHT);
+	let updates_persister =
+		ours(&updates_store, ldk, PersisterConfig::default().with_full_monitors_up_to(0));
+	let updates_monitors =
+		drive(&updates_persister, channels, plan, counts, ldk, || backend.reset_counts());
+	let updates_counts = backend.counts();
+	backend.control.set_rtt(rtt);
+	let updates_crashed = load_ours(backend, &updates_prefix, 128, ldk, &expected);
+	backend.control.set_rtt(Duration::ZERO);
+	drop(updates_monitors);
+	drop(updates_persister);
+	drop(updates_store);
 
 	// The same with fencing off, to show what the default's conditional writes cost.
 	let unfenced_store = backend.kv_unfenced(
@@ -289,6 +316,7 @@ pub fn run(
 		]
 	};
 	writes.row(row("this crate, no configuration (fencing on)", &ours_counts));
+	writes.row(row(UPDATE_OBJECTS, &updates_counts));
 	writes.row(row("this crate, fencing off", &unfenced_counts));
 	writes.row(row("LDK `MonitorUpdatingPersister` (100)", &ldk_counts));
 	let fencing_cost = per_update(ours_counts.requests()) - per_update(unfenced_counts.requests());
@@ -347,9 +375,24 @@ pub fn run(
 		at_bound.push((bound, clean.0, theirs_load.0));
 		ours_clean_requests.get_or_insert(clean.1.requests());
 	}
-	let listed = load_ours_in(backend, &ours_prefix, 128, LoadMode::List, ldk, &expected);
-	startup.row(load_row("this crate, list mode", "clean shutdown", 128, &listed, n, None));
-	startup.row(load_row("this crate", "a crash (no `consolidate`)", 128, &crashed, n, None));
+	let probed = load_ours_in(backend, &ours_prefix, 128, LoadMode::Probe, ldk, &expected);
+	startup.row(load_row(
+		"this crate, probing (LDK's way)",
+		"clean shutdown",
+		128,
+		&probed,
+		n,
+		None,
+	));
+	startup.row(crash_row);
+	startup.row(load_row(
+		"this crate",
+		&format!("a crash, {UPDATE_OBJECTS}"),
+		128,
+		&updates_crashed,
+		n,
+		None,
+	));
 
 	let startup_cost = format!("$ / startup of {n} monitors");
 	let mut cost = Table::new(
@@ -404,8 +447,11 @@ pub fn run(
 	let finding = WorkloadFinding {
 		channels: n,
 		startup_requests_per_monitor: ours_clean_requests.unwrap_or(0) as f64 / n as f64,
-		startup_requests_per_monitor_listed: listed.1.requests() as f64 / n as f64,
+		crash_requests_per_monitor: crashed.1.requests() as f64 / n as f64,
+		crash_requests_per_monitor_with_updates: updates_crashed.1.requests() as f64 / n as f64,
 		write_bytes_vs_ldk: ours_counts.bytes_put as f64 / ldk_counts.bytes_put.max(1) as f64,
+		write_bytes_vs_ldk_with_updates: updates_counts.bytes_put as f64
+			/ ldk_counts.bytes_put.max(1) as f64,
 		at_bound,
 		ours_counts,
 	};
@@ -438,7 +484,7 @@ fn load_ours(
 	backend: &Backend, prefix: &str, bound: usize, ldk: &'static Ldk,
 	expected: &HashMap<String, u64>,
 ) -> Load {
-	load_ours_in(backend, prefix, bound, LoadMode::Probe, ldk, expected)
+	load_ours_in(backend, prefix, bound, PersisterConfig::default().load_mode, ldk, expected)
 }
 
 fn load_ours_in(

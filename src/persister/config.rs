@@ -16,6 +16,9 @@ pub enum PersistMode {
 	Async,
 }
 
+/// The default of [`PersisterConfig::full_monitors_up_to`].
+const FULL_MONITORS_UP_TO: usize = 64 * 1024;
+
 /// How the persister writes and loads. Start from [`PersisterConfig::default`] and change what
 /// you need with the `with_*` setters:
 ///
@@ -36,6 +39,12 @@ pub struct PersisterConfig {
 	/// most about twice the monitors' size and costs at most twice LDK's write bytes. Default
 	/// `true`; `false` writes exactly where LDK's `MonitorUpdatingPersister` does.
 	pub consolidate_by_size: bool,
+	/// While a channel's monitor is at most this many bytes, every update writes the full
+	/// monitor instead of an update object (see the module docs): a startup, after a crash too,
+	/// then reads one object for the channel, and an object store charges a request, not bytes.
+	/// Default 64 KiB (why: the module docs); `0` writes update objects at any size, as LDK
+	/// does.
+	pub full_monitors_up_to: usize,
 	/// Most requests the persister has in flight at once: monitor and update writes, deletes,
 	/// and the reads of a startup load. They take their places within the store's own bound
 	/// ([`StoreBuilder::with_max_in_flight`](crate::StoreBuilder::with_max_in_flight)), never
@@ -55,7 +64,9 @@ pub struct PersisterConfig {
 	/// (`std::thread::available_parallelism`). The async loader decodes on the task that
 	/// awaits it.
 	pub load_threads: usize,
-	/// How pending updates are found at startup. Default [`LoadMode::Probe`].
+	/// How pending updates are found at startup. Default [`LoadMode::List`]: one listing of
+	/// `monitor_updates/` beside that of `monitors/`, so a monitor without update objects costs
+	/// one read.
 	pub load_mode: LoadMode,
 	/// Async mode: the longest pause between two background attempts of a write that keeps
 	/// failing (pauses start at 1 s and double). Default 30 s.
@@ -67,10 +78,11 @@ impl Default for PersisterConfig {
 		PersisterConfig {
 			maximum_pending_updates: 100,
 			consolidate_by_size: true,
+			full_monitors_up_to: FULL_MONITORS_UP_TO,
 			max_requests_in_flight: 128,
 			max_monitors_loading: 128,
 			load_threads: 0,
-			load_mode: LoadMode::Probe,
+			load_mode: LoadMode::List,
 			max_retry_backoff: Duration::from_secs(30),
 		}
 	}
@@ -86,6 +98,12 @@ impl PersisterConfig {
 	/// Sets [`Self::consolidate_by_size`].
 	pub fn with_consolidate_by_size(mut self, consolidate: bool) -> Self {
 		self.consolidate_by_size = consolidate;
+		self
+	}
+
+	/// Sets [`Self::full_monitors_up_to`] (`0`: update objects at any size, as LDK writes).
+	pub fn with_full_monitors_up_to(mut self, bytes: usize) -> Self {
+		self.full_monitors_up_to = bytes;
 		self
 	}
 

@@ -28,6 +28,14 @@ impl ChannelLedger {
 		self.full_len.is_some_and(|full| self.pending_bytes.saturating_add(update_len) >= full)
 	}
 
+	/// Whether the channel's monitor is small enough to be written whole for every update
+	/// ([`PersisterConfig::full_monitors_up_to`](super::PersisterConfig::full_monitors_up_to)):
+	/// at most `limit` bytes, or of a size not known yet (the full write learns it). Never with
+	/// `limit` 0.
+	pub(crate) fn is_small(&self, limit: usize) -> bool {
+		limit != 0 && self.full_len.is_none_or(|len| len <= limit)
+	}
+
 	/// Whether update objects may be stored after the newest full monitor.
 	pub(crate) fn has_pending(&self) -> bool {
 		self.pending != Some(0)
@@ -95,6 +103,17 @@ mod tests {
 		assert!(channel.update_reaches_monitor_size(100), "900 + 100 bytes reach 1,000");
 		channel.note_full(1_200);
 		assert_eq!((channel.pending_bytes, channel.pending), (0, Some(0)));
+	}
+
+	#[test]
+	fn small_monitors_are_written_whole_up_to_the_limit() {
+		let mut channel = ChannelLedger::default();
+		assert!(channel.is_small(64), "size unknown: the full write learns it");
+		assert!(!channel.is_small(0), "0 turns it off");
+		channel.note_full(64);
+		assert!(channel.is_small(64));
+		channel.note_full(65);
+		assert!(!channel.is_small(64));
 	}
 
 	#[test]

@@ -25,6 +25,19 @@
 //! [`MonitorPersister::consolidate`] writes every channel's full monitor, so that the next start
 //! reads one object per monitor.
 //!
+//! While a channel's monitor is small ([`PersisterConfig::full_monitors_up_to`], default 64 KiB)
+//! every update writes the full monitor instead of an update object, and prunes nothing when no
+//! update object was stored after the last full monitor. An object store charges a request
+//! whatever it carries (AWS counts requests under 512 KB as small, with a median latency of tens
+//! of milliseconds; 64 KiB more on one connection at 50 MB/s adds about 1.3 ms to a 20–30 ms PUT),
+//! so an update costs what it cost before, and a startup, after a crash too, reads one object for
+//! the channel and finds no update object after it. In async mode the full monitors of one
+//! channel are written one after another, and one queued behind a running one is replaced by the
+//! next (see "Writing" below): a burst of updates becomes at most two writes, and the durable
+//! full monitor reports every update it holds. A fresh channel's monitor is about 8 KB and grows
+//! by a few hundred bytes per payment with HTLCs (BENCHMARKS.md's fixtures: 64 KB after 382
+//! payments); routing channels with monitors of 1–4 MB keep update objects, as LDK writes them.
+//!
 //! Every full write reads the monitor's update id before it serializes the monitor, so the bytes
 //! stored are at least as new as the id they are stored under: an update that the `ChainMonitor`
 //! applies in between (it needs only its shared lock, so it can run beside `consolidate`) is in
@@ -77,7 +90,10 @@
 //! strips the sentinel, decodes the monitor, checks that its `persistence_key()` is the key it was
 //! stored under, then applies the updates `update_id + 1, + 2, …` until one is absent; it never
 //! applies past a gap. Any error but "not found" fails the load, naming the key. Loading writes
-//! nothing. The blocking variant decodes and applies on [`PersisterConfig::load_threads`] threads
+//! nothing. By default ([`LoadMode::List`]) the update ids come from one listing of
+//! `monitor_updates/` made beside that of `monitors/` (one request per 1,000 update objects), so a
+//! monitor with no update object after it costs one read; [`LoadMode::Probe`] reads the next id
+//! instead, as LDK does, for a store whose listings may miss a new object. The blocking variant decodes and applies on [`PersisterConfig::load_threads`] threads
 //! (every core by default); the async one on the task that awaits it.
 //!
 //! The startup sequence with a `ChainMonitor`:

@@ -119,6 +119,13 @@ where
 		update_id != LEGACY_CLOSED_CHANNEL_UPDATE_ID && max != 0 && !update_id.is_multiple_of(max)
 	}
 
+	/// Whether the channel's monitor is small enough to be written whole for every update
+	/// ([`PersisterConfig::full_monitors_up_to`](super::PersisterConfig::full_monitors_up_to)).
+	fn writes_small_monitor_whole(&self, monitor_key: &str) -> bool {
+		let limit = self.config.full_monitors_up_to;
+		self.ledger.lock().get(monitor_key).map_or(limit != 0, |channel| channel.is_small(limit))
+	}
+
 	/// Whether an update of `update_len` bytes is better stored by writing the full monitor
 	/// ([`PersisterConfig::consolidate_by_size`](super::PersisterConfig::consolidate_by_size)).
 	fn consolidates_by_size(&self, monitor_key: &str, update_len: usize) -> bool {
@@ -134,7 +141,7 @@ where
 	/// durable; in async mode in the background, returning `InProgress` at once and reporting
 	/// `report` (an update id) once it is durable.
 	fn persist(
-		&self, monitor_key: String, channel_id: ChannelId, report: Option<u64>, write: Write,
+		&self, monitor_key: String, channel_id: ChannelId, report: Option<u64>, mut write: Write,
 	) -> ChannelMonitorUpdateStatus {
 		if self.background.is_none() {
 			// The channel's first write in this process clears an earlier run's update objects
@@ -159,8 +166,8 @@ where
 		// order of the ids.
 		let mut ledger = self.ledger.lock();
 		let channel = ledger.entry(monitor_key.clone()).or_default();
-		match &write {
-			Write::Full { monitor_id, bytes, .. } => {
+		match &mut write {
+			Write::Full { monitor_id, bytes, prune } => {
 				let newest = channel.highest_full.get_or_insert(*monitor_id);
 				if report.is_none() && *newest > *monitor_id {
 					// A newer monitor is written or queued; LDK tracks no chain-sync completion.
@@ -170,6 +177,12 @@ where
 					};
 				}
 				*newest = (*newest).max(*monitor_id);
+				if !channel.has_pending() {
+					// No update object was stored after the last full monitor this run wrote or
+					// loaded (those below it had their own pruning): a small monitor written
+					// whole for every update costs no delete.
+					*prune = None;
+				}
 				channel.note_full(bytes.len());
 			},
 			Write::Update { bytes, .. } => channel.note_update(bytes.len()),
@@ -525,17 +538,23 @@ where
 	) -> ChannelMonitorUpdateStatus {
 		let (monitor_key, channel_id) = (monitor_name.to_string(), monitor.channel_id());
 		let Some(update) = update else {
-			// A chain-sync re-persist: the full monitor, nothing to report.
+			// A chain-sync re-persist: the full monitor, nothing to report. It holds every
+			// update up to its id, so it prunes as an update's full write does: otherwise update
+			// objects stored before it would stay behind once later updates write small
+			// monitors whole, which prune nothing.
 			let (monitor_id, bytes) = self.full_write(&monitor_key, monitor);
+			let prune = Some(self.prune_for(monitor_id));
 			return self.persist(
 				monitor_key,
 				channel_id,
 				None,
-				Write::Full { bytes, monitor_id, prune: None },
+				Write::Full { bytes, monitor_id, prune },
 			);
 		};
 		let report = Some(update.update_id);
-		if self.writes_update_object(update.update_id) {
+		if self.writes_update_object(update.update_id)
+			&& !self.writes_small_monitor_whole(&monitor_key)
+		{
 			let bytes = update.encode();
 			if !self.consolidates_by_size(&monitor_key, bytes.len()) {
 				let write = Write::Update { update_id: update.update_id, bytes };

@@ -48,13 +48,14 @@ pub type Ldk<'a> = MonitorUpdatingPersister<
 pub const MODES: [LoadMode; 4] =
 	[LoadMode::Probe, LoadMode::Pipelined { window: 8 }, LoadMode::List, LoadMode::ListEach];
 
-/// Writes where LDK's persister writes (no consolidation by size), so that both stores hold the
-/// same objects byte for byte.
+/// Writes where LDK's persister writes (no consolidation by size, update objects whatever the
+/// monitor's size), so that both stores hold the same objects byte for byte.
 pub fn config(max_pending: u64, load_mode: LoadMode) -> PersisterConfig {
 	PersisterConfig::default()
 		.with_maximum_pending_updates(max_pending)
 		.with_load_mode(load_mode)
 		.with_consolidate_by_size(false)
+		.with_full_monitors_up_to(0)
 }
 
 pub fn ours<'a>(
