@@ -80,8 +80,10 @@ const PAUSE_US: u64 = 300;
 /// The child's latency (µs), by iteration: none (local files) and a few milliseconds.
 const LATENCY_US: [u64; 2] = [0, 3000];
 /// `maximum_pending_updates` for the child, by iteration: consolidations every few updates (with
-/// their prunes), and long runs of update objects.
-const MAX_PENDING: [u64; 3] = [5, 3, 12];
+/// their prunes), long runs of update objects, and a full monitor for every update (what the
+/// defaults write for a small monitor: queued full writes replaced by newer ones, each reporting
+/// every update it holds, and no pruning after the first).
+const MAX_PENDING: [u64; 4] = [5, 3, 12, 1];
 
 fn env_u64(name: &str) -> Option<u64> {
 	std::env::var(name)

@@ -114,17 +114,29 @@ impl Backend {
 	/// Runs `f` with the simulated round trip off, and the S3-like model passing requests
 	/// straight through (for seeding).
 	pub fn without_latency<T>(&self, f: impl FnOnce() -> T) -> T {
+		let rtt = self.latency_off();
+		let out = f();
+		self.latency_on(rtt);
+		out
+	}
+
+	/// Turns the simulated round trip and the S3-like model off; returns the round trip, for
+	/// [`Self::latency_on`].
+	pub fn latency_off(&self) -> Duration {
 		let rtt = self.control.rtt();
 		self.control.set_rtt(Duration::ZERO);
 		if let Some(model) = &self.s3 {
 			model.set_enabled(false);
 		}
-		let out = f();
+		rtt
+	}
+
+	/// Turns them on again, with the round trip `latency_off` returned.
+	pub fn latency_on(&self, rtt: Duration) {
+		self.control.set_rtt(rtt);
 		if let Some(model) = &self.s3 {
 			model.set_enabled(true);
 		}
-		self.control.set_rtt(rtt);
-		out
 	}
 
 	/// Writes what LDK's `MonitorUpdatingPersister` leaves behind for these channels: each

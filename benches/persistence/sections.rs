@@ -31,6 +31,8 @@ pub(crate) struct Findings {
 	pub(crate) local_reads: Vec<(String, f64)>,
 	/// The workload: consolidation's requests and bytes, and the next startup against LDK's.
 	pub(crate) workload: Option<crate::workload::WorkloadFinding>,
+	/// The same life's next startups on the S3-like model.
+	pub(crate) workload_s3: Option<crate::workload::WorkloadFinding>,
 	/// Requests per second of this crate's fastest load and of LDK's on LocalStack.
 	pub(crate) localstack_rates: Option<(f64, f64)>,
 	/// A replica beside the primary: latency, startup, fill and cost.
@@ -242,6 +244,25 @@ pub(crate) fn workload_section(
 		report.add(table);
 	}
 	findings.workload = Some(finding);
+
+	// The same life on the S3-like model: only its startup table is new (the writes are the
+	// same); LDK's per-monitor read from as many threads goes through the same store, whose
+	// retries answer the model's `SlowDown`.
+	let s3 = Backend::s3_like(args.s3);
+	let s3_bounds: &[usize] = match args.profile {
+		Profile::Smoke => &[16],
+		Profile::Full => &[32, 128],
+	};
+	let (mut tables, finding) = crate::workload::run(&s3, &channels, updates, s3_bounds, ldk);
+	let mut startup = tables.swap_remove(1);
+	startup.intro.push(format!(
+		"On the S3-like model (`store-models/src/s3.rs`, {}): a latency with a tail, rates per \
+		 partition answered past the rate with `503 SlowDown`, a bound on connections; the \
+		 startup table of the S3-like model under \"Startup\" carries its self-check.",
+		args.s3.describe()
+	));
+	report.add(startup);
+	findings.workload_s3 = Some(finding);
 }
 
 pub(crate) fn updates_section(

@@ -196,6 +196,8 @@ pub struct WorkloadFinding {
 	pub write_bytes_vs_ldk_with_updates: f64,
 	/// (bound, this crate's load, LDK's per-monitor read from `bound` threads).
 	pub at_bound: Vec<(usize, Duration, Duration)>,
+	/// This crate's load of the store a crash left, at 128 requests in flight.
+	pub crashed: Duration,
 	/// The requests of this crate's persister with no configuration over the updates.
 	pub ours_counts: Counts,
 }
@@ -208,7 +210,6 @@ pub fn run(
 	let life = Life::of(channels, updates);
 	let (counts, plan, total, per_payment) =
 		(&life.counts, &life.plan, life.total, life.per_payment);
-	let rtt = backend.control.rtt();
 	let ours_prefix = backend.prefix("workload-ours");
 	let ldk_prefix = backend.prefix("workload-ldk");
 	let expected: HashMap<String, u64> = channels
@@ -218,7 +219,7 @@ pub fn run(
 		.collect();
 
 	eprintln!("  workload: {n} channels, {total} updates through both persisters");
-	backend.control.set_rtt(Duration::ZERO);
+	let rtt = backend.latency_off();
 	// This crate, with no configuration, over a store with the store's default bound.
 	let ours_store = backend.kv(&ours_prefix, ldk_object_store::config::DEFAULT_MAX_IN_FLIGHT);
 	let ours_persister = ours(&ours_store, ldk, PersisterConfig::default());
@@ -226,9 +227,9 @@ pub fn run(
 		drive(&ours_persister, channels, plan, counts, ldk, || backend.reset_counts());
 	let ours_counts = backend.counts();
 	// A crash here leaves the store as it is: load it as a restart would.
-	backend.control.set_rtt(rtt);
+	backend.latency_on(rtt);
 	let crashed = load_ours(backend, &ours_prefix, 128, ldk, &expected);
-	backend.control.set_rtt(Duration::ZERO);
+	backend.latency_off();
 	let crash_row = load_row("this crate", "a crash (no `consolidate`)", 128, &crashed, n, None);
 	backend.reset_counts();
 	let consolidated = ours_persister.consolidate(&ours_monitors).expect("consolidate");
@@ -247,9 +248,9 @@ pub fn run(
 	let updates_monitors =
 		drive(&updates_persister, channels, plan, counts, ldk, || backend.reset_counts());
 	let updates_counts = backend.counts();
-	backend.control.set_rtt(rtt);
+	backend.latency_on(rtt);
 	let updates_crashed = load_ours(backend, &updates_prefix, 128, ldk, &expected);
-	backend.control.set_rtt(Duration::ZERO);
+	backend.latency_off();
 	drop(updates_monitors);
 	drop(updates_persister);
 	drop(updates_store);
@@ -275,7 +276,7 @@ pub fn run(
 	drop(ldk_monitors);
 	drop(ldk_persister);
 	drop(ldk_store);
-	backend.control.set_rtt(rtt);
+	backend.latency_on(rtt);
 
 	let mut writes = Table::new(
 		format!("Workload: {n} channels, {} updates, then a clean shutdown", count(total)),
@@ -453,6 +454,7 @@ pub fn run(
 		write_bytes_vs_ldk_with_updates: updates_counts.bytes_put as f64
 			/ ldk_counts.bytes_put.max(1) as f64,
 		at_bound,
+		crashed: crashed.0,
 		ours_counts,
 	};
 	(vec![writes, startup, cost], finding)
