@@ -479,7 +479,7 @@ fn latency_on_servers(
 	.intro(format!(
 		"{n} consecutive real updates of one channel ({}), each persisted and waited for (async: \
 		 until the persister reports it durable) before the next, as in the in-memory replica \
-		 table above, on each server alone and on the pair (every write and remove sent to both \
+		 table, on each server alone and on the pair (every write and remove sent to both \
 		 at once, complete when both hold it). The last column divides each mean by the larger \
 		 of the two servers' means alone for the same persister. {LOOPBACK}",
 		fixture.label
@@ -601,7 +601,7 @@ fn fill_on_servers(
 		],
 	)
 	.intro(format!(
-		"The fill of the in-memory table above, on the servers: {} monitors with {updates} \
+		"The fill of the in-memory table, on the servers: {} monitors with {updates} \
 		 update objects each (the startup fixtures) on the primary, an empty replica; wall time \
 		 from the pair's start until the replica is recorded in sync (the copying pass, then a \
 		 verifying pass, {FILL_CONCURRENCY} keys at once). No round-trip bound: loopback servers \
