@@ -1083,3 +1083,92 @@ fn replica_detach_marks_the_replica_stale_and_leaves_a_promoted_copy_alone() {
 	);
 	assert_eq!(shown["primary"]["record"]["generation"], 2, "{shown}");
 }
+
+/// Degraded mode end to end on a LocalStack primary and a SeaweedFS replica: a real flow's
+/// monitor updates replayed through a real `ChainMonitor` on a `LagWhenUnreachable` pair whose
+/// replica (the real SeaweedFS store behind a wrapper that fails the PUTs of one update) fails
+/// mid-flow. The channel goes on; `replica_health()` shows the lag; while the replica still
+/// fails, `replica status` shows the replica stale with the journaled keys, and `replica verify`
+/// (read-only: it runs beside the node, which holds the lease) exits 1 naming only journaled
+/// keys, among them the failed update; once the replica answers and the catch-up ends, `verify`
+/// exits 0 with no difference and `status` shows both in sync with an empty journal.
+#[test]
+fn replica_lag_mode_shows_the_lag_catches_up_and_verify_then_finds_no_difference() {
+	use common::failing_flow;
+	let Some(copies) = failing_flow::server_copies("cli-replica-lag") else { return };
+	let endpoint = |server: &str| std::env::var(format!("LDK_OS_TEST_{server}_ENDPOINT")).unwrap();
+	let url = |server: &str| {
+		let bucket = std::env::var(format!("LDK_OS_TEST_{server}_URL")).unwrap();
+		format!("{}/{}", bucket.trim_end_matches('/'), copies.prefix)
+	};
+	let (primary, replica) = (url("LOCALSTACK"), url("SEAWEEDFS"));
+	let pair = |subcommand: &str| {
+		let (ls, sw) = (endpoint("LOCALSTACK"), endpoint("SEAWEEDFS"));
+		let mut command = command(&[
+			"--json",
+			"-o",
+			&format!("aws_endpoint={ls}"),
+			"-o",
+			"aws_allow_http=true",
+			"replica",
+			subcommand,
+			&primary,
+			"--replica",
+			&replica,
+			"--replica-option",
+			&format!("aws_endpoint={sw}"),
+		]);
+		command.env_remove("LDK_OBJECT_STORE_REPLICA_URL");
+		command.env_remove("LDK_OBJECT_STORE_REPLICA_OPTIONS");
+		let output = command.output().expect("runs");
+		let value: Value = serde_json::from_slice(&output.stdout)
+			.unwrap_or_else(|e| panic!("{e}: {}", text(&output)));
+		(code(&output), value)
+	};
+	let mut lagged = false;
+	failing_flow::lag_flow(
+		&copies,
+		|lagging| {
+			let (status, shown) = pair("status");
+			assert_eq!(status, 0, "{shown}");
+			assert_eq!(shown["primary"]["record"]["sync"], "stale", "{shown}");
+			let journal_keys = shown["primary"]["journal_keys"].as_u64().unwrap_or(0);
+			assert_eq!(journal_keys, lagging.journal.len() as u64, "{shown}");
+			let (status, verified) = pair("verify");
+			assert_eq!(status, 1, "the replica lacks an acknowledged update: {verified}");
+			let differences = verified["differences"].as_array().unwrap();
+			let failed = format!("/{}", lagging.fail_id);
+			for difference in differences {
+				let key = difference["key"].as_str().unwrap();
+				assert!(lagging.journal.iter().any(|k| k == key), "not journaled: {verified}");
+			}
+			let missing =
+				differences.iter().find(|d| d["key"].as_str().unwrap().ends_with(&failed));
+			let missing = missing.unwrap_or_else(|| panic!("the failed update: {verified}"));
+			assert!(missing["primary"].is_object() && missing["replica"].is_null(), "{verified}");
+			println!(
+				"while lagging: {journal_keys} key(s) journaled, verify found {} difference(s)",
+				differences.len()
+			);
+			lagged = true;
+		},
+		|store| {
+			let (status, verified) = pair("verify");
+			assert_eq!(
+				(status, &verified["differences"]),
+				(0, &serde_json::json!([])),
+				"{verified}"
+			);
+			let keys = MigratableKVStore::list_all_keys(store).unwrap();
+			assert!(!keys.is_empty());
+			assert_eq!(verified["keys"].as_u64(), Some(keys.len() as u64), "{verified}");
+			let (status, shown) = pair("status");
+			assert_eq!(status, 0, "{shown}");
+			for copy in ["primary", "replica"] {
+				assert_eq!(shown[copy]["record"]["sync"], "in-sync", "{copy}: {shown}");
+				assert_eq!(shown[copy]["journal_keys"], 0, "{copy}: {shown}");
+			}
+		},
+	);
+	assert!(lagged);
+}

@@ -7,13 +7,13 @@
 //! - A write that keeps failing in async mode is retried until it lands (or until a later full
 //!   monitor holds it), and the channel's pending updates drain in a real `ChainMonitor`.
 //! - With a replica failing mid-flow: strict mode holds the update in progress (async) or never
-//!   reports it complete (sync) until both copies have it; lag mode goes on and catches up.
+//!   reports it complete (sync) until both copies have it; lag mode goes on and catches up. On
+//!   in-memory copies and on a LocalStack primary with a SeaweedFS replica.
 //! - S3's retryable 4xx answers are retried, not treated as permanent.
 //! - Leftovers of LDK's `FilesystemStore` (`*.tmp`, `*.trash`) do not break listing or migration.
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -22,13 +22,16 @@ use std::time::Duration;
 use async_trait::async_trait;
 use common::backends;
 use common::dual_flow::*;
+use common::failing_flow::{
+	self, failing_longer_than_the_store_retries, last_update_object, pending,
+	replay_with_failing_update, update_ids,
+};
 use common::watch::wait_until;
 use common::wrappers::{Guard, Hook, Hooked, Request};
-use ldk_object_store::replica::{self, ReplicaMode};
-use ldk_object_store::{LoadMode, ObjectKvStore, RetryPolicy, StoreBuilder};
+use ldk_object_store::{LoadMode, RetryPolicy, StoreBuilder};
 use lightning::chain::chainmonitor::Persist;
 use lightning::chain::channelmonitor::ChannelMonitorUpdate;
-use lightning::chain::{ChannelMonitorUpdateStatus, Watch};
+use lightning::chain::ChannelMonitorUpdateStatus;
 use lightning::ln::functional_test_utils::*;
 use lightning::util::persist::{migrate_kv_store_data, KVStoreSync, MigratableKVStore};
 use lightning::util::ser::Writeable;
@@ -135,114 +138,6 @@ fn cleanup_deletes_only_updates_of_archived_channels() {
 // ------------------------------------------------------------------------------------------------
 // A failing async write is retried until its channel drains
 
-/// Fails every PUT of one object while `failing` is set.
-#[derive(Debug)]
-struct FailPutsOf {
-	suffix: String,
-	failing: AtomicBool,
-	failed: AtomicUsize,
-}
-
-impl FailPutsOf {
-	/// Failing every PUT of update object `fail_id` from the start.
-	fn update(fail_id: u64) -> Self {
-		FailPutsOf {
-			suffix: format!("/{fail_id}"),
-			failing: AtomicBool::new(true),
-			failed: AtomicUsize::new(0),
-		}
-	}
-}
-
-#[async_trait]
-impl Hook for FailPutsOf {
-	async fn enter(&self, request: Request, path: &ObjectPath) -> object_store::Result<Guard> {
-		if request == Request::Put
-			&& self.failing.load(Ordering::SeqCst)
-			&& path.as_ref().ends_with(&self.suffix)
-		{
-			self.failed.fetch_add(1, Ordering::SeqCst);
-			return Err(object_store::Error::Generic {
-				store: "S3",
-				source: "injected: Server returned non-2xx status code: 503 Slow Down".into(),
-			});
-		}
-		Ok(Box::new(()))
-	}
-}
-
-/// Replays a real flow's `Persist` calls through a real `ChainMonitor` over an async persister
-/// whose store fails every PUT of update `fail_id` while the hook says so. Returns the chain
-/// monitor, the persister and the hook once every call has been made.
-fn replay_with_failing_update(
-	flow: &FlowRecord, fail_id: u64, name: &str,
-) -> (Arc<AsyncChainMonitor>, &'static Ours<'static>, Arc<FailPutsOf>) {
-	replay_with_failing_update_on(flow, fail_id, |hook| {
-		let backend = backends::memory(name).wrapped(|s| Hooked::wrap(s, hook));
-		backend.builder().with_retry(quick_retry()).build().unwrap()
-	})
-}
-
-/// The store gives up quickly, so the persister's own background retries take over.
-fn quick_retry() -> RetryPolicy {
-	RetryPolicy {
-		max_attempts: 2,
-		initial_backoff: Duration::from_millis(1),
-		max_backoff: Duration::from_millis(1),
-		..RetryPolicy::default()
-	}
-}
-
-/// [`replay_with_failing_update`] over the store `build` makes with the hook.
-fn replay_with_failing_update_on(
-	flow: &FlowRecord, fail_id: u64, build: impl FnOnce(Arc<FailPutsOf>) -> ObjectKvStore,
-) -> (Arc<AsyncChainMonitor>, &'static Ours<'static>, Arc<FailPutsOf>) {
-	let cfg = static_replay_cfg();
-	let hook = Arc::new(FailPutsOf::update(fail_id));
-	let store = build(Arc::clone(&hook));
-	let async_config = config(5, LoadMode::Probe).with_max_retry_backoff(Duration::from_millis(50));
-	let (persister, chain_monitor) = async_chain_monitor(&store, cfg, async_config);
-	persister.bind_chain_monitor(&chain_monitor);
-	let Some(Call::New { monitor, .. }) = flow.calls.first() else { panic!("no new channel") };
-	let status = chain_monitor.watch_channel(flow.channel_id, decode(monitor, &cfg.keys_manager));
-	assert_eq!(status, Ok(ChannelMonitorUpdateStatus::InProgress));
-	for call in &flow.calls[1..] {
-		if let Call::Update { update: Some(update), .. } = call {
-			let status = chain_monitor.update_channel(flow.channel_id, update);
-			assert_eq!(status, ChannelMonitorUpdateStatus::InProgress);
-		}
-	}
-	(chain_monitor, persister, hook)
-}
-
-/// Waits until update `fail_id` has failed for longer than the store's retry policy: the
-/// persister's health shows it, and it alone is pending in the `ChainMonitor` (the channel waits).
-fn failing_longer_than_the_store_retries(
-	chain_monitor: &AsyncChainMonitor, persister: &Ours<'static>, hook: &FailPutsOf, fail_id: u64,
-) {
-	wait_until("the failure shows in the health", Duration::from_secs(30), || {
-		persister.health().failing_writes == 1
-	});
-	wait_until("more attempts than the store's own", Duration::from_secs(30), || {
-		hook.failed.load(Ordering::SeqCst) > 4
-	});
-	assert_eq!(pending(chain_monitor), vec![fail_id], "only the failing update is pending");
-}
-
-fn pending(chain_monitor: &AsyncChainMonitor) -> Vec<u64> {
-	chain_monitor.list_pending_monitor_updates().into_values().flatten().collect()
-}
-
-fn update_ids(flow: &FlowRecord) -> Vec<u64> {
-	flow.calls
-		.iter()
-		.filter_map(|call| match call {
-			Call::Update { update: Some(update), .. } => Some(update.update_id),
-			_ => None,
-		})
-		.collect()
-}
-
 #[test]
 fn a_failing_update_write_is_retried_until_it_lands_then_reported() {
 	let flow = run_dual_flow(backends::memory);
@@ -284,168 +179,35 @@ fn a_later_full_monitor_completes_an_update_whose_write_keeps_failing() {
 }
 
 // ------------------------------------------------------------------------------------------------
-// A replica failing in the middle of a real flow
+// A replica failing in the middle of a real flow: each flow on two in-memory copies and on a
+// LocalStack primary with a SeaweedFS replica (lag mode on the servers, with the CLI's `replica
+// verify`, is in tests/cli.rs).
 
-/// The last update object of the flow: no later full monitor holds it, so only its own write can.
-fn last_update_object(flow: &FlowRecord) -> u64 {
-	let ids = update_ids(flow);
-	let last_full = ids.iter().copied().filter(|id| id % 5 == 0).max().unwrap_or(0);
-	*ids.iter().filter(|id| **id > last_full).max().expect("an update after the last consolidation")
-}
-
-/// Two in-memory copies, the replica's requests through `hook`, as a pair in `mode`; and a view
-/// of each copy.
-fn pair_failing_on_replica(
-	hook: Arc<FailPutsOf>, mode: ReplicaMode,
-) -> (ObjectKvStore, ObjectKvStore, ObjectKvStore) {
-	let primary: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-	let replica: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-	let at = |store: &Arc<dyn ObjectStore>| {
-		StoreBuilder::from_store(Arc::clone(store)).with_prefix("node").with_retry(quick_retry())
-	};
-	let store = at(&primary)
-		.with_replica(at(&Hooked::wrap(Arc::clone(&replica), hook)))
-		.with_replica_mode(mode)
-		.build()
-		.unwrap();
-	let view = |store: &Arc<dyn ObjectStore>| at(store).without_writer_lease().build().unwrap();
-	(store, view(&primary), view(&replica))
-}
-
-/// The update objects of the flow's channel on a copy.
-fn update_objects(copy: &ObjectKvStore) -> BTreeMap<String, Vec<u8>> {
-	let monitors = KVStoreSync::list(copy, "monitors", "").unwrap();
-	let [monitor] = &monitors[..] else { panic!("one monitor: {monitors:?}") };
-	let ids = KVStoreSync::list(copy, "monitor_updates", monitor).unwrap();
-	ids.into_iter()
-		.map(|id| {
-			let bytes = KVStoreSync::read(copy, "monitor_updates", monitor, &id).unwrap();
-			(id, bytes)
-		})
-		.collect()
-}
-
-/// Strict mode, async: an update the replica does not take stays in progress in the real
-/// `ChainMonitor` (the channel waits, as LDK's contract for `InProgress` says), although the
-/// primary holds it, and `health()` names the replica; once the replica takes it, LDK is told,
-/// and both copies hold it.
 #[test]
 fn a_replica_failing_an_update_holds_it_in_progress_until_both_copies_have_it() {
-	let flow = run_dual_flow(backends::memory);
-	let fail_id = last_update_object(&flow);
-	let mut views = None;
-	let (chain_monitor, persister, hook) = replay_with_failing_update_on(&flow, fail_id, |hook| {
-		let (store, primary, replica) = pair_failing_on_replica(hook, ReplicaMode::Strict);
-		views = Some((primary, replica));
-		store
-	});
-	let (primary, replica) = views.unwrap();
-
-	failing_longer_than_the_store_retries(&chain_monitor, persister, &hook, fail_id);
-	let health = persister.health();
-	let error = health.last_error.clone().unwrap_or_default();
-	assert!(error.contains(&format!("/{fail_id}")) && error.contains("replica"), "{health:?}");
-	let id = fail_id.to_string();
-	assert!(update_objects(&primary).contains_key(&id), "the primary took the update");
-	assert!(!update_objects(&replica).contains_key(&id), "the replica did not");
-
-	hook.failing.store(false, Ordering::SeqCst);
-	wait_until("the channel's pending updates drain", Duration::from_secs(30), || {
-		pending(&chain_monitor).is_empty()
-	});
-	persister.flush_blocking();
-	assert!(persister.health().is_healthy(), "{:?}", persister.health());
-	assert_eq!(update_objects(&primary), update_objects(&replica));
-	let runtime = tokio::runtime::Runtime::new().unwrap();
-	let found = runtime.block_on(replica::compare(&primary, &replica, |_, _| {})).unwrap();
-	assert!(found.is_empty(), "{found:?}");
+	failing_flow::strict_async_flow(&failing_flow::memory_copies());
 }
 
-/// Strict mode, sync: a monitor update the replica does not take is never reported `Completed`:
-/// the call returns `UnrecoverableError`, on which LDK stops the node (a sync persister cannot
-/// retry later); every call reported `Completed` is on both copies.
+#[test]
+fn a_replica_failing_an_update_holds_it_in_progress_on_localstack_and_seaweedfs() {
+	let Some(copies) = failing_flow::server_copies("strict-async-failing-replica") else { return };
+	failing_flow::strict_async_flow(&copies);
+}
+
 #[test]
 fn with_the_replica_failing_a_sync_update_is_never_completed() {
-	let flow = run_dual_flow(backends::memory);
-	let fail_id = last_update_object(&flow);
-	let hook = Arc::new(FailPutsOf::update(fail_id));
-	let (store, primary, replica) = pair_failing_on_replica(Arc::clone(&hook), ReplicaMode::Strict);
-	let mut cfgs = create_chanmon_cfgs(1);
-	cfgs[0].keys_manager = replay_keys();
-	let persister = ours(&store, &cfgs[0], config(5, LoadMode::Probe));
-	let mut completed = Vec::new();
-	for call in &flow.calls {
-		let (status, id) = match call {
-			Call::New { name, monitor } => {
-				let monitor = decode(monitor, &cfgs[0].keys_manager);
-				(persister.persist_new_channel(*name, &monitor), None)
-			},
-			Call::Update { name, update, monitor } => {
-				let monitor = decode(monitor, &cfgs[0].keys_manager);
-				let status = persister.update_persisted_channel(*name, update.as_ref(), &monitor);
-				(status, update.as_ref().map(|update| update.update_id))
-			},
-		};
-		if id == Some(fail_id) {
-			assert_eq!(status, ChannelMonitorUpdateStatus::UnrecoverableError);
-			assert!(hook.failed.load(Ordering::SeqCst) > 0);
-			break;
-		}
-		assert_eq!(status, ChannelMonitorUpdateStatus::Completed, "{id:?}");
-		completed.extend(id);
-	}
-	assert!(!completed.is_empty());
-	assert!(!update_objects(&replica).contains_key(&fail_id.to_string()));
-	// Whatever was reported complete is on both copies: nothing but the failed update differs.
-	let runtime = tokio::runtime::Runtime::new().unwrap();
-	let found = runtime.block_on(replica::compare(&primary, &replica, |_, _| {})).unwrap();
-	let keys: Vec<_> = found.iter().map(|difference| difference.key.clone()).collect();
-	assert!(
-		keys.iter().all(|key| key.ends_with(&format!("/{fail_id}"))),
-		"only the failed update differs: {keys:?}"
-	);
+	failing_flow::strict_sync_flow(&failing_flow::memory_copies());
 }
 
-/// `LagWhenUnreachable`, async: an update the replica does not take is reported complete once
-/// the primary holds it; the replica is recorded stale with the key in the journal, and when it
-/// takes writes again it catches up and both copies are equal.
+#[test]
+fn with_the_replica_failing_a_sync_update_is_never_completed_on_localstack_and_seaweedfs() {
+	let Some(copies) = failing_flow::server_copies("strict-sync-failing-replica") else { return };
+	failing_flow::strict_sync_flow(&copies);
+}
+
 #[test]
 fn in_lag_mode_a_failing_replica_does_not_hold_the_channel_and_catches_up() {
-	let flow = run_dual_flow(backends::memory);
-	let fail_id = last_update_object(&flow);
-	let mut views = None;
-	let mut pair = None;
-	let (chain_monitor, persister, hook) = replay_with_failing_update_on(&flow, fail_id, |hook| {
-		let (store, primary, replica) =
-			pair_failing_on_replica(hook, ReplicaMode::LagWhenUnreachable);
-		views = Some((primary, replica));
-		pair = Some(store.clone());
-		store
-	});
-	let ((primary, replica), store) = (views.unwrap(), pair.unwrap());
-
-	wait_until("the channel's pending updates drain", Duration::from_secs(30), || {
-		pending(&chain_monitor).is_empty()
-	});
-	assert!(hook.failed.load(Ordering::SeqCst) > 0, "the replica never failed the update");
-	let health = store.replica_health().unwrap();
-	assert_eq!(health.sync, replica::SyncState::Stale, "{health:?}");
-	assert!(health.lag_keys >= 1, "{health:?}");
-	let runtime = tokio::runtime::Runtime::new().unwrap();
-	let journal = runtime.block_on(replica::journal(&primary)).unwrap();
-	assert!(journal.iter().any(|key| key.to_string().ends_with(&format!("/{fail_id}"))));
-
-	hook.failing.store(false, Ordering::SeqCst);
-	let health = runtime
-		.block_on(async {
-			tokio::time::timeout(Duration::from_secs(60), store.replica_in_sync(|_| {})).await
-		})
-		.expect("caught up within 60 s")
-		.unwrap();
-	assert_eq!(health.sync, replica::SyncState::InSync);
-	persister.flush_blocking();
-	let found = runtime.block_on(replica::compare(&primary, &replica, |_, _| {})).unwrap();
-	assert!(found.is_empty(), "{found:?}");
+	failing_flow::lag_flow(&failing_flow::memory_copies(), |_| {}, |_| {});
 }
 
 // ------------------------------------------------------------------------------------------------

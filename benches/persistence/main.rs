@@ -9,8 +9,10 @@
 //! Options: `--smoke` / `--full` (profile), `--write-md FILE`, `--rtt-ms N` (simulated round trip),
 //! `--fixtures DIR` (default `target/bench-fixtures`), `--regen` (regenerate the fixtures),
 //! `--include FILE` (a markdown section written by another program, such as `benches/ldk-0.3`),
-//! `--only local,startup,workload,updates,overhead,replica` (sections), `--ldk-sample N` (measure LDK's sequential
-//! startup on N monitors and extrapolate, instead of all of them), `--no-localstack`,
+//! `--only local,startup,workload,updates,overhead,replica,replica-servers` (sections; `replica`
+//! includes `replica-servers`: the replica's latency and fill on a LocalStack primary and a
+//! SeaweedFS replica), `--ldk-sample N` (measure LDK's sequential startup on N monitors and
+//! extrapolate, instead of all of them), `--no-localstack` (no server at all),
 //! `--s3 median-ms=30,p99-ms=200,connections=50,reads=5500,writes=3500,burst-s=1,prefix=0` (the
 //! S3-like model's parameters for its startup table, any subset; `prefix=N` gives one partition
 //! per key prefix of N characters, 0 one for the whole bucket).
@@ -282,15 +284,16 @@ fn generator_child(profile: &str) -> ! {
 }
 
 #[cfg(not(feature = "aws"))]
-fn localstack() -> Option<Arc<dyn object_store::ObjectStore>> {
+fn s3_server(_server: &str) -> Option<Arc<dyn object_store::ObjectStore>> {
 	None
 }
 
-/// LocalStack, if the environment names it (as `./localstack/servers.sh env` prints it).
+/// The S3 server `LOCALSTACK` or `SEAWEEDFS`, if the environment names it (as
+/// `./localstack/servers.sh env` prints it).
 #[cfg(feature = "aws")]
-fn localstack() -> Option<Arc<dyn object_store::ObjectStore>> {
-	let url = std::env::var("LDK_OS_TEST_LOCALSTACK_URL").ok()?;
-	let endpoint = std::env::var("LDK_OS_TEST_LOCALSTACK_ENDPOINT").ok()?;
+fn s3_server(server: &str) -> Option<Arc<dyn object_store::ObjectStore>> {
+	let url = std::env::var(format!("LDK_OS_TEST_{server}_URL")).ok()?;
+	let endpoint = std::env::var(format!("LDK_OS_TEST_{server}_ENDPOINT")).ok()?;
 	let bucket = url.trim_start_matches("s3://").trim_end_matches('/').to_owned();
 	let store = object_store::aws::AmazonS3Builder::from_env()
 		.with_bucket_name(bucket)
@@ -325,7 +328,7 @@ fn main() {
 	describe_setup(&mut report, &args, &set);
 
 	let memory = Backend::memory(args.rtt);
-	let local = if args.localstack { localstack() } else { None };
+	let local = if args.localstack { s3_server("LOCALSTACK") } else { None };
 	let server = local.map(|store| Backend::server("LocalStack on loopback", store));
 	if server.is_none() {
 		report.setup.push(
@@ -354,6 +357,25 @@ fn main() {
 	}
 	if wants(&args, "replica") {
 		replica_section(&args, &set, ldk, &mut report, &mut findings);
+	}
+	if wants(&args, "replica") || wants(&args, "replica-servers") {
+		let seaweedfs = if args.localstack { s3_server("SEAWEEDFS") } else { None };
+		match (server.as_ref(), seaweedfs) {
+			(Some(primary), Some(replica)) => {
+				let replica = Backend::server("SeaweedFS on loopback", replica);
+				let channels = sections::startup_channels(&set);
+				let mut tables = Vec::new();
+				replica::on_servers(&args, &channels, primary, &replica, ldk, &mut tables);
+				for table in tables {
+					report.add(table);
+				}
+			},
+			_ => report.setup.push(
+				"Replica on servers: **not run** (it needs LocalStack and SeaweedFS: \
+				 `LDK_OS_TEST_LOCALSTACK_*` and `LDK_OS_TEST_SEAWEEDFS_*`)."
+					.into(),
+			),
+		}
 	}
 	for path in &args.include {
 		let section = std::fs::read_to_string(path)

@@ -432,3 +432,193 @@ fn cost(
 	let per_payment = (per_payment(alone.requests()), per_payment(both.requests()));
 	(table, per_payment, (alone_dollars, per_million(&both)))
 }
+
+/// The latency and fill tables on real servers: a LocalStack primary and a SeaweedFS replica,
+/// both on loopback (real HTTP, no network latency: the tables show the servers' own time).
+pub(crate) fn on_servers(
+	args: &Args, channels: &[ChannelFixture], primary: &Backend, replica: &Backend,
+	ldk: &'static Ldk, tables: &mut Vec<Table>,
+) {
+	// The smoke size only checks that the tables are made.
+	let (n, monitors, updates) = match args.profile {
+		Profile::Smoke => (5, 4, 5),
+		Profile::Full => (100, 100, 50),
+	};
+	let n = n.min(channels[0].updates.len());
+	let updates = updates.min(channels.iter().map(|c| c.updates.len()).min().unwrap_or(0));
+	tables.push(latency_on_servers(primary, replica, &channels[0], n, ldk));
+	let monitors = &channels[..monitors.min(channels.len())];
+	tables.push(fill_on_servers(primary, replica, monitors, updates));
+}
+
+/// A note on what loopback servers measure.
+const LOOPBACK: &str = "Both servers run on this machine (loopback, no network latency), \
+	 beside the benchmark on the same cores: the times are the servers' own handling of each \
+	 request over HTTP, not a region's round trip, and the ratios say what a replica costs when \
+	 neither copy is far away.";
+
+fn latency_on_servers(
+	primary: &Backend, replica: &Backend, fixture: &ChannelFixture, n: usize, ldk: &'static Ldk,
+) -> Table {
+	let mut table = Table::new(
+		format!(
+			"Replica: one update at a time, {} primary, {} replica",
+			primary.name, replica.name
+		),
+		&[
+			"store",
+			"persister",
+			"mean",
+			"median",
+			"slowest",
+			"requests / update: primary",
+			"replica",
+			"÷ the slower copy alone",
+		],
+	)
+	.intro(format!(
+		"{n} consecutive real updates of one channel ({}), each persisted and waited for (async: \
+		 until the persister reports it durable) before the next, as in the in-memory replica \
+		 table, on each server alone and on the pair (every write and remove sent to both \
+		 at once, complete when both hold it). The last column divides each mean by the larger \
+		 of the two servers' means alone for the same persister. {LOOPBACK}",
+		fixture.label
+	));
+	let mut results: Vec<(String, Writer, Vec<Duration>, Counts, Counts, bool)> = Vec::new();
+	let short = |backend: &Backend| backend.name.trim_end_matches(" on loopback").to_owned();
+	for (store_name, on_replica_alone, paired) in [
+		(format!("{} alone", short(primary)), false, false),
+		(format!("{} alone", short(replica)), true, false),
+		(format!("{} + {} replica", short(primary), short(replica)), false, true),
+	] {
+		for writer in [Writer::OursSync, Writer::OursAsync] {
+			let scenario =
+				format!("replica-servers-latency-{on_replica_alone}-{paired}-{writer:?}");
+			let prefix = primary.prefix(&scenario.to_lowercase());
+			eprintln!("  replica: {} over {store_name} ...", writer.name());
+			let store = if paired {
+				let store = kv_pair(&primary.store, &replica.store, &prefix, 32);
+				in_sync(&store);
+				store
+			} else if on_replica_alone {
+				replica.kv(&prefix, 32)
+			} else {
+				primary.kv(&prefix, 32)
+			};
+			let reset = || {
+				primary.reset_counts();
+				replica.reset_counts();
+			};
+			let latencies = updates::timed_updates(&store, writer, fixture, n, ldk, reset);
+			let (on_primary, on_replica) = (primary.counts(), replica.counts());
+			results.push((store_name.clone(), writer, latencies, on_primary, on_replica, paired));
+			futures::executor::block_on(store.close());
+		}
+	}
+	let mean = |l: &[Duration]| l.iter().sum::<Duration>() / l.len().max(1) as u32;
+	let quantile = |l: &[Duration], q: f64| {
+		let mut sorted = l.to_vec();
+		sorted.sort();
+		sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+	};
+	let slower_alone = |writer: Writer| {
+		results
+			.iter()
+			.filter(|r| r.1 == writer && !r.5)
+			.map(|r| mean(&r.2))
+			.max()
+			.expect("both servers alone were measured")
+	};
+	for (store_name, writer, latencies, on_primary, on_replica, paired) in &results {
+		let vs = mean(latencies).as_secs_f64() / slower_alone(*writer).as_secs_f64();
+		let alone_on_replica = !paired && store_name.starts_with(&short(replica));
+		let (first, second) = if alone_on_replica {
+			("—".to_owned(), format!("{:.2}", on_replica.requests() as f64 / n as f64))
+		} else if *paired {
+			(
+				format!("{:.2}", on_primary.requests() as f64 / n as f64),
+				format!("{:.2}", on_replica.requests() as f64 / n as f64),
+			)
+		} else {
+			(format!("{:.2}", on_primary.requests() as f64 / n as f64), "—".to_owned())
+		};
+		table.row(vec![
+			store_name.clone(),
+			writer.name().into(),
+			secs(mean(latencies)),
+			secs(quantile(latencies, 0.5)),
+			secs(quantile(latencies, 1.0)),
+			first,
+			second,
+			ratio(vs),
+		]);
+	}
+	table.notes.push(
+		"Requests include the writer lease's renewals (one conditional PUT per copy every 10 s)."
+			.into(),
+	);
+	table
+}
+
+fn fill_on_servers(
+	primary: &Backend, replica: &Backend, channels: &[ChannelFixture], updates: usize,
+) -> Table {
+	let prefix = primary.prefix("replica-servers-fill");
+	let refs: Vec<&ChannelFixture> = channels.iter().collect();
+	eprintln!(
+		"  replica: seeding {} with {} monitors × {updates} updates ...",
+		primary.name,
+		refs.len()
+	);
+	let seeding = Instant::now();
+	primary.seed(&prefix, &refs, updates);
+	let seeded = seeding.elapsed();
+	let keys = (channels.len() * (updates + 1)) as u64;
+	eprintln!("  replica: filling a {} replica with {keys} objects ...", replica.name);
+	let store = kv_pair(&primary.store, &replica.store, &prefix, 256);
+	primary.reset_counts();
+	replica.reset_counts();
+	let started = Instant::now();
+	let health = in_sync(&store);
+	let elapsed = started.elapsed();
+	let (on_primary, on_replica) = (primary.counts(), replica.counts());
+	futures::executor::block_on(store.close());
+	assert_eq!(health.copied, keys, "the fill copied every object");
+	let mut fill = Table::new(
+		format!(
+			"Replica: filling a new replica, {} primary, {} replica",
+			primary.name, replica.name
+		),
+		&[
+			"objects",
+			"passes",
+			"copied",
+			"wall time",
+			"requests: primary",
+			"replica",
+			"objects / s",
+			"seeding the primary",
+		],
+	)
+	.intro(format!(
+		"The fill of the in-memory table, on the servers: {} monitors with {updates} \
+		 update objects each (the startup fixtures) on the primary, an empty replica; wall time \
+		 from the pair's start until the replica is recorded in sync (the copying pass, then a \
+		 verifying pass, {FILL_CONCURRENCY} keys at once). No round-trip bound: loopback servers \
+		 have no fixed round trip. The last column is the time this benchmark took to write the \
+		 same objects to the primary alone ({} at once), for scale. {LOOPBACK}",
+		channels.len(),
+		64
+	));
+	fill.row(vec![
+		count(keys),
+		health.pass.to_string(),
+		count(health.copied),
+		secs(elapsed),
+		count(on_primary.requests()),
+		count(on_replica.requests()),
+		format!("{:.0}", keys as f64 / elapsed.as_secs_f64()),
+		secs(seeded),
+	]);
+	fill
+}

@@ -6,6 +6,7 @@ pub mod backends;
 pub mod conformance;
 pub mod crash_support;
 pub mod dual_flow;
+pub mod failing_flow;
 pub mod ldk_flow;
 pub mod log_capture;
 pub mod network;
