@@ -30,10 +30,11 @@ use crate::retry::RetryPolicy;
 use crate::store::{ObjectKvStore, Side, StoreParams};
 
 /// Default bound on requests in flight at once, across all keys: twice the monitor persister's
-/// default ([`PersisterConfig::max_requests_in_flight`](crate::PersisterConfig)), so that a
+/// default cap ([`PersisterConfig::max_requests_in_flight`](crate::PersisterConfig)), so that a
 /// startup load or a burst of monitor writes leaves room for the `ChannelManager`, the network
-/// graph and the scorer.
-pub const DEFAULT_MAX_IN_FLIGHT: usize = 256;
+/// graph and the scorer. The persister's own limit adapts to what the store takes (see
+/// [`PersisterConfig::adaptive_concurrency`](crate::PersisterConfig)); this one is fixed.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 2048;
 /// Default number of worker threads of the store's runtime.
 pub const DEFAULT_WORKER_THREADS: usize = 2;
 

@@ -101,6 +101,7 @@ pub mod fencing;
 pub mod inspect;
 pub mod keys;
 pub mod lease;
+mod limit;
 mod listing;
 mod ordering;
 pub mod persister;

@@ -18,6 +18,7 @@ use crate::error::{Error, FailureKind, Operation};
 use crate::fencing::Fencing;
 use crate::keys::{validate_namespace, KeyMapper, KvKey};
 use crate::lease::{self, LeaseState, WriterLease};
+use crate::limit::{Limiter, Signal, Slot};
 use crate::ordering::{KeyQueues, Turn};
 use crate::retry::RetryPolicy;
 use crate::runtime::{block_on, StoreRuntime};
@@ -54,8 +55,9 @@ struct Core {
 	queues: Arc<KeyQueues>,
 	/// The store's bound on requests in flight, shared by every view of it.
 	in_flight: Arc<Semaphore>,
-	/// A view's own, tighter bound (see [`ObjectKvStore::limited_to`]), taken before the store's.
-	view_limit: Option<Arc<Semaphore>>,
+	/// A view's own, tighter bound, fixed or adaptive (see [`ObjectKvStore::limited_to`]),
+	/// taken before the store's.
+	view_limit: Option<Arc<Limiter>>,
 	retry: RetryPolicy,
 	/// Present when writes are conditional (see `fencing`).
 	fencing: Option<Arc<Fencing>>,
@@ -294,12 +296,14 @@ impl ObjectKvStore {
 	}
 
 	/// A view of the same store whose requests are at most `max_in_flight` at once, within the
-	/// store's own bound (a request of the view takes a place under both). It shares everything
-	/// else, the per-key order included: the monitor persister uses one so that its requests
-	/// cannot crowd out the rest of the node's.
-	pub(crate) fn limited_to(&self, max_in_flight: usize) -> Self {
+	/// store's own bound (a request of the view takes a place under both); with `adaptive`, at
+	/// most as many as the view's answers show the server takes (see [`crate::limit`]), up to
+	/// `max_in_flight`. It shares everything else, the per-key order included: the monitor
+	/// persister uses one so that its requests cannot crowd out the rest of the node's, nor
+	/// storm a server that throttles.
+	pub(crate) fn limited_to(&self, max_in_flight: usize, adaptive: bool) -> Self {
 		let mut core = Core::clone(&self.core);
-		core.view_limit = Some(Arc::new(Semaphore::new(max_in_flight.max(1))));
+		core.view_limit = Some(Arc::new(Limiter::new(max_in_flight, adaptive)));
 		ObjectKvStore {
 			core: Arc::new(core),
 			runtime: Arc::clone(&self.runtime),
@@ -1232,11 +1236,9 @@ impl Core {
 	}
 
 	/// Places under the view's bound and the store's, if both have one free now.
-	fn try_permits(
-		&self,
-	) -> Option<(Option<tokio::sync::SemaphorePermit<'_>>, tokio::sync::SemaphorePermit<'_>)> {
+	fn try_permits(&self) -> Option<(Option<Slot<'_>>, tokio::sync::SemaphorePermit<'_>)> {
 		let view = match &self.view_limit {
-			Some(limit) => Some(limit.try_acquire().ok()?),
+			Some(limit) => Some(limit.try_acquire()?),
 			None => None,
 		};
 		Some((view, self.in_flight.try_acquire().ok()?))
@@ -1267,11 +1269,9 @@ impl Core {
 	/// Places under the view's bound and the store's, waiting for them: the view's first, so
 	/// that a request waiting for it holds no place under the store's. (The semaphores are never
 	/// closed, so acquiring cannot fail.)
-	async fn permits(
-		&self,
-	) -> (Option<tokio::sync::SemaphorePermit<'_>>, Option<tokio::sync::SemaphorePermit<'_>>) {
+	async fn permits(&self) -> (Option<Slot<'_>>, Option<tokio::sync::SemaphorePermit<'_>>) {
 		let view = match &self.view_limit {
-			Some(limit) => limit.acquire().await.ok(),
+			Some(limit) => limit.acquire().await,
 			None => None,
 		};
 		(view, self.in_flight.acquire().await.ok())
@@ -1306,16 +1306,25 @@ impl Core {
 				let request = request();
 				let abandoned = &abandoned;
 				async move {
-					let _permits = self.permits().await;
-					if !mutation {
-						return self.retry.timed(request).await;
-					}
-					let permit = self.lease.enter()?;
-					if self.untimed_mutations {
-						permit.run(request, abandoned).await
+					let (view, _store) = self.permits().await;
+					// Timed from here, where the request is sent: the adaptive bound learns the
+					// server's latency, not the wait for a place.
+					let sent = Instant::now();
+					let outcome = if !mutation {
+						self.retry.timed(request).await
 					} else {
-						permit.run(self.retry.timed(request), abandoned).await
+						// Refused without a request: the view's place goes back with no signal.
+						let permit = self.lease.enter()?;
+						if self.untimed_mutations {
+							permit.run(request, abandoned).await
+						} else {
+							permit.run(self.retry.timed(request), abandoned).await
+						}
+					};
+					if let Some(view) = view {
+						view.finish(Signal::of(&outcome, sent.elapsed()));
 					}
+					outcome
 				}
 			})
 			.await;

@@ -9,10 +9,15 @@
 //! Options: `--smoke` / `--full` (profile), `--write-md FILE`, `--rtt-ms N` (simulated round trip),
 //! `--fixtures DIR` (default `target/bench-fixtures`), `--regen` (regenerate the fixtures),
 //! `--include FILE` (a markdown section written by another program, such as `benches/ldk-0.3`),
+<<<<<<< HEAD
 //! `--only local,startup,workload,updates,overhead,replica,replica-servers` (sections; `replica`
 //! includes `replica-servers`: the replica's latency and fill on a LocalStack primary and a
 //! SeaweedFS replica), `--ldk-sample N` (measure LDK's sequential startup on N monitors and
 //! extrapolate, instead of all of them), `--no-localstack` (no server at all),
+=======
+//! `--only local,startup,adaptive,workload,updates,overhead,replica` (sections), `--ldk-sample N` (measure LDK's sequential
+//! startup on N monitors and extrapolate, instead of all of them), `--no-localstack`,
+>>>>>>> aimd
 //! `--s3 median-ms=30,p99-ms=200,connections=50,reads=5500,writes=3500,burst-s=1,prefix=0` (the
 //! S3-like model's parameters for its startup table, any subset; `prefix=N` gives one partition
 //! per key prefix of N characters, 0 one for the whole bucket).
@@ -53,7 +58,8 @@ use fixtures::FixtureSet;
 use flow::{GenParams, SizeTarget};
 use report::{secs, Report};
 use sections::{
-	overhead_section, replica_section, startup_section, updates_section, workload_section, Findings,
+	adaptive_section, overhead_section, replica_section, startup_section, updates_section,
+	workload_section, Findings,
 };
 use setup::{describe_setup, machine, reproduce_line};
 use store_models::{Partitioning, S3Params};
@@ -345,6 +351,9 @@ fn main() {
 	}
 	if wants(&args, "startup") {
 		startup_section(&args, &set, &memory, server.as_ref(), ldk, &mut report, &mut findings);
+	}
+	if wants(&args, "adaptive") {
+		adaptive_section(&args, &set, &memory, ldk, &mut report);
 	}
 	if wants(&args, "workload") {
 		workload_section(&args, &set, &memory, ldk, &mut report, &mut findings);

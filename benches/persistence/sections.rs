@@ -8,11 +8,11 @@ use ldk_object_store::LoadMode;
 
 use crate::backend::Backend;
 use crate::fixtures::{ChannelFixture, FixtureSet};
-use crate::report::{Report, Table};
+use crate::report::{bytes, count, ratio, secs, Report, Table};
 use crate::startup::{self, Reader, Scenario};
 use crate::updates::{self, Writer};
 use crate::{cpu, env, overhead, Args, Profile};
-use store_models::{CalibrationLoad, S3Params};
+use store_models::{CalibrationLoad, Kind, S3Params};
 
 /// What the target checks need from the sections.
 #[derive(Default)]
@@ -502,5 +502,141 @@ fn s3_like_startup(
 		},
 		Err(e) => result.table.notes.push(format!("The model's self-check could not run: {e}")),
 	}
+	report.add(result.table);
+}
+
+/// Adaptive concurrency (the persister's default): `PersisterConfig::default()` against the
+/// fixed bound it replaced (128 requests in flight, 128 monitors loading) and against raised
+/// fixed bounds (1,024 of each), on the round-trip model and on the S3-like model (`--s3`), all
+/// in one run. On the S3-like model each load runs alone against a fresh count of the model, so
+/// its throttled requests are its own.
+pub(crate) fn adaptive_section(
+	args: &Args, set: &FixtureSet, memory: &Backend, ldk: &'static env::Ldk, report: &mut Report,
+) {
+	let channels = startup_channels(set);
+	let u = args.profile.gen_params().updates;
+	let readers =
+		[Reader::OursDefault, ours(LoadMode::Probe, 128, 128), ours(LoadMode::Probe, 1024, 1024)];
+	let label = |reader: &Reader| match reader {
+		Reader::OursDefault => "defaults (adaptive, cap 1,024; store bound 2,048)".to_owned(),
+		_ => match reader.as_ours() {
+			Some((_, 128, 128, _)) => "before: fixed 128 in flight, 128 monitors loading".into(),
+			Some((_, monitors, in_flight, _)) => {
+				format!("raised bounds: fixed {in_flight} in flight, {monitors} monitors loading")
+			},
+			None => reader.name(),
+		},
+	};
+	let mut table = Table::new(
+		"Adaptive concurrency: defaults against the fixed bounds, both models",
+		&[
+			"model",
+			"N × U",
+			"configuration",
+			"wall time",
+			"÷ raised-bounds row",
+			"requests",
+			"throttled reads (503 SlowDown)",
+			"peak heap",
+		],
+	);
+	table.intro.push(
+		"Every load reads the same stored objects with this crate's probing loader \
+		 (`read_all_channel_monitors_with_updates_blocking`) and is checked (all monitors, all \
+		 updates). \"before\": the fixed bound that was the default (128); \"raised bounds\": a \
+		 fixed bound of 1,024 requests and monitors; defaults: `PersisterConfig::default()` \
+		 over a store with its default bound. Throttled reads: GETs the S3-like model answered \
+		 `503 SlowDown` during that load (each retried by the store)."
+			.into(),
+	);
+	let (n, scenario) = (channels.len(), format!("adaptive-{}x{u}", channels.len()));
+	let ideal = Scenario {
+		name: scenario.clone(),
+		monitors: channels.clone(),
+		updates: u,
+		readers: readers.to_vec(),
+	};
+	let result = startup::run(memory, &ideal, ldk);
+	// The fixed bound of 1,024 (the defaults' cap is 1,024 too: not that row).
+	let is_raised = |r: &Reader| matches!(r, Reader::Ours { in_flight: 1024, .. });
+	let raised = result.loads.iter().find(|(r, ..)| is_raised(r));
+	let raised = raised.map(|(_, t, ..)| *t);
+	let vs =
+		|t: Duration| raised.map_or("—".into(), |r| ratio(t.as_secs_f64() / r.as_secs_f64()));
+	for (reader, elapsed, requests, heap) in &result.loads {
+		table.row(vec![
+			memory.name.clone(),
+			format!("{n} × {u}"),
+			label(reader),
+			secs(*elapsed),
+			vs(*elapsed),
+			count(*requests),
+			"—".into(),
+			bytes(*heap as u64),
+		]);
+	}
+
+	let backend = Backend::s3_like(args.s3);
+	let Some(model) = backend.s3.clone() else { return };
+	// Every monitor: a probing load has one request in flight per monitor being loaded, so
+	// fewer monitors could not ask for more than the model's rate.
+	let sn = n;
+	let mut s3_rows = Vec::new();
+	for reader in &readers {
+		let one = Scenario {
+			name: format!("{scenario}-s3-{}", s3_rows.len()),
+			monitors: channels[..sn].to_vec(),
+			updates: u,
+			readers: vec![*reader],
+		};
+		model.reset();
+		// A load that fails (a read throttled past the store's retries) is a row too.
+		let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+			startup::run(&backend, &one, ldk)
+		}));
+		let seen = model.counts();
+		// The load's reads only: the seeding's writes (made while the model is switched
+		// off, though some reach it first) are no part of it.
+		let throttled = seen.throttled[Kind::Get.index()] + seen.throttled[Kind::Head.index()];
+		match outcome {
+			Ok(result) => {
+				if let Some((_, elapsed, requests, heap)) = result.loads.first() {
+					s3_rows.push((*reader, Some(*elapsed), *requests, throttled, *heap));
+				}
+			},
+			Err(_) => s3_rows.push((*reader, None, seen.served_total(), throttled, 0)),
+		}
+	}
+	let raised = s3_rows.iter().find(|(r, ..)| is_raised(r));
+	let raised = raised.and_then(|(_, t, ..)| *t);
+	let vs =
+		|t: Duration| raised.map_or("—".into(), |r| ratio(t.as_secs_f64() / r.as_secs_f64()));
+	for (reader, elapsed, requests, throttled, heap) in &s3_rows {
+		let (wall, vs, requests, heap) = match elapsed {
+			Some(t) => (secs(*t), vs(*t), count(*requests), bytes(*heap as u64)),
+			None => (
+				"**failed**: a read still throttled after the store's retries".into(),
+				"—".into(),
+				format!("{} served before it failed", count(*requests)),
+				"—".into(),
+			),
+		};
+		table.row(vec![
+			"S3-like model".into(),
+			format!("{sn} × {u}"),
+			label(reader),
+			wall,
+			vs,
+			requests,
+			count(*throttled),
+			heap,
+		]);
+	}
+	table.notes.push(format!("S3-like model: {}.", args.s3.describe()));
+	table.notes.push(format!(
+		"Round-trip model: {}; the CPU floor and its note are in the table below.",
+		memory.name
+	));
+	report.add(table);
 	report.add(result.table);
 }

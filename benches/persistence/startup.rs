@@ -53,7 +53,9 @@ impl Reader {
 					LoadMode::ListEach => format!("this crate, list each{threads}"),
 				}
 			},
-			Reader::OursDefault => "this crate, no configuration (probe)".into(),
+			Reader::OursDefault => {
+				"this crate, no configuration (probe, adaptive up to the cap)".into()
+			},
 			Reader::Ldk { .. } => "LDK `MonitorUpdatingPersister`".into(),
 			Reader::LdkAsync { .. } => "LDK `MonitorUpdatingPersisterAsync`".into(),
 			Reader::LdkParallel { threads } => {
@@ -170,7 +172,9 @@ fn load(
 	let started = Instant::now();
 	let monitors = match reader {
 		Reader::Ours { mode, monitors, in_flight, threads } => {
+			// Explicit bounds are fixed bounds, as they were before the adaptive default.
 			let config = PersisterConfig::default()
+				.with_adaptive_concurrency(false)
 				.with_load_mode(*mode)
 				.with_max_monitors_loading(*monitors)
 				.with_max_requests_in_flight(*in_flight)
@@ -265,6 +269,8 @@ pub struct ScenarioResult {
 	pub ldk_parallel: Vec<(usize, Duration)>,
 	/// Requests per second of every reader.
 	pub rates: Vec<(Reader, f64)>,
+	/// (reader, wall time, requests, peak heap) of every reader.
+	pub loads: Vec<(Reader, Duration, u64, usize)>,
 }
 
 pub fn run(backend: &Backend, scenario: &Scenario, ldk: &'static Ldk) -> ScenarioResult {
@@ -301,6 +307,7 @@ pub fn run(backend: &Backend, scenario: &Scenario, ldk: &'static Ldk) -> Scenari
 		cpu_floor: None,
 		rates: vec![],
 		ldk_parallel: vec![],
+		loads: vec![],
 	};
 	// (reader, its load, (monitors, time) if it loaded a sample only)
 	type Row = (Reader, Loaded, Option<(usize, Duration)>);
@@ -401,6 +408,7 @@ pub fn run(backend: &Backend, scenario: &Scenario, ldk: &'static Ldk) -> Scenari
 			result.ldk_parallel.push((*threads, loaded.elapsed));
 		}
 		result.rates.push((*reader, rate));
+		result.loads.push((*reader, loaded.elapsed, loaded.counts.requests(), loaded.peak_heap));
 		assert_eq!(loaded.monitors, sample.map_or(n, |(k, _)| k));
 	}
 

@@ -26,7 +26,8 @@ const FULL_MONITORS_UP_TO: usize = 64 * 1024;
 /// use ldk_object_store::PersisterConfig;
 ///
 /// let config = PersisterConfig::default().with_maximum_pending_updates(50);
-/// assert_eq!(config.max_requests_in_flight, 128);
+/// assert_eq!(config.max_requests_in_flight, 1024);
+/// assert!(config.adaptive_concurrency);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -45,18 +46,35 @@ pub struct PersisterConfig {
 	/// Default 64 KiB (why: the module docs); `0` writes update objects at any size, as LDK
 	/// does.
 	pub full_monitors_up_to: usize,
-	/// Most requests the persister has in flight at once: monitor and update writes, deletes,
-	/// and the reads of a startup load. They take their places within the store's own bound
+	/// The cap on requests the persister has in flight at once: monitor and update writes,
+	/// deletes, and the reads of a startup load. With [`Self::adaptive_concurrency`] (the
+	/// default) the persister keeps fewer in flight, as many as the store's answers show it
+	/// takes, and this is the most it ever grows to; without, it is the bound itself. They take
+	/// their places within the store's own bound
 	/// ([`StoreBuilder::with_max_in_flight`](crate::StoreBuilder::with_max_in_flight)), never
 	/// beside it: the store's bound is the total, and this one keeps the persister from taking
-	/// all of it. Default 128: at S3's typical 20–30 ms per small request that is 4,000–6,500
-	/// requests a second, about what S3 serves per key prefix (5,500 GETs, 3,500 PUTs and
-	/// DELETEs), while the keys of different channels lie under different prefixes; S3's
-	/// `SlowDown` answers are retried with backoff.
+	/// all of it. Default 1,024: a store with no throughput limit of its own (a 20 ms round trip
+	/// and nothing else) loads 1,000 monitors about as fast as with no bound at all, and the
+	/// adaptive limit is what keeps a real S3 prefix (5,500 GETs, 3,500 PUTs and DELETEs a
+	/// second) from answering a storm of `SlowDown`.
 	pub max_requests_in_flight: usize,
+	/// Find the store's rate rather than holding [`Self::max_requests_in_flight`] in flight: the
+	/// limit starts at 32 and doubles per round trip while latency stays flat and nothing is
+	/// throttled, then grows by its square root per round trip; an answer that says the store
+	/// is overloaded (`503 SlowDown`, another 5xx, a timeout, a dropped connection) cuts it at
+	/// once (at least by half, to the share of answers served in a storm), and so does latency
+	/// beyond twice the lowest recent (a queue at the server or in the connection pool). It
+	/// stays between 8 and the cap. It applies to every request of the persister, writes
+	/// included: a single update is never held up (one request is far below the floor), and a
+	/// burst of async writes finds the rate as a load does. Default `true`; `false` holds the
+	/// cap as a fixed bound (the behaviour before this setting, whose default cap was 128).
+	pub adaptive_concurrency: bool,
 	/// Most monitors being loaded at once at startup; memory for raw objects stays within this
-	/// bound, whatever the number of monitors. Default 128, so that probing (one request in
-	/// flight per monitor) can use all of [`Self::max_requests_in_flight`].
+	/// bound, whatever the number of monitors, and the requests in flight within
+	/// [`Self::max_requests_in_flight`] (adaptive or not). Default 1,024, to match that cap: a
+	/// probing load has one request in flight per monitor being loaded, so this is what lets
+	/// it use all of the adaptive limit. A monitor being loaded holds its decoded monitor (which
+	/// the result holds anyway) and at most one raw object at a time when probing.
 	pub max_monitors_loading: usize,
 	/// Threads that decode monitors and apply their updates in
 	/// [`read_all_channel_monitors_with_updates_blocking`](super::MonitorPersister::read_all_channel_monitors_with_updates_blocking);
@@ -79,8 +97,9 @@ impl Default for PersisterConfig {
 			maximum_pending_updates: 100,
 			consolidate_by_size: true,
 			full_monitors_up_to: FULL_MONITORS_UP_TO,
-			max_requests_in_flight: 128,
-			max_monitors_loading: 128,
+			max_requests_in_flight: 1024,
+			adaptive_concurrency: true,
+			max_monitors_loading: 1024,
 			load_threads: 0,
 			load_mode: LoadMode::List,
 			max_retry_backoff: Duration::from_secs(30),
@@ -121,9 +140,16 @@ impl PersisterConfig {
 		}
 	}
 
-	/// Sets [`Self::max_requests_in_flight`] (at least 1).
+	/// Sets [`Self::max_requests_in_flight`], the cap (at least 1).
 	pub fn with_max_requests_in_flight(mut self, requests: usize) -> Self {
 		self.max_requests_in_flight = requests.max(1);
+		self
+	}
+
+	/// Sets [`Self::adaptive_concurrency`]: `false` for a fixed bound of
+	/// [`Self::max_requests_in_flight`].
+	pub fn with_adaptive_concurrency(mut self, adaptive: bool) -> Self {
+		self.adaptive_concurrency = adaptive;
 		self
 	}
 

@@ -55,7 +55,8 @@
 //! persistence, which LDK itself calls beta and warns may lead to loss of funds if misused; prefer
 //! the synchronous persister unless `Persist` latency matters to you. In async mode:
 //! - writes of all channels run concurrently on the store's runtime, at most
-//!   [`PersisterConfig::max_requests_in_flight`] requests at once;
+//!   [`PersisterConfig::max_requests_in_flight`] requests at once, and by default no more than
+//!   the store takes ([`PersisterConfig::adaptive_concurrency`]);
 //! - each durable update is reported exactly once, from a thread of the persister's own that
 //!   nothing else waits on (never from a store worker, so a `ChainMonitor` lock taken in the
 //!   report cannot hold up any I/O): pushed to the `ChainMonitor`
@@ -86,7 +87,11 @@
 //! # Reading at startup
 //!
 //! [`MonitorPersister::read_all_channel_monitors_with_updates`] lists `monitors/`, and reads the
-//! monitors in parallel, at most [`PersisterConfig::max_monitors_loading`] at once. For each it
+//! monitors in parallel, at most [`PersisterConfig::max_monitors_loading`] at once, their requests
+//! within the persister's bound on requests in flight (by default adaptive: it grows from 32
+//! while the store answers at a flat latency and nothing is throttled, and backs off on
+//! `SlowDown`, other 5xx answers and latency growth; see
+//! [`PersisterConfig::adaptive_concurrency`]). For each it
 //! strips the sentinel, decodes the monitor, checks that its `persistence_key()` is the key it was
 //! stored under, then applies the updates `update_id + 1, + 2, …` until one is absent; it never
 //! applies past a gap. Any error but "not found" fails the load, naming the key. Loading writes
@@ -214,7 +219,7 @@ where
 		signer_provider: SP, broadcaster: BI, fee_estimator: FE,
 	) -> Self {
 		MonitorPersister {
-			store: store.limited_to(config.max_requests_in_flight),
+			store: store.limited_to(config.max_requests_in_flight, config.adaptive_concurrency),
 			config,
 			background: None,
 			ledger: Default::default(),
