@@ -9,15 +9,10 @@
 //! Options: `--smoke` / `--full` (profile), `--write-md FILE`, `--rtt-ms N` (simulated round trip),
 //! `--fixtures DIR` (default `target/bench-fixtures`), `--regen` (regenerate the fixtures),
 //! `--include FILE` (a markdown section written by another program, such as `benches/ldk-0.3`),
-<<<<<<< HEAD
-//! `--only local,startup,workload,updates,overhead,replica,replica-servers` (sections; `replica`
-//! includes `replica-servers`: the replica's latency and fill on a LocalStack primary and a
-//! SeaweedFS replica), `--ldk-sample N` (measure LDK's sequential startup on N monitors and
+//! `--only local,startup,adaptive,workload,updates,overhead,replica,replica-servers` (sections;
+//! `replica` includes `replica-servers`: the replica's latency and fill on a LocalStack primary
+//! and a SeaweedFS replica), `--ldk-sample N` (measure LDK's sequential startup on N monitors and
 //! extrapolate, instead of all of them), `--no-localstack` (no server at all),
-=======
-//! `--only local,startup,adaptive,workload,updates,overhead,replica` (sections), `--ldk-sample N` (measure LDK's sequential
-//! startup on N monitors and extrapolate, instead of all of them), `--no-localstack`,
->>>>>>> aimd
 //! `--s3 median-ms=30,p99-ms=200,connections=50,reads=5500,writes=3500,burst-s=1,prefix=0` (the
 //! S3-like model's parameters for its startup table, any subset; `prefix=N` gives one partition
 //! per key prefix of N characters, 0 one for the whole bucket).
