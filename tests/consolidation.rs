@@ -213,9 +213,7 @@ fn a_burst_of_updates_becomes_one_full_write_in_async_mode() {
 	let (persister, chain_monitor) =
 		async_chain_monitor(&backend.store(), cfg, PersisterConfig::default());
 	persister.bind_chain_monitor(&chain_monitor);
-	let Some(Call::New { monitor, .. }) = flow.calls.first() else { panic!("no new channel") };
-	let status = chain_monitor.watch_channel(flow.channel_id, decode(monitor, &cfg.keys_manager));
-	assert_eq!(status, Ok(ChannelMonitorUpdateStatus::InProgress));
+	watch_recorded_channel(&chain_monitor, &flow, cfg);
 	persister.flush_blocking();
 	assert_eq!(hold.puts.load(Ordering::SeqCst), 1, "the new channel's monitor");
 
@@ -263,9 +261,7 @@ fn consolidate_in_async_mode_waits_until_durable() {
 	let (persister, chain_monitor) =
 		async_chain_monitor(&backend.store(), cfg, config(MAX_PENDING, LoadMode::Probe));
 	persister.bind_chain_monitor(&chain_monitor);
-	let Some(Call::New { monitor, .. }) = flow.calls.first() else { panic!("no new channel") };
-	let status = chain_monitor.watch_channel(flow.channel_id, decode(monitor, &cfg.keys_manager));
-	assert_eq!(status, Ok(ChannelMonitorUpdateStatus::InProgress));
+	watch_recorded_channel(&chain_monitor, &flow, cfg);
 	for call in &flow.calls[1..] {
 		if let Call::Update { update: Some(update), .. } = call {
 			chain_monitor.update_channel(flow.channel_id, update);

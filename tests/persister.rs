@@ -310,9 +310,7 @@ fn async_mode_completes_updates_in_a_real_chain_monitor() {
 		async_chain_monitor(&backend.store(), cfg, config(5, LoadMode::Probe));
 	persister.bind_chain_monitor(&chain_monitor);
 
-	let Some(Call::New { monitor, .. }) = flow.calls.first() else { panic!("no new channel") };
-	let status = chain_monitor.watch_channel(flow.channel_id, decode(monitor, &cfg.keys_manager));
-	assert_eq!(status, Ok(ChannelMonitorUpdateStatus::InProgress));
+	watch_recorded_channel(&chain_monitor, &flow, cfg);
 	let mut updates = 0;
 	for call in &flow.calls[1..] {
 		if let Call::Update { update: Some(update), .. } = call {

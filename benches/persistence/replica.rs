@@ -19,6 +19,18 @@ use crate::workload::{dollars, priced, Life, PRICES};
 use crate::{Args, Profile};
 use store_models::Counts;
 
+/// The columns of both replica latency tables (simulated and on the servers).
+const LATENCY_HEADER: [&str; 8] = [
+	"store",
+	"persister",
+	"mean",
+	"median",
+	"slowest",
+	"requests / update: primary",
+	"replica",
+	"÷ the slower copy alone",
+];
+
 /// The replica's round trip, in round trips of the primary: another region.
 const FARTHER: u32 = 4;
 /// Keys the fill compares at once (the fill's own bound, in `ldk_object_store::replica`).
@@ -104,16 +116,7 @@ fn latency(
 			ms(rtt),
 			ms(far)
 		),
-		&[
-			"store",
-			"persister",
-			"mean",
-			"median",
-			"slowest",
-			"requests / update: primary",
-			"replica",
-			"÷ the slower copy alone",
-		],
+		&LATENCY_HEADER,
 	)
 	.intro(format!(
 		"{n} consecutive real updates of one channel ({}), each persisted and waited for (async: \
@@ -465,16 +468,7 @@ fn latency_on_servers(
 			"Replica: one update at a time, {} primary, {} replica",
 			primary.name, replica.name
 		),
-		&[
-			"store",
-			"persister",
-			"mean",
-			"median",
-			"slowest",
-			"requests / update: primary",
-			"replica",
-			"÷ the slower copy alone",
-		],
+		&LATENCY_HEADER,
 	)
 	.intro(format!(
 		"{n} consecutive real updates of one channel ({}), each persisted and waited for (async: \

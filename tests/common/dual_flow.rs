@@ -368,3 +368,14 @@ pub fn stored_layout(store: &ObjectKvStore) -> (String, u64, Vec<u64>) {
 	pending.sort();
 	(key, stored_id, pending)
 }
+
+/// Hands the flow's new channel, as recorded, to `chain_monitor` (an async persister's: the
+/// answer is `InProgress`).
+pub fn watch_recorded_channel(
+	chain_monitor: &AsyncChainMonitor, flow: &FlowRecord, cfg: &TestChanMonCfg,
+) {
+	use lightning::chain::Watch;
+	let Some(Call::New { monitor, .. }) = flow.calls.first() else { panic!("no new channel") };
+	let status = chain_monitor.watch_channel(flow.channel_id, decode(monitor, &cfg.keys_manager));
+	assert_eq!(status, Ok(lightning::chain::ChannelMonitorUpdateStatus::InProgress));
+}

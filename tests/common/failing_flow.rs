@@ -93,9 +93,7 @@ pub fn replay_with_failing_update_on(
 	let async_config = config(5, LoadMode::Probe).with_max_retry_backoff(Duration::from_millis(50));
 	let (persister, chain_monitor) = async_chain_monitor(&store, cfg, async_config);
 	persister.bind_chain_monitor(&chain_monitor);
-	let Some(Call::New { monitor, .. }) = flow.calls.first() else { panic!("no new channel") };
-	let status = chain_monitor.watch_channel(flow.channel_id, decode(monitor, &cfg.keys_manager));
-	assert_eq!(status, Ok(ChannelMonitorUpdateStatus::InProgress));
+	watch_recorded_channel(&chain_monitor, flow, cfg);
 	for call in &flow.calls[1..] {
 		if let Call::Update { update: Some(update), .. } = call {
 			let status = chain_monitor.update_channel(flow.channel_id, update);
