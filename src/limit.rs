@@ -22,6 +22,12 @@
 //!   connection pool, the server), and more of them in flight only adds to the queue. Only
 //!   requests sent after the latest decrease count, so one queue is not counted twice.
 //!
+//! A request's latency is how long it waited on the server (see [`answer_time`]): up to the
+//! wake-up that ended the wait, not to when this process got round to it. A process busy with
+//! other work (serializing updates, decoding monitors) delays its tasks, and taking that delay
+//! for the server's would cut the limit while the server waits, again and again, since fewer
+//! requests do not make the process less busy.
+//!
 //! Why hand-written: the crates that do this (`congestion-limiter`, `tower-acc`,
 //! `rate_limiter_aimd`) are each one author's 0.1 release, and each wraps a request in its own
 //! way (a `tower` service, `reqwest` middleware, `async-trait` futures behind an async mutex);
@@ -29,8 +35,11 @@
 //! each attempt's outcome classified by this crate's failure kinds. The controller is plain
 //! logic below, tested without a clock.
 
-use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
+use std::future::Future;
+use std::pin::pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Wake, Waker};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, SemaphorePermit};
 
@@ -80,6 +89,71 @@ impl Signal {
 			_ => Signal::Nothing,
 		}
 	}
+}
+
+/// Runs `request`, sent at `sent`, and times how long it waited on the server: its longest
+/// wait at a stretch, from the moment it was left waiting (pending) to the wake-up that ended
+/// the wait (an answer arrived), not to when this task was polled again, which a busy runtime
+/// delays. The longest wait rather than their sum, because one attempt can be several
+/// requests one after another (a fenced write of an object not seen yet is a HEAD and a PUT):
+/// each is a round trip, and their sum would read as latency growth. A wait for a place in a
+/// client's connection pool counts, as the queue it is. A request ready without waiting is
+/// timed to its end.
+pub(crate) async fn answer_time<F: Future>(sent: Instant, request: F) -> (F::Output, Duration) {
+	#[derive(Default)]
+	struct Waits {
+		/// Since when the request has been waiting, if it is.
+		since: Option<Instant>,
+		longest: Option<Duration>,
+	}
+	/// Ends a wait when woken, then wakes the task.
+	#[derive(Default)]
+	struct Stamp {
+		waits: Mutex<Waits>,
+		task: Mutex<Option<Waker>>,
+	}
+	impl Stamp {
+		fn waits(&self) -> MutexGuard<'_, Waits> {
+			self.waits.lock().unwrap_or_else(|p| p.into_inner())
+		}
+	}
+	impl Wake for Stamp {
+		fn wake(self: Arc<Self>) {
+			self.wake_by_ref();
+		}
+		fn wake_by_ref(self: &Arc<Self>) {
+			{
+				let mut waits = self.waits();
+				if let Some(since) = waits.since.take() {
+					let waited = since.elapsed();
+					waits.longest = Some(waits.longest.map_or(waited, |l| l.max(waited)));
+				}
+			}
+			if let Some(task) = &*self.task.lock().unwrap_or_else(|p| p.into_inner()) {
+				task.wake_by_ref();
+			}
+		}
+	}
+	let stamp = Arc::new(Stamp::default());
+	let waker = Waker::from(Arc::clone(&stamp));
+	let mut request = pin!(request);
+	let output = std::future::poll_fn(|cx| {
+		{
+			let mut task = stamp.task.lock().unwrap_or_else(|p| p.into_inner());
+			if !task.as_ref().is_some_and(|task| task.will_wake(cx.waker())) {
+				*task = Some(cx.waker().clone());
+			}
+		}
+		let polled = request.as_mut().poll(&mut Context::from_waker(&waker));
+		if polled.is_pending() {
+			// A wake-up during the poll itself ended no wait: the next one will.
+			stamp.waits().since = Some(Instant::now());
+		}
+		polled
+	})
+	.await;
+	let longest = stamp.waits().longest;
+	(output, longest.unwrap_or_else(|| sent.elapsed()))
 }
 
 /// The answers of the current window.
@@ -241,6 +315,7 @@ struct State {
 #[derive(Debug)]
 pub(crate) struct Limiter {
 	permits: Semaphore,
+	adaptive: bool,
 	state: Mutex<State>,
 }
 
@@ -252,6 +327,7 @@ impl Limiter {
 		let limit = control.as_ref().map_or(cap, Aimd::limit);
 		Limiter {
 			permits: Semaphore::new(limit),
+			adaptive,
 			state: Mutex::new(State { control, limit, debt: 0, in_flight: 0 }),
 		}
 	}
@@ -345,6 +421,11 @@ pub(crate) struct Slot<'a> {
 }
 
 impl Slot<'_> {
+	/// Whether the answer is used (the limit is adaptive): if not, timing it is wasted work.
+	pub(crate) fn is_adaptive(&self) -> bool {
+		self.limiter.adaptive
+	}
+
 	/// Gives the place back with its request's answer.
 	pub(crate) fn finish(mut self, signal: Signal) {
 		self.signal = signal;
@@ -484,6 +565,51 @@ mod tests {
 			control.answered(epoch, Signal::Nothing);
 		}
 		assert_eq!(control.limit(), INITIAL);
+	}
+
+	/// The answer arrives after 10 ms while the runtime's only thread is busy for 100 ms: the
+	/// request is timed to its answer, not to when the busy thread got back to it (which would
+	/// read as latency growth and cut the limit).
+	#[tokio::test(flavor = "current_thread")]
+	async fn a_request_is_timed_to_its_answer_not_to_a_busy_runtime() {
+		let (answer, answered) = tokio::sync::oneshot::channel::<()>();
+		let sent = Instant::now();
+		let timed = tokio::spawn(answer_time(sent, answered));
+		// The request waits for its answer.
+		tokio::task::yield_now().await;
+		std::thread::spawn(move || {
+			std::thread::sleep(Duration::from_millis(10));
+			let _ = answer.send(());
+		});
+		// Busy: the runtime cannot poll the request until this returns.
+		std::thread::sleep(Duration::from_millis(100));
+		let (outcome, latency) = timed.await.expect("task");
+		assert!(outcome.is_ok());
+		assert!(sent.elapsed() >= Duration::from_millis(100));
+		assert!(
+			latency >= Duration::from_millis(10) && latency < Duration::from_millis(60),
+			"{latency:?}"
+		);
+		// Ready at once: timed to its end.
+		let (_, latency) = answer_time(Instant::now(), async { 1 }).await;
+		assert!(latency < Duration::from_millis(60), "{latency:?}");
+	}
+
+	/// Two 30 ms requests one after another (a HEAD, then a PUT) are one round trip's latency,
+	/// not two.
+	#[tokio::test(flavor = "current_thread")]
+	async fn requests_one_after_another_are_each_a_round_trip() {
+		let sent = Instant::now();
+		let ((), latency) = answer_time(sent, async {
+			tokio::time::sleep(Duration::from_millis(30)).await;
+			tokio::time::sleep(Duration::from_millis(30)).await;
+		})
+		.await;
+		assert!(sent.elapsed() >= Duration::from_millis(60));
+		assert!(
+			latency >= Duration::from_millis(29) && latency < Duration::from_millis(55),
+			"{latency:?}"
+		);
 	}
 
 	#[test]

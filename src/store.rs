@@ -18,7 +18,7 @@ use crate::error::{Error, FailureKind, Operation};
 use crate::fencing::Fencing;
 use crate::keys::{validate_namespace, KeyMapper, KvKey};
 use crate::lease::{self, LeaseState, WriterLease};
-use crate::limit::{Limiter, Signal, Slot};
+use crate::limit::{answer_time, Limiter, Signal, Slot};
 use crate::ordering::{KeyQueues, Turn};
 use crate::retry::RetryPolicy;
 use crate::runtime::{block_on, StoreRuntime};
@@ -855,6 +855,20 @@ impl Core {
 		Fut: Future<Output = Result<(), Error>>,
 	{
 		let Some(replica) = &self.replica else { return here.await };
+		// Boxed: the work on two copies is a large state machine, and inline it would make
+		// every write's task as large, with a replica or not.
+		Box::pin(self.on_both_copies(replica, keys, span, here, there)).await
+	}
+
+	/// [`Self::on_both`] with a replica.
+	async fn on_both_copies<'a, Here, There, Fut>(
+		&'a self, replica: &'a Core, keys: &'a [KvKey], span: &'a Span, here: Here, there: There,
+	) -> Result<(), Error>
+	where
+		Here: Future<Output = Result<(), Error>>,
+		There: FnOnce(&'a Core, Span) -> Fut,
+		Fut: Future<Output = Result<(), Error>>,
+	{
 		if let Some(lag) = self.lag.as_ref().filter(|lag| lag.is_stale()) {
 			self.record_stale(lag, span).await?;
 			let (done, journaled) = futures::join!(here, self.journal(lag, keys, span));
@@ -1303,16 +1317,20 @@ impl Core {
 		let (result, attempts) = self
 			.retry
 			.run(|| {
-				let request = request();
+				// Boxed: the request is held in several branches below, and inline each
+				// would take its full size in every operation's task (a write's grew past
+				// 70 KB, and allocating that for every write cost more than the write).
+				let request = Box::pin(request());
 				let abandoned = &abandoned;
 				async move {
 					let (view, _store) = self.permits().await;
-					// Timed from here, where the request is sent: the adaptive bound learns the
-					// server's latency, not the wait for a place.
+					// Timed from here, where the request is sent, to its answer: the adaptive
+					// bound learns the server's latency, not the wait for a place.
 					let sent = Instant::now();
-					let outcome = if !mutation {
-						self.retry.timed(request).await
-					} else {
+					let sending = async {
+						if !mutation {
+							return self.retry.timed(request).await;
+						}
 						// Refused without a request: the view's place goes back with no signal.
 						let permit = self.lease.enter()?;
 						if self.untimed_mutations {
@@ -1321,10 +1339,14 @@ impl Core {
 							permit.run(self.retry.timed(request), abandoned).await
 						}
 					};
-					if let Some(view) = view {
-						view.finish(Signal::of(&outcome, sent.elapsed()));
+					match view {
+						Some(view) if view.is_adaptive() => {
+							let (outcome, latency) = answer_time(sent, sending).await;
+							view.finish(Signal::of(&outcome, latency));
+							outcome
+						},
+						_ => sending.await,
 					}
-					outcome
 				}
 			})
 			.await;
@@ -1505,5 +1527,37 @@ impl ObjectKvStore {
 			read.instrument(span.clone()).await
 		};
 		self.start(Operation::Read, name, work).await
+	}
+}
+
+#[cfg(test)]
+mod tests {
+	use super::*;
+
+	/// Every operation runs as a task of its own, allocated whole when it starts: a large state
+	/// machine costs every write that allocation (and the memory's page faults). A write's task
+	/// had grown past 70 KB (its request held inline in several branches of the attempt loop,
+	/// and the replica's work inline beside the primary's), and with it the CPU per write had
+	/// doubled; boxed, the request and the replica's work are allocated only as large as they
+	/// are, and only when they run.
+	#[test]
+	fn an_operation_task_stays_small() {
+		const MOST: usize = 16 * 1024;
+		let store =
+			crate::StoreBuilder::from_store(Arc::new(object_store::memory::InMemory::new()))
+				.without_writer_lease()
+				.build()
+				.expect("store");
+		let op = |operation| store.queue(operation, "ns", "", "key", None).expect("op");
+		let core = || Arc::clone(&store.core);
+		let sizes = [
+			("write", size_of_val(&core().write(op(Operation::Write), Bytes::new()))),
+			("remove", size_of_val(&core().remove(op(Operation::Remove)))),
+			("read", size_of_val(&core().read(op(Operation::Read)))),
+			("list", size_of_val(&core().list("ns".into(), String::new(), Span::none()))),
+		];
+		for (operation, size) in sizes {
+			assert!(size <= MOST, "a {operation} task is {size} bytes (at most {MOST})");
+		}
 	}
 }

@@ -9,8 +9,9 @@
 //! Options: `--smoke` / `--full` (profile), `--write-md FILE`, `--rtt-ms N` (simulated round trip),
 //! `--fixtures DIR` (default `target/bench-fixtures`), `--regen` (regenerate the fixtures),
 //! `--include FILE` (a markdown section written by another program, such as `benches/ldk-0.3`),
-//! `--only local,startup,adaptive,workload,updates,overhead,replica,replica-servers` (sections;
-//! `replica` includes `replica-servers`: the replica's latency and fill on a LocalStack primary
+//! `--only local,startup,adaptive,workload,updates,throughput,overhead,replica,replica-servers`
+//! (sections; `updates` includes `throughput`, the updates' throughput table; `replica` includes
+//! `replica-servers`: the replica's latency and fill on a LocalStack primary
 //! and a SeaweedFS replica), `--ldk-sample N` (measure LDK's sequential startup on N monitors and
 //! extrapolate, instead of all of them), `--no-localstack` (no server at all),
 //! `--s3 median-ms=30,p99-ms=200,connections=50,reads=5500,writes=3500,burst-s=1,prefix=0` (the
@@ -352,6 +353,9 @@ fn main() {
 	}
 	if wants(&args, "workload") {
 		workload_section(&args, &set, &memory, ldk, &mut report, &mut findings);
+	}
+	if wants(&args, "throughput") && !wants(&args, "updates") {
+		sections::throughput_section(&args, &set, &memory, ldk, &mut report, &mut findings);
 	}
 	if wants(&args, "updates") {
 		updates_section(&args, &set, &memory, server.as_ref(), ldk, &mut report, &mut findings);

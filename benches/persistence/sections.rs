@@ -290,48 +290,10 @@ pub(crate) fn updates_section(
 	let table = updates::full_write_table(memory, &sizes, ldk);
 	report.add(table);
 
-	// Throughput as the bound on requests in flight grows.
-	let bounds: Vec<usize> = match args.profile {
-		Profile::Smoke => vec![1, 4, 16],
-		Profile::Full => vec![1, 4, 16, 64, 256, 512],
-	};
 	let fixtures: Vec<&ChannelFixture> = channels.iter().collect();
 	let max_per_channel = gen.updates;
 	let prepared = updates::prepare(&fixtures, max_per_channel, ldk);
-	let mut table = Table::new(
-		format!("Throughput: many channels' updates, {}", memory.name),
-		&updates::THROUGHPUT_HEADER,
-	)
-	.intro(
-		"Updates of many channels persisted at once. This crate's async persister: one thread \
-		 submits every update (each returns `InProgress` at once) and the persister keeps up to \
-		 the bound in flight; the time runs until the last completion is reported. Sync \
-		 persisters: as many caller threads as the bound, each persisting its channels' \
-		 updates one by one (the most a node could get out of a blocking persister). The work \
-		 grows with the bound (about 50 round trips' worth at the bound) so each run lasts \
-		 about a second. Each channel's monitor is written once first, outside the timed part, \
-		 as in a running node: a channel's first write of a run costs this crate's async \
-		 persister one more request (the batch delete of leftover update objects of an earlier \
-		 run). The bound is what the requests allowed in flight permit: one update \
-		 per request per round trip.",
-	);
-	for &b in &bounds {
-		let work = (50 * b).max(50);
-		let per_channel = (work / fixtures.len()).clamp(1, max_per_channel);
-		let chans = (work / per_channel).min(fixtures.len());
-		for writer in [Writer::OursAsync, Writer::OursSync, Writer::Ldk] {
-			eprintln!("  throughput: {} at {b} in flight, {chans} x {per_channel}", writer.name());
-			let run = updates::Run { writer, in_flight: b, channels: chans, per_channel };
-			let t = updates::throughput(memory, &prepared, &fixtures, run, ldk);
-			let vs_bound = t.per_second() * rtt.as_secs_f64() / b as f64;
-			if writer == Writer::OursAsync {
-				findings.throughput.push((b, vs_bound));
-			}
-			findings.throughput_all.push((b, writer, vs_bound, t.cpu));
-			table.row(updates::throughput_row(&t, Some(rtt)));
-		}
-	}
-	report.add(table);
+	report.add(throughput_table(args, memory, &fixtures, &prepared, ldk, findings));
 
 	if let Some(server) = server {
 		let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -365,6 +327,64 @@ pub(crate) fn updates_section(
 				.push("LocalStack updates: failed during the run (see the console).".into()),
 		}
 	}
+}
+
+/// The `throughput` section: the updates section's throughput table alone.
+pub(crate) fn throughput_section(
+	args: &Args, set: &FixtureSet, memory: &Backend, ldk: &'static env::Ldk, report: &mut Report,
+	findings: &mut Findings,
+) {
+	let channels = startup_channels(set);
+	let fixtures: Vec<&ChannelFixture> = channels.iter().collect();
+	let prepared = updates::prepare(&fixtures, args.profile.gen_params().updates, ldk);
+	report.add(throughput_table(args, memory, &fixtures, &prepared, ldk, findings));
+}
+
+/// Throughput as the bound on requests in flight grows.
+fn throughput_table(
+	args: &Args, memory: &Backend, fixtures: &[&ChannelFixture], prepared: &updates::Prepared,
+	ldk: &'static env::Ldk, findings: &mut Findings,
+) -> Table {
+	let rtt = args.rtt;
+	let bounds: Vec<usize> = match args.profile {
+		Profile::Smoke => vec![1, 4, 16],
+		Profile::Full => vec![1, 4, 16, 64, 256, 512],
+	};
+	let max_per_channel = args.profile.gen_params().updates;
+	let mut table = Table::new(
+		format!("Throughput: many channels' updates, {}", memory.name),
+		&updates::THROUGHPUT_HEADER,
+	)
+	.intro(
+		"Updates of many channels persisted at once. This crate's async persister: one thread \
+		 submits every update (each returns `InProgress` at once) and the persister keeps up to \
+		 the bound in flight; the time runs until the last completion is reported. Sync \
+		 persisters: as many caller threads as the bound, each persisting its channels' \
+		 updates one by one (the most a node could get out of a blocking persister). The work \
+		 grows with the bound (about 50 round trips' worth at the bound) so each run lasts \
+		 about a second. Each channel's monitor is written once first, outside the timed part, \
+		 as in a running node: a channel's first write of a run costs this crate's async \
+		 persister one more request (the batch delete of leftover update objects of an earlier \
+		 run). The bound is what the requests allowed in flight permit: one update \
+		 per request per round trip.",
+	);
+	for &b in &bounds {
+		let work = (50 * b).max(50);
+		let per_channel = (work / fixtures.len()).clamp(1, max_per_channel);
+		let chans = (work / per_channel).min(fixtures.len());
+		for writer in [Writer::OursAsync, Writer::OursSync, Writer::Ldk] {
+			eprintln!("  throughput: {} at {b} in flight, {chans} x {per_channel}", writer.name());
+			let run = updates::Run { writer, in_flight: b, channels: chans, per_channel };
+			let t = updates::throughput(memory, prepared, fixtures, run, ldk);
+			let vs_bound = t.per_second() * rtt.as_secs_f64() / b as f64;
+			if writer == Writer::OursAsync {
+				findings.throughput.push((b, vs_bound));
+			}
+			findings.throughput_all.push((b, writer, vs_bound, t.cpu));
+			table.row(updates::throughput_row(&t, Some(rtt)));
+		}
+	}
+	table
 }
 
 pub(crate) fn overhead_section(
