@@ -718,7 +718,7 @@ fn s3_table(bench: &Bench, rows: &[Row]) -> String {
 					cpu_secs(m.cpu)
 				)
 			},
-			(Err(why), Some(_)) => format!("**failed**: {why} | — | — | — | — | —"),
+			(Err(why), Some(_)) => format!("**failed**: {} | — | — | — | — | —", cell_text(why)),
 			(Err(why), None) => format!("not run: {why} | — | — | — | — | —"),
 		};
 		let _ = writeln!(
@@ -729,6 +729,12 @@ fn s3_table(bench: &Bench, rows: &[Row]) -> String {
 		);
 	}
 	out
+}
+
+/// `text` safe in a markdown table cell: no column breaks, no HTML tags (an S3 error body is
+/// XML).
+fn cell_text(text: &str) -> String {
+	text.replace('|', "\\|").replace('<', "&lt;").replace('>', "&gt;")
 }
 
 fn s3_markdown(args: &Args, cx: &Context, s3: &S3Section) -> String {
@@ -762,7 +768,22 @@ fn s3_markdown(args: &Args, cx: &Context, s3: &S3Section) -> String {
 		cx.load.1,
 	);
 	out.push_str(&s3.table);
-	out.push('\n');
+	let little = params.connections as f64 / params.latency().mean().as_secs_f64();
+	let _ = writeln!(
+		out,
+		"\nThe connections alone bound the served rate to about {little:.0} requests a second \
+		 ({} connections ÷ the mean latency, Little's law), {} the {:.0} GETs a second a \
+		 partition serves{}.\n",
+		params.connections,
+		if little < params.reads_per_sec { "below" } else { "above" },
+		params.reads_per_sec,
+		if little < params.reads_per_sec {
+			", so a loader can only be throttled by a burst above the bucket (`--s3 \
+			 connections=1000` raises the bound)"
+		} else {
+			""
+		}
+	);
 	out.push_str(&s3.notes);
 	out
 }
