@@ -2,8 +2,9 @@
 //! [`FutureSpawner`] on tokio.
 //!
 //! The adapter is as thin as an LDK user's would be: one `object_store` request per `KVStore`
-//! call, no bound on requests in flight, no retries, so the 0.3 loader's requests reach the store
-//! exactly as it issues them. Its layout is this crate's: `<root>/<primary>[/<secondary>]/<key>`,
+//! call, no bound on requests in flight, no retries unless [`ObjectKv03::with_retry`] adds them
+//! (as object_store's own HTTP client would: see [`crate::retry`]), so the 0.3 loader's requests
+//! reach the store exactly as it issues them. Its layout is this crate's: `<root>/<primary>[/<secondary>]/<key>`,
 //! so both loaders read the same objects.
 
 use std::sync::Arc;
@@ -14,16 +15,26 @@ use lightning::util::persist::KVStore;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 
+use crate::retry::Retry;
+
 /// LDK 0.3's async `KVStore` over an `object_store`, below `root`.
 #[derive(Debug, Clone)]
 pub struct ObjectKv03 {
 	store: Arc<dyn ObjectStore>,
 	root: Path,
+	/// Reads and listings retried as object_store's client retries them (`None`: no retries).
+	retry: Option<Retry>,
 }
 
 impl ObjectKv03 {
 	pub fn new(store: Arc<dyn ObjectStore>, root: &str) -> Self {
-		ObjectKv03 { store, root: Path::from(root) }
+		ObjectKv03 { store, root: Path::from(root), retry: None }
+	}
+
+	/// Reads and listings retried under `retry`.
+	pub fn with_retry(mut self, retry: Retry) -> Self {
+		self.retry = Some(retry);
+		self
 	}
 
 	fn namespace_path(&self, primary: &str, secondary: &str) -> Path {
@@ -52,9 +63,12 @@ impl KVStore for ObjectKv03 {
 	) -> impl std::future::Future<Output = Result<Vec<u8>, io::Error>> + 'static + Send {
 		let path = self.namespace_path(primary_namespace, secondary_namespace).join(key);
 		let store = Arc::clone(&self.store);
+		let retry = self.retry.unwrap_or(Retry { max_retries: 0, ..Retry::default() });
 		async move {
-			let result = store.get(&path).await.map_err(io_error)?;
-			let bytes = result.bytes().await.map_err(io_error)?;
+			let bytes = retry
+				.run(|| async { store.get(&path).await?.bytes().await })
+				.await
+				.map_err(io_error)?;
 			Ok(bytes.to_vec())
 		}
 	}
@@ -86,10 +100,12 @@ impl KVStore for ObjectKv03 {
 	) -> impl std::future::Future<Output = Result<Vec<String>, io::Error>> + 'static + Send {
 		let prefix = self.namespace_path(primary_namespace, secondary_namespace);
 		let store = Arc::clone(&self.store);
+		let retry = self.retry.unwrap_or(Retry { max_retries: 0, ..Retry::default() });
 		async move {
 			// Delimited, as the keys of a namespace are its direct children only (a primary
 			// namespace's listing must not return its secondary namespaces' objects).
-			let listing = store.list_with_delimiter(Some(&prefix)).await.map_err(io_error)?;
+			let listing =
+				retry.run(|| store.list_with_delimiter(Some(&prefix))).await.map_err(io_error)?;
 			Ok(listing
 				.objects
 				.into_iter()

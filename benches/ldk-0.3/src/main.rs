@@ -8,10 +8,16 @@
 //!     --manifest-path benches/ldk-0.3/Cargo.toml -- --write-md OUT.md
 //! ```
 //!
+//! A second table loads over the S3-like model (`store_models::S3LikeStore`: request rates per
+//! partition with `503 SlowDown` past them, a log-normal latency, a bound on connections), LDK
+//! 0.3's loader retrying as object_store's client would, with the model's self-check under it.
+//!
 //! Options: `--fixtures DIR` (default `<repo>/target/bench-fixtures`; `full.bin` there, else
 //! `smoke.bin`, as the main benchmark writes them), `--sizes 100x10,1000x0,1000x50`
 //! (monitors × pending updates), `--rtt-ms 20`, `--runs 1` (the median wall time is shown),
-//! `--write-md FILE`.
+//! `--s3 median-ms=30,p99-ms=200,connections=50,reads=5500,writes=3500,burst-s=1,prefix=0` (the
+//! S3-like model's parameters, any subset), `--s3-sizes 100x10,1000x0,1000x50,10000x10`,
+//! `--only rtt|s3` (one table), `--write-md FILE`.
 
 // The main benchmark's own allocator counter and fixture format, shared rather than copied (this
 // crate uses part of each).
@@ -23,6 +29,7 @@ mod alloc;
 mod fixtures;
 mod kv03;
 mod loaders;
+mod retry;
 
 #[global_allocator]
 static ALLOC: alloc::Counting = alloc::Counting;
@@ -45,7 +52,10 @@ use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt};
 
 use fixtures::{ChannelFixture, FixtureSet};
-use store_models::{Control, Counts, LatencyStore};
+use store_models::{
+	CalibrationLoad, Control, Counts, LatencyStore, Partitioning, S3Counts, S3LikeStore, S3Model,
+	S3Params,
+};
 
 /// The prefix both loaders' stores live below, as a node's would in a shared bucket.
 const ROOT: &str = "node";
@@ -55,13 +65,59 @@ struct Args {
 	sizes: Vec<(usize, usize)>,
 	rtt: Duration,
 	runs: usize,
+	/// The S3-like model's parameters (`--s3`).
+	s3: S3Params,
+	/// The S3-like table's sizes.
+	s3_sizes: Vec<(usize, usize)>,
+	/// Which tables run: both, or `rtt` or `s3` alone.
+	only: Option<String>,
 	write_md: Option<PathBuf>,
 }
 
 fn usage() -> String {
 	"usage: ldk03-startup [--fixtures DIR] [--sizes 100x10,1000x0,1000x50] [--rtt-ms 20] \
-	 [--runs 1] [--write-md FILE]"
+	 [--runs 1] [--s3 KEY=VALUE,...] [--s3-sizes 100x10,1000x0,1000x50,10000x10] \
+	 [--only rtt|s3] [--write-md FILE]"
 		.into()
+}
+
+fn parse_sizes(spec: &str) -> Result<Vec<(usize, usize)>, String> {
+	spec.split(',')
+		.map(|s| {
+			let (n, u) = s.split_once('x').ok_or(format!("bad size {s}: NxU"))?;
+			Ok((
+				n.trim().parse().map_err(|e| format!("{s}: {e}"))?,
+				u.trim().parse().map_err(|e| format!("{s}: {e}"))?,
+			))
+		})
+		.collect()
+}
+
+/// `--s3 KEY=VALUE,...`: the S3-like model's default parameters with those given changed (the
+/// main benchmark's syntax).
+fn parse_s3(spec: &str) -> Result<S3Params, String> {
+	let mut params = S3Params::default();
+	for item in spec.split(',').filter(|item| !item.is_empty()) {
+		let (key, value) =
+			item.split_once('=').ok_or_else(|| format!("--s3: {item:?} is not KEY=VALUE"))?;
+		let x: f64 = value.parse().map_err(|_| format!("--s3: {item:?}: not a number"))?;
+		if !(x >= 0.0 && x.is_finite()) {
+			return Err(format!("--s3: {item:?}: not a non-negative number"));
+		}
+		let ms = Duration::from_secs_f64(x / 1000.0);
+		match key {
+			"median-ms" => params.median = ms,
+			"p99-ms" => params.p99 = ms,
+			"connections" => params.connections = (x as usize).max(1),
+			"reads" => params.reads_per_sec = x,
+			"writes" => params.writes_per_sec = x,
+			"burst-s" => params.burst = Duration::from_secs_f64(x),
+			"prefix" if x == 0.0 => params.partitioning = Partitioning::Bucket,
+			"prefix" => params.partitioning = Partitioning::KeyPrefix(x as usize),
+			other => return Err(format!("--s3: unknown parameter {other:?}")),
+		}
+	}
+	Ok(params)
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -71,6 +127,9 @@ fn parse_args() -> Result<Args, String> {
 		sizes: vec![(100, 10), (1000, 0), (1000, 50)],
 		rtt: Duration::from_millis(20),
 		runs: 1,
+		s3: S3Params::default(),
+		s3_sizes: vec![(100, 10), (1000, 0), (1000, 50), (10000, 10)],
+		only: None,
 		write_md: None,
 	};
 	let mut it = std::env::args().skip(1);
@@ -78,17 +137,15 @@ fn parse_args() -> Result<Args, String> {
 		let mut value = || it.next().ok_or_else(|| format!("{arg} needs a value\n{}", usage()));
 		match arg.as_str() {
 			"--fixtures" => args.fixtures = PathBuf::from(value()?),
-			"--sizes" => {
-				args.sizes = value()?
-					.split(',')
-					.map(|s| {
-						let (n, u) = s.split_once('x').ok_or(format!("bad size {s}: NxU"))?;
-						Ok((
-							n.trim().parse().map_err(|e| format!("{s}: {e}"))?,
-							u.trim().parse().map_err(|e| format!("{s}: {e}"))?,
-						))
-					})
-					.collect::<Result<_, String>>()?
+			"--sizes" => args.sizes = parse_sizes(&value()?)?,
+			"--s3-sizes" => args.s3_sizes = parse_sizes(&value()?)?,
+			"--s3" => args.s3 = parse_s3(&value()?)?,
+			"--only" => {
+				let only = value()?;
+				if only != "rtt" && only != "s3" {
+					return Err(format!("--only: rtt or s3, not {only:?}\n{}", usage()));
+				}
+				args.only = Some(only);
 			},
 			"--rtt-ms" => {
 				let ms: f64 = value()?.parse().map_err(|e| format!("--rtt-ms: {e}"))?;
@@ -129,6 +186,8 @@ enum Loader {
 	OursWide,
 	/// LDK 0.3.0-rc3's `MonitorUpdatingPersisterAsync`.
 	Ldk03,
+	/// The same, its adapter retrying as object_store's client does (the S3-like table).
+	Ldk03Retry,
 }
 
 /// [`Loader::OursWide`]'s bounds: monitors loading, and requests in flight (persister and store).
@@ -145,6 +204,9 @@ impl Loader {
 				"ldk-object-store, `LoadMode::ListEach` with bounds raised (LDK 0.3's way)"
 			},
 			Loader::Ldk03 => "LDK 0.3.0-rc3 `MonitorUpdatingPersisterAsync`",
+			Loader::Ldk03Retry => {
+				"LDK 0.3.0-rc3 `MonitorUpdatingPersisterAsync`, object_store's retries"
+			},
 		}
 	}
 
@@ -165,6 +227,21 @@ struct Measured {
 	elapsed: Duration,
 	counts: Counts,
 	peak_heap: usize,
+	/// CPU time of the whole process (user + system, every thread) during the load.
+	cpu: Duration,
+	/// What the S3-like model saw during the load, on that table.
+	s3: Option<S3Counts>,
+}
+
+/// User + system CPU time of the whole process so far (`getrusage(RUSAGE_SELF)`).
+fn cpu_time() -> Duration {
+	// SAFETY: `getrusage` writes only into the zeroed struct it is given.
+	let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+	if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+		return Duration::ZERO;
+	}
+	let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+	tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
 /// What the run needs throughout.
@@ -177,9 +254,7 @@ struct Bench {
 
 /// A fresh in-memory store holding what LDK's `MonitorUpdatingPersister` (0.2.7 and 0.3 alike)
 /// leaves behind: each monitor with the sentinel, and its first `u` update objects.
-fn seeded(
-	bench: &Bench, channels: &[&ChannelFixture], u: usize,
-) -> (Arc<dyn ObjectStore>, Arc<Control>) {
+fn seeded_inner(bench: &Bench, channels: &[&ChannelFixture], u: usize) -> Arc<dyn ObjectStore> {
 	let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
 	let root = ObjectPath::from(ROOT);
 	let mut puts = Vec::new();
@@ -203,18 +278,34 @@ fn seeded(
 			inner.put(&path, bytes.into()).await.expect("seeding the in-memory store");
 		}
 	});
+	inner
+}
+
+/// [`seeded_inner`] behind the fixed round trip and request counting.
+fn seeded(
+	bench: &Bench, channels: &[&ChannelFixture], u: usize,
+) -> (Arc<dyn ObjectStore>, Arc<Control>) {
+	let inner = seeded_inner(bench, channels, u);
 	let control = Arc::new(Control::default());
 	let store = LatencyStore::wrap(inner, Arc::clone(&control));
 	(store, control)
 }
 
 /// Loads everything in `store` with `loader`, checks it against `expected`, and measures it.
+/// `model`: the S3-like model behind `store`, if any (its counts are taken for the load).
 fn load(
 	bench: &Bench, loader: Loader, store: &Arc<dyn ObjectStore>, control: &Control,
-	expected: &HashMap<String, u64>,
+	model: Option<&S3Model>, expected: &HashMap<String, u64>,
 ) -> Result<Measured, String> {
 	// Everything but the load itself is built before the measurement starts.
-	let (elapsed, loaded, peak_heap, counts) = match loader {
+	let start = || {
+		control.counters.reset();
+		if let Some(model) = model {
+			model.reset();
+		}
+		(alloc::reset_peak(), cpu_time(), Instant::now())
+	};
+	let (elapsed, loaded, peak_heap, cpu) = match loader {
 		Loader::OursDefault | Loader::OursList | Loader::OursWide | Loader::OursEachWide => {
 			// The store's bound is the total the persister's bound takes its places within.
 			let in_flight = match loader {
@@ -223,32 +314,44 @@ fn load(
 			};
 			let kv = loaders::our_store(Arc::clone(store), ROOT, in_flight);
 			let persister = loaders::ours(&kv, bench.env02, loader.config());
-			control.counters.reset();
-			let baseline = alloc::reset_peak();
-			let started = Instant::now();
+			let (baseline, cpu, started) = start();
 			let loaded = loaders::load_ours(&persister);
 			let elapsed = started.elapsed();
+			let cpu = cpu_time().saturating_sub(cpu);
 			let peak = alloc::peak().saturating_sub(baseline);
-			(elapsed, loaded?, peak, control.counters.snapshot())
+			(elapsed, loaded, peak, cpu)
 		},
-		Loader::Ldk03 => {
-			let kv = kv03::ObjectKv03::new(Arc::clone(store), ROOT);
+		Loader::Ldk03 | Loader::Ldk03Retry => {
+			let mut kv = kv03::ObjectKv03::new(Arc::clone(store), ROOT);
+			if loader == Loader::Ldk03Retry {
+				kv = kv.with_retry(retry::Retry::default());
+			}
 			let persister = loaders::theirs(kv, &bench.rt, bench.env03);
-			control.counters.reset();
-			let baseline = alloc::reset_peak();
-			let started = Instant::now();
+			let (baseline, cpu, started) = start();
 			let loaded = loaders::load_theirs(&persister, &bench.rt);
 			let elapsed = started.elapsed();
+			let cpu = cpu_time().saturating_sub(cpu);
 			let peak = alloc::peak().saturating_sub(baseline);
-			(elapsed, loaded?, peak, control.counters.snapshot())
+			(elapsed, loaded, peak, cpu)
 		},
 	};
+	let counts = control.counters.snapshot();
+	let s3 = model.map(S3Model::counts);
+	let loaded = loaded.map_err(|e| match &s3 {
+		Some(seen) => format!(
+			"{e} (after {}; {} requests, {} throttled)",
+			secs(elapsed),
+			counts.requests(),
+			seen.throttled_total()
+		),
+		None => e,
+	})?;
 	loaders::check(loader.name(), &loaded, expected)?;
 	let writes = counts.puts + counts.delete_requests + counts.other;
 	if writes != 0 {
 		return Err(format!("{}: a load made {writes} write/delete/copy requests", loader.name()));
 	}
-	Ok(Measured { elapsed, counts, peak_heap })
+	Ok(Measured { elapsed, counts, peak_heap, cpu, s3 })
 }
 
 /// The 1-minute load average, or `?` where `/proc/loadavg` is not there.
@@ -265,6 +368,10 @@ fn secs(d: Duration) -> String {
 	} else {
 		format!("{:.2} s", d.as_secs_f64())
 	}
+}
+
+fn cpu_secs(d: Duration) -> String {
+	format!("{:.2} s", d.as_secs_f64())
 }
 
 fn mib(bytes: usize) -> String {
@@ -303,11 +410,16 @@ fn config_cell(bench: &Bench, loader: Loader) -> String {
 				}
 			)
 		},
-		Loader::Ldk03 => format!(
+		Loader::Ldk03 | Loader::Ldk03Retry => format!(
 			"one listing of `monitors/`, then one spawned task per monitor, all at once, on tokio \
 			 ({} workers); per monitor: GET monitor ‖ LIST its updates, then GET every update \
-			 above the monitor's id at once; no bound on requests in flight",
-			bench.workers
+			 above the monitor's id at once; no bound on requests in flight{}",
+			bench.workers,
+			if loader == Loader::Ldk03Retry {
+				format!("; adapter {}", retry::Retry::default().describe())
+			} else {
+				String::new()
+			}
 		),
 	}
 }
@@ -317,23 +429,24 @@ fn table(bench: &Bench, rows: &[Row]) -> String {
 	let _ = writeln!(
 		out,
 		"| loader | N × U | wall time | requests (GET + list pages) | most in flight | read \
-		 | peak heap | configuration / concurrency |"
+		 | peak heap | CPU | configuration / concurrency |"
 	);
-	let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---|");
+	let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|---|");
 	for row in rows {
 		let size = format!("{} × {}", row.n, row.u);
 		let cells = match &row.result {
 			Ok(m) => format!(
-				"{} | {} ({} + {}) | {} | {} | {}",
+				"{} | {} ({} + {}) | {} | {} | {} | {}",
 				secs(m.elapsed),
 				m.counts.requests(),
 				m.counts.gets,
 				m.counts.lists,
 				m.counts.max_in_flight,
 				mib(m.counts.bytes_got as usize),
-				mib(m.peak_heap)
+				mib(m.peak_heap),
+				cpu_secs(m.cpu)
 			),
-			Err(why) => format!("not run: {why} | — | — | — | —"),
+			Err(why) => format!("not run: {why} | — | — | — | — | —"),
 		};
 		let _ = writeln!(
 			out,
@@ -386,15 +499,17 @@ fn run(args: &Args) -> Result<(), String> {
 	// (lazy statics, the timer thread, the allocator's first pages).
 	if let Some(first) = channels.first() {
 		let (store, control) = seeded(&bench, &[first], 0);
-		for loader in loaders {
+		for loader in loaders.into_iter().chain([Loader::Ldk03Retry]) {
 			let expected = HashMap::from([(first.key.clone(), first.update_id)]);
-			load(&bench, loader, &store, &control, &expected)?;
+			load(&bench, loader, &store, &control, None, &expected)?;
 		}
 	}
 
+	let wants = |table: &str| args.only.as_deref().is_none_or(|only| only == table);
 	let mut rows = Vec::new();
 	let mut mean_rtts = Vec::new();
-	for &(n, u) in &args.sizes {
+	let rtt_sizes: &[(usize, usize)] = if wants("rtt") { &args.sizes } else { &[] };
+	for &(n, u) in rtt_sizes {
 		let usable: Vec<&ChannelFixture> =
 			channels.iter().copied().filter(|c| c.updates.len() >= u).take(n).collect();
 		if usable.len() < n {
@@ -413,13 +528,14 @@ fn run(args: &Args) -> Result<(), String> {
 		for loader in loaders {
 			let mut runs = Vec::new();
 			for _ in 0..args.runs {
-				let m = load(&bench, loader, &store, &control, &expected)?;
+				let m = load(&bench, loader, &store, &control, None, &expected)?;
 				eprintln!(
-					"{n} × {u}: {}: {} ({} requests, peak heap {})",
+					"{n} × {u}: {}: {} ({} requests, peak heap {}, CPU {})",
 					loader.name(),
 					secs(m.elapsed),
 					m.counts.requests(),
-					mib(m.peak_heap)
+					mib(m.peak_heap),
+					cpu_secs(m.cpu)
 				);
 				mean_rtts.push(m.counts.mean_rtt);
 				runs.push(m);
@@ -434,14 +550,20 @@ fn run(args: &Args) -> Result<(), String> {
 	}
 
 	let mean_rtt = mean_rtts.iter().sum::<Duration>().checked_div(mean_rtts.len() as u32);
-	let table = table(&bench, &rows);
-	println!("\n{table}");
+	let table = if wants("rtt") { Some(table(&bench, &rows)) } else { None };
+	if let Some(table) = &table {
+		println!("\n{table}");
+	}
+	let s3 = if wants("s3") { Some(s3_section(&bench, args, &channels)) } else { None };
+	if let Some(s3) = &s3 {
+		println!("\n{}\n{}", s3.table, s3.notes);
+	}
 	let config = PersisterConfig::default();
 	println!("this crate's PersisterConfig::default(): {config:?}");
-	if rows.iter().all(|r| r.result.is_err()) {
+	if rows.iter().chain(s3.iter().flat_map(|s| &s.rows)).all(|r| r.result.is_err()) {
 		return Err(format!(
-			"no size could be run with {}; nothing written (`--sizes` picks sizes the \
-			 fixtures hold)",
+			"no size could be run with {}; nothing written (`--sizes` and `--s3-sizes` pick \
+			 sizes the fixtures hold)",
 			path.display()
 		));
 	}
@@ -458,11 +580,212 @@ fn run(args: &Args) -> Result<(), String> {
 			load: (load_before, load_average()),
 			ldk03_read_02,
 		};
-		let section = markdown(args, &cx, &table);
+		let mut section = String::new();
+		if let Some(table) = &table {
+			section.push_str(&markdown(args, &cx, table));
+		}
+		if let Some(s3) = &s3 {
+			if !section.is_empty() {
+				section.push_str("\n\n");
+			}
+			section.push_str(&s3_markdown(args, &cx, s3));
+		}
 		std::fs::write(md, section).map_err(|e| format!("{}: {e}", md.display()))?;
 		println!("wrote {}", md.display());
 	}
 	Ok(())
+}
+
+/// The S3-like table: its rows, the table, and the notes under it (what the model saw, and its
+/// self-check).
+struct S3Section {
+	rows: Vec<Row>,
+	table: String,
+	notes: String,
+}
+
+/// Loads over the S3-like model (`--s3`'s parameters): LDK 0.3's loader with object_store's
+/// retries, and this crate with `PersisterConfig::default()`. Each load gets a model of its own
+/// (full token buckets, fresh counts) over the same seeded objects; a failed load is a row.
+fn s3_section(bench: &Bench, args: &Args, channels: &[&ChannelFixture]) -> S3Section {
+	let params = args.s3;
+	let loaders = [Loader::Ldk03Retry, Loader::OursDefault];
+	let mut rows = Vec::new();
+	let mut seen = S3Counts::default();
+	for &(n, u) in &args.s3_sizes {
+		let usable: Vec<&ChannelFixture> =
+			channels.iter().copied().filter(|c| c.updates.len() >= u).take(n).collect();
+		if usable.len() < n {
+			let why = format!(
+				"the fixtures hold {} distinct startup monitors with ≥ {u} updates, not {n} (LDK's \
+				 loaders check each monitor against its key, so one monitor cannot be stored \
+				 again under another)",
+				usable.len()
+			);
+			eprintln!("S3-like {n} × {u}: {why}");
+			rows.push(Row { loader: None, n, u, result: Err(why) });
+			continue;
+		}
+		let inner = seeded_inner(bench, &usable, u);
+		let expected: HashMap<String, u64> =
+			usable.iter().map(|c| (c.key.clone(), c.update_id + u as u64)).collect();
+		for loader in loaders {
+			let model = S3Model::new(params);
+			let control = Arc::new(Control::default());
+			let store = LatencyStore::wrap(
+				S3LikeStore::wrap(Arc::clone(&inner), Arc::clone(&model)),
+				Arc::clone(&control),
+			);
+			let result = load(bench, loader, &store, &control, Some(&model), &expected);
+			let counts = model.counts();
+			for (total, add) in seen.served.iter_mut().zip(counts.served) {
+				*total += add;
+			}
+			for (total, add) in seen.throttled.iter_mut().zip(counts.throttled) {
+				*total += add;
+			}
+			seen.connection_waits += counts.connection_waits;
+			seen.connection_wait += counts.connection_wait;
+			seen.latencies.extend(counts.latencies);
+			match &result {
+				Ok(m) => eprintln!(
+					"S3-like {n} × {u}: {}: {} ({} requests, {} throttled, peak heap {}, CPU {})",
+					loader.name(),
+					secs(m.elapsed),
+					m.counts.requests(),
+					m.s3.as_ref().map_or(0, S3Counts::throttled_total),
+					mib(m.peak_heap),
+					cpu_secs(m.cpu)
+				),
+				Err(e) => eprintln!("S3-like {n} × {u}: {}: failed: {e}", loader.name()),
+			}
+			rows.push(Row { loader: Some(loader), n, u, result });
+		}
+	}
+
+	let ms =
+		|d: Option<Duration>| d.map_or("—".into(), |d| format!("{:.1}", d.as_secs_f64() * 1e3));
+	let mut notes = format!(
+		"Seen by the model in this run (every load above, seeding excluded): {} requests served, \
+		 {} throttled (503 SlowDown), {} waited for a connection ({:.2} s in all); served \
+		 latency median {} ms and p99 {} ms over {} requests (parameters: {} ms and {} ms).\n\n",
+		seen.served_total(),
+		seen.throttled_total(),
+		seen.connection_waits,
+		seen.connection_wait.as_secs_f64(),
+		ms(seen.latency_quantile(0.5)),
+		ms(seen.latency_quantile(0.99)),
+		seen.latencies.len(),
+		params.median.as_secs_f64() * 1e3,
+		params.p99.as_secs_f64() * 1e3,
+	);
+	match store_models::calibrate(&params, CalibrationLoad::default()) {
+		Ok(calibration) => {
+			eprintln!("{}", calibration.summary());
+			notes.push_str(&calibration.to_string());
+		},
+		Err(e) => {
+			let _ = writeln!(notes, "The model's self-check could not run: {e}");
+		},
+	}
+	let table = s3_table(bench, &rows);
+	S3Section { rows, table, notes }
+}
+
+fn s3_table(bench: &Bench, rows: &[Row]) -> String {
+	let mut out = String::new();
+	let _ = writeln!(
+		out,
+		"| loader | N × U | wall time | requests (GET + list pages) | throttled (503) | most in \
+		 flight (client / at the server) | peak heap | CPU | configuration / concurrency |"
+	);
+	let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|---|");
+	for row in rows {
+		let size = format!("{} × {}", row.n, row.u);
+		let cells = match (&row.result, row.loader) {
+			(Ok(m), _) => {
+				let s3 = m.s3.clone().unwrap_or_default();
+				format!(
+					"{} | {} ({} + {}) | {} | {} / {} | {} | {}",
+					secs(m.elapsed),
+					m.counts.requests(),
+					m.counts.gets,
+					m.counts.lists,
+					s3.throttled_total(),
+					m.counts.max_in_flight,
+					s3.max_in_flight,
+					mib(m.peak_heap),
+					cpu_secs(m.cpu)
+				)
+			},
+			(Err(why), Some(_)) => format!("**failed**: {} | — | — | — | — | —", cell_text(why)),
+			(Err(why), None) => format!("not run: {why} | — | — | — | — | —"),
+		};
+		let _ = writeln!(
+			out,
+			"| {} | {size} | {cells} | {} |",
+			row.loader.map_or("every loader", Loader::name),
+			row.loader.map_or("—".into(), |l| config_cell(bench, l))
+		);
+	}
+	out
+}
+
+/// `text` safe in a markdown table cell: no column breaks, no HTML tags (an S3 error body is
+/// XML).
+fn cell_text(text: &str) -> String {
+	text.replace('|', "\\|").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+fn s3_markdown(args: &Args, cx: &Context, s3: &S3Section) -> String {
+	let params = args.s3;
+	let mut out = String::new();
+	let _ = writeln!(out, "#### On the S3-like model\n");
+	let _ = writeln!(
+		out,
+		"The same objects (`{}`), loaded over the S3-like model (`store-models/src/s3.rs`, {} \
+		 parameters): {}. A request past its partition's rate is answered `503 SlowDown` after \
+		 one round trip; a request beyond the connections waits for one. Each load gets a model \
+		 of its own (full token buckets, fresh counts). LDK 0.3's adapter retries `SlowDown` and \
+		 other 5xx answers as object_store's own HTTP client would, with object_store 0.14's \
+		 `RetryConfig::default()` (up to 10 retries within 3 minutes; backoff from 100 ms, base \
+		 2, decorrelated jitter, at most 15 s): object_store's retry is internal to its HTTP \
+		 client (`pub(crate)`) and the model answers as an `ObjectStore` below it, so this is a \
+		 small loop with the same parameters and the same rule (`benches/ldk-0.3/src/retry.rs`), \
+		 not object_store's code. This crate's store retries under its own `RetryPolicy`. \
+		 Requests are counted by the client (retries included); throttled requests are the 503s \
+		 the model answered during that load. Most in flight: requests issued and not yet \
+		 answered (waiting for a connection included) / requests at the server (≤ {} \
+		 connections). CPU is the process's user + system time during the load (`getrusage`, \
+		 every thread: the loaders', tokio's, and the model's timer thread). Every load is \
+		 checked as above; a load that fails is a row saying so. One run per row; load average \
+		 {} before the whole run, {} after.\n",
+		cx.fixture.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
+		if params == S3Params::default() { "default" } else { "`--s3`" },
+		params.describe(),
+		params.connections,
+		cx.load.0,
+		cx.load.1,
+	);
+	out.push_str(&s3.table);
+	let little = params.connections as f64 / params.latency().mean().as_secs_f64();
+	let _ = writeln!(
+		out,
+		"\nThe connections alone bound the served rate to about {little:.0} requests a second \
+		 ({} connections ÷ the mean latency, Little's law), {} the {:.0} GETs a second a \
+		 partition serves{}.\n",
+		params.connections,
+		if little < params.reads_per_sec { "below" } else { "above" },
+		params.reads_per_sec,
+		if little < params.reads_per_sec {
+			", so a loader can only be throttled by a burst above the bucket (`--s3 \
+			 connections=1000` raises the bound)"
+		} else {
+			""
+		}
+	);
+	out.push_str(&s3.notes);
+	out
 }
 
 /// What the markdown section says besides the table.
@@ -505,7 +828,8 @@ fn markdown(args: &Args, cx: &Context, table: &str) -> String {
 		 Both use LDK's `KeysManager` of the harness's node 0 seed. Every load is checked: all \
 		 N monitors come back, each at its recorded update id + U. Peak heap is the most memory \
 		 allocated during the load above the level before it (a counting global allocator), the \
-		 loaded monitors included. Wall time is the median of {} run(s) on a 2-core machine \
+		 loaded monitors included. CPU is the process's user + system time during the load \
+		 (`getrusage`, every thread). Wall time is the median of {} run(s) on a 2-core machine \
 		 (load average {} before the run, {} after).\n",
 		cx.fixture.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
 		cx.set.channels.len(),
