@@ -64,6 +64,21 @@ type Loaded<SP> = LoadedMonitor<SP>;
 struct LoadPlan {
 	keys: Vec<String>,
 	listed: Option<HashMap<String, Vec<u64>>>,
+	/// The most update reads of one monitor in flight at once in the list modes (see
+	/// [`update_window`]).
+	window: usize,
+}
+
+/// The fewest update reads of a loading monitor in flight at once in the list modes: a few, so
+/// that the bound stays full while monitors start and end at different times.
+const MIN_UPDATE_WINDOW: usize = 4;
+
+/// How many of a monitor's listed updates it reads at once when `monitors` load together: its
+/// share of the bound on requests in flight (at least [`MIN_UPDATE_WINDOW`]). Reads beyond the
+/// bound would only wait for a place, each holding its task's memory meanwhile: 1,000 monitors
+/// of 50 updates each, all read at once, held 51,000 tasks and 460 MB at the peak.
+fn update_window(max_requests_in_flight: usize, monitors: usize) -> usize {
+	(max_requests_in_flight / monitors.max(1)).max(MIN_UPDATE_WINDOW)
 }
 
 impl LoadPlan {
@@ -98,7 +113,9 @@ where
 	) -> Result<Vec<LoadedMonitor<SP>>, io::Error> {
 		let plan = self.plan_load().await?;
 		let loaded: Vec<Option<Loaded<SP>>> = stream::iter(&plan.keys)
-			.map(|key| self.maybe_read_channel_monitor_with_updates(key, plan.listed(key)))
+			.map(|key| {
+				self.maybe_read_channel_monitor_with_updates(key, plan.listed(key), plan.window)
+			})
 			.buffered(self.config.max_monitors_loading.max(1))
 			.try_collect()
 			.await?;
@@ -131,7 +148,11 @@ where
 			let loads = stream::iter(claims)
 				.map(|index| {
 					let key = &plan.keys[index];
-					let load = self.maybe_read_channel_monitor_with_updates(key, plan.listed(key));
+					let load = self.maybe_read_channel_monitor_with_updates(
+						key,
+						plan.listed(key),
+						plan.window,
+					);
 					load.map_ok(move |loaded| (index, loaded))
 				})
 				.buffer_unordered(per_thread)
@@ -177,6 +198,8 @@ where
 		};
 		let mut keys = monitors.await?;
 		keys.sort();
+		let loading = self.config.max_monitors_loading.max(1).min(keys.len());
+		let window = update_window(self.config.max_requests_in_flight, loading);
 		let listed = match updates {
 			Some(updates) => {
 				let mut listed: HashMap<String, Vec<u64>> = HashMap::new();
@@ -188,14 +211,16 @@ where
 			},
 			None => None,
 		};
-		Ok(LoadPlan { keys, listed })
+		Ok(LoadPlan { keys, listed, window })
 	}
 
 	/// Loads one monitor with its pending updates applied.
 	pub async fn read_channel_monitor_with_updates(
 		&self, monitor_key: &str,
 	) -> Result<LoadedMonitor<SP>, io::Error> {
-		self.maybe_read_channel_monitor_with_updates(monitor_key, None).await?.ok_or_else(|| {
+		let window = self.config.max_requests_in_flight;
+		let read = self.maybe_read_channel_monitor_with_updates(monitor_key, None, window);
+		read.await?.ok_or_else(|| {
 			invalid(format!(
 				"monitor {monitor_key} is a stale pre-0.0.118 monitor that LDK can no longer read; \
 				 it holds no funds: delete it by hand"
@@ -204,10 +229,10 @@ where
 	}
 
 	/// Loads a monitor and applies its pending updates; `listed` are its update ids from a
-	/// listing of all of them, in list mode. Notes what it found in the ledger, so that
-	/// consolidation counts the update objects already stored.
+	/// listing of all of them, in list mode, read up to `window` at once. Notes what it found in
+	/// the ledger, so that consolidation counts the update objects already stored.
 	async fn maybe_read_channel_monitor_with_updates(
-		&self, monitor_key: &str, listed: Option<&[u64]>,
+		&self, monitor_key: &str, listed: Option<&[u64]>, window: usize,
 	) -> Result<Option<Loaded<SP>>, io::Error> {
 		// Listing the updates needs nothing from the monitor: started with its read, it costs no
 		// round trip of its own.
@@ -235,7 +260,8 @@ where
 		let listed = own_listing.as_deref().or(listed);
 		let (mut count, mut bytes) = (0, 0);
 		if let Some(first) = monitor.get_latest_update_id().checked_add(1) {
-			let mut updates = std::pin::pin!(self.pending_updates(monitor_key, first, listed));
+			let updates = self.pending_updates(monitor_key, first, listed, window);
+			let mut updates = std::pin::pin!(updates);
 			while let Some(update) = updates.next().await {
 				let (update_id, len, update) = update?;
 				monitor
@@ -285,24 +311,25 @@ where
 	}
 
 	/// The pending updates from `first` on, in id order, ending before the first absent id;
-	/// `listed` are the monitor's update ids in the list modes.
+	/// `listed` are the monitor's update ids in the list modes, read up to `list_window` at once.
 	fn pending_updates<'a>(
-		&'a self, monitor_key: &'a str, first: u64, listed: Option<&[u64]>,
+		&'a self, monitor_key: &'a str, first: u64, listed: Option<&[u64]>, list_window: usize,
 	) -> impl UpdateStream + 'a {
 		let window = match (self.config.load_mode, listed) {
 			(LoadMode::Probe, _) => 1,
 			(LoadMode::Pipelined { window }, _) => window,
 			(LoadMode::List | LoadMode::ListEach, ids) => {
 				let ids = ids.map(<[u64]>::to_vec).unwrap_or_default();
-				return Either::Right(self.read_run(monitor_key, first, ids));
+				return Either::Right(self.read_run(monitor_key, first, ids, list_window));
 			},
 		};
 		Either::Left(self.read_updates(monitor_key, first..=u64::MAX, window))
 	}
 
-	/// Reads, all at once, the run of consecutive `ids` that starts at `first`: never past a gap.
+	/// Reads, up to `window` at once, the run of consecutive `ids` that starts at `first`: never
+	/// past a gap.
 	fn read_run<'a>(
-		&'a self, monitor_key: &'a str, first: u64, mut ids: Vec<u64>,
+		&'a self, monitor_key: &'a str, first: u64, mut ids: Vec<u64>, window: usize,
 	) -> impl UpdateStream + 'a {
 		ids.retain(|id| *id >= first);
 		ids.sort_unstable();
@@ -312,7 +339,7 @@ where
 			.take_while(|(id, next)| id == next)
 			.map(|(id, _)| id)
 			.collect();
-		let window = run.len();
+		let window = run.len().min(window);
 		self.read_updates(monitor_key, run.into_iter(), window)
 	}
 
@@ -363,4 +390,19 @@ fn decode_update(
 		)));
 	}
 	Ok(update)
+}
+
+#[cfg(test)]
+mod tests {
+	use super::*;
+
+	#[test]
+	fn a_loading_monitor_reads_its_share_of_the_bound_at_once() {
+		// 1,000 monitors loading under a bound of 1,024: a few each, not all 50 of each.
+		assert_eq!(update_window(1024, 1000), MIN_UPDATE_WINDOW);
+		// Ten monitors share the bound: 99 updates each go out 102 at once, all together.
+		assert_eq!(update_window(1024, 10), 102);
+		assert_eq!(update_window(128, 1), 128);
+		assert_eq!(update_window(8, 0), 8);
+	}
 }
