@@ -669,10 +669,10 @@ mod tests {
 		assert_eq!(fixed.limit(), 5);
 	}
 
-	/// Reads of many keys at once through the persister's default bound over the S3-like model
-	/// (`store_models`), with a read rate far below what 1,024 requests in flight ask for: the
-	/// adaptive limit holds the served rate with few throttled requests, where the same cap as a
-	/// fixed bound is answered with a storm of `503 SlowDown`. Counts, not times.
+	/// Reads, and then writes, of many keys at once through the persister's default bound over
+	/// the S3-like model (`store_models`), at a rate far below what 1,024 requests in flight ask
+	/// for: the adaptive limit holds the served rate with few throttled requests, where the same
+	/// cap as a fixed bound is answered with a storm of `503 SlowDown`. Counts, not times.
 	#[test]
 	fn a_throttling_store_sees_no_storm_from_the_default_bound() {
 		use crate::persister::PersisterConfig;
@@ -683,10 +683,12 @@ mod tests {
 		use store_models::{Clock, S3LikeStore, S3Model, S3Params};
 
 		const KEYS: usize = 1500;
-		let run = |adaptive: bool| {
-			// 5,000 GETs a second with room for 50 at once, 2 ms requests, connections for all.
+		let run = |adaptive: bool, writes: bool| {
+			// 5,000 GETs or PUTs a second with room for 50 at once, 2 ms requests, connections
+			// for all.
 			let model = S3Model::new(S3Params {
 				reads_per_sec: 5000.0,
+				writes_per_sec: 5000.0,
 				burst: Duration::from_millis(10),
 				median: Duration::from_millis(2),
 				p99: Duration::from_millis(4),
@@ -717,34 +719,46 @@ mod tests {
 			model.reset();
 			let config = PersisterConfig::default().with_adaptive_concurrency(adaptive);
 			let view = store.limited_to(config.max_requests_in_flight, config.adaptive_concurrency);
-			let reads: Vec<_> =
-				(0..KEYS).map(|i| view.start_read("p", "", &format!("k{i}"))).collect();
-			for read in crate::runtime::block_on(futures::future::join_all(reads)) {
-				assert_eq!(read.expect("read"), vec![1; 100]);
+			if writes {
+				let puts: Vec<_> = (0..KEYS)
+					.map(|i| view.start_write("p", "", &format!("w{i}"), vec![2; 100]))
+					.collect();
+				for put in crate::runtime::block_on(futures::future::join_all(puts)) {
+					put.expect("write");
+				}
+			} else {
+				let reads: Vec<_> =
+					(0..KEYS).map(|i| view.start_read("p", "", &format!("k{i}"))).collect();
+				for read in crate::runtime::block_on(futures::future::join_all(reads)) {
+					assert_eq!(read.expect("read"), vec![1; 100]);
+				}
 			}
 			model.counts()
 		};
-		let adaptive = run(true);
-		let fixed = run(false);
-		eprintln!(
-			"served / throttled: adaptive {} / {}, fixed {} / {}",
-			adaptive.served_total(),
-			adaptive.throttled_total(),
-			fixed.served_total(),
-			fixed.throttled_total()
-		);
-		assert_eq!(adaptive.served_total(), KEYS as u64, "{adaptive:?}");
-		assert!(
-			adaptive.throttled_total() * 4 <= adaptive.served_total(),
-			"adaptive: {} throttled for {} served",
-			adaptive.throttled_total(),
-			adaptive.served_total()
-		);
-		assert!(
-			fixed.throttled_total() >= 4 * adaptive.throttled_total().max(1),
-			"fixed: {} throttled, adaptive: {}",
-			fixed.throttled_total(),
-			adaptive.throttled_total()
-		);
+		for writes in [false, true] {
+			let adaptive = run(true, writes);
+			let fixed = run(false, writes);
+			let what = if writes { "writes" } else { "reads" };
+			eprintln!(
+				"{what}: served / throttled: adaptive {} / {}, fixed {} / {}",
+				adaptive.served_total(),
+				adaptive.throttled_total(),
+				fixed.served_total(),
+				fixed.throttled_total()
+			);
+			assert_eq!(adaptive.served_total(), KEYS as u64, "{what}: {adaptive:?}");
+			assert!(
+				adaptive.throttled_total() * 4 <= adaptive.served_total(),
+				"{what}: adaptive: {} throttled for {} served",
+				adaptive.throttled_total(),
+				adaptive.served_total()
+			);
+			assert!(
+				fixed.throttled_total() >= 4 * adaptive.throttled_total().max(1),
+				"{what}: fixed: {} throttled, adaptive: {}",
+				fixed.throttled_total(),
+				adaptive.throttled_total()
+			);
+		}
 	}
 }

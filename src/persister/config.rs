@@ -63,18 +63,22 @@ pub struct PersisterConfig {
 	/// throttled, then grows by its square root per round trip; an answer that says the store
 	/// is overloaded (`503 SlowDown`, another 5xx, a timeout, a dropped connection) cuts it at
 	/// once (at least by half, to the share of answers served in a storm), and so does latency
-	/// beyond twice the lowest recent (a queue at the server or in the connection pool). It
-	/// stays between 8 and the cap. It applies to every request of the persister, writes
-	/// included: a single update is never held up (one request is far below the floor), and a
-	/// burst of async writes finds the rate as a load does. Default `true`; `false` holds the
-	/// cap as a fixed bound (the behaviour before this setting, whose default cap was 128).
+	/// beyond twice the lowest recent (a queue at the server or in the connection pool). A
+	/// request's latency is its wait on the server, not a busy process's delay in getting back
+	/// to its answer. It stays between 8 and the cap. It applies to every request of the
+	/// persister, writes included: a single update is never held up (one request is far below
+	/// the floor), and a burst of async writes finds the rate as a load does. Default `true`;
+	/// `false` holds the cap as a fixed bound (the behaviour before this setting, whose default
+	/// cap was 128).
 	pub adaptive_concurrency: bool,
 	/// Most monitors being loaded at once at startup; memory for raw objects stays within this
 	/// bound, whatever the number of monitors, and the requests in flight within
 	/// [`Self::max_requests_in_flight`] (adaptive or not). Default 1,024, to match that cap: a
 	/// probing load has one request in flight per monitor being loaded, so this is what lets
 	/// it use all of the adaptive limit. A monitor being loaded holds its decoded monitor (which
-	/// the result holds anyway) and at most one raw object at a time when probing.
+	/// the result holds anyway) and at most one raw object at a time when probing; in the list
+	/// modes it reads its listed updates up to its share of [`Self::max_requests_in_flight`] at
+	/// once (at least 4), so reads waiting for a place never pile up.
 	pub max_monitors_loading: usize,
 	/// Threads that decode monitors and apply their updates in
 	/// [`read_all_channel_monitors_with_updates_blocking`](super::MonitorPersister::read_all_channel_monitors_with_updates_blocking);

@@ -36,8 +36,9 @@ pub enum LoadMode {
 	},
 	/// List every update object once (`monitor_updates/`, one request per 1,000 objects) beside
 	/// the listing of `monitors/`, then read the consecutive ids after each monitor's in
-	/// parallel: the fewest requests. Relies on listing being complete (it is on S3, GCS, Azure
-	/// and the local stores).
+	/// parallel (up to the monitor's share of the bound on requests in flight at once, see
+	/// [`PersisterConfig::max_monitors_loading`](super::PersisterConfig)): the fewest requests.
+	/// Relies on listing being complete (it is on S3, GCS, Azure and the local stores).
 	List,
 	/// List each monitor's update namespace while its monitor is read, then read the consecutive
 	/// ids after the monitor's in parallel: two round trips per monitor whatever its updates,
