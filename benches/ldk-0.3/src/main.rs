@@ -845,10 +845,12 @@ fn markdown(args: &Args, cx: &Context, table: &str) -> String {
 		out,
 		"\nRequests per monitor: LDK 0.3 makes 2 + U (its monitor's GET and its update listing at \
 		 once, then its U update GETs at once), so a load is 3 round trips deep (the listing of \
-		 `monitors/`, then GET ‖ LIST, then the GETs) whatever N and U; this crate's default `LoadMode::Probe` makes 2 + U one after another (GET monitor, \
-		 GET `id + 1`, `+ 2`, … until one is absent), bounded in monitors and requests at \
-		 once; `LoadMode::List` lists all of `monitor_updates/` once (in pages of 1,000) instead of \
-		 probing. The row with bounds \
+		 `monitors/`, then GET ‖ LIST, then the GETs) whatever N and U; this crate's default \
+		 `LoadMode::List` lists all of `monitor_updates/` once (in pages of 1,000) beside \
+		 `monitors/`, then makes 1 + U per monitor (GET monitor, then its listed updates, up \
+		 to its share of the bound at once), bounded in monitors and requests at once; \
+		 `LoadMode::Probe` makes 2 + U one after another instead (GET monitor, GET `id + 1`, \
+		 `+ 2`, … until one is absent). The row with bounds \
 		 raised (≤ {WIDE_MONITORS} monitors loading, ≤ {WIDE_IN_FLIGHT} requests in flight) \
 		 shows how much of the difference is the bound alone. The simulated store has no \
 		 throughput limit, so LDK 0.3's unbounded concurrency costs nothing here; a real store \
