@@ -58,7 +58,7 @@ use sections::{
 	workload_section, Findings,
 };
 use setup::{describe_setup, machine, reproduce_line};
-use store_models::{Partitioning, S3Params};
+use store_models::S3Params;
 use verdict::{closing, targets};
 
 /// Set in the child process that runs LDK to generate fixtures.
@@ -198,7 +198,7 @@ fn parse_args() -> Option<Args> {
 			"--s3" => {
 				let v = value("--s3");
 				args.given.extend([arg.clone(), v.clone()]);
-				args.s3 = parse_s3(&v);
+				args.s3 = S3Params::parse(&v).unwrap_or_else(|e| panic!("{e}"));
 				continue;
 			},
 			"--ldk-sample" => {
@@ -214,30 +214,6 @@ fn parse_args() -> Option<Args> {
 	}
 	args.rtt = rtt.unwrap_or(args.profile.default_rtt());
 	Some(args)
-}
-
-/// `--s3 KEY=VALUE,...`: the S3-like model's default parameters with those given changed.
-fn parse_s3(spec: &str) -> S3Params {
-	let mut params = S3Params::default();
-	for item in spec.split(',').filter(|item| !item.is_empty()) {
-		let (key, value) =
-			item.split_once('=').unwrap_or_else(|| panic!("--s3: {item:?} is not KEY=VALUE"));
-		let x: f64 = value.parse().unwrap_or_else(|_| panic!("--s3: {item:?}: not a number"));
-		assert!(x >= 0.0 && x.is_finite(), "--s3: {item:?}: not a non-negative number");
-		let ms = Duration::from_secs_f64(x / 1000.0);
-		match key {
-			"median-ms" => params.median = ms,
-			"p99-ms" => params.p99 = ms,
-			"connections" => params.connections = (x as usize).max(1),
-			"reads" => params.reads_per_sec = x,
-			"writes" => params.writes_per_sec = x,
-			"burst-s" => params.burst = Duration::from_secs_f64(x),
-			"prefix" if x == 0.0 => params.partitioning = Partitioning::Bucket,
-			"prefix" => params.partitioning = Partitioning::KeyPrefix(x as usize),
-			other => panic!("--s3: unknown parameter {other:?}"),
-		}
-	}
-	params
 }
 
 fn wants(args: &Args, section: &str) -> bool {

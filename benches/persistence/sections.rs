@@ -480,8 +480,6 @@ fn s3_like_startup(
 	model.reset();
 	let mut result = startup::run(&backend, &scenario, ldk);
 	let seen = model.counts();
-	let ms =
-		|d: Option<Duration>| d.map_or("—".into(), |d| format!("{:.1}", d.as_secs_f64() * 1e3));
 	result.table.intro.insert(
 		0,
 		format!(
@@ -493,20 +491,7 @@ fn s3_like_startup(
 			params.describe()
 		),
 	);
-	result.table.notes.push(format!(
-		"Seen by the model in this run (every load above, seeding excluded): {} requests served, \
-		 {} throttled (503 SlowDown), {} waited for a connection ({:.2} s in all); served \
-		 latency median {} ms and p99 {} ms over {} requests (parameters: {} ms and {} ms).",
-		seen.served_total(),
-		seen.throttled_total(),
-		seen.connection_waits,
-		seen.connection_wait.as_secs_f64(),
-		ms(seen.latency_quantile(0.5)),
-		ms(seen.latency_quantile(0.99)),
-		seen.latencies.len(),
-		params.median.as_secs_f64() * 1e3,
-		params.p99.as_secs_f64() * 1e3,
-	));
+	result.table.notes.push(seen.summary(&params));
 	result.table.notes.push(String::new());
 	// The smoke run checks the model on a smaller load (its figures are fixed by the seed).
 	let load = match args.profile {

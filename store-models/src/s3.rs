@@ -160,6 +160,35 @@ impl Default for S3Params {
 }
 
 impl S3Params {
+	/// The default parameters with those of `spec` instead: `KEY=VALUE` items separated by
+	/// commas, any subset of `median-ms`, `p99-ms`, `connections`, `reads`, `writes`, `burst-s`
+	/// and `prefix` (`prefix=N` gives one partition per key prefix of N characters, 0 one for
+	/// the whole bucket), as the benchmarks' `--s3` option takes them.
+	pub fn parse(spec: &str) -> Result<S3Params, String> {
+		let mut params = S3Params::default();
+		for item in spec.split(',').filter(|item| !item.is_empty()) {
+			let (key, value) =
+				item.split_once('=').ok_or_else(|| format!("--s3: {item:?} is not KEY=VALUE"))?;
+			let x: f64 = value.parse().map_err(|_| format!("--s3: {item:?}: not a number"))?;
+			if !(x >= 0.0 && x.is_finite()) {
+				return Err(format!("--s3: {item:?}: not a non-negative number"));
+			}
+			let ms = Duration::from_secs_f64(x / 1000.0);
+			match key {
+				"median-ms" => params.median = ms,
+				"p99-ms" => params.p99 = ms,
+				"connections" => params.connections = (x as usize).max(1),
+				"reads" => params.reads_per_sec = x,
+				"writes" => params.writes_per_sec = x,
+				"burst-s" => params.burst = Duration::from_secs_f64(x),
+				"prefix" if x == 0.0 => params.partitioning = Partitioning::Bucket,
+				"prefix" => params.partitioning = Partitioning::KeyPrefix(x as usize),
+				other => return Err(format!("--s3: unknown parameter {other:?}")),
+			}
+		}
+		Ok(params)
+	}
+
 	/// The latency distribution.
 	pub fn latency(&self) -> LogNormal {
 		LogNormal { median: self.median, p99: self.p99 }
@@ -261,6 +290,28 @@ impl S3Counts {
 	/// The `q` quantile (0 ≤ q ≤ 1) of the served requests' latency (nearest rank), if any.
 	pub fn latency_quantile(&self, q: f64) -> Option<Duration> {
 		quantile(&self.latencies, q)
+	}
+
+	/// One sentence of what the model saw, against its `params`, for a benchmark's notes.
+	pub fn summary(&self, params: &S3Params) -> String {
+		let ms = |d: Option<Duration>| {
+			d.map_or("—".into(), |d| format!("{:.1}", d.as_secs_f64() * 1e3))
+		};
+		format!(
+			"Seen by the model in this run (every load above, seeding excluded): {} requests \
+			 served, {} throttled (503 SlowDown), {} waited for a connection ({:.2} s in all); \
+			 served latency median {} ms and p99 {} ms over {} requests (parameters: {} ms and \
+			 {} ms).",
+			self.served_total(),
+			self.throttled_total(),
+			self.connection_waits,
+			self.connection_wait.as_secs_f64(),
+			ms(self.latency_quantile(0.5)),
+			ms(self.latency_quantile(0.99)),
+			self.latencies.len(),
+			params.median.as_secs_f64() * 1e3,
+			params.p99.as_secs_f64() * 1e3,
+		)
 	}
 }
 

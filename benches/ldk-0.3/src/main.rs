@@ -53,8 +53,7 @@ use object_store::{ObjectStore, ObjectStoreExt};
 
 use fixtures::{ChannelFixture, FixtureSet};
 use store_models::{
-	CalibrationLoad, Control, Counts, LatencyStore, Partitioning, S3Counts, S3LikeStore, S3Model,
-	S3Params,
+	CalibrationLoad, Control, Counts, LatencyStore, S3Counts, S3LikeStore, S3Model, S3Params,
 };
 
 /// The prefix both loaders' stores live below, as a node's would in a shared bucket.
@@ -93,33 +92,6 @@ fn parse_sizes(spec: &str) -> Result<Vec<(usize, usize)>, String> {
 		.collect()
 }
 
-/// `--s3 KEY=VALUE,...`: the S3-like model's default parameters with those given changed (the
-/// main benchmark's syntax).
-fn parse_s3(spec: &str) -> Result<S3Params, String> {
-	let mut params = S3Params::default();
-	for item in spec.split(',').filter(|item| !item.is_empty()) {
-		let (key, value) =
-			item.split_once('=').ok_or_else(|| format!("--s3: {item:?} is not KEY=VALUE"))?;
-		let x: f64 = value.parse().map_err(|_| format!("--s3: {item:?}: not a number"))?;
-		if !(x >= 0.0 && x.is_finite()) {
-			return Err(format!("--s3: {item:?}: not a non-negative number"));
-		}
-		let ms = Duration::from_secs_f64(x / 1000.0);
-		match key {
-			"median-ms" => params.median = ms,
-			"p99-ms" => params.p99 = ms,
-			"connections" => params.connections = (x as usize).max(1),
-			"reads" => params.reads_per_sec = x,
-			"writes" => params.writes_per_sec = x,
-			"burst-s" => params.burst = Duration::from_secs_f64(x),
-			"prefix" if x == 0.0 => params.partitioning = Partitioning::Bucket,
-			"prefix" => params.partitioning = Partitioning::KeyPrefix(x as usize),
-			other => return Err(format!("--s3: unknown parameter {other:?}")),
-		}
-	}
-	Ok(params)
-}
-
 fn parse_args() -> Result<Args, String> {
 	let mut args = Args {
 		// The main benchmark's default: `target/bench-fixtures` of the repository.
@@ -139,7 +111,7 @@ fn parse_args() -> Result<Args, String> {
 			"--fixtures" => args.fixtures = PathBuf::from(value()?),
 			"--sizes" => args.sizes = parse_sizes(&value()?)?,
 			"--s3-sizes" => args.s3_sizes = parse_sizes(&value()?)?,
-			"--s3" => args.s3 = parse_s3(&value()?)?,
+			"--s3" => args.s3 = S3Params::parse(&value()?)?,
 			"--only" => {
 				let only = value()?;
 				if only != "rtt" && only != "s3" {
@@ -663,22 +635,7 @@ fn s3_section(bench: &Bench, args: &Args, channels: &[&ChannelFixture]) -> S3Sec
 		}
 	}
 
-	let ms =
-		|d: Option<Duration>| d.map_or("—".into(), |d| format!("{:.1}", d.as_secs_f64() * 1e3));
-	let mut notes = format!(
-		"Seen by the model in this run (every load above, seeding excluded): {} requests served, \
-		 {} throttled (503 SlowDown), {} waited for a connection ({:.2} s in all); served \
-		 latency median {} ms and p99 {} ms over {} requests (parameters: {} ms and {} ms).\n\n",
-		seen.served_total(),
-		seen.throttled_total(),
-		seen.connection_waits,
-		seen.connection_wait.as_secs_f64(),
-		ms(seen.latency_quantile(0.5)),
-		ms(seen.latency_quantile(0.99)),
-		seen.latencies.len(),
-		params.median.as_secs_f64() * 1e3,
-		params.p99.as_secs_f64() * 1e3,
-	);
+	let mut notes = format!("{}\n\n", seen.summary(&params));
 	match store_models::calibrate(&params, CalibrationLoad::default()) {
 		Ok(calibration) => {
 			eprintln!("{}", calibration.summary());
