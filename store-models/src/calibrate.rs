@@ -12,7 +12,8 @@
 //!    there are connections, each sending its next request when the last is answered, with the
 //!    rates lifted (so that every request is served and the sample has its full size): the
 //!    median and p99 against the parameters, the most connections in use against the bound, and
-//!    the served rate against Little's law, connections ÷ mean latency.
+//!    the served rate until the last request is sent (while every connection is in use) against
+//!    Little's law, connections ÷ mean latency.
 //! 2. **Rates.** GETs and PUTs on one object (so one partition), with no bound on connections:
 //!    first 1.5 times a full bucket's tokens at once, of which the bucket (burst × rate) must be
 //!    served; then open-loop arrivals at twice each rate for `rate_window`: the requests served
@@ -202,12 +203,25 @@ async fn run(params: S3Params, load: CalibrationLoad) -> std::io::Result<Calibra
 	let issued = Arc::new(AtomicU64::new(0));
 	let refused_otherwise = Arc::new(AtomicU64::new(0));
 	let phase_started = tokio::time::Instant::now();
+	// When the last request was sent. Every client then still waits for one answer, so the
+	// load's other requests were answered by then; after it, fewer and fewer connections are
+	// in use while the slowest answers come in, which is the load ending, not the model's rate.
+	let last_sent = Arc::new(std::sync::Mutex::new(None));
 	let mut tasks = Vec::with_capacity(clients);
 	for _ in 0..clients {
 		let (store, object) = (Arc::clone(&store), object.clone());
 		let (issued, refused_otherwise) = (Arc::clone(&issued), Arc::clone(&refused_otherwise));
+		let last_sent = Arc::clone(&last_sent);
 		tasks.push(tokio::spawn(async move {
-			while issued.fetch_add(1, Ordering::Relaxed) < load.latency_requests {
+			loop {
+				let n = issued.fetch_add(1, Ordering::Relaxed) + 1;
+				if n > load.latency_requests {
+					break;
+				}
+				if n == load.latency_requests {
+					*last_sent.lock().unwrap_or_else(|e| e.into_inner()) =
+						Some(phase_started.elapsed());
+				}
 				if let Err(e) = store.get(&object).await {
 					if !is_slow_down(&e) {
 						refused_otherwise.fetch_add(1, Ordering::Relaxed);
@@ -219,7 +233,8 @@ async fn run(params: S3Params, load: CalibrationLoad) -> std::io::Result<Calibra
 	for task in tasks {
 		task.await.map_err(std::io::Error::other)?;
 	}
-	let phase_time = phase_started.elapsed();
+	let sending_time = last_sent.lock().unwrap_or_else(|e| e.into_inner()).unwrap_or_default();
+	let answered_while_sending = load.latency_requests.saturating_sub(clients as u64);
 	let counts = model.counts();
 	requests += counts.served_total() + counts.throttled_total();
 	other_errors += refused_otherwise.load(Ordering::Relaxed);
@@ -243,10 +258,11 @@ async fn run(params: S3Params, load: CalibrationLoad) -> std::io::Result<Calibra
 		unit: "",
 	});
 	checks.push(Check {
-		what: "served rate at the connection bound (Little's law: connections ÷ mean latency)"
+		what: "served rate at the connection bound while every connection is in use (Little's \
+		       law: connections ÷ mean latency)"
 			.into(),
 		parameter: params.connections as f64 / params.latency().mean().as_secs_f64(),
-		measured: counts.served_total() as f64 / phase_time.as_secs_f64(),
+		measured: answered_while_sending as f64 / sending_time.as_secs_f64(),
 		unit: "/s",
 	});
 

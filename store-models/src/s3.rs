@@ -268,7 +268,8 @@ pub struct S3Counts {
 	pub deleted_objects: u64,
 	/// Requests that found every connection busy and waited for one.
 	pub connection_waits: u64,
-	/// Their total wait.
+	/// Their waits added up (many waits overlap, so this is not a span of time; the
+	/// [`summary`](Self::summary) gives the mean).
 	pub connection_wait: Duration,
 	/// The most requests at the server at once.
 	pub max_in_flight: u64,
@@ -299,13 +300,14 @@ impl S3Counts {
 		};
 		format!(
 			"Seen by the model in this run (every load above, seeding excluded): {} requests \
-			 served, {} throttled (503 SlowDown), {} waited for a connection ({:.2} s in all); \
+			 served, {} throttled (503 SlowDown), {} waited for a connection (for {} ms on average); \
 			 served latency median {} ms and p99 {} ms over {} requests (parameters: {} ms and \
 			 {} ms).",
 			self.served_total(),
 			self.throttled_total(),
 			self.connection_waits,
-			self.connection_wait.as_secs_f64(),
+			ms((self.connection_waits > 0)
+				.then(|| self.connection_wait.div_f64(self.connection_waits as f64))),
 			ms(self.latency_quantile(0.5)),
 			ms(self.latency_quantile(0.99)),
 			self.latencies.len(),

@@ -11,8 +11,8 @@ use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use store_models::{
-	calibrate, Calibration, CalibrationLoad, Clock, Kind, Partitioning, S3LikeStore, S3Model,
-	S3Params,
+	calibrate, Calibration, CalibrationLoad, Clock, Kind, Partitioning, S3Counts, S3LikeStore,
+	S3Model, S3Params,
 };
 
 async fn put(store: &Arc<dyn ObjectStore>, key: String) -> object_store::Result<()> {
@@ -60,6 +60,30 @@ fn other_parameters_calibrate_within_ten_percent() {
 	};
 	let load = CalibrationLoad { latency_requests: 10_000, rate_window: Duration::from_secs(1) };
 	assert_calibrated(&calibrate(&slow, load).unwrap());
+}
+
+#[test]
+fn many_connections_calibrate_within_ten_percent() {
+	// The benchmarks' `--s3 connections=1000` (S3's request rates, not the connections, are
+	// then the bound): 20,000 GETs are only 20 round trips of 1,000 connections, so the load's
+	// last answers, with nothing sent after them, must not count as a slower served rate.
+	let params = S3Params { connections: 1000, ..S3Params::default() };
+	assert_calibrated(&calibrate(&params, CalibrationLoad::default()).unwrap());
+}
+
+#[test]
+fn the_summary_gives_the_mean_connection_wait() {
+	// Waits overlap: 1,000 requests that each waited 20 ms for one of few connections are
+	// 20 s added up, which is no span of time the run took.
+	let counts = S3Counts {
+		connection_waits: 1000,
+		connection_wait: Duration::from_secs(20),
+		..S3Counts::default()
+	};
+	let summary = counts.summary(&S3Params::default());
+	assert!(summary.contains("1000 waited for a connection (for 20.0 ms on average)"), "{summary}");
+	let none = S3Counts::default().summary(&S3Params::default());
+	assert!(none.contains("0 waited for a connection (for — ms on average)"), "{none}");
 }
 
 #[test]
