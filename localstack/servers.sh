@@ -13,6 +13,8 @@
 #                                     exit non-zero if either failed
 #   ./localstack/servers.sh test ...  the same, but only `cargo test --all-targets --features cli
 #                                     --no-fail-fast ...` with these arguments (targets, test names)
+#   ./localstack/servers.sh run CMD   start, run CMD in the repo root with the environment `env`
+#                                     prints, stop, exit with CMD's status (CI's benchmark smoke)
 #
 # Two S3 implementations on purpose: LocalStack (Python, what most people test against) and
 # SeaweedFS (Go, its own storage engine, and it checks request signatures, which LocalStack does
@@ -437,7 +439,9 @@ cmd_check() {
 	"$SERVERS/venv-localstack/bin/python" "$REQS/check_servers.py" "$@"
 }
 
-cmd_test() {
+# Starts the servers for the rest of this script's run, exports their environment, and stops
+# them when the script exits.
+serve() {
 	STARTED=()
 	# Stop on every exit path, but only the servers this run started: servers a developer
 	# started by hand with `start` stay up for the next run.
@@ -448,6 +452,22 @@ cmd_test() {
 	trap 'exit 143' TERM
 	cmd_start
 	eval "$(cmd_env)"
+}
+
+cmd_run() {
+	(($# > 0)) || die "run: which command?"
+	serve
+	local status=0
+	(cd "$ROOT" && "$@") || status=$?
+	if ((status != 0)); then
+		log "$1 failed (exit $status); server logs follow"
+		cmd_logs >&2
+	fi
+	return "$status"
+}
+
+cmd_test() {
+	serve
 	local status=0
 	(cd "$ROOT" && cargo test --all-targets --features cli --no-fail-fast "$@") || status=$?
 	if ((status != 0)); then
@@ -470,7 +490,7 @@ cmd_test() {
 }
 
 usage() {
-	sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+	sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
 	exit "${1:-2}"
 }
 
@@ -485,6 +505,7 @@ case "$command" in
 	logs) cmd_logs ;;
 	check) cmd_check "$@" ;;
 	test) cmd_test "$@" ;;
+	run) cmd_run "$@" ;;
 	-h | --help | help) usage 0 ;;
 	*) log "unknown command: $command"; usage ;;
 esac

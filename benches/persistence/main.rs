@@ -9,16 +9,19 @@
 //! Options: `--smoke` / `--full` (profile), `--write-md FILE`, `--rtt-ms N` (simulated round trip),
 //! `--fixtures DIR` (default `target/bench-fixtures`), `--regen` (regenerate the fixtures),
 //! `--include FILE` (a markdown section written by another program, such as `benches/ldk-0.3`),
-//! `--only local,startup,adaptive,workload,updates,throughput,overhead,replica,replica-servers`
-//! (sections; `updates` includes `throughput`, the updates' throughput table; `replica` includes
-//! `replica-servers`: the replica's latency and fill on a LocalStack primary
+//! `--only local,startup,startup-servers,adaptive,workload,updates,throughput,overhead,replica,replica-servers`
+//! (sections; `startup` includes `startup-servers`, the loads over real HTTP against LocalStack
+//! and SeaweedFS; `updates` includes `throughput`, the updates' throughput table; `replica`
+//! includes `replica-servers`: the replica's latency and fill on a LocalStack primary
 //! and a SeaweedFS replica), `--ldk-sample N` (measure LDK's sequential startup on N monitors and
 //! extrapolate, instead of all of them), `--no-localstack` (no server at all),
 //! `--s3 median-ms=30,p99-ms=200,connections=50,reads=5500,writes=3500,burst-s=1,prefix=0` (the
 //! S3-like model's parameters for its startup table, any subset; `prefix=N` gives one partition
 //! per key prefix of N characters, 0 one for the whole bucket).
-//! LocalStack runs when `LDK_OS_TEST_LOCALSTACK_URL` / `_ENDPOINT` are set
-//! (`eval "$(./localstack/servers.sh env)"`), and is skipped with a note otherwise.
+//! LocalStack runs when `LDK_OS_TEST_LOCALSTACK_URL` / `_ENDPOINT` are set, SeaweedFS when
+//! `LDK_OS_TEST_SEAWEEDFS_URL` / `_ENDPOINT` are (`eval "$(./localstack/servers.sh env)"`, or
+//! `./localstack/servers.sh run cargo bench ...`, which starts and stops them), and each is
+//! skipped with a note otherwise.
 //!
 //! Under `cargo test` (no `--bench` argument) the binary does nothing and succeeds, so that
 //! `cargo test --all-targets` stays a test run; `cargo test --bench persistence -- --smoke` runs
@@ -308,6 +311,14 @@ fn main() {
 	let memory = Backend::memory(args.rtt);
 	let local = if args.localstack { s3_server("LOCALSTACK") } else { None };
 	let server = local.map(|store| Backend::server("LocalStack on loopback", store));
+	let seaweedfs = if args.localstack { s3_server("SEAWEEDFS") } else { None };
+	let seaweedfs = seaweedfs.map(|store| Backend::server("SeaweedFS on loopback", store));
+	if seaweedfs.is_none() {
+		report.setup.push(
+			"SeaweedFS: **not run** (`LDK_OS_TEST_SEAWEEDFS_URL` / `_ENDPOINT` not set).".into(),
+		);
+	}
+	let servers: Vec<&Backend> = server.iter().chain(seaweedfs.iter()).collect();
 	if server.is_none() {
 		report.setup.push(
 			"LocalStack: **not run** (`LDK_OS_TEST_LOCALSTACK_URL` / `_ENDPOINT` not set; \
@@ -322,7 +333,11 @@ fn main() {
 		findings.local_reads = local_dir::local_dir_section(&args, &mut report);
 	}
 	if wants(&args, "startup") {
-		startup_section(&args, &set, &memory, server.as_ref(), ldk, &mut report, &mut findings);
+		startup_section(&args, &set, &memory, &servers, ldk, &mut report, &mut findings);
+	} else if wants(&args, "startup-servers") {
+		let channels = sections::startup_channels(&set);
+		let u = args.profile.gen_params().updates;
+		sections::servers_startup(&args, &channels, u, &servers, ldk, &mut report, &mut findings);
 	}
 	if wants(&args, "adaptive") {
 		adaptive_section(&args, &set, &memory, ldk, &mut report);
@@ -343,13 +358,11 @@ fn main() {
 		replica_section(&args, &set, ldk, &mut report, &mut findings);
 	}
 	if wants(&args, "replica") || wants(&args, "replica-servers") {
-		let seaweedfs = if args.localstack { s3_server("SEAWEEDFS") } else { None };
-		match (server.as_ref(), seaweedfs) {
+		match (server.as_ref(), seaweedfs.as_ref()) {
 			(Some(primary), Some(replica)) => {
-				let replica = Backend::server("SeaweedFS on loopback", replica);
 				let channels = sections::startup_channels(&set);
 				let mut tables = Vec::new();
-				replica::on_servers(&args, &channels, primary, &replica, ldk, &mut tables);
+				replica::on_servers(&args, &channels, primary, replica, ldk, &mut tables);
 				for table in tables {
 					report.add(table);
 				}
