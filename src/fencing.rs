@@ -94,6 +94,12 @@ impl Fencing {
 		self.versions.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 	}
 
+	/// Whether it remembers anything of `path`.
+	#[cfg(test)]
+	pub(crate) fn knows(&self, path: &Path) -> bool {
+		self.lock().contains_key(path)
+	}
+
 	/// Remembers the version of an object just read.
 	pub(crate) fn observe(&self, meta: &ObjectMeta) {
 		let version = UpdateVersion { e_tag: meta.e_tag.clone(), version: meta.version.clone() };
@@ -131,7 +137,8 @@ impl Fencing {
 			Some(version) if !create_only => PutMode::Update(version),
 			_ => PutMode::Create,
 		};
-		match self.put_once(backend, path, bytes, mode).await {
+		// What it would remember of an object only ever created is never used.
+		match self.put_once(backend, path, bytes, mode, !create_only).await {
 			Err(err)
 				if unseen
 					&& !create_only && FailureKind::of(&err) == FailureKind::AlreadyExists =>
@@ -156,7 +163,7 @@ impl Fencing {
 				// Gone: fine if a remove of ours may have landed, and we still expected it.
 				let ours = self.lock().get(path).is_some_and(|known| known.remove_unconfirmed);
 				if ours && !create_only {
-					return self.put_once(backend, path, bytes, PutMode::Create).await;
+					return self.put_once(backend, path, bytes, PutMode::Create, true).await;
 				}
 				return Err(fenced(path));
 			},
@@ -175,7 +182,7 @@ impl Fencing {
 			// try the condition once more.
 			let version =
 				UpdateVersion { e_tag: meta.e_tag.clone(), version: meta.version.clone() };
-			return self.put_once(backend, path, bytes, PutMode::Update(version)).await;
+			return self.put_once(backend, path, bytes, PutMode::Update(version), true).await;
 		}
 		Err(fenced(path))
 	}
@@ -193,11 +200,12 @@ impl Fencing {
 			Err(err) if FailureKind::of(&err) == FailureKind::NotFound => PutMode::Create,
 			Err(err) => return Err(err),
 		};
-		self.put_once(backend, path, bytes, mode).await
+		self.put_once(backend, path, bytes, mode, true).await
 	}
 
+	/// One conditional PUT; with `remember`, what it tells of the object's version is kept.
 	async fn put_once(
-		&self, backend: &dyn ObjectStore, path: &Path, bytes: &Bytes, mode: PutMode,
+		&self, backend: &dyn ObjectStore, path: &Path, bytes: &Bytes, mode: PutMode, remember: bool,
 	) -> Result<(), object_store::Error> {
 		let options = PutOptions { mode, ..Default::default() };
 		match backend.put_opts(path, PutPayload::from(bytes.clone()), options).await {
@@ -205,13 +213,17 @@ impl Fencing {
 				if result.e_tag.is_none() && result.version.is_none() {
 					return Err(unsupported(path, "the backend returns no ETag or version"));
 				}
-				let version = UpdateVersion { e_tag: result.e_tag, version: result.version };
-				self.lock()
-					.insert(path.clone(), Known { version: Some(version), ..Default::default() });
+				if remember {
+					let version = UpdateVersion { e_tag: result.e_tag, version: result.version };
+					self.lock().insert(
+						path.clone(),
+						Known { version: Some(version), ..Default::default() },
+					);
+				}
 				Ok(())
 			},
 			Err(err) => {
-				if !is_condition(&err) {
+				if remember && !is_condition(&err) {
 					// It may still land.
 					let mut versions = self.lock();
 					let known = versions.entry(path.clone()).or_default();

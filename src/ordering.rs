@@ -35,8 +35,8 @@ struct Tail {
 impl KeyQueues {
 	/// Takes the next place in `path`'s queue. Call this synchronously, in the call that fixes the
 	/// order.
-	pub(crate) fn enqueue(self: &Arc<Self>, path: &Path) -> Turn {
-		self.take_turn(&mut self.lock(), path.clone())
+	pub(crate) fn enqueue(self: &Arc<Self>, path: Path) -> Turn {
+		self.take_turn(&mut self.lock(), path)
 	}
 
 	/// Takes one place in each of `paths`' queues, all at once: no other call can take a place in
@@ -148,9 +148,9 @@ mod tests {
 	async fn later_turns_wait_for_earlier_ones_and_entries_are_dropped() {
 		let queues = Arc::new(KeyQueues::default());
 		let key = Path::from("k");
-		let mut first = queues.enqueue(&key);
-		let mut second = queues.enqueue(&key);
-		let mut other = queues.enqueue(&Path::from("other"));
+		let mut first = queues.enqueue(key.clone());
+		let mut second = queues.enqueue(key);
+		let mut other = queues.enqueue(Path::from("other"));
 		assert_eq!(queues.pending_keys(), 2);
 
 		other.wait().await;
