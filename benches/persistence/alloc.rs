@@ -11,6 +11,8 @@ static PEAK: AtomicUsize = AtomicUsize::new(0);
 /// Every byte ever allocated (growth of a reallocation included): what a piece of work copied
 /// into fresh memory.
 static TOTAL: AtomicUsize = AtomicUsize::new(0);
+/// Allocations ever made (a reallocation that grows counts as one).
+static COUNT: AtomicUsize = AtomicUsize::new(0);
 
 unsafe impl GlobalAlloc for Counting {
 	unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
@@ -52,6 +54,7 @@ unsafe impl GlobalAlloc for Counting {
 }
 
 fn added(bytes: usize) {
+	COUNT.fetch_add(1, Ordering::Relaxed);
 	TOTAL.fetch_add(bytes, Ordering::Relaxed);
 	let now = CURRENT.fetch_add(bytes, Ordering::Relaxed) + bytes;
 	PEAK.fetch_max(now, Ordering::Relaxed);
@@ -77,4 +80,9 @@ pub fn peak() -> usize {
 /// Bytes allocated since the process started (never decreases).
 pub fn total() -> usize {
 	TOTAL.load(Ordering::Relaxed)
+}
+
+/// Allocations since the process started (never decreases).
+pub fn allocations() -> usize {
+	COUNT.load(Ordering::Relaxed)
 }

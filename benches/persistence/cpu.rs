@@ -87,3 +87,19 @@ impl Sample {
 pub fn cores() -> usize {
 	std::thread::available_parallelism().map_or(1, usize::from)
 }
+
+/// User + system CPU time of this whole process so far (`getrusage(RUSAGE_SELF)`, to the
+/// microsecond).
+pub fn process_time() -> std::time::Duration {
+	// SAFETY: `rusage` is plain integers, for which all zeroes is a valid value.
+	let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+	// SAFETY: `getrusage` writes only into the zeroed struct it is given.
+	if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+		return std::time::Duration::ZERO;
+	}
+	let time = |t: libc::timeval| {
+		std::time::Duration::from_secs(t.tv_sec as u64)
+			+ std::time::Duration::from_micros(t.tv_usec as u64)
+	};
+	time(usage.ru_utime) + time(usage.ru_stime)
+}

@@ -232,3 +232,90 @@ pub fn run(
 	}
 	Overhead { table, overheads }
 }
+
+/// What one read costs this process with no round trip: CPU time (user + system, every thread)
+/// and allocations per read of a 1 KiB object, `in_flight` at once, raw `object_store` GETs
+/// against this crate's store with its defaults (`KVStore::read`, polled from a plain thread as
+/// the blocking loader does); alternating over `rounds` rounds of `reads` reads, medians. Returns
+/// the table and the store's CPU time per read ÷ the raw one's.
+pub fn read_cost(backend: &Backend, reads: usize, in_flight: usize, rounds: usize) -> (Table, f64) {
+	let prefix = backend.prefix("read-cost");
+	let store = backend.kv(&prefix, in_flight);
+	let raw: Arc<dyn ObjectStore> = Arc::clone(&backend.store);
+	let runtime = tokio::runtime::Builder::new_multi_thread()
+		.worker_threads(2)
+		.enable_all()
+		.build()
+		.expect("runtime");
+	let keys: Vec<String> = (0..reads).map(|i| format!("k{i}")).collect();
+	let paths: Vec<Path> =
+		keys.iter().map(|k| Path::from(format!("{prefix}/{NAMESPACE}/cost/{k}"))).collect();
+	runtime.block_on(async {
+		let value = PutPayload::from(vec![0x5au8; 1024]);
+		let puts = stream::iter(&paths)
+			.map(|p| raw.put(p, value.clone()))
+			.buffer_unordered(in_flight)
+			.collect::<Vec<_>>()
+			.await;
+		for put in puts {
+			put.expect("seeding");
+		}
+	});
+	// (CPU per read, allocations per read) of each round, raw and ours.
+	let (mut raw_cost, mut ours_cost) = (Vec::new(), Vec::new());
+	for round in 0..rounds {
+		for ours_turn in [round % 2 == 0, round % 2 == 1] {
+			let (cpu, allocations) = (crate::cpu::process_time(), crate::alloc::allocations());
+			let read = if ours_turn {
+				let reads = stream::iter(&keys)
+					.map(|k| KVStore::read(&store, NAMESPACE, "cost", k))
+					.buffer_unordered(in_flight)
+					.map(|got| got.expect("read").len())
+					.collect::<Vec<_>>();
+				futures::executor::block_on(reads)
+			} else {
+				let gets = stream::iter(&paths)
+					.map(|p| async { raw.get(p).await?.bytes().await.map(|b| b.len()) })
+					.buffer_unordered(in_flight)
+					.map(|got| got.expect("raw get"))
+					.collect::<Vec<_>>();
+				runtime.block_on(gets)
+			};
+			assert!(read.iter().all(|len| *len == 1024), "every read returned its object");
+			let cost = (
+				(crate::cpu::process_time() - cpu).as_secs_f64() / reads as f64,
+				(crate::alloc::allocations() - allocations) as f64 / reads as f64,
+			);
+			if ours_turn { &mut ours_cost } else { &mut raw_cost }.push(cost);
+		}
+	}
+	let cpu = |v: &[(f64, f64)]| median(&v.iter().map(|c| c.0).collect::<Vec<_>>());
+	let allocations = |v: &[(f64, f64)]| median(&v.iter().map(|c| c.1).collect::<Vec<_>>());
+	let ratio = cpu(&ours_cost) / cpu(&raw_cost);
+	let mut table = Table::new(
+		format!(
+			"CPU per read: this crate's store against raw `object_store` GETs, {}",
+			backend.name
+		),
+		&["reads", "CPU time per read", "allocations per read", "÷ raw"],
+	)
+	.intro(format!(
+		"{reads} reads of 1 KiB objects, {in_flight} at once, in {rounds} rounds alternating \
+		 between the two (which goes first alternates too); medians over rounds. CPU time: user \
+		 + system time of the whole process (every thread: the store's runtime, the raw calls' \
+		 2-thread runtime, the calling thread) ÷ reads. The raw GETs run on a tokio runtime; \
+		 this crate's reads are `KVStore::read` futures with the store's defaults (adaptive \
+		 bound up to {in_flight}, fencing on), awaited from a plain thread as the blocking \
+		 loader awaits them."
+	));
+	for (name, cost) in [("raw `object_store` GET", &raw_cost), ("this crate's store", &ours_cost)]
+	{
+		table.row(vec![
+			name.into(),
+			secs(Duration::from_secs_f64(cpu(cost))),
+			format!("{:.1}", allocations(cost)),
+			crate::report::ratio(cpu(cost) / cpu(&raw_cost)),
+		]);
+	}
+	(table, ratio)
+}

@@ -27,6 +27,8 @@ pub(crate) struct Findings {
 	pub(crate) throughput_all: Vec<(usize, Writer, f64, cpu::Use)>,
 	/// (operation, overhead) on LocalStack.
 	pub(crate) overhead: Option<Vec<(String, f64)>>,
+	/// CPU time per read of this crate's store ÷ raw `object_store`'s, no round trip.
+	pub(crate) read_cpu: Option<f64>,
 	/// (object size, this crate's `file://` read time ÷ FilesystemStore's).
 	pub(crate) local_reads: Vec<(String, f64)>,
 	/// The workload: consolidation's requests and bytes, and the next startup against LDK's.
@@ -455,6 +457,16 @@ pub(crate) fn overhead_section(
 			.into(),
 	);
 	report.add(zero);
+	let (reads, cost_rounds) = match args.profile {
+		Profile::Smoke => (2_000, 4),
+		Profile::Full => (20_000, 11),
+	};
+	let (mut table, ratio) = overhead::read_cost(memory, reads, 64, cost_rounds);
+	table.title = "CPU per read: this crate's store against raw `object_store` GETs, in-memory, \
+	               no round trip"
+		.into();
+	findings.read_cpu = Some(ratio);
+	report.add(table);
 	memory.control.set_rtt(rtt);
 	let with_rtt = overhead::run(memory, "rtt", ops / 2, concurrent, 64, rounds.min(3)).table;
 	report.add(with_rtt);

@@ -12,7 +12,8 @@ use crate::Args;
 pub(crate) fn reproduce_line(args: &Args) -> String {
 	let mut line = String::new();
 	if args.localstack {
-		line.push_str("./localstack/servers.sh start && eval \"$(./localstack/servers.sh env)\"\n");
+		// Starts LocalStack and SeaweedFS, runs the command with their environment, stops them.
+		line.push_str("./localstack/servers.sh run ");
 	}
 	line.push_str("cargo bench --bench persistence --");
 	let mut given = args.given.clone();

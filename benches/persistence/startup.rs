@@ -44,18 +44,12 @@ impl Reader {
 		match self {
 			Reader::Ours { mode, threads, .. } => {
 				let threads = if *threads == 1 { ", one thread" } else { "" };
-				match mode {
-					LoadMode::Probe => format!("this crate, probe{threads}"),
-					LoadMode::Pipelined { window } => {
-						format!("this crate, pipelined (window {window}){threads}")
-					},
-					LoadMode::List => format!("this crate, list{threads}"),
-					LoadMode::ListEach => format!("this crate, list each{threads}"),
-				}
+				format!("this crate, {}{threads}", mode_name(*mode))
 			},
-			Reader::OursDefault => {
-				"this crate, no configuration (probe, adaptive up to the cap)".into()
-			},
+			Reader::OursDefault => format!(
+				"this crate, no configuration ({}, adaptive up to the cap)",
+				mode_name(PersisterConfig::default().load_mode)
+			),
 			Reader::Ldk { .. } => "LDK `MonitorUpdatingPersister`".into(),
 			Reader::LdkAsync { .. } => "LDK `MonitorUpdatingPersisterAsync`".into(),
 			Reader::LdkParallel { threads } => {
@@ -90,6 +84,15 @@ impl Reader {
 			(Reader::LdkParallel { threads }, None) => (*threads, *threads),
 			_ => (1, 1),
 		}
+	}
+}
+
+fn mode_name(mode: LoadMode) -> String {
+	match mode {
+		LoadMode::Probe => "probe".into(),
+		LoadMode::Pipelined { window } => format!("pipelined (window {window})"),
+		LoadMode::List => "list".into(),
+		LoadMode::ListEach => "list each".into(),
 	}
 }
 
