@@ -23,6 +23,9 @@
 //! `./localstack/servers.sh run cargo bench ...`, which starts and stops them), and each is
 //! skipped with a note otherwise.
 //!
+//! `LDK_OS_BENCH_LOG` (a `tracing` filter, such as `ldk_object_store::limit=trace`) prints the
+//! store's own events on stderr.
+//!
 //! Under `cargo test` (no `--bench` argument) the binary does nothing and succeeds, so that
 //! `cargo test --all-targets` stays a test run; `cargo test --bench persistence -- --smoke` runs
 //! the smoke size in the test profile.
@@ -35,6 +38,7 @@ mod fixtures;
 mod flow;
 mod local_dir;
 mod overhead;
+mod plan;
 mod replica;
 mod report;
 mod sections;
@@ -297,6 +301,14 @@ fn main() {
 		);
 		return;
 	};
+	// `LDK_OS_BENCH_LOG=ldk_object_store::limit=trace`, say: the store's own events on stderr
+	// (the adaptive bound's changes, retries), to see why a load took the time it did.
+	if let Ok(filter) = std::env::var("LDK_OS_BENCH_LOG") {
+		tracing_subscriber::fmt()
+			.with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+			.with_writer(std::io::stderr)
+			.init();
+	}
 	let started = Instant::now();
 	let set = fixtures_for(&args);
 	let ldk = env::Ldk::leak();

@@ -22,6 +22,7 @@ use lightning::util::ser::ReadableArgs;
 use crate::backend::Backend;
 use crate::env::{ours, theirs, FixedFees, Ldk, NullBroadcaster, NullLogger};
 use crate::fixtures::ChannelFixture;
+use crate::plan::{bursts, counts};
 use crate::report::{bytes, count, ratio, secs, Table};
 use crate::startup::ldk_parallel;
 use crate::updates::{decode_update, MAX_PENDING};
@@ -56,34 +57,6 @@ type Monitors<'p, P> = ChainMonitor<
 	&'p P,
 	&'static KeysManager,
 >;
-
-/// How many of its recorded updates each channel makes: 1 to `updates - 1`, at random, so that
-/// channels stop at different points between two full monitors, as on a live node (were they all
-/// to stop at one update id, LDK's `maximum_pending_updates` might line up with it).
-fn counts(channels: usize, updates: usize) -> Vec<usize> {
-	let mut rng = fastrand::Rng::with_seed(7);
-	(0..channels).map(|_| rng.usize(1..updates.max(2))).collect()
-}
-
-/// The order of the updates: bursts of 1–8 consecutive updates of one channel (about one or two
-/// payments), channels picked at random, the same for both persisters.
-fn bursts(counts: &[usize]) -> Vec<(usize, usize)> {
-	let mut rng = fastrand::Rng::with_seed(11);
-	let mut left = counts.to_vec();
-	let mut open: Vec<usize> = (0..counts.len()).filter(|c| left[*c] > 0).collect();
-	let mut plan = Vec::new();
-	while !open.is_empty() {
-		let slot = rng.usize(..open.len());
-		let channel = open[slot];
-		let burst = rng.usize(1..=8).min(left[channel]);
-		plan.push((channel, burst));
-		left[channel] -= burst;
-		if left[channel] == 0 {
-			open.swap_remove(slot);
-		}
-	}
-	plan
-}
 
 /// One persister's working life: the channels registered, then `reset` (of the request
 /// counters), then every update in `plan`, each completed before the next. Returns the

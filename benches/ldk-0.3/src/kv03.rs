@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use lightning::io;
 use lightning::util::native_async::FutureSpawner;
-use lightning::util::persist::KVStore;
+use lightning::util::persist::{KVStore, KVStoreSync};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 
@@ -76,7 +76,8 @@ impl KVStore for ObjectKv03 {
 	fn write(
 		&self, primary_namespace: &str, secondary_namespace: &str, key: &str, buf: Vec<u8>,
 	) -> impl std::future::Future<Output = Result<(), io::Error>> + 'static + Send {
-		// Loading never writes; a plain put is enough (no ordering of writes to one key).
+		// One plain put: a load never writes, and the end-to-end life writes one call at a time
+		// (`KVStoreSync`, each call run to completion), so writes to a key stay in order.
 		let path = self.namespace_path(primary_namespace, secondary_namespace).join(key);
 		let store = Arc::clone(&self.store);
 		async move { store.put(&path, buf.into()).await.map(drop).map_err(io_error) }
@@ -112,6 +113,52 @@ impl KVStore for ObjectKv03 {
 				.filter_map(|meta| meta.location.filename().map(str::to_owned))
 				.collect())
 		}
+	}
+}
+
+/// For LDK 0.3's sync `MonitorUpdatingPersister` (the end-to-end section's working life): each
+/// call is the async one, run to completion on the calling thread (object_store's in-memory
+/// store needs no runtime).
+impl KVStoreSync for ObjectKv03 {
+	fn read(
+		&self, primary_namespace: &str, secondary_namespace: &str, key: &str,
+	) -> Result<Vec<u8>, io::Error> {
+		futures::executor::block_on(KVStore::read(
+			self,
+			primary_namespace,
+			secondary_namespace,
+			key,
+		))
+	}
+
+	fn write(
+		&self, primary_namespace: &str, secondary_namespace: &str, key: &str, buf: Vec<u8>,
+	) -> Result<(), io::Error> {
+		futures::executor::block_on(KVStore::write(
+			self,
+			primary_namespace,
+			secondary_namespace,
+			key,
+			buf,
+		))
+	}
+
+	fn remove(
+		&self, primary_namespace: &str, secondary_namespace: &str, key: &str, lazy: bool,
+	) -> Result<(), io::Error> {
+		futures::executor::block_on(KVStore::remove(
+			self,
+			primary_namespace,
+			secondary_namespace,
+			key,
+			lazy,
+		))
+	}
+
+	fn list(
+		&self, primary_namespace: &str, secondary_namespace: &str,
+	) -> Result<Vec<String>, io::Error> {
+		futures::executor::block_on(KVStore::list(self, primary_namespace, secondary_namespace))
 	}
 }
 

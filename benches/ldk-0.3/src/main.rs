@@ -17,7 +17,11 @@
 //! (monitors × pending updates), `--rtt-ms 20`, `--runs 1` (the median wall time is shown),
 //! `--s3 median-ms=30,p99-ms=200,connections=50,reads=5500,writes=3500,burst-s=1,prefix=0` (the
 //! S3-like model's parameters, any subset), `--s3-sizes 100x10,1000x0,1000x50,10000x10`,
-//! `--only rtt|s3` (one table), `--write-md FILE`.
+//! `--only rtt|s3|e2e` (one table), `--write-md FILE`.
+//!
+//! A third table (`e2e`) is end to end on the S3-like model: each persister writes its own store
+//! through a real `ChainMonitor` over the main benchmark's workload, and the node starts again
+//! after a clean shutdown and after a crash (see `e2e.rs`).
 
 // The main benchmark's own allocator counter and fixture format, shared rather than copied (this
 // crate uses part of each).
@@ -27,8 +31,12 @@ mod alloc;
 #[allow(dead_code)]
 #[path = "../../persistence/fixtures.rs"]
 mod fixtures;
+// The main benchmark's workload plan, so that the end-to-end section lives the same life.
+mod e2e;
 mod kv03;
 mod loaders;
+#[path = "../../persistence/plan.rs"]
+mod plan;
 mod retry;
 
 #[global_allocator]
@@ -76,7 +84,7 @@ struct Args {
 fn usage() -> String {
 	"usage: ldk03-startup [--fixtures DIR] [--sizes 100x10,1000x0,1000x50] [--rtt-ms 20] \
 	 [--runs 1] [--s3 KEY=VALUE,...] [--s3-sizes 100x10,1000x0,1000x50,10000x10] \
-	 [--only rtt|s3] [--write-md FILE]"
+	 [--only rtt|s3|e2e] [--write-md FILE]"
 		.into()
 }
 
@@ -114,8 +122,8 @@ fn parse_args() -> Result<Args, String> {
 			"--s3" => args.s3 = S3Params::parse(&value()?)?,
 			"--only" => {
 				let only = value()?;
-				if only != "rtt" && only != "s3" {
-					return Err(format!("--only: rtt or s3, not {only:?}\n{}", usage()));
+				if !["rtt", "s3", "e2e"].contains(&only.as_str()) {
+					return Err(format!("--only: rtt, s3 or e2e, not {only:?}\n{}", usage()));
 				}
 				args.only = Some(only);
 			},
@@ -530,9 +538,19 @@ fn run(args: &Args) -> Result<(), String> {
 	if let Some(s3) = &s3 {
 		println!("\n{}\n{}", s3.table, s3.notes);
 	}
+	// The main benchmark's workload: up to 50 updates per channel (its full profile's), over
+	// every startup channel.
+	let e2e = wants("e2e").then(|| {
+		let section = e2e::run(&bench, &channels, updates_available.min(50), args.s3);
+		let markdown = e2e::markdown(&section, &args.s3);
+		println!("\n{markdown}");
+		markdown
+	});
 	let config = PersisterConfig::default();
 	println!("this crate's PersisterConfig::default(): {config:?}");
-	if rows.iter().chain(s3.iter().flat_map(|s| &s.rows)).all(|r| r.result.is_err()) {
+	let nothing_else =
+		rows.iter().chain(s3.iter().flat_map(|s| &s.rows)).all(|r| r.result.is_err());
+	if nothing_else && e2e.is_none() {
 		return Err(format!(
 			"no size could be run with {}; nothing written (`--sizes` and `--s3-sizes` pick \
 			 sizes the fixtures hold)",
@@ -561,6 +579,12 @@ fn run(args: &Args) -> Result<(), String> {
 				section.push_str("\n\n");
 			}
 			section.push_str(&s3_markdown(args, &cx, s3));
+		}
+		if let Some(e2e) = &e2e {
+			if !section.is_empty() {
+				section.push_str("\n\n");
+			}
+			section.push_str(e2e);
 		}
 		std::fs::write(md, section).map_err(|e| format!("{}: {e}", md.display()))?;
 		println!("wrote {}", md.display());
