@@ -14,6 +14,15 @@ use crate::report::{secs, Table};
 
 const NAMESPACE: &str = "overhead";
 
+/// The raw calls' runtime: two workers, like the store's own.
+fn raw_runtime() -> tokio::runtime::Runtime {
+	tokio::runtime::Builder::new_multi_thread()
+		.worker_threads(2)
+		.enable_all()
+		.build()
+		.expect("runtime")
+}
+
 /// Measurements of one operation: seconds per operation in each round, raw and ours.
 struct Op {
 	name: String,
@@ -49,11 +58,7 @@ pub fn run(
 	let prefix = backend.prefix(&format!("overhead-{label}"));
 	let store = backend.kv(&prefix, in_flight);
 	let raw: Arc<dyn ObjectStore> = Arc::clone(&backend.store);
-	let runtime = tokio::runtime::Builder::new_multi_thread()
-		.worker_threads(2)
-		.enable_all()
-		.build()
-		.expect("runtime");
+	let runtime = raw_runtime();
 	let value = vec![0xa5u8; 1024];
 	let path = |round: usize, who: &str, i: usize| -> (String, Path) {
 		let key = format!("{who}{round}k{i}");
@@ -242,11 +247,7 @@ pub fn read_cost(backend: &Backend, reads: usize, in_flight: usize, rounds: usiz
 	let prefix = backend.prefix("read-cost");
 	let store = backend.kv(&prefix, in_flight);
 	let raw: Arc<dyn ObjectStore> = Arc::clone(&backend.store);
-	let runtime = tokio::runtime::Builder::new_multi_thread()
-		.worker_threads(2)
-		.enable_all()
-		.build()
-		.expect("runtime");
+	let runtime = raw_runtime();
 	let keys: Vec<String> = (0..reads).map(|i| format!("k{i}")).collect();
 	let paths: Vec<Path> =
 		keys.iter().map(|k| Path::from(format!("{prefix}/{NAMESPACE}/cost/{k}"))).collect();

@@ -28,3 +28,16 @@ pub fn bursts(counts: &[usize]) -> Vec<(usize, usize)> {
 	}
 	plan
 }
+
+/// Goes through `plan` in order, handing `update` each update as (channel, index of the update
+/// among the channel's recorded ones); checks that every channel made its `counts`.
+pub fn replay(plan: &[(usize, usize)], counts: &[usize], mut update: impl FnMut(usize, usize)) {
+	let mut next = vec![0; counts.len()];
+	for &(channel, burst) in plan {
+		for index in next[channel]..next[channel] + burst {
+			update(channel, index);
+		}
+		next[channel] += burst;
+	}
+	assert_eq!(next, counts, "every planned update went through");
+}

@@ -22,7 +22,7 @@ use lightning::util::ser::ReadableArgs;
 use crate::backend::Backend;
 use crate::env::{ours, theirs, FixedFees, Ldk, NullBroadcaster, NullLogger};
 use crate::fixtures::ChannelFixture;
-use crate::plan::{bursts, counts};
+use crate::plan::{bursts, counts, replay};
 use crate::report::{bytes, count, ratio, secs, Table};
 use crate::startup::ldk_parallel;
 use crate::updates::{decode_update, MAX_PENDING};
@@ -93,19 +93,10 @@ fn drive<'p, P: Persist<InMemorySigner>>(
 		.map(|(c, n)| c.updates[..*n].iter().map(|u| decode_update(u)).collect())
 		.collect();
 	reset();
-	let mut next = vec![0; channels.len()];
-	for &(channel, burst) in plan {
-		for update in &decoded[channel][next[channel]..next[channel] + burst] {
-			let status = monitors.update_channel(ids[channel], update);
-			assert_eq!(
-				status,
-				ChannelMonitorUpdateStatus::Completed,
-				"{}",
-				channels[channel].label
-			);
-		}
-		next[channel] += burst;
-	}
+	replay(plan, counts, |channel, i| {
+		let status = monitors.update_channel(ids[channel], &decoded[channel][i]);
+		assert_eq!(status, ChannelMonitorUpdateStatus::Completed, "{}", channels[channel].label);
+	});
 	monitors
 }
 

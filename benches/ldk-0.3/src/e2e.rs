@@ -27,7 +27,7 @@ use store_models::{Control, Counts, LatencyStore, S3LikeStore, S3Model, S3Params
 
 use crate::fixtures::ChannelFixture;
 use crate::kv03::ObjectKv03;
-use crate::plan::{bursts, counts};
+use crate::plan::{bursts, counts, replay};
 use crate::{load, loaders, mib, secs, Bench, Loader, Measured, ROOT};
 
 /// LDK's `maximum_pending_updates` for LDK 0.3's persister: the main benchmark's workload gives
@@ -128,34 +128,27 @@ fn ldk03_life(
 		env.keys.get_peer_storage_key(),
 		false,
 	);
-	let mut ids = Vec::with_capacity(channels.len());
-	for c in channels {
-		let (_, monitor) = <(
-			lightning::chain::BlockLocator,
-			ChannelMonitor<lightning::sign::InMemorySigner>,
-		)>::read(&mut &c.monitor[..], (&env.keys, &env.keys))
-		.expect("LDK 0.3 decodes the fixture monitor");
-		let id = monitor.channel_id();
-		let status = monitors.watch_channel(id, monitor).expect("a new channel");
-		assert_eq!(status, ChannelMonitorUpdateStatus::Completed, "{}", c.label);
-		ids.push(id);
-	}
+	let ids: Vec<_> = channels
+		.iter()
+		.map(|c| {
+			let (_, monitor) = <(
+				lightning::chain::BlockLocator,
+				ChannelMonitor<lightning::sign::InMemorySigner>,
+			)>::read(&mut &c.monitor[..], (&env.keys, &env.keys))
+			.expect("LDK 0.3 decodes the fixture monitor");
+			let id = monitor.channel_id();
+			let status = monitors.watch_channel(id, monitor).expect("a new channel");
+			assert_eq!(status, ChannelMonitorUpdateStatus::Completed, "{}", c.label);
+			id
+		})
+		.collect();
 	control.counters.reset();
-	let mut next = vec![0; channels.len()];
-	for &(channel, burst) in plan {
-		for bytes in &channels[channel].updates[next[channel]..next[channel] + burst] {
-			let update = ChannelMonitorUpdate::read(&mut &bytes[..]).expect("LDK 0.3 decodes it");
-			let status = monitors.update_channel(ids[channel], &update);
-			assert_eq!(
-				status,
-				ChannelMonitorUpdateStatus::Completed,
-				"{}",
-				channels[channel].label
-			);
-		}
-		next[channel] += burst;
-	}
-	assert_eq!(next, counts, "every planned update went through");
+	replay(plan, counts, |channel, i| {
+		let bytes = &channels[channel].updates[i];
+		let update = ChannelMonitorUpdate::read(&mut &bytes[..]).expect("LDK 0.3 decodes it");
+		let status = monitors.update_channel(ids[channel], &update);
+		assert_eq!(status, ChannelMonitorUpdateStatus::Completed, "{}", channels[channel].label);
+	});
 	let writes = control.counters.snapshot();
 	drop(monitors);
 	let (stored, objects) = snapshot(bench, &inner);
@@ -207,34 +200,28 @@ fn ours_life(
 		&env.keys,
 		env.keys.get_peer_storage_key(),
 	);
-	let mut ids = Vec::with_capacity(channels.len());
-	for c in channels {
-		let (_, monitor) = <(BlockHash, ChannelMonitor<lightning_02::sign::InMemorySigner>)>::read(
-			&mut &c.monitor[..],
-			(&env.keys, &env.keys),
-		)
-		.expect("the fixture monitor decodes");
-		let id = monitor.channel_id();
-		let status = monitors.watch_channel(id, monitor).expect("a new channel");
-		assert_eq!(status, ChannelMonitorUpdateStatus::Completed, "{}", c.label);
-		ids.push(id);
-	}
+	let ids: Vec<_> = channels
+		.iter()
+		.map(|c| {
+			let (_, monitor) =
+				<(BlockHash, ChannelMonitor<lightning_02::sign::InMemorySigner>)>::read(
+					&mut &c.monitor[..],
+					(&env.keys, &env.keys),
+				)
+				.expect("the fixture monitor decodes");
+			let id = monitor.channel_id();
+			let status = monitors.watch_channel(id, monitor).expect("a new channel");
+			assert_eq!(status, ChannelMonitorUpdateStatus::Completed, "{}", c.label);
+			id
+		})
+		.collect();
 	control.counters.reset();
-	let mut next = vec![0; channels.len()];
-	for &(channel, burst) in plan {
-		for bytes in &channels[channel].updates[next[channel]..next[channel] + burst] {
-			let update = ChannelMonitorUpdate::read(&mut &bytes[..]).expect("it decodes");
-			let status = monitors.update_channel(ids[channel], &update);
-			assert_eq!(
-				status,
-				ChannelMonitorUpdateStatus::Completed,
-				"{}",
-				channels[channel].label
-			);
-		}
-		next[channel] += burst;
-	}
-	assert_eq!(next, counts, "every planned update went through");
+	replay(plan, counts, |channel, i| {
+		let bytes = &channels[channel].updates[i];
+		let update = ChannelMonitorUpdate::read(&mut &bytes[..]).expect("it decodes");
+		let status = monitors.update_channel(ids[channel], &update);
+		assert_eq!(status, ChannelMonitorUpdateStatus::Completed, "{}", channels[channel].label);
+	});
 	let writes = control.counters.snapshot();
 	// A crash now leaves the store as it is.
 	let (crashed, crashed_objects) = snapshot(bench, &inner);
