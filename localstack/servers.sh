@@ -454,9 +454,9 @@ serve() {
 	eval "$(cmd_env)"
 }
 
-cmd_run() {
-	(($# > 0)) || die "run: which command?"
-	serve
+# Runs a command in the repo root; if it fails, prints the server logs after it. Returns its
+# status.
+run_logged() {
 	local status=0
 	(cd "$ROOT" && "$@") || status=$?
 	if ((status != 0)); then
@@ -466,14 +466,16 @@ cmd_run() {
 	return "$status"
 }
 
+cmd_run() {
+	(($# > 0)) || die "run: which command?"
+	serve
+	run_logged "$@"
+}
+
 cmd_test() {
 	serve
 	local status=0
-	(cd "$ROOT" && cargo test --all-targets --features cli --no-fail-fast "$@") || status=$?
-	if ((status != 0)); then
-		log "tests failed (exit $status); server logs follow"
-		cmd_logs >&2
-	fi
+	run_logged cargo test --all-targets --features cli --no-fail-fast "$@" || status=$?
 	# `--all-targets` leaves out doc tests, and the README's Rust blocks are doc tests
 	# (`ReadmeDoctests` in src/lib.rs). Run even after a failure, like --no-fail-fast; with
 	# arguments the caller picked what to run (and `--doc` cannot be mixed with `--test NAME`).

@@ -23,11 +23,14 @@
 //! through a real `ChainMonitor` over the main benchmark's workload, and the node starts again
 //! after a clean shutdown and after a crash (see `e2e.rs`).
 
-// The main benchmark's own allocator counter and fixture format, shared rather than copied (this
-// crate uses part of each).
+// The main benchmark's own allocator counter, CPU time and fixture format, shared rather than
+// copied (this crate uses part of each).
 #[allow(dead_code)]
 #[path = "../../persistence/alloc.rs"]
 mod alloc;
+#[allow(dead_code)]
+#[path = "../../persistence/cpu.rs"]
+mod cpu;
 #[allow(dead_code)]
 #[path = "../../persistence/fixtures.rs"]
 mod fixtures;
@@ -213,17 +216,6 @@ struct Measured {
 	s3: Option<S3Counts>,
 }
 
-/// User + system CPU time of the whole process so far (`getrusage(RUSAGE_SELF)`).
-fn cpu_time() -> Duration {
-	// SAFETY: `getrusage` writes only into the zeroed struct it is given.
-	let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-	if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
-		return Duration::ZERO;
-	}
-	let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-	tv(usage.ru_utime) + tv(usage.ru_stime)
-}
-
 /// What the run needs throughout.
 struct Bench {
 	rt: tokio::runtime::Runtime,
@@ -283,7 +275,7 @@ fn load(
 		if let Some(model) = model {
 			model.reset();
 		}
-		(alloc::reset_peak(), cpu_time(), Instant::now())
+		(alloc::reset_peak(), cpu::process_time(), Instant::now())
 	};
 	let (elapsed, loaded, peak_heap, cpu) = match loader {
 		Loader::OursDefault | Loader::OursList | Loader::OursWide | Loader::OursEachWide => {
@@ -297,7 +289,7 @@ fn load(
 			let (baseline, cpu, started) = start();
 			let loaded = loaders::load_ours(&persister);
 			let elapsed = started.elapsed();
-			let cpu = cpu_time().saturating_sub(cpu);
+			let cpu = cpu::process_time().saturating_sub(cpu);
 			let peak = alloc::peak().saturating_sub(baseline);
 			(elapsed, loaded, peak, cpu)
 		},
@@ -310,7 +302,7 @@ fn load(
 			let (baseline, cpu, started) = start();
 			let loaded = loaders::load_theirs(&persister, &bench.rt);
 			let elapsed = started.elapsed();
-			let cpu = cpu_time().saturating_sub(cpu);
+			let cpu = cpu::process_time().saturating_sub(cpu);
 			let peak = alloc::peak().saturating_sub(baseline);
 			(elapsed, loaded, peak, cpu)
 		},
